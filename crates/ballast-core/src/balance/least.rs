@@ -1,0 +1,47 @@
+//! Weighted least-connections: the server with the fewest requests in flight per unit of
+//! weight. Loads are compared by cross-multiplication (`a.in_flight × b.weight` against
+//! `b.in_flight × a.weight`), so there is no division and no rounding. Ties rotate: the scan
+//! starts after the last server picked, so equally loaded servers take turns.
+
+use super::PoolView;
+
+#[derive(Debug, Clone)]
+pub struct LeastConnections {
+    /// Where the next scan starts.
+    cursor: usize,
+}
+
+impl LeastConnections {
+    pub fn new(_servers: usize) -> Self {
+        Self { cursor: 0 }
+    }
+
+    #[inline]
+    pub fn pick<V: PoolView>(
+        &mut self,
+        view: &V,
+        candidate: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let n = view.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor % n;
+        let mut best: Option<(usize, u64, u64)> = None;
+        for step in 0..n {
+            let i = (start + step) % n;
+            if !candidate(i) {
+                continue;
+            }
+            let load = u64::from(view.in_flight(i));
+            let weight = u64::from(view.weight(i));
+            match best {
+                Some((_, bl, bw)) if load * bw >= bl * weight => {}
+                _ => best = Some((i, load, weight)),
+            }
+        }
+        let (b, _, _) = best?;
+        self.cursor = b + 1;
+        Some(b)
+    }
+}

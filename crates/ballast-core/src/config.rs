@@ -1,0 +1,472 @@
+//! The ballast configuration model: listeners, pools, servers, health, limits, admin.
+//!
+//! This is the one model every tool reads (`check`, `simulate`, later `serve`, `diff` and the
+//! HAProxy/nginx importers). It is plain data, deserialized from TOML with unknown keys
+//! rejected; where a field is optional its effective default is a named constant here, so the
+//! checker, the simulator and the proxy agree on what "unset" means.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::traffic::Traffic;
+
+/// Default per-listener connection cap when `max_connections` is unset.
+pub const DEFAULT_LISTENER_MAX_CONNECTIONS: u32 = 10_000;
+/// Default process-wide connection cap when `global.max_connections` is unset.
+pub const DEFAULT_GLOBAL_MAX_CONNECTIONS: u32 = 20_000;
+/// Default time a client has to send the request head (slowloris protection).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an idle keep-alive client connection is kept.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound on a whole request, from first byte to last byte of the response.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time to establish a connection to a server.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time a server has to start answering.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a request may wait in a server's queue.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default bounded-load factor for consistent hashing (the paper's c).
+pub const DEFAULT_BALANCE_FACTOR: f64 = 1.25;
+/// Default admin listener.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9900";
+/// Largest accepted server weight.
+pub const MAX_WEIGHT: u32 = 1_000;
+
+/// A whole ballast configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub global: Global,
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub listeners: BTreeMap<String, Listener>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
+    /// The traffic model `ballast simulate` runs when no other is given.
+    pub simulate: Option<Traffic>,
+}
+
+/// Process-wide limits.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// Connections across all listeners; excess is refused with 503.
+    pub max_connections: Option<u32>,
+    /// Connections from one client address across all listeners.
+    pub max_connections_per_ip: Option<u32>,
+}
+
+impl Global {
+    pub fn effective_max_connections(&self) -> u32 {
+        self.max_connections
+            .unwrap_or(DEFAULT_GLOBAL_MAX_CONNECTIONS)
+    }
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// Bearer token required for changes, and for any bind beyond loopback.
+    pub token: Option<String>,
+}
+
+fn default_admin_address() -> String {
+    DEFAULT_ADMIN_ADDRESS.to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// A socket that accepts clients and routes them to one pool.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub max_connections: Option<u32>,
+    /// Name of the pool this listener routes to.
+    pub pool: String,
+    #[serde(default)]
+    pub timeouts: ListenerTimeouts,
+    /// Peers whose X-Forwarded-For is believed (CIDRs). Empty: the socket peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Listener {
+    pub fn effective_max_connections(&self) -> u32 {
+        self.max_connections
+            .unwrap_or(DEFAULT_LISTENER_MAX_CONNECTIONS)
+    }
+}
+
+/// Client-side timeouts. `"0s"` disables one, which `check` reports.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTimeouts {
+    /// Time to receive the full request head.
+    pub header_read: Option<Dur>,
+    /// Idle time allowed between requests on a keep-alive connection.
+    pub idle: Option<Dur>,
+    /// Bound on a whole request, including queueing, retries and the response.
+    pub request: Option<Dur>,
+}
+
+impl ListenerTimeouts {
+    pub fn header_read(&self) -> Duration {
+        self.header_read
+            .map_or(DEFAULT_HEADER_READ_TIMEOUT, |d| d.0)
+    }
+    pub fn idle(&self) -> Duration {
+        self.idle.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0)
+    }
+    pub fn request(&self) -> Duration {
+        self.request.map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0)
+    }
+}
+
+/// How a pool picks a server.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Smooth weighted round-robin (nginx's): exact shares, interleaved.
+    #[default]
+    RoundRobin,
+    /// Fewest in-flight requests per unit of weight; ties rotate.
+    LeastConnections,
+    /// Two random servers, the one with fewer in flight per unit of weight.
+    PowerOfTwo,
+    /// Consistent hashing with bounded loads on a request key.
+    ConsistentHash,
+    /// Weighted random.
+    Random,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::PowerOfTwo => "power-of-two",
+            Algorithm::ConsistentHash => "consistent-hash",
+            Algorithm::Random => "random",
+        }
+    }
+}
+
+/// Where a hashing pool reads its key.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(tag = "source", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum HashKey {
+    /// The client address (after trusted-proxy resolution).
+    ClientIp,
+    /// A request header, by name (case-insensitive).
+    Header { name: String },
+    /// A cookie, by name.
+    Cookie { name: String },
+    /// The request path, without the query string.
+    Path,
+    /// A query-string parameter, by name.
+    Query { name: String },
+}
+
+impl HashKey {
+    /// Whether a request can arrive without this key (then it falls back, see `balance`).
+    pub fn is_optional(&self) -> bool {
+        matches!(
+            self,
+            HashKey::Header { .. } | HashKey::Cookie { .. } | HashKey::Query { .. }
+        )
+    }
+
+    /// Whether the key can be read from a TCP connection (only the client address can).
+    pub fn readable_in_tcp(&self) -> bool {
+        matches!(self, HashKey::ClientIp)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            HashKey::ClientIp => "the client IP".to_string(),
+            HashKey::Header { name } => format!("header `{name}`"),
+            HashKey::Cookie { name } => format!("cookie `{name}`"),
+            HashKey::Path => "the path".to_string(),
+            HashKey::Query { name } => format!("query parameter `{name}`"),
+        }
+    }
+}
+
+/// What a pool does when no server is available.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDownPolicy {
+    /// Answer 503 at once (the safe default: no traffic to servers known to be failing).
+    #[default]
+    FailClosed,
+    /// Ignore health and balance over every server that has weight.
+    FailOpen,
+}
+
+/// A group of servers behind one balancing algorithm.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    pub hash_key: Option<HashKey>,
+    /// Bounded-load factor c for consistent hashing: no server exceeds ⌈c · average⌉ in flight.
+    pub balance_factor: Option<f64>,
+    pub connect_timeout: Option<Dur>,
+    pub response_timeout: Option<Dur>,
+    #[serde(default)]
+    pub retries: Retries,
+    pub health: Option<HealthCheck>,
+    pub passive: Option<PassiveEjection>,
+    #[serde(default)]
+    pub all_down: AllDownPolicy,
+    #[serde(default)]
+    pub servers: Vec<Server>,
+}
+
+impl Pool {
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+            .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0)
+    }
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+            .map_or(DEFAULT_RESPONSE_TIMEOUT, |d| d.0)
+    }
+    pub fn balance_factor(&self) -> f64 {
+        self.balance_factor.unwrap_or(DEFAULT_BALANCE_FACTOR)
+    }
+    /// The key a hashing pool uses; client IP when none is given.
+    pub fn effective_hash_key(&self) -> HashKey {
+        self.hash_key.clone().unwrap_or(HashKey::ClientIp)
+    }
+    pub fn primaries(&self) -> impl Iterator<Item = &Server> {
+        self.servers.iter().filter(|s| !s.backup)
+    }
+}
+
+/// Retries on connect failure, to another server.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Extra attempts after the first (0 disables retries).
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// Retries allowed as a percentage of requests over the last ten seconds.
+    #[serde(default = "default_retry_budget")]
+    pub budget_percent: u32,
+}
+
+fn default_retry_attempts() -> u32 {
+    1
+}
+fn default_retry_budget() -> u32 {
+    20
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: default_retry_attempts(),
+            budget_percent: default_retry_budget(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    /// No traffic until `rise` checks pass (the safe default).
+    #[default]
+    Down,
+    Up,
+}
+
+/// Active health checking.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// Path for HTTP checks.
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    /// Consecutive successes to mark a server up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures to mark a server down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Status codes counted as healthy for HTTP checks.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: Vec<u16>,
+    #[serde(default)]
+    pub initial: InitialState,
+}
+
+fn default_check_path() -> String {
+    "/".to_string()
+}
+fn default_check_interval() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_check_timeout() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_expect_status() -> Vec<u16> {
+    vec![200]
+}
+
+/// Passive ejection: take a server out after consecutive failures seen on real traffic.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveEjection {
+    /// Consecutive connect failures or 5xx answers that eject a server.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection lasts this long; each repeat doubles it.
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection: Dur,
+    /// Never eject more than this share of a pool's servers.
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_max_ejected_percent() -> u32 {
+    50
+}
+
+/// One backend server.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub name: String,
+    pub address: String,
+    /// Share of traffic relative to the pool's other servers. 0 drains the server.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Requests in flight at once; beyond it requests queue. Unset: unlimited.
+    pub max_connections: Option<u32>,
+    /// Requests that may wait for a slot; beyond it they get 503 at once.
+    #[serde(default)]
+    pub max_queue: u32,
+    pub queue_timeout: Option<Dur>,
+    /// Used only when no primary server is available.
+    #[serde(default)]
+    pub backup: bool,
+    /// Ramp a recovering server's weight up over this time.
+    pub slow_start: Option<Dur>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl Server {
+    pub fn queue_timeout(&self) -> Duration {
+        self.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |d| d.0)
+    }
+}
+
+/// A duration written as a human string: `"2s"`, `"500ms"`, `"1m 30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a duration such as "2s", "500ms" or "1m 30s""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                parse_duration(s).map(Dur).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+/// Parses `"2s"`, `"500ms"`, `"1m 30s"`; refuses bare numbers and anything over a day, which is
+/// never a sensible timeout and usually a unit slip.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(r#"`{t}` has no unit: write "{t}s" or "{t}ms""#));
+    }
+    let d = humantime::parse_duration(t).map_err(|e| {
+        format!(r#"`{t}` is not a duration ({e}); write it like "2s", "500ms" or "1m 30s""#)
+    })?;
+    if d > Duration::from_secs(86_400) {
+        return Err(format!(
+            "`{t}` is longer than a day; that is never a sensible timeout"
+        ));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_units_and_stay_sane() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(parse_duration("2 parsecs").is_err());
+        assert!(
+            parse_duration("400d")
+                .unwrap_err()
+                .contains("longer than a day")
+        );
+    }
+}
