@@ -40,7 +40,10 @@ impl<'a> Context<'a> {
     }
 
     fn listeners_of_owned<'s>(&'s self, pool: &'s str) -> impl Iterator<Item = &'a Listener> + 's {
-        self.config.listeners.values().filter(move |l| l.pool == pool)
+        self.config
+            .listeners
+            .values()
+            .filter(move |l| l.pool == pool)
     }
 }
 

@@ -131,7 +131,13 @@ pub fn sarif(reports: &[FileReport]) -> Value {
 pub fn rules_text() -> String {
     let mut out = String::new();
     for r in RULES {
-        out.push_str(&format!("{:<9} {:<8} {:<36} {}\n", r.id, r.severity.as_str(), r.name, r.summary));
+        out.push_str(&format!(
+            "{:<9} {:<8} {:<36} {}\n",
+            r.id,
+            r.severity.as_str(),
+            r.name,
+            r.summary
+        ));
     }
     out
 }
@@ -169,12 +175,27 @@ pub fn rules_markdown() -> String {
         ));
     }
     for r in RULES {
-        out.push_str(&format!("\n## {}\n\n`{}` · {} · {}\n\n{}\n", r.id, r.name, r.severity.as_str(), r.category, r.explain));
+        out.push_str(&format!(
+            "\n## {}\n\n`{}` · {} · {}\n\n{}\n",
+            r.id,
+            r.name,
+            r.severity.as_str(),
+            r.category,
+            r.explain
+        ));
     }
     out
 }
 
 /// `--explain RULE` text.
 pub fn explain(r: &Rule) -> String {
-    format!("{} ({}) · {} · {}\n{}\n\n{}\n", r.id, r.name, r.severity.as_str(), r.category, r.summary, r.explain)
+    format!(
+        "{} ({}) · {} · {}\n{}\n\n{}\n",
+        r.id,
+        r.name,
+        r.severity.as_str(),
+        r.category,
+        r.summary,
+        r.explain
+    )
 }

@@ -1,14 +1,19 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! ballast-sim: a deterministic discrete-event simulation of one pool, driven by a traffic
+//! model or a recorded request log, that makes every choice through `ballast-core`'s
+//! [`Balancer`](ballast_core::balance::Balancer): the same code the proxy runs.
+//!
+//! Time is virtual (nanoseconds from 0). Randomness comes from two seeded streams, one for
+//! traffic (arrivals, clients, keys, service times) and one for the balancer, so the same
+//! seed gives the same run, and the balancer sees the same random draws it would see live.
+//! Pure: trace output and progress are callbacks; the binary does the I/O.
+#![forbid(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod assert;
+mod engine;
+mod model;
+pub mod replay;
+pub mod report;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use engine::{Outcome, Simulation, TraceRecord};
+pub use replay::ReplayRequest;
+pub use report::{Report, ServerReport};

@@ -1,3 +1,35 @@
-fn main() {
-    println!("Hello, world!");
+//! The `ballast` command: parses the command line and hands each subcommand to its module.
+#![forbid(unsafe_code)]
+
+mod check_cmd;
+mod simulate_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ballast: find load-balancer misconfigurations before they become outages.
+///
+/// Exit codes: 0 when all is well, 1 when a check or an assertion fails, 2 when an input
+/// cannot be read or parsed.
+#[derive(Parser)]
+#[command(name = "ballast", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Check(check_cmd::CheckArgs),
+    Simulate(simulate_cmd::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Check(args) => check_cmd::run(args),
+        Command::Simulate(args) => simulate_cmd::run(args),
+    };
+    ExitCode::from(code)
 }

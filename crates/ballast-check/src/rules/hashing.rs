@@ -1,8 +1,8 @@
 //! Hashing and stickiness: bounded-load factor, keys a client controls, keys that may be
 //! missing.
 
-use crate::context::Context;
 use crate::Sink;
+use crate::context::Context;
 use ballast_core::config::{Algorithm, HashKey};
 
 pub fn balance_factor_range(ctx: &Context, out: &mut Sink) {
@@ -10,7 +10,9 @@ pub fn balance_factor_range(ctx: &Context, out: &mut Sink) {
         if pool.algorithm != Algorithm::ConsistentHash {
             continue;
         }
-        let Some(f) = pool.balance_factor else { continue };
+        let Some(f) = pool.balance_factor else {
+            continue;
+        };
         if f < 1.25 {
             out.emit(&format!("pools.{name}.balance_factor"),
                 format!("balance_factor {f} is below 1.25: servers fill up almost at the average, so most keys are pushed off their server and affinity (cache hits) is mostly lost"),
@@ -28,8 +30,14 @@ pub fn client_controlled_key(ctx: &Context, out: &mut Sink) {
         if pool.algorithm != Algorithm::ConsistentHash {
             continue;
         }
-        let Some(HashKey::Header { name: header }) = &pool.hash_key else { continue };
-        let untrusted: Vec<_> = ctx.listeners_of(name).filter(|(_, l)| l.trusted_proxies.is_empty()).map(|(n, _)| n).collect();
+        let Some(HashKey::Header { name: header }) = &pool.hash_key else {
+            continue;
+        };
+        let untrusted: Vec<_> = ctx
+            .listeners_of(name)
+            .filter(|(_, l)| l.trusted_proxies.is_empty())
+            .map(|(n, _)| n)
+            .collect();
         if let Some(listener) = untrusted.first() {
             out.emit(&format!("pools.{name}.hash_key"),
                 format!("pool `{name}` hashes on header `{header}`, which any client can set (listener `{listener}` trusts no proxy): one client can pick its server and steer load onto it"),
@@ -43,7 +51,9 @@ pub fn optional_key(ctx: &Context, out: &mut Sink) {
         if pool.algorithm != Algorithm::ConsistentHash {
             continue;
         }
-        if let Some(key) = &pool.hash_key && key.is_optional() {
+        if let Some(key) = &pool.hash_key
+            && key.is_optional()
+        {
             out.emit(&format!("pools.{name}.hash_key"),
                 format!("requests without {} are balanced by round-robin in pool `{name}`: they keep no affinity", key.describe()),
                 "make sure every client sends the key, or accept that those requests are not sticky");

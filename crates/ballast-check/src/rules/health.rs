@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::context::{Context, human};
 use crate::Sink;
+use crate::context::{Context, human};
 use ballast_core::config::{AllDownPolicy, InitialState};
 
 /// Longest acceptable time to detect a dead server by active checks.
@@ -50,7 +50,10 @@ pub fn slow_start_shorter_than_interval(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
         let Some(h) = &pool.health else { continue };
         for (i, s) in pool.servers.iter().enumerate() {
-            if let Some(ss) = s.slow_start && !ss.0.is_zero() && ss.0 <= h.interval.0 {
+            if let Some(ss) = s.slow_start
+                && !ss.0.is_zero()
+                && ss.0 <= h.interval.0
+            {
                 out.emit(&format!("pools.{name}.servers[{i}].slow_start"),
                     format!("slow_start {} of server `{}` is not longer than the check interval {}: the ramp is over before the next check, so a recovering server gets its full share at once",
                         human(ss.0), s.name, human(h.interval.0)),
@@ -74,7 +77,9 @@ pub fn timeout_not_below_interval(ctx: &Context, out: &mut Sink) {
 
 pub fn passive_can_eject_all(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
-        if let Some(p) = &pool.passive && p.max_ejected_percent >= 100 {
+        if let Some(p) = &pool.passive
+            && p.max_ejected_percent >= 100
+        {
             out.emit(&format!("pools.{name}.passive.max_ejected_percent"),
                 format!("passive ejection may remove every server of pool `{name}`: one bad request retried everywhere (a query of death) takes the whole pool out"),
                 "cap max_ejected_percent (50 is the default) so some servers always stay in rotation");
@@ -109,7 +114,9 @@ pub fn slow_start_without_health(ctx: &Context, out: &mut Sink) {
 
 pub fn initial_up(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
-        if let Some(h) = &pool.health && h.initial == InitialState::Up {
+        if let Some(h) = &pool.health
+            && h.initial == InitialState::Up
+        {
             out.emit(&format!("pools.{name}.health.initial"),
                 format!("servers of pool `{name}` start up, so a new or restarted server gets traffic before any check has passed"),
                 "use initial = \"down\" (the default) unless servers must take traffic before the first check");

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::context::{Context, human, thousands};
 use crate::Sink;
+use crate::context::{Context, human, thousands};
 use ballast_core::config::Pool;
 
 /// Connections the pool's primaries can hold in service and in queue, if every one is limited.
@@ -12,16 +12,24 @@ fn capacity(pool: &Pool, without: Option<usize>) -> Option<u64> {
         .iter()
         .enumerate()
         .filter(|(i, s)| !s.backup && s.weight > 0 && Some(*i) != without)
-        .map(|(_, s)| s.max_connections.map(|m| u64::from(m) + u64::from(s.max_queue)))
+        .map(|(_, s)| {
+            s.max_connections
+                .map(|m| u64::from(m) + u64::from(s.max_queue))
+        })
         .sum()
 }
 
 pub fn capacity_below_listener(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
         let admitted = ctx.admitted_to(name);
-        let Some(cap) = capacity(pool, None) else { continue };
+        let Some(cap) = capacity(pool, None) else {
+            continue;
+        };
         if admitted > cap && cap > 0 {
-            let listeners: Vec<_> = ctx.listeners_of(name).map(|(n, _)| format!("`{n}`")).collect();
+            let listeners: Vec<_> = ctx
+                .listeners_of(name)
+                .map(|(n, _)| format!("`{n}`"))
+                .collect();
             out.emit(&format!("pools.{name}"),
                 format!("{} admit{} {} connections but pool `{name}` can hold {} (in service plus queued): at full load {} get 503",
                     listeners.join(", "), if listeners.len() == 1 { "s" } else { "" },
@@ -34,7 +42,9 @@ pub fn capacity_below_listener(ctx: &Context, out: &mut Sink) {
 pub fn capacity_n_minus_one(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
         let admitted = ctx.admitted_to(name);
-        let Some(full) = capacity(pool, None) else { continue };
+        let Some(full) = capacity(pool, None) else {
+            continue;
+        };
         if admitted > full {
             continue; // capacity-below-listener already says so
         }
@@ -43,11 +53,25 @@ pub fn capacity_n_minus_one(ctx: &Context, out: &mut Sink) {
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.backup && s.weight > 0)
-            .max_by_key(|(_, s)| s.max_connections.map(|m| u64::from(m) + u64::from(s.max_queue)));
-        let Some((index, server)) = largest else { continue };
-        let Some(rest) = capacity(pool, Some(index)) else { continue };
-        let backup: u64 = pool.servers.iter().filter(|s| s.backup)
-            .map(|s| s.max_connections.map_or(0, |m| u64::from(m) + u64::from(s.max_queue))).sum();
+            .max_by_key(|(_, s)| {
+                s.max_connections
+                    .map(|m| u64::from(m) + u64::from(s.max_queue))
+            });
+        let Some((index, server)) = largest else {
+            continue;
+        };
+        let Some(rest) = capacity(pool, Some(index)) else {
+            continue;
+        };
+        let backup: u64 = pool
+            .servers
+            .iter()
+            .filter(|s| s.backup)
+            .map(|s| {
+                s.max_connections
+                    .map_or(0, |m| u64::from(m) + u64::from(s.max_queue))
+            })
+            .sum();
         if admitted > rest + backup {
             out.emit(&format!("pools.{name}.servers[{index}]"),
                 format!("if `{}` fails, pool `{name}` can hold {} connections against the {} its listeners admit: {} have nowhere to go",
@@ -73,7 +97,9 @@ pub fn per_ip_above_total(ctx: &Context, out: &mut Sink) {
 pub fn listener_above_global(ctx: &Context, out: &mut Sink) {
     let global = ctx.config.global.effective_max_connections();
     for (name, l) in ctx.listeners() {
-        if let Some(m) = l.max_connections && m > global {
+        if let Some(m) = l.max_connections
+            && m > global
+        {
             out.emit(&format!("listeners.{name}.max_connections"),
                 format!("listener `{name}` admits {} connections but the global limit is {}: the global cap is reached first and refuses clients of every listener",
                     thousands(m.into()), thousands(global.into())),
@@ -96,7 +122,10 @@ pub fn queue_without_limit(ctx: &Context, out: &mut Sink) {
 
 pub fn queue_timeout_beyond_request(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
-        let request = ctx.listeners_of(name).map(|(_, l)| l.timeouts.request()).min();
+        let request = ctx
+            .listeners_of(name)
+            .map(|(_, l)| l.timeouts.request())
+            .min();
         let Some(request) = request else { continue };
         for (i, s) in pool.servers.iter().enumerate() {
             if s.max_queue > 0 && s.queue_timeout() >= request {
@@ -111,7 +140,12 @@ pub fn queue_timeout_beyond_request(ctx: &Context, out: &mut Sink) {
 
 pub fn unlimited_servers(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
-        let unlimited: Vec<_> = pool.servers.iter().filter(|s| s.max_connections.is_none()).map(|s| s.name.as_str()).collect();
+        let unlimited: Vec<_> = pool
+            .servers
+            .iter()
+            .filter(|s| s.max_connections.is_none())
+            .map(|s| s.name.as_str())
+            .collect();
         if !unlimited.is_empty() {
             out.emit(&format!("pools.{name}"),
                 format!("pool `{name}`: {} ha{} no max_connections, so an overload reaches the server instead of getting a fast 503 here",
@@ -124,7 +158,11 @@ pub fn unlimited_servers(ctx: &Context, out: &mut Sink) {
 pub fn single_server_pool(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
         let serving = pool.primaries().filter(|s| s.weight > 0).count();
-        let backups = pool.servers.iter().filter(|s| s.backup && s.weight > 0).count();
+        let backups = pool
+            .servers
+            .iter()
+            .filter(|s| s.backup && s.weight > 0)
+            .count();
         if serving == 1 && backups == 0 && ctx.listeners_of(name).next().is_some() {
             out.emit(&format!("pools.{name}"),
                 format!("pool `{name}` has one serving server and no backup: when it fails, every request gets 503"),

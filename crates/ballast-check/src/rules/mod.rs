@@ -14,7 +14,10 @@ use ballast_core::Severity::{Error, Info, Warning};
 
 pub static RULES: &[Rule] = &[
     Rule {
-        id: "SKEW-101", name: "all-weights-zero", severity: Error, category: "skew",
+        id: "SKEW-101",
+        name: "all-weights-zero",
+        severity: Error,
+        category: "skew",
         summary: "every server of a pool has weight 0",
         explain: "Weight 0 means drain: the server takes no new requests. When every server of a pool \
             has weight 0 the pool cannot serve at all and every request routed to it gets 503. \
@@ -24,7 +27,10 @@ pub static RULES: &[Rule] = &[
         check: skew::all_weights_zero,
     },
     Rule {
-        id: "SKEW-102", name: "extreme-weight-ratio", severity: Warning, category: "skew",
+        id: "SKEW-102",
+        name: "extreme-weight-ratio",
+        severity: Warning,
+        category: "skew",
         summary: "weights differ by more than 50×",
         explain: "With weights 1 and 256 the small server is effectively idle and the large one carries \
             the pool; when the large one fails the small one suddenly receives 256× its usual load. \
@@ -33,7 +39,10 @@ pub static RULES: &[Rule] = &[
         check: skew::extreme_weight_ratio,
     },
     Rule {
-        id: "SKEW-103", name: "hash-key-unreadable-in-tcp", severity: Error, category: "skew",
+        id: "SKEW-103",
+        name: "hash-key-unreadable-in-tcp",
+        severity: Error,
+        category: "skew",
         summary: "a TCP listener feeds a pool that hashes on an HTTP field",
         explain: "A TCP (layer 4) listener sees bytes, not headers, cookies, paths or query strings. A pool \
             that hashes on one of those finds no key on any connection and falls back to round-robin \
@@ -44,7 +53,10 @@ pub static RULES: &[Rule] = &[
         check: skew::hash_key_unreadable,
     },
     Rule {
-        id: "SKEW-104", name: "hash-key-low-cardinality", severity: Warning, category: "skew",
+        id: "SKEW-104",
+        name: "hash-key-low-cardinality",
+        severity: Warning,
+        category: "skew",
         summary: "the traffic model gives the hash key fewer values than there are servers",
         explain: "Hashing spreads load only as well as its key varies. If the key takes fewer distinct \
             values than there are servers (a handful of NAT addresses, a constant header, a \
@@ -56,7 +68,10 @@ pub static RULES: &[Rule] = &[
         check: skew::hash_key_low_cardinality,
     },
     Rule {
-        id: "SKEW-105", name: "primaries-drained", severity: Warning, category: "skew",
+        id: "SKEW-105",
+        name: "primaries-drained",
+        severity: Warning,
+        category: "skew",
         summary: "all primaries have weight 0 while backups have weight",
         explain: "Backups take traffic only when no primary can. When every primary is drained, the \
             backups carry the pool permanently, usually without the capacity or monitoring of \
@@ -65,7 +80,10 @@ pub static RULES: &[Rule] = &[
         check: skew::primaries_drained,
     },
     Rule {
-        id: "SKEW-106", name: "hash-settings-ignored", severity: Warning, category: "skew",
+        id: "SKEW-106",
+        name: "hash-settings-ignored",
+        severity: Warning,
+        category: "skew",
         summary: "hash_key or balance_factor on a pool that does not hash",
         explain: "hash_key and balance_factor mean something only to consistent-hash pools. On any \
             other algorithm they are silently without effect, so the affinity or the load bound the \
@@ -75,7 +93,10 @@ pub static RULES: &[Rule] = &[
         check: skew::hash_key_ignored,
     },
     Rule {
-        id: "LIM-101", name: "capacity-below-listener", severity: Warning, category: "limits",
+        id: "LIM-101",
+        name: "capacity-below-listener",
+        severity: Warning,
+        category: "limits",
         summary: "servers' connections plus queues hold less than the listener admits",
         explain: "The listener accepts up to max_connections clients (capped by the global limit), but \
             the pool can only hold the sum of its servers' max_connections plus max_queue. Beyond \
@@ -85,7 +106,10 @@ pub static RULES: &[Rule] = &[
         check: limits::capacity_below_listener,
     },
     Rule {
-        id: "LIM-102", name: "capacity-n-minus-one", severity: Warning, category: "limits",
+        id: "LIM-102",
+        name: "capacity-n-minus-one",
+        severity: Warning,
+        category: "limits",
         summary: "with the largest server down, the pool holds less than the listener admits",
         explain: "Capacity must survive the loss of one server: servers fail, and deploys take them out \
             one at a time. This rule repeats the capacity arithmetic with the largest server removed \
@@ -94,7 +118,10 @@ pub static RULES: &[Rule] = &[
         check: limits::capacity_n_minus_one,
     },
     Rule {
-        id: "LIM-103", name: "per-ip-above-total", severity: Warning, category: "limits",
+        id: "LIM-103",
+        name: "per-ip-above-total",
+        severity: Warning,
+        category: "limits",
         summary: "the per-client-IP cap is not below the global cap",
         explain: "A per-IP cap exists so one client (or one NAT) cannot take every slot. A cap equal to \
             or above the global limit protects nothing.\n\
@@ -102,7 +129,10 @@ pub static RULES: &[Rule] = &[
         check: limits::per_ip_above_total,
     },
     Rule {
-        id: "LIM-104", name: "listener-above-global", severity: Warning, category: "limits",
+        id: "LIM-104",
+        name: "listener-above-global",
+        severity: Warning,
+        category: "limits",
         summary: "a listener admits more connections than the global limit",
         explain: "The global limit is reached first and then refuses clients of every listener, not just \
             the busy one. A listener's max_connections above the global value is meaningless and \
@@ -111,7 +141,10 @@ pub static RULES: &[Rule] = &[
         check: limits::listener_above_global,
     },
     Rule {
-        id: "LIM-105", name: "queue-without-limit", severity: Warning, category: "limits",
+        id: "LIM-105",
+        name: "queue-without-limit",
+        severity: Warning,
+        category: "limits",
         summary: "max_queue set on a server with no max_connections",
         explain: "Requests queue only when a server is at max_connections. Without a limit the queue is \
             never used and the server takes everything it is sent.\n\
@@ -119,7 +152,10 @@ pub static RULES: &[Rule] = &[
         check: limits::queue_without_limit,
     },
     Rule {
-        id: "LIM-106", name: "queue-timeout-beyond-request", severity: Warning, category: "limits",
+        id: "LIM-106",
+        name: "queue-timeout-beyond-request",
+        severity: Warning,
+        category: "limits",
         summary: "a server's queue timeout is not below the request timeout",
         explain: "A queued request that outlives the listener's request timeout is abandoned by the \
             client but still served when it reaches the server: wasted work at the worst moment. \
@@ -128,7 +164,10 @@ pub static RULES: &[Rule] = &[
         check: limits::queue_timeout_beyond_request,
     },
     Rule {
-        id: "LIM-107", name: "unlimited-servers", severity: Info, category: "limits",
+        id: "LIM-107",
+        name: "unlimited-servers",
+        severity: Info,
+        category: "limits",
         summary: "servers without max_connections",
         explain: "Without a per-server limit, overload is not refused here with a fast 503: it reaches \
             the server, which slows down for everyone. A limit and a small queue turn overload into \
@@ -137,7 +176,10 @@ pub static RULES: &[Rule] = &[
         check: limits::unlimited_servers,
     },
     Rule {
-        id: "LIM-108", name: "single-server-pool", severity: Warning, category: "limits",
+        id: "LIM-108",
+        name: "single-server-pool",
+        severity: Warning,
+        category: "limits",
         summary: "a pool in use has one serving server and no backup",
         explain: "One server is one failure from an outage: nothing can take its traffic. Add a second \
             server or a backup.\n\
@@ -145,7 +187,10 @@ pub static RULES: &[Rule] = &[
         check: limits::single_server_pool,
     },
     Rule {
-        id: "LIM-109", name: "duplicate-server-address", severity: Warning, category: "limits",
+        id: "LIM-109",
+        name: "duplicate-server-address",
+        severity: Warning,
+        category: "limits",
         summary: "two servers of a pool share an address",
         explain: "The same backend listed twice gets a double share, and its limits are counted twice, \
             so capacity arithmetic overstates the pool.\n\
@@ -153,7 +198,10 @@ pub static RULES: &[Rule] = &[
         check: limits::duplicate_server_address,
     },
     Rule {
-        id: "TMO-101", name: "retries-exceed-request-timeout", severity: Warning, category: "timeouts",
+        id: "TMO-101",
+        name: "retries-exceed-request-timeout",
+        severity: Warning,
+        category: "timeouts",
         summary: "(retries + 1) × connect timeout exceeds the request timeout",
         explain: "In the worst case every attempt waits the full connect timeout. If the attempts add up \
             to more than the client waits, the client gives up before the retry that would have \
@@ -162,7 +210,10 @@ pub static RULES: &[Rule] = &[
         check: timeouts::retries_exceed_request_timeout,
     },
     Rule {
-        id: "TMO-102", name: "header-read-timeout-disabled", severity: Error, category: "timeouts",
+        id: "TMO-102",
+        name: "header-read-timeout-disabled",
+        severity: Error,
+        category: "timeouts",
         summary: "an HTTP listener without a header-read timeout",
         explain: "Without a bound on receiving the request head, slowloris clients hold connection slots \
             indefinitely and a few hundred of them exhaust max_connections. ballast's default is 10s; \
@@ -172,21 +223,30 @@ pub static RULES: &[Rule] = &[
         check: timeouts::header_read_disabled,
     },
     Rule {
-        id: "TMO-103", name: "idle-timeout-disabled", severity: Warning, category: "timeouts",
+        id: "TMO-103",
+        name: "idle-timeout-disabled",
+        severity: Warning,
+        category: "timeouts",
         summary: "idle keep-alive connections are kept forever",
         explain: "Abandoned keep-alive connections accumulate until max_connections refuses new clients.\n\
             Source: catalogue TMO-001.",
         check: timeouts::idle_disabled,
     },
     Rule {
-        id: "TMO-104", name: "request-timeout-disabled", severity: Warning, category: "timeouts",
+        id: "TMO-104",
+        name: "request-timeout-disabled",
+        severity: Warning,
+        category: "timeouts",
         summary: "no bound on a whole request",
         explain: "A hung backend then holds client connections until they fill max_connections.\n\
             Source: catalogue TMO-001 (`haproxy -c` warns about missing timeouts).",
         check: timeouts::request_disabled,
     },
     Rule {
-        id: "TMO-105", name: "response-beyond-request", severity: Warning, category: "timeouts",
+        id: "TMO-105",
+        name: "response-beyond-request",
+        severity: Warning,
+        category: "timeouts",
         summary: "the pool's response timeout exceeds the listener's request timeout",
         explain: "The client is gone before the backend timeout fires, so slow servers are never \
             recorded as timing out and passive ejection never sees them.\n\
@@ -194,7 +254,10 @@ pub static RULES: &[Rule] = &[
         check: timeouts::response_beyond_request,
     },
     Rule {
-        id: "TMO-106", name: "retry-budget-large", severity: Warning, category: "timeouts",
+        id: "TMO-106",
+        name: "retry-budget-large",
+        severity: Warning,
+        category: "timeouts",
         summary: "a retry budget of 50% or more",
         explain: "Retries help with isolated failures and hurt in a brownout: every failed request comes \
             back as more load on servers that are already failing. A budget of 10–20% keeps the \
@@ -203,7 +266,10 @@ pub static RULES: &[Rule] = &[
         check: timeouts::retry_budget_large,
     },
     Rule {
-        id: "TMO-107", name: "connect-timeout-long", severity: Info, category: "timeouts",
+        id: "TMO-107",
+        name: "connect-timeout-long",
+        severity: Info,
+        category: "timeouts",
         summary: "a connect timeout above 5s",
         explain: "A connect on a healthy network takes milliseconds. A long connect timeout means each \
             request to a dead server waits that long before it is retried elsewhere.\n\
@@ -211,7 +277,10 @@ pub static RULES: &[Rule] = &[
         check: timeouts::connect_timeout_long,
     },
     Rule {
-        id: "HC-101", name: "no-health-checks", severity: Warning, category: "health",
+        id: "HC-101",
+        name: "no-health-checks",
+        severity: Warning,
+        category: "health",
         summary: "a pool with neither active checks nor passive ejection",
         explain: "A server with no check is always considered available, so a dead server keeps its \
             share: 1/N of requests fail until a person notices.\n\
@@ -219,7 +288,10 @@ pub static RULES: &[Rule] = &[
         check: health::no_health_checks,
     },
     Rule {
-        id: "HC-102", name: "slow-failure-detection", severity: Warning, category: "health",
+        id: "HC-102",
+        name: "slow-failure-detection",
+        severity: Warning,
+        category: "health",
         summary: "interval × fall + timeout exceeds 30s",
         explain: "Detection takes about interval × fall (plus the last check's timeout); all that time the \
             dead server gets its share of requests.\n\
@@ -227,7 +299,10 @@ pub static RULES: &[Rule] = &[
         check: health::slow_detection,
     },
     Rule {
-        id: "HC-103", name: "flapping-thresholds", severity: Warning, category: "health",
+        id: "HC-103",
+        name: "flapping-thresholds",
+        severity: Warning,
+        category: "health",
         summary: "rise = 1 or fall = 1",
         explain: "A single check result flips the server's state, so a struggling server flaps in and out \
             of rotation and its clients see both.\n\
@@ -235,7 +310,10 @@ pub static RULES: &[Rule] = &[
         check: health::flapping_thresholds,
     },
     Rule {
-        id: "HC-104", name: "slow-start-shorter-than-interval", severity: Warning, category: "health",
+        id: "HC-104",
+        name: "slow-start-shorter-than-interval",
+        severity: Warning,
+        category: "health",
         summary: "slow_start not longer than the check interval",
         explain: "The ramp is over before the next check, so it has no steps: the recovering server gets \
             its full share at once, which is what slow start exists to prevent.\n\
@@ -243,14 +321,20 @@ pub static RULES: &[Rule] = &[
         check: health::slow_start_shorter_than_interval,
     },
     Rule {
-        id: "HC-105", name: "check-timeout-not-below-interval", severity: Warning, category: "health",
+        id: "HC-105",
+        name: "check-timeout-not-below-interval",
+        severity: Warning,
+        category: "health",
         summary: "a health-check timeout at or above its interval",
         explain: "Checks overlap, and a hung server is detected later than the interval suggests.\n\
             Source: catalogue HC-003 (`timeout check`).",
         check: health::timeout_not_below_interval,
     },
     Rule {
-        id: "HC-106", name: "passive-can-eject-all", severity: Warning, category: "health",
+        id: "HC-106",
+        name: "passive-can-eject-all",
+        severity: Warning,
+        category: "health",
         summary: "passive ejection may remove every server",
         explain: "A single 'query of death' retried on every server makes each one fail, and an \
             unbounded ejection then removes the whole pool. Cap the ejected share.\n\
@@ -258,7 +342,10 @@ pub static RULES: &[Rule] = &[
         check: health::passive_can_eject_all,
     },
     Rule {
-        id: "HC-107", name: "fail-open", severity: Info, category: "health",
+        id: "HC-107",
+        name: "fail-open",
+        severity: Info,
+        category: "health",
         summary: "the pool sends traffic to failing servers when all are down",
         explain: "Fail-open ignores health when no server is up. It can be right when checks are less \
             reliable than servers, and wrong when servers are really down: then every request goes \
@@ -268,7 +355,10 @@ pub static RULES: &[Rule] = &[
         check: health::fail_open,
     },
     Rule {
-        id: "HC-108", name: "slow-start-without-health", severity: Warning, category: "health",
+        id: "HC-108",
+        name: "slow-start-without-health",
+        severity: Warning,
+        category: "health",
         summary: "slow_start in a pool without health checking",
         explain: "Slow start ramps a server after it recovers; without active or passive health the \
             server is never marked down, so it never recovers and the ramp never runs.\n\
@@ -276,7 +366,10 @@ pub static RULES: &[Rule] = &[
         check: health::slow_start_without_health,
     },
     Rule {
-        id: "HC-109", name: "initial-state-up", severity: Info, category: "health",
+        id: "HC-109",
+        name: "initial-state-up",
+        severity: Info,
+        category: "health",
         summary: "servers start as up before any check passes",
         explain: "A new or restarted server receives traffic before it has proven healthy; if it is not \
             ready, its share fails until `fall` checks catch it.\n\
@@ -284,7 +377,10 @@ pub static RULES: &[Rule] = &[
         check: health::initial_up,
     },
     Rule {
-        id: "HASH-101", name: "balance-factor-out-of-range", severity: Warning, category: "hashing",
+        id: "HASH-101",
+        name: "balance-factor-out-of-range",
+        severity: Warning,
+        category: "hashing",
         summary: "balance_factor outside 1.25–2.0",
         explain: "The bounded-load factor c caps any server at ⌈c × average⌉ in flight. Below 1.25 most \
             keys are pushed off their server and affinity is lost; above 2.0 a hot key can double \
@@ -293,7 +389,10 @@ pub static RULES: &[Rule] = &[
         check: hashing::balance_factor_range,
     },
     Rule {
-        id: "HASH-102", name: "client-controlled-hash-key", severity: Warning, category: "hashing",
+        id: "HASH-102",
+        name: "client-controlled-hash-key",
+        severity: Warning,
+        category: "hashing",
         summary: "hashing on a header with no trusted proxy",
         explain: "A request header is whatever the client sends. Without a trusted proxy that sets it, a \
             client can choose its key and steer load onto one server.\n\
@@ -301,7 +400,10 @@ pub static RULES: &[Rule] = &[
         check: hashing::client_controlled_key,
     },
     Rule {
-        id: "HASH-103", name: "optional-hash-key", severity: Info, category: "hashing",
+        id: "HASH-103",
+        name: "optional-hash-key",
+        severity: Info,
+        category: "hashing",
         summary: "the hash key may be missing from requests",
         explain: "ballast balances a request without the key by smooth weighted round-robin: it is \
             served, but without affinity. HAProxy and nginx fall back the same way.\n\
@@ -309,7 +411,10 @@ pub static RULES: &[Rule] = &[
         check: hashing::optional_key,
     },
     Rule {
-        id: "HASH-104", name: "implicit-hash-key", severity: Info, category: "hashing",
+        id: "HASH-104",
+        name: "implicit-hash-key",
+        severity: Info,
+        category: "hashing",
         summary: "a hashing pool without an explicit hash_key",
         explain: "The key defaults to the client IP, and clients behind one NAT, CDN or proxy all land on \
             one server.\n\
@@ -317,7 +422,10 @@ pub static RULES: &[Rule] = &[
         check: hashing::implicit_key,
     },
     Rule {
-        id: "HASH-105", name: "backup-in-hash-pool", severity: Info, category: "hashing",
+        id: "HASH-105",
+        name: "backup-in-hash-pool",
+        severity: Info,
+        category: "hashing",
         summary: "backup servers in a hashing pool",
         explain: "Backups take over only when every primary is down, and then every key moves at once; \
             more primaries instead means a failure moves only the failed server's keys.\n\
@@ -325,7 +433,10 @@ pub static RULES: &[Rule] = &[
         check: hashing::backup_in_hash_pool,
     },
     Rule {
-        id: "SEC-101", name: "admin-exposed-without-token", severity: Error, category: "security",
+        id: "SEC-101",
+        name: "admin-exposed-without-token",
+        severity: Error,
+        category: "security",
         summary: "the admin API binds beyond loopback without a token",
         explain: "The admin API reloads configuration and drains servers. Reachable from the network \
             without a token, it lets anyone take the service down.\n\
@@ -333,14 +444,20 @@ pub static RULES: &[Rule] = &[
         check: security::admin_exposed,
     },
     Rule {
-        id: "SEC-102", name: "admin-token-short", severity: Warning, category: "security",
+        id: "SEC-102",
+        name: "admin-token-short",
+        severity: Warning,
+        category: "security",
         summary: "an admin token shorter than 16 characters",
         explain: "Short tokens can be guessed. Use at least 16 random characters.\n\
             Source: catalogue SEC-004.",
         check: security::admin_token_short,
     },
     Rule {
-        id: "SEC-103", name: "trust-all-proxies", severity: Warning, category: "security",
+        id: "SEC-103",
+        name: "trust-all-proxies",
+        severity: Warning,
+        category: "security",
         summary: "trusted_proxies includes every address",
         explain: "Trusting X-Forwarded-For from 0.0.0.0/0 lets any client claim any IP, which defeats \
             per-IP limits and skews client-IP hashing.\n\
@@ -348,14 +465,20 @@ pub static RULES: &[Rule] = &[
         check: security::trust_all_proxies,
     },
     Rule {
-        id: "OPS-101", name: "duplicate-listener-address", severity: Error, category: "operations",
+        id: "OPS-101",
+        name: "duplicate-listener-address",
+        severity: Error,
+        category: "operations",
         summary: "two listeners (or a listener and the admin API) bind the same address",
         explain: "Only one socket can bind an address; the other cannot start.\n\
             Source: ballast design.",
         check: security::duplicate_listener_address,
     },
     Rule {
-        id: "OPS-102", name: "unused-pool", severity: Info, category: "operations",
+        id: "OPS-102",
+        name: "unused-pool",
+        severity: Info,
+        category: "operations",
         summary: "a pool no listener routes to",
         explain: "An unused pool is usually a typo in a listener's `pool` or a leftover; either way its \
             servers get no traffic.\n\

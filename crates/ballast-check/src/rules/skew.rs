@@ -1,7 +1,7 @@
 //! Distribution skew: weights and keys that send traffic unevenly, or nowhere.
 
-use crate::context::Context;
 use crate::Sink;
+use crate::context::Context;
 use ballast_core::config::{Algorithm, HashKey, Protocol};
 
 pub fn all_weights_zero(ctx: &Context, out: &mut Sink) {
@@ -29,12 +29,18 @@ pub fn primaries_drained(ctx: &Context, out: &mut Sink) {
 pub fn extreme_weight_ratio(ctx: &Context, out: &mut Sink) {
     const LIMIT: u32 = 50;
     for (name, pool) in ctx.pools() {
-        let weighted: Vec<(usize, &ballast_core::config::Server)> = pool.servers.iter().enumerate()
-            .filter(|(_, s)| !s.backup && s.weight > 0).collect();
+        let weighted: Vec<(usize, &ballast_core::config::Server)> = pool
+            .servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.backup && s.weight > 0)
+            .collect();
         let (Some(&(index, min)), Some(&(_, max))) = (
             weighted.iter().min_by_key(|(_, s)| s.weight),
             weighted.iter().max_by_key(|(_, s)| s.weight),
-        ) else { continue };
+        ) else {
+            continue;
+        };
         if max.weight > LIMIT * min.weight {
             out.emit(&format!("pools.{name}.servers[{index}].weight"),
                 format!("server `{}` (weight {}) gets 1/{} of the traffic of `{}` (weight {}): it is effectively idle, and if `{}` fails `{}` cannot take its load",
@@ -46,11 +52,15 @@ pub fn extreme_weight_ratio(ctx: &Context, out: &mut Sink) {
 
 pub fn hash_key_unreadable(ctx: &Context, out: &mut Sink) {
     for (lname, l) in ctx.listeners() {
-        let Some(pool) = ctx.config.pools.get(&l.pool) else { continue };
+        let Some(pool) = ctx.config.pools.get(&l.pool) else {
+            continue;
+        };
         if l.protocol != Protocol::Tcp || pool.algorithm != Algorithm::ConsistentHash {
             continue;
         }
-        if let Some(key) = &pool.hash_key && !key.readable_in_tcp() {
+        if let Some(key) = &pool.hash_key
+            && !key.readable_in_tcp()
+        {
             out.emit(&format!("pools.{}.hash_key", l.pool),
                 format!("pool `{}` hashes on {}, but listener `{lname}` is TCP and cannot read it: every connection falls back to round-robin and affinity is lost",
                     l.pool, key.describe()),
@@ -60,15 +70,25 @@ pub fn hash_key_unreadable(ctx: &Context, out: &mut Sink) {
 }
 
 pub fn hash_key_low_cardinality(ctx: &Context, out: &mut Sink) {
-    let Some(traffic) = &ctx.config.simulate else { return };
+    let Some(traffic) = &ctx.config.simulate else {
+        return;
+    };
     for (name, pool) in ctx.pools() {
         if pool.algorithm != Algorithm::ConsistentHash {
             continue;
         }
         let servers = pool.primaries().filter(|s| s.weight > 0).count() as u64;
         let (values, what, path) = match pool.effective_hash_key() {
-            HashKey::ClientIp => (u64::from(traffic.clients.count), "client addresses", "simulate.clients.count"),
-            _ => (u64::from(traffic.key.cardinality), "key values", "simulate.key.cardinality"),
+            HashKey::ClientIp => (
+                u64::from(traffic.clients.count),
+                "client addresses",
+                "simulate.clients.count",
+            ),
+            _ => (
+                u64::from(traffic.key.cardinality),
+                "key values",
+                "simulate.key.cardinality",
+            ),
         };
         if values < servers {
             out.emit(path,

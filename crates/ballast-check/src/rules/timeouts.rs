@@ -1,13 +1,19 @@
 //! Timeouts and retries: budgets that add up to more than the client waits, and timeouts
 //! that are off.
 
-use crate::context::{Context, human};
 use crate::Sink;
+use crate::context::{Context, human};
 use ballast_core::config::Protocol;
 
 pub fn retries_exceed_request_timeout(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
-        let Some(request) = ctx.listeners_of(name).map(|(_, l)| l.timeouts.request()).min() else { continue };
+        let Some(request) = ctx
+            .listeners_of(name)
+            .map(|(_, l)| l.timeouts.request())
+            .min()
+        else {
+            continue;
+        };
         if request.is_zero() {
             continue;
         }
@@ -54,7 +60,12 @@ pub fn request_disabled(ctx: &Context, out: &mut Sink) {
 
 pub fn response_beyond_request(ctx: &Context, out: &mut Sink) {
     for (name, pool) in ctx.pools() {
-        let Some((lname, l)) = ctx.listeners_of(name).min_by_key(|(_, l)| l.timeouts.request()) else { continue };
+        let Some((lname, l)) = ctx
+            .listeners_of(name)
+            .min_by_key(|(_, l)| l.timeouts.request())
+        else {
+            continue;
+        };
         let request = l.timeouts.request();
         if !request.is_zero() && pool.response_timeout() > request {
             out.emit(&format!("pools.{name}.response_timeout"),

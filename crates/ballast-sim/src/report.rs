@@ -1,0 +1,371 @@
+//! What a simulation measured, per server and for the pool, and the statistics that judge the
+//! distribution: share against expected share, peak normalised share R, Jain's fairness index
+//! and a χ² goodness-of-fit p-value.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use statrs::distribution::{ChiSquared, ContinuousCDF};
+
+use ballast_core::config::Pool;
+
+/// Counters of one server during a run.
+pub struct ServerStats {
+    /// Balancing decisions that chose this server (retries count again).
+    pub picked: u64,
+    pub completed: u64,
+    /// Connection attempts refused because the server had failed.
+    pub refused: u64,
+    /// Requests lost when the server failed under them.
+    pub failed_in_flight: u64,
+    pub rejected_queue_full: u64,
+    pub rejected_queue_timeout: u64,
+    pub peak_in_flight: u32,
+    pub peak_queue: u32,
+    /// Time spent in the balancer's queue, microseconds (0 for requests sent at once).
+    pub queue_wait_us: Histogram<u64>,
+}
+
+impl ServerStats {
+    pub fn new() -> Self {
+        Self {
+            picked: 0,
+            completed: 0,
+            refused: 0,
+            failed_in_flight: 0,
+            rejected_queue_full: 0,
+            rejected_queue_timeout: 0,
+            peak_in_flight: 0,
+            peak_queue: 0,
+            queue_wait_us: crate::engine::new_histogram(),
+        }
+    }
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One server's line in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerReport {
+    pub name: String,
+    pub address: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub picked: u64,
+    pub completed: u64,
+    /// Share of all decisions.
+    pub share: f64,
+    /// Weight over the total weight of serving primaries; 0 for backups and drained servers.
+    pub expected_share: f64,
+    /// share / expected_share (`null` when nothing is expected).
+    pub ratio: Option<f64>,
+    pub peak_in_flight: u32,
+    /// Connection limit, `null` when unlimited.
+    pub limit: Option<u32>,
+    pub peak_queue: u32,
+    pub queue_wait_p50_ms: f64,
+    pub queue_wait_p99_ms: f64,
+    pub queue_wait_max_ms: f64,
+    pub rejected_queue_full: u64,
+    pub rejected_queue_timeout: u64,
+    pub refused: u64,
+    pub failed_in_flight: u64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub pool: String,
+    pub algorithm: String,
+    pub requests: u64,
+    pub simulated_seconds: f64,
+    pub servers: Vec<ServerReport>,
+    /// Peak normalised share R = max(share / expected share) over serving primaries.
+    pub peak_ratio: f64,
+    /// Jain's fairness index of share / expected share: 1 is perfectly proportional.
+    pub jain: f64,
+    /// χ² goodness-of-fit p-value of the decisions against weight-proportional shares.
+    pub chi2_p: f64,
+    /// Requests refused with 503: queue full, queue timeout, or no server available.
+    pub rejected: u64,
+    pub no_server: u64,
+    /// Requests that failed: every attempt hit a failed server, or the server failed under them.
+    pub failed: u64,
+    pub retries: u64,
+    pub queue_wait_p99_ms: f64,
+    pub queue_wait_max_ms: f64,
+    /// max over limited servers of peak in flight / limit.
+    pub peak_concurrency_ratio: f64,
+    #[serde(skip)]
+    weights: Vec<(String, String, u32, bool, Option<u32>)>,
+}
+
+impl Report {
+    pub(crate) fn new(pool_name: &str, pool: &Pool) -> Self {
+        Self {
+            pool: pool_name.to_string(),
+            algorithm: pool.algorithm.as_str().to_string(),
+            requests: 0,
+            simulated_seconds: 0.0,
+            servers: Vec::new(),
+            peak_ratio: 0.0,
+            jain: 0.0,
+            chi2_p: 0.0,
+            rejected: 0,
+            no_server: 0,
+            failed: 0,
+            retries: 0,
+            queue_wait_p99_ms: 0.0,
+            queue_wait_max_ms: 0.0,
+            peak_concurrency_ratio: 0.0,
+            weights: pool
+                .servers
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.address.clone(),
+                        s.weight,
+                        s.backup,
+                        s.max_connections,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn finish(&mut self, stats: Vec<ServerStats>) {
+        let decisions: u64 = stats.iter().map(|s| s.picked).sum();
+        let serving_weight: u64 = self
+            .weights
+            .iter()
+            .filter(|w| !w.3)
+            .map(|w| u64::from(w.2))
+            .sum();
+        let mut all_waits = crate::engine::new_histogram();
+        for ((name, address, weight, backup, limit), s) in self.weights.iter().zip(&stats) {
+            let share = if decisions == 0 {
+                0.0
+            } else {
+                s.picked as f64 / decisions as f64
+            };
+            let expected = if *backup || serving_weight == 0 {
+                0.0
+            } else {
+                f64::from(*weight) / serving_weight as f64
+            };
+            let ms = |us: u64| us as f64 / 1000.0;
+            let _ = all_waits.add(&s.queue_wait_us);
+            self.servers.push(ServerReport {
+                name: name.clone(),
+                address: address.clone(),
+                weight: *weight,
+                backup: *backup,
+                picked: s.picked,
+                completed: s.completed,
+                share,
+                expected_share: expected,
+                ratio: (expected > 0.0).then(|| share / expected),
+                peak_in_flight: s.peak_in_flight,
+                limit: *limit,
+                peak_queue: s.peak_queue,
+                queue_wait_p50_ms: ms(s.queue_wait_us.value_at_quantile(0.5)),
+                queue_wait_p99_ms: ms(s.queue_wait_us.value_at_quantile(0.99)),
+                queue_wait_max_ms: ms(s.queue_wait_us.max()),
+                rejected_queue_full: s.rejected_queue_full,
+                rejected_queue_timeout: s.rejected_queue_timeout,
+                refused: s.refused,
+                failed_in_flight: s.failed_in_flight,
+            });
+            self.rejected += s.rejected_queue_full + s.rejected_queue_timeout;
+            self.failed += s.failed_in_flight;
+        }
+        self.rejected += self.no_server;
+        self.queue_wait_p99_ms = all_waits.value_at_quantile(0.99) as f64 / 1000.0;
+        self.queue_wait_max_ms = all_waits.max() as f64 / 1000.0;
+        let (peak, jain, p) = distribution_stats(
+            &self
+                .servers
+                .iter()
+                .filter(|s| s.expected_share > 0.0)
+                .map(|s| (s.picked, s.expected_share))
+                .collect::<Vec<_>>(),
+        );
+        self.peak_ratio = peak;
+        self.jain = jain;
+        self.chi2_p = p;
+        self.peak_concurrency_ratio = self
+            .servers
+            .iter()
+            .filter_map(|s| s.limit.map(|l| f64::from(s.peak_in_flight) / f64::from(l)))
+            .fold(0.0, f64::max);
+    }
+
+    /// A human-readable table.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "pool `{}` ({}): {} requests over {:.1}s simulated\n\n",
+            self.pool, self.algorithm, self.requests, self.simulated_seconds
+        );
+        out += &format!(
+            "{:<16} {:>6} {:>8} {:>8} {:>6} {:>11} {:>9} {:>9} {:>9} {:>9}\n",
+            "server",
+            "weight",
+            "share",
+            "expect",
+            "R",
+            "peak/limit",
+            "wait p50",
+            "wait p99",
+            "wait max",
+            "rejected"
+        );
+        for s in &self.servers {
+            let limit = s.limit.map_or("∞".to_string(), |l| l.to_string());
+            out += &format!(
+                "{:<16} {:>6} {:>7.2}% {:>7.2}% {:>6} {:>11} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>9}\n",
+                truncate(&s.name, 16),
+                if s.backup {
+                    format!("b{}", s.weight)
+                } else {
+                    s.weight.to_string()
+                },
+                s.share * 100.0,
+                s.expected_share * 100.0,
+                s.ratio.map_or("-".to_string(), |r| format!("{r:.2}")),
+                format!("{}/{}", s.peak_in_flight, limit),
+                s.queue_wait_p50_ms,
+                s.queue_wait_p99_ms,
+                s.queue_wait_max_ms,
+                s.rejected_queue_full + s.rejected_queue_timeout,
+            );
+        }
+        out += &format!(
+            "\npeak ratio R = {:.3}   Jain = {:.4}   χ² p = {:.4}\nrejected {} (no server {}), failed {}, retries {}, queue wait p99 {:.1}ms\n",
+            self.peak_ratio,
+            self.jain,
+            self.chi2_p,
+            self.rejected,
+            self.no_server,
+            self.failed,
+            self.retries,
+            self.queue_wait_p99_ms
+        );
+        if self.peak_ratio > 1.5 {
+            let worst = self
+                .servers
+                .iter()
+                .filter(|s| s.ratio.is_some())
+                .max_by(|a, b| {
+                    a.ratio
+                        .partial_cmp(&b.ratio)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+            if let Some(w) = worst {
+                out += &format!(
+                    "\nSKEW: `{}` takes {:.1}% of requests against an expected {:.1}% ({:.2}× its share)\n",
+                    w.name,
+                    w.share * 100.0,
+                    w.expected_share * 100.0,
+                    w.ratio.unwrap_or(0.0)
+                );
+            }
+        }
+        out
+    }
+
+    /// Looks up a metric by name, for `--assert`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "peak_ratio" => self.peak_ratio,
+            "jain" => self.jain,
+            "chi2_p" => self.chi2_p,
+            "rejected" => self.rejected as f64,
+            "no_server" => self.no_server as f64,
+            "failed" => self.failed as f64,
+            "retries" => self.retries as f64,
+            "requests" => self.requests as f64,
+            "queue_wait_p99_ms" => self.queue_wait_p99_ms,
+            "queue_wait_max_ms" => self.queue_wait_max_ms,
+            "peak_concurrency_ratio" => self.peak_concurrency_ratio,
+            _ => return None,
+        })
+    }
+
+    pub const METRICS: &'static [&'static str] = &[
+        "peak_ratio",
+        "jain",
+        "chi2_p",
+        "rejected",
+        "no_server",
+        "failed",
+        "retries",
+        "requests",
+        "queue_wait_p99_ms",
+        "queue_wait_max_ms",
+        "peak_concurrency_ratio",
+    ];
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).collect::<String>() + "…"
+    }
+}
+
+/// Peak ratio R, Jain's index and the χ² p-value for observed counts against expected shares.
+pub fn distribution_stats(observed: &[(u64, f64)]) -> (f64, f64, f64) {
+    let total: u64 = observed.iter().map(|o| o.0).sum();
+    if observed.is_empty() || total == 0 {
+        return (0.0, 0.0, 1.0);
+    }
+    let ratios: Vec<f64> = observed
+        .iter()
+        .map(|&(c, e)| (c as f64 / total as f64) / e)
+        .collect();
+    let peak = ratios.iter().copied().fold(0.0, f64::max);
+    let sum: f64 = ratios.iter().sum();
+    let sum_sq: f64 = ratios.iter().map(|x| x * x).sum();
+    let jain = if sum_sq == 0.0 {
+        0.0
+    } else {
+        sum * sum / (ratios.len() as f64 * sum_sq)
+    };
+    let chi2: f64 = observed
+        .iter()
+        .map(|&(c, e)| {
+            let exp = e * total as f64;
+            (c as f64 - exp).powi(2) / exp
+        })
+        .sum();
+    let df = (observed.len() - 1) as f64;
+    let p = if df == 0.0 {
+        1.0
+    } else {
+        ChiSquared::new(df).map_or(f64::NAN, |d| 1.0 - d.cdf(chi2))
+    };
+    (peak, jain, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distribution_stats;
+
+    #[test]
+    fn even_counts_are_fair_and_skew_is_not() {
+        let (r, j, p) = distribution_stats(&[(1000, 0.5), (1000, 0.5)]);
+        assert!((r - 1.0).abs() < 1e-9 && (j - 1.0).abs() < 1e-9 && p > 0.99);
+        let (r, j, p) = distribution_stats(&[(1800, 0.5), (200, 0.5)]);
+        assert!((r - 1.8).abs() < 1e-9);
+        assert!(j < 0.7);
+        assert!(p < 1e-6);
+        // Weighted: 3:1 counts against 3:1 weights is fair.
+        let (r, _, p) = distribution_stats(&[(3000, 0.75), (1000, 0.25)]);
+        assert!((r - 1.0).abs() < 1e-9 && p > 0.99);
+    }
+}

@@ -1,0 +1,130 @@
+//! `ballast check`: load each file, run the catalogue, print findings, choose the exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use ballast_check::output::{self, FileReport};
+use ballast_core::{Severity, load_file};
+
+/// Check configurations for misconfigurations that cause outages.
+///
+/// Each finding names a rule, says what would happen in operational terms, points at the line
+/// at fault and says how to fix it.
+///
+/// Examples:
+///   ballast check ballast.toml
+///   ballast check --format sarif conf/*.toml > ballast.sarif
+///   ballast check --deny warnings ballast.toml     # fail CI on warnings too
+///   ballast check --explain LIM-102
+///   ballast check --list-rules --format markdown > docs/rules.md
+///
+/// Exit codes: 0 when nothing reaches the denied level, 1 when something does, 2 when a file
+/// cannot be read or parsed.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct CheckArgs {
+    /// Configuration files to check.
+    #[arg(required_unless_present_any = ["explain", "list_rules"])]
+    files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Lowest severity that fails the check (exit 1).
+    #[arg(long, value_enum, default_value_t = Deny::Errors)]
+    deny: Deny,
+    /// Explain a rule (by id, such as LIM-102, or by name) and exit.
+    #[arg(long, value_name = "RULE")]
+    explain: Option<String>,
+    /// List every rule and exit (text, JSON with --format json, Markdown with --format markdown).
+    #[arg(long)]
+    list_rules: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Sarif,
+    /// Only for --list-rules.
+    Markdown,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Deny {
+    Errors,
+    Warnings,
+    Info,
+}
+
+impl Deny {
+    fn level(self) -> Severity {
+        match self {
+            Deny::Errors => Severity::Error,
+            Deny::Warnings => Severity::Warning,
+            Deny::Info => Severity::Info,
+        }
+    }
+}
+
+pub fn run(args: CheckArgs) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    if let Some(id) = &args.explain {
+        return match ballast_check::find_rule(id) {
+            Some(rule) => {
+                let _ = write!(stdout, "{}", output::explain(rule));
+                0
+            }
+            None => {
+                eprintln!("error: no rule `{id}`; `ballast check --list-rules` lists them");
+                2
+            }
+        };
+    }
+    if args.list_rules {
+        let text = match args.format {
+            Format::Json | Format::Sarif => format!("{:#}\n", output::rules_json()),
+            Format::Markdown => output::rules_markdown(),
+            Format::Text => output::rules_text(),
+        };
+        let _ = write!(stdout, "{text}");
+        return 0;
+    }
+    if matches!(args.format, Format::Markdown) {
+        eprintln!("error: --format markdown is only for --list-rules");
+        return 2;
+    }
+    let mut reports = Vec::new();
+    let mut unreadable = false;
+    for path in &args.files {
+        match load_file(path) {
+            Ok(loaded) => {
+                let findings = ballast_check::check(&loaded);
+                reports.push(FileReport {
+                    source: loaded.source,
+                    findings,
+                });
+            }
+            Err(e) => {
+                unreadable = true;
+                eprintln!("{}", e.render());
+            }
+        }
+    }
+    let rendered = match args.format {
+        Format::Text => output::text(&reports),
+        Format::Json => format!("{:#}\n", output::json(&reports)),
+        Format::Sarif => format!("{:#}\n", output::sarif(&reports)),
+        Format::Markdown => unreachable!("refused above"),
+    };
+    let _ = write!(stdout, "{rendered}");
+    if unreadable {
+        return 2;
+    }
+    let denied = reports
+        .iter()
+        .flat_map(|r| &r.findings)
+        .any(|f| f.severity >= args.deny.level());
+    u8::from(denied)
+}

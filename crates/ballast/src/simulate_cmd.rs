@@ -1,0 +1,263 @@
+//! `ballast simulate`: run a pool's own balancing code against a traffic model or a recorded
+//! log, print the predicted distribution, write the trace, judge the assertions.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use serde_json::json;
+
+use ballast_core::config::parse_duration;
+use ballast_core::load::parse_with_spans;
+use ballast_core::traffic::Traffic;
+use ballast_core::{Diagnostic, SourceFile, load_file};
+use ballast_sim::{Simulation, TraceRecord, assert, replay};
+
+/// Predict how a configuration distributes traffic, with its own balancing code.
+///
+/// The traffic model comes from the configuration's [simulate] table, from --traffic FILE (a
+/// TOML file with a [simulate] table), or from defaults; --rate, --duration and --seed
+/// override it. --replay FILE replays recorded requests instead of generating them, one JSON
+/// object per line:
+///   {"t": 0.25, "client": "192.0.2.7", "method": "GET", "path": "/x?u=1", "headers": {"X-User": "42"}}
+///
+/// Examples:
+///   ballast simulate examples/ballast.toml
+///   ballast simulate examples/skewed-hash.toml --assert 'peak_ratio<1.5,rejected==0'
+///   ballast simulate ballast.toml --replay access.jsonl --trace choices.jsonl
+///
+/// Metrics for --assert: peak_ratio, jain, chi2_p, rejected, no_server, failed, retries,
+/// requests, queue_wait_p99_ms, queue_wait_max_ms, peak_concurrency_ratio.
+///
+/// Exit codes: 0 when every assertion holds, 1 when one fails, 2 when an input cannot be read.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct SimulateArgs {
+    /// The ballast configuration to simulate.
+    file: PathBuf,
+    /// A TOML file with a [simulate] table to use instead of the configuration's.
+    #[arg(long, value_name = "FILE")]
+    traffic: Option<PathBuf>,
+    /// Replay recorded requests (JSON lines) instead of generating traffic.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// The listener whose pool to simulate (default: the model's, else the first).
+    #[arg(long)]
+    listener: Option<String>,
+    /// Override the arrival rate (requests per second).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Override the simulated duration, such as 30s.
+    #[arg(long)]
+    duration: Option<String>,
+    /// Override the random seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write every balancing decision as a JSON line to FILE.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Conditions that must hold, such as 'peak_ratio<1.5,rejected==0'.
+    #[arg(long = "assert", value_name = "CONDITIONS")]
+    assertions: Option<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficFile {
+    simulate: Traffic,
+}
+
+/// An input problem: printed, and the command exits 2.
+struct InputError(String);
+
+impl From<Diagnostic> for InputError {
+    fn from(d: Diagnostic) -> Self {
+        InputError(d.render(None))
+    }
+}
+
+pub fn run(args: SimulateArgs) -> u8 {
+    match simulate(&args) {
+        Ok(code) => code,
+        Err(InputError(message)) => {
+            eprintln!("{}", message.trim_end());
+            2
+        }
+    }
+}
+
+fn simulate(args: &SimulateArgs) -> Result<u8, InputError> {
+    let loaded = load_file(&args.file).map_err(|e| InputError(e.render()))?;
+    let config = &loaded.config;
+    let mut traffic = match &args.traffic {
+        Some(path) => read_traffic(path, config)?,
+        None => config.simulate.clone().unwrap_or_default(),
+    };
+    if let Some(rate) = args.rate {
+        traffic.arrival.rate = rate;
+    }
+    if let Some(d) = &args.duration {
+        traffic.duration.0 =
+            parse_duration(d).map_err(|e| InputError(format!("error: --duration {e}")))?;
+    }
+    if let Some(seed) = args.seed {
+        traffic.seed = seed;
+    }
+    let problems =
+        ballast_core::traffic::validate(&traffic, "simulate", &Default::default(), Some(config));
+    if let Some(p) = problems.first() {
+        return Err(p.clone().into());
+    }
+    let listener_name = args
+        .listener
+        .clone()
+        .or_else(|| traffic.listener.clone())
+        .or_else(|| config.listeners.keys().next().cloned())
+        .ok_or_else(|| InputError("error: the configuration has no listener".into()))?;
+    let listener = config.listeners.get(&listener_name).ok_or_else(|| {
+        InputError(format!(
+            "error: no listener `{listener_name}`; the configuration has: {}",
+            config
+                .listeners
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let pool = &config.pools[&listener.pool];
+    let conditions = match &args.assertions {
+        Some(spec) => {
+            assert::parse(spec).map_err(|e| InputError(format!("error: --assert: {e}")))?
+        }
+        None => Vec::new(),
+    };
+    let requests = match &args.replay {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| InputError(format!("error: cannot read {}: {e}", path.display())))?;
+            Some(replay::parse(&text).map_err(|e| {
+                InputError(format!("error: {}:{}: {}\n  = help: each line is {{\"t\": seconds, \"client\": \"ip\", \"method\": \"GET\", \"path\": \"/x\", \"headers\": {{}}}}", path.display(), e.line, e.message))
+            })?)
+        }
+        None => None,
+    };
+
+    let mut trace_out = match &args.trace {
+        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
+            InputError(format!("error: cannot write {}: {e}", path.display()))
+        })?)),
+        None => None,
+    };
+    let mut trace_error = None;
+    let mut write_trace = |r: &TraceRecord| {
+        if let Some(w) = trace_out.as_mut()
+            && trace_error.is_none()
+            && let Err(e) = writeln!(
+                w,
+                "{}",
+                json!({"seq": r.seq, "t": r.t, "server": r.server, "address": r.address, "outcome": r.outcome.as_str()})
+            )
+        {
+            trace_error = Some(e);
+        }
+    };
+    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(1000);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "simulating {bar:40} {percent}% {elapsed}/{eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut progress = |f: f64| {
+        if let Some(b) = &bar {
+            b.set_position((f * 1000.0) as u64);
+        }
+    };
+    let sim = Simulation::new(&listener.pool, pool, &traffic);
+    let trace_cb: Option<&mut dyn FnMut(&TraceRecord)> = if args.trace.is_some() {
+        Some(&mut write_trace)
+    } else {
+        None
+    };
+    let report = match &requests {
+        Some(r) => sim.replay(r, trace_cb, Some(&mut progress)),
+        None => sim.run(trace_cb, Some(&mut progress)),
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if let Some(e) = trace_error {
+        return Err(InputError(format!("error: writing the trace failed: {e}")));
+    }
+    if let Some(mut w) = trace_out
+        && let Err(e) = w.flush()
+    {
+        return Err(InputError(format!("error: writing the trace failed: {e}")));
+    }
+
+    let verdicts = assert::evaluate(&conditions, &report);
+    let failed = verdicts.iter().any(|v| !v.passed);
+    match args.format {
+        Format::Text => {
+            print!("{}", report.text());
+            for v in &verdicts {
+                println!(
+                    "assert {:<28} {} (actual {})",
+                    v.condition,
+                    if v.passed { "ok" } else { "FAILED" },
+                    fmt_num(v.actual)
+                );
+            }
+        }
+        Format::Json => {
+            let mut value = serde_json::to_value(&report).unwrap_or_default();
+            value["assertions"] = json!(verdicts.iter().map(|v| json!({"condition": v.condition, "actual": v.actual, "passed": v.passed})).collect::<Vec<_>>());
+            println!("{value:#}");
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+fn read_traffic(path: &Path, config: &ballast_core::Config) -> Result<Traffic, InputError> {
+    let source = SourceFile::read(path)?;
+    let (file, spans) = parse_with_spans::<TrafficFile>(&source)
+        .map_err(|d| InputError(d.render(Some(&source))))?;
+    let problems =
+        ballast_core::traffic::validate(&file.simulate, "simulate", &spans, Some(config));
+    if !problems.is_empty() {
+        return Err(InputError(
+            problems
+                .iter()
+                .map(|d| d.render(Some(&source)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ));
+    }
+    Ok(file.simulate)
+}
