@@ -47,7 +47,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     listener: Option<String>,
     /// Override the arrival rate (requests per second).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     rate: Option<f64>,
     /// Override the simulated duration, such as 30s.
     #[arg(long)]

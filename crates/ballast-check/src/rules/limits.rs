@@ -53,10 +53,17 @@ pub fn capacity_n_minus_one(ctx: &Context, out: &mut Sink) {
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.backup && s.weight > 0)
-            .max_by_key(|(_, s)| {
-                s.max_connections
-                    .map(|m| u64::from(m) + u64::from(s.max_queue))
-            });
+            .map(|(i, s)| {
+                (
+                    i,
+                    s,
+                    s.max_connections
+                        .map(|m| u64::from(m) + u64::from(s.max_queue)),
+                )
+            })
+            // The first of equally large servers, so the message names the one read first.
+            .max_by(|a, b| a.2.cmp(&b.2).then(b.0.cmp(&a.0)))
+            .map(|(i, s, _)| (i, s));
         let Some((index, server)) = largest else {
             continue;
         };
