@@ -60,7 +60,7 @@ impl std::error::Error for LoadError {}
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let source = SourceFile::read(path).map_err(|d| LoadError {
         source: None,
-        diagnostics: vec![d],
+        diagnostics: vec![*d],
     })?;
     load_source(source)
 }
@@ -86,7 +86,7 @@ pub fn load_source(source: SourceFile) -> Result<Loaded, LoadError> {
         }
         Err(d) => Err(LoadError {
             source: Some(source),
-            diagnostics: vec![d],
+            diagnostics: vec![*d],
         }),
     }
 }
@@ -94,18 +94,19 @@ pub fn load_source(source: SourceFile) -> Result<Loaded, LoadError> {
 /// Parses TOML into `T`, keeping the span of every key and value.
 pub fn parse_with_spans<T: for<'de> Deserialize<'de>>(
     source: &SourceFile,
-) -> Result<(T, SpanMap), Diagnostic> {
+) -> Result<(T, SpanMap), Box<Diagnostic>> {
     if source.text.trim().is_empty() {
-        return Err(Diagnostic::error(format!(
-            "{} is empty",
-            source.path.display()
-        ))
-        .with_fix("a configuration needs at least one [listeners.NAME] and one [pools.NAME]; see examples/"));
+        return Err(Box::new(
+            Diagnostic::error(format!("{} is empty", source.path.display())).with_fix(
+                "a configuration needs at least one [listeners.NAME] and one [pools.NAME]; see examples/",
+            ),
+        ));
     }
-    let table = DeTable::parse(&source.text).map_err(toml_diagnostic)?;
+    let table = DeTable::parse(&source.text).map_err(|e| Box::new(toml_diagnostic(e)))?;
     let mut spans = SpanMap::default();
     walk_table(table.get_ref(), "", &mut spans);
-    let value = T::deserialize(toml::de::Deserializer::from(table)).map_err(toml_diagnostic)?;
+    let value = T::deserialize(toml::de::Deserializer::from(table))
+        .map_err(|e| Box::new(toml_diagnostic(e)))?;
     Ok((value, spans))
 }
 

@@ -38,10 +38,12 @@ impl SourceFile {
     }
 
     /// Reads a file, refusing bytes that are not UTF-8 with the offset of the first bad byte.
-    pub fn read(path: &Path) -> Result<Self, Diagnostic> {
+    pub fn read(path: &Path) -> Result<Self, Box<Diagnostic>> {
         let bytes = std::fs::read(path).map_err(|e| {
-            Diagnostic::error(format!("cannot read {}: {e}", path.display()))
-                .with_fix("check the path and its permissions")
+            Box::new(
+                Diagnostic::error(format!("cannot read {}: {e}", path.display()))
+                    .with_fix("check the path and its permissions"),
+            )
         })?;
         match String::from_utf8(bytes) {
             Ok(text) => Ok(Self::new(path, text)),
@@ -49,11 +51,13 @@ impl SourceFile {
                 let at = e.utf8_error().valid_up_to();
                 let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
                 let line = valid.matches('\n').count() + 1;
-                Err(Diagnostic::error(format!(
-                    "{} is not UTF-8: invalid byte at offset {at} (line {line})",
-                    path.display()
+                Err(Box::new(
+                    Diagnostic::error(format!(
+                        "{} is not UTF-8: invalid byte at offset {at} (line {line})",
+                        path.display()
+                    ))
+                    .with_fix("save the file as UTF-8; configuration files are text"),
                 ))
-                .with_fix("save the file as UTF-8; configuration files are text"))
             }
         }
     }

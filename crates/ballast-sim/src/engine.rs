@@ -324,7 +324,7 @@ impl<'a> Simulation<'a> {
                         });
                     }
                     seq += 1;
-                    if seq % 65_536 == 0
+                    if seq.is_multiple_of(65_536)
                         && let Some(p) = progress.as_deref_mut()
                     {
                         p(if end == 0 { 1.0 } else { a as f64 / end as f64 });
@@ -334,7 +334,7 @@ impl<'a> Simulation<'a> {
                 (None, None) => break,
             }
         }
-        if let Some(p) = progress.as_deref_mut() {
+        if let Some(p) = progress {
             p(1.0);
         }
         run.report.simulated_seconds = run.now as f64 / 1e9;
@@ -404,12 +404,10 @@ impl Run<'_, '_> {
             Arrival::Replay { requests, index } => {
                 let r = &requests[*index];
                 *index += 1;
-                let key = self
-                    .hash_key
+                self.hash_key
                     .as_ref()
                     .and_then(|k| extract_key(k, r))
-                    .map(|v| hash_key(v.as_bytes()));
-                key
+                    .map(|v| hash_key(v.as_bytes()))
             }
         }
     }

@@ -13,7 +13,10 @@ fn pool(algorithm: Algorithm, servers: &[(u32, Option<u32>, u32, bool)], health:
         text += "[health]\ninterval = \"1s\"\ntimeout = \"500ms\"\n";
     }
     for (i, (weight, limit, queue, backup)) in servers.iter().enumerate() {
-        text += &format!("[[servers]]\nname = \"s{i}\"\naddress = \"127.0.0.1:{}\"\nweight = {weight}\nmax_queue = {queue}\nbackup = {backup}\nqueue_timeout = \"50ms\"\n", 9000 + i);
+        text += &format!(
+            "[[servers]]\nname = \"s{i}\"\naddress = \"127.0.0.1:{}\"\nweight = {weight}\nmax_queue = {queue}\nbackup = {backup}\nqueue_timeout = \"50ms\"\n",
+            9000 + i
+        );
         if let Some(l) = limit {
             text += &format!("max_connections = {l}\n");
         }
@@ -26,7 +29,10 @@ fn traffic(rate: f64, mean_ms: u64, fail: Option<(u64, usize)>, seed: u64) -> Tr
         "seed = {seed}\nduration = \"3s\"\narrival = {{ rate = {rate} }}\nclients = {{ count = 50 }}\nkey = {{ cardinality = 20, missing_percent = 10 }}\nservice = {{ mean = \"{mean_ms}ms\", concurrency = 4 }}\n"
     );
     if let Some((at, server)) = fail {
-        text += &format!("[[events]]\nat = \"{at}ms\"\nserver = \"s{server}\"\naction = \"fail\"\n[[events]]\nat = \"{}ms\"\nserver = \"s{server}\"\naction = \"recover\"\n", at + 800);
+        text += &format!(
+            "[[events]]\nat = \"{at}ms\"\nserver = \"s{server}\"\naction = \"fail\"\n[[events]]\nat = \"{}ms\"\nserver = \"s{server}\"\naction = \"recover\"\n",
+            at + 800
+        );
     }
     toml::from_str(&text).expect("traffic")
 }
@@ -87,6 +93,9 @@ fn all_servers_down_fails_closed_with_no_server() {
     // server; after it the pool fails closed and answers at once with no server.
     assert_eq!(r.no_server + r.failed, r.requests);
     let failed_share = r.failed as f64 / r.requests as f64;
-    assert!((0.5..0.65).contains(&failed_share), "3.5s of 6s should fail: {failed_share}");
+    assert!(
+        (0.5..0.65).contains(&failed_share),
+        "3.5s of 6s should fail: {failed_share}"
+    );
     assert!(r.no_server > 0);
 }

@@ -84,8 +84,8 @@ struct TrafficFile {
 /// An input problem: printed, and the command exits 2.
 struct InputError(String);
 
-impl From<Diagnostic> for InputError {
-    fn from(d: Diagnostic) -> Self {
+impl From<Box<Diagnostic>> for InputError {
+    fn from(d: Box<Diagnostic>) -> Self {
         InputError(d.render(None))
     }
 }
@@ -120,7 +120,7 @@ fn simulate(args: &SimulateArgs) -> Result<u8, InputError> {
     let problems =
         ballast_core::traffic::validate(&traffic, "simulate", &Default::default(), Some(config));
     if let Some(p) = problems.first() {
-        return Err(p.clone().into());
+        return Err(InputError(p.render(None)));
     }
     let listener_name = args
         .listener

@@ -36,6 +36,9 @@ use crate::config::{Algorithm, AllDownPolicy, Pool};
 pub trait PoolView {
     /// Number of servers, in configuration order.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Whether the server may receive traffic (healthy and not ejected).
     fn available(&self, i: usize) -> bool;
     /// Effective weight now: the configured weight, ramped by slow start. 0 drains.
