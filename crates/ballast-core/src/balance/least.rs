@@ -26,12 +26,11 @@ impl LeastConnections {
         if n == 0 {
             return None;
         }
-        let start = self.cursor % n;
+        let start = if self.cursor >= n { 0 } else { self.cursor };
         let mut best: Option<(usize, u64, u64)> = None;
-        for step in 0..n {
-            let i = (start + step) % n;
+        let mut consider = |i: usize| {
             if !candidate(i) {
-                continue;
+                return;
             }
             let load = u64::from(view.in_flight(i));
             let weight = u64::from(view.weight(i));
@@ -39,6 +38,13 @@ impl LeastConnections {
                 Some((_, bl, bw)) if load * bw >= bl * weight => {}
                 _ => best = Some((i, load, weight)),
             }
+        };
+        // Scan start..n, then 0..start: plain ranges, no modulo per step.
+        for i in start..n {
+            consider(i);
+        }
+        for i in 0..start {
+            consider(i);
         }
         let (b, _, _) = best?;
         self.cursor = b + 1;

@@ -53,6 +53,7 @@ pub trait PoolView {
 #[derive(Debug, Clone)]
 pub struct Balancer {
     backup: Vec<bool>,
+    has_backups: bool,
     all_down: AllDownPolicy,
     picker: Picker,
 }
@@ -85,6 +86,7 @@ impl Balancer {
             .then(|| Ring::new(pool.servers.iter().map(|s| (s.name.as_str(), s.weight))));
         Self {
             backup: pool.servers.iter().map(|s| s.backup).collect(),
+            has_backups: pool.servers.iter().any(|s| s.backup),
             all_down: pool.all_down,
             picker: Picker {
                 algorithm: pool.algorithm,
@@ -109,19 +111,22 @@ impl Balancer {
         key: Option<u64>,
         rng: &mut R,
     ) -> Option<usize> {
-        for backup_tier in [false, true] {
-            let tier = |i: usize| self.backup[i] == backup_tier;
-            let has_candidate =
-                (0..view.len()).any(|i| tier(i) && view.available(i) && view.weight(i) > 0);
-            if !has_candidate {
-                continue;
-            }
+        // Primaries first, then backups. Within a tier, servers with room first; if every
+        // candidate is full, any candidate (the caller queues). A tier with no candidate at
+        // all returns None from both passes and the next tier is tried.
+        let tiers: &[bool] = if self.has_backups {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &backup_tier in tiers {
             for pass in [Pass::WithRoom, Pass::Any] {
                 let backup = &self.backup;
+                let check_tier = self.has_backups;
                 let candidate = |i: usize| {
-                    backup[i] == backup_tier
-                        && view.available(i)
+                    (!check_tier || backup[i] == backup_tier)
                         && view.weight(i) > 0
+                        && view.available(i)
                         && (pass == Pass::Any || !view.full(i))
                 };
                 if let Some(i) = self.picker.pick(view, key, rng, candidate) {
