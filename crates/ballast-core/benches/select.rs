@@ -42,8 +42,8 @@ fn bench(c: &mut Criterion) {
         let mut balancer = Balancer::new(&p);
         let mut state = PoolState::from_pool(&p);
         // A steady state with some load, so least-loaded and bounded-load logic does work.
-        for (i, f) in state.in_flight.iter_mut().enumerate() {
-            *f = 8 + (i as u32 % 5);
+        for (i, s) in state.servers.iter_mut().enumerate() {
+            s.in_flight = 8 + (i as u32 % 5);
         }
         let mut rng = SmallRng::seed_from_u64(1);
         let mut n = 0usize;
@@ -54,9 +54,9 @@ fn bench(c: &mut Criterion) {
                 let i = balancer
                     .pick(black_box(&state), key, &mut rng)
                     .expect("a server");
-                state.in_flight[i] += 1;
+                state.servers[i].in_flight += 1;
                 let j = (i + 7) % SERVERS;
-                state.in_flight[j] = state.in_flight[j].saturating_sub(1);
+                state.servers[j].in_flight = state.servers[j].in_flight.saturating_sub(1);
                 black_box(i)
             })
         });

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use ballast_core::balance::{
-    Balancer, PoolState, PoolView, extract_key, hash_key, slow_start_weight,
+    Balancer, PoolState, PoolView, ServerLoad, extract_key, hash_key, slow_start_weight,
 };
 use ballast_core::config::{Algorithm, HashKey, Pool};
 use ballast_core::traffic::{ServerAction, Traffic};
@@ -127,32 +127,21 @@ impl PoolView for View<'_> {
         self.state.len()
     }
     #[inline]
-    fn available(&self, i: usize) -> bool {
-        self.state.available[i]
-    }
-    #[inline]
-    fn weight(&self, i: usize) -> u32 {
-        let w = self.state.weight[i];
+    fn server(&self, i: usize) -> ServerLoad {
+        let mut load = self.state.servers[i];
         let s = &self.servers[i];
-        match s.since {
-            Some(since) if s.slow_start_ns > 0 && self.now < since + s.slow_start_ns => {
-                slow_start_weight(
-                    w,
-                    Duration::from_nanos(since),
-                    Duration::from_nanos(s.slow_start_ns),
-                    Duration::from_nanos(self.now),
-                )
-            }
-            _ => w,
+        if let Some(since) = s.since
+            && s.slow_start_ns > 0
+            && self.now < since + s.slow_start_ns
+        {
+            load.weight = slow_start_weight(
+                load.weight,
+                Duration::from_nanos(since),
+                Duration::from_nanos(s.slow_start_ns),
+                Duration::from_nanos(self.now),
+            );
         }
-    }
-    #[inline]
-    fn in_flight(&self, i: usize) -> u32 {
-        self.state.in_flight[i]
-    }
-    #[inline]
-    fn full(&self, i: usize) -> bool {
-        self.state.full(i)
+        load
     }
 }
 
@@ -442,7 +431,7 @@ impl Run<'_, '_> {
                 continue;
             }
             self.servers[i].consecutive_failures = 0;
-            if !self.state.full(i) {
+            if !self.state.servers[i].full() {
                 self.dispatch(i, 0);
                 return (Outcome::Sent, Some(i));
             }
@@ -470,10 +459,13 @@ impl Run<'_, '_> {
         };
         let s = &mut self.servers[i];
         s.consecutive_failures += 1;
-        let ejected = self.state.available.iter().filter(|a| !**a).count();
-        let allowed = self.state.available.len() * max_percent as usize / 100;
-        if s.consecutive_failures >= threshold && self.state.available[i] && ejected < allowed {
-            self.state.available[i] = false;
+        let ejected = self.state.servers.iter().filter(|s| !s.available).count();
+        let allowed = self.state.servers.len() * max_percent as usize / 100;
+        if s.consecutive_failures >= threshold
+            && self.state.servers[i].available
+            && ejected < allowed
+        {
+            self.state.servers[i].available = false;
             s.consecutive_failures = 0;
             let generation = s.generation;
             self.schedule(
@@ -486,9 +478,9 @@ impl Run<'_, '_> {
     }
 
     fn dispatch(&mut self, i: usize, waited_ns: u64) {
-        self.state.in_flight[i] += 1;
+        self.state.servers[i].in_flight += 1;
         let st = &mut self.stats[i];
-        st.peak_in_flight = st.peak_in_flight.max(self.state.in_flight[i]);
+        st.peak_in_flight = st.peak_in_flight.max(self.state.servers[i].in_flight);
         let _ = st.queue_wait_us.record(waited_ns / 1_000);
         let s = &mut self.servers[i];
         if s.busy < s.service.concurrency {
@@ -519,7 +511,7 @@ impl Run<'_, '_> {
                 if self.servers[i].generation != e.generation {
                     return;
                 }
-                self.state.available[i] = up;
+                self.state.servers[i].available = up;
                 if up {
                     self.servers[i].since = Some(self.now);
                 }
@@ -528,7 +520,7 @@ impl Run<'_, '_> {
     }
 
     fn complete(&mut self, i: usize) {
-        self.state.in_flight[i] -= 1;
+        self.state.servers[i].in_flight -= 1;
         self.stats[i].completed += 1;
         let s = &mut self.servers[i];
         if s.waiting_inside > 0 {
@@ -542,7 +534,7 @@ impl Run<'_, '_> {
         let now = self.now;
         let s = &mut self.servers[i];
         expire(s, now, &mut self.stats[i]);
-        if !self.state.full(i)
+        if !self.state.servers[i].full()
             && let Some((arrived, _)) = self.servers[i].queue.pop_front()
         {
             self.dispatch(i, now - arrived);
@@ -567,7 +559,7 @@ impl Run<'_, '_> {
                 s.busy = 0;
                 s.waiting_inside = 0;
                 s.queue.clear();
-                self.state.in_flight[i] = 0;
+                self.state.servers[i].in_flight = 0;
                 self.stats[i].failed_in_flight += lost;
                 if let Some(d) = self.detect_down_ns {
                     self.schedule(
@@ -584,7 +576,7 @@ impl Run<'_, '_> {
                 }
                 s.dead = false;
                 s.consecutive_failures = 0;
-                if self.state.available[i] {
+                if self.state.servers[i].available {
                     return;
                 }
                 if self.detect_down_ns.is_some() {
@@ -595,7 +587,7 @@ impl Run<'_, '_> {
                         generation,
                     );
                 } else {
-                    self.state.available[i] = true;
+                    self.state.servers[i].available = true;
                     s.since = Some(now);
                 }
             }

@@ -12,7 +12,7 @@
 //! reordering servers or moving one to a new address remaps nothing, and adding or removing
 //! one server moves only the keys that server gains or owned.
 
-use super::PoolView;
+use super::ServerLoad;
 
 /// Points per server of average weight.
 pub const POINTS_PER_SERVER: u64 = 160;
@@ -69,21 +69,22 @@ impl Ring {
     /// Picks the first candidate clockwise from `key` that is under its bounded load. If every
     /// candidate is at its cap (only possible when candidates are full), the key's owner among
     /// the candidates.
-    pub fn pick<V: PoolView>(
+    pub fn pick(
         &self,
-        view: &V,
+        n: usize,
         key: u64,
         factor: f64,
-        candidate: impl Fn(usize) -> bool,
+        eligible: impl Fn(usize) -> ServerLoad,
     ) -> Option<usize> {
         if self.points.is_empty() {
             return None;
         }
         let (mut in_flight, mut weight) = (0u128, 0u128);
-        for i in 0..view.len() {
-            if candidate(i) {
-                in_flight += u128::from(view.in_flight(i));
-                weight += u128::from(view.weight(i));
+        for i in 0..n {
+            let s = eligible(i);
+            if s.weight > 0 {
+                in_flight += u128::from(s.in_flight);
+                weight += u128::from(s.weight);
             }
         }
         if weight == 0 {
@@ -93,17 +94,22 @@ impl Ring {
         let factor_milli = (factor * 1000.0).round().max(1000.0) as u128;
         let numerator = factor_milli * (in_flight + 1);
         let start = self.points.partition_point(|p| p.0 < key);
-        let n = self.points.len();
+        let (wrapped, ahead) = self.points.split_at(start);
         let mut owner = None;
-        for step in 0..n {
-            let s = self.points[(start + step) % n].1 as usize;
-            if s >= view.len() || !candidate(s) {
+        // Clockwise from the key: the points at or after it, then around from the start.
+        for &(_, server) in ahead.iter().chain(wrapped) {
+            let s = server as usize;
+            if s >= n {
+                continue;
+            }
+            let load = eligible(s);
+            let w = u128::from(load.weight);
+            if w == 0 {
                 continue;
             }
             owner.get_or_insert(s);
-            let w = u128::from(view.weight(s));
             let cap = (numerator * w).div_ceil(1000 * weight);
-            if u128::from(view.in_flight(s)) < cap {
+            if u128::from(load.in_flight) < cap {
                 return Some(s);
             }
         }

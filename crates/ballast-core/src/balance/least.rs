@@ -3,7 +3,7 @@
 //! `b.in_flight × a.weight`), so there is no division and no rounding. Ties rotate: the scan
 //! starts after the last server picked, so equally loaded servers take turns.
 
-use super::PoolView;
+use super::ServerLoad;
 
 #[derive(Debug, Clone)]
 pub struct LeastConnections {
@@ -17,23 +17,19 @@ impl LeastConnections {
     }
 
     #[inline]
-    pub fn pick<V: PoolView>(
-        &mut self,
-        view: &V,
-        candidate: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
-        let n = view.len();
+    pub fn pick(&mut self, n: usize, eligible: impl Fn(usize) -> ServerLoad) -> Option<usize> {
         if n == 0 {
             return None;
         }
         let start = if self.cursor >= n { 0 } else { self.cursor };
         let mut best: Option<(usize, u64, u64)> = None;
         let mut consider = |i: usize| {
-            if !candidate(i) {
+            let s = eligible(i);
+            let weight = u64::from(s.weight);
+            if weight == 0 {
                 return;
             }
-            let load = u64::from(view.in_flight(i));
-            let weight = u64::from(view.weight(i));
+            let load = u64::from(s.in_flight);
             match best {
                 Some((_, bl, bw)) if load * bw >= bl * weight => {}
                 _ => best = Some((i, load, weight)),

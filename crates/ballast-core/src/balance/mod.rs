@@ -4,6 +4,9 @@
 //! very same method with a virtual clock. Everything the decision may depend on comes in
 //! through [`PoolView`] (weights, availability, in-flight counts), the key hash and the RNG.
 //!
+//! Algorithms receive an `eligible(i)` function giving server `i`'s state, with its weight set
+//! to 0 when it is not a candidate for this pick, so each server is read once per scan.
+//!
 //! Rules shared by every algorithm:
 //! - A server is a candidate when it is available (healthy, not ejected) and its effective
 //!   weight is above 0. Weight 0 means drain: no new requests.
@@ -39,14 +42,41 @@ pub trait PoolView {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Whether the server may receive traffic (healthy and not ejected).
-    fn available(&self, i: usize) -> bool;
-    /// Effective weight now: the configured weight, ramped by slow start. 0 drains.
-    fn weight(&self, i: usize) -> u32;
-    /// Requests in flight on the server (sent and not yet fully answered).
-    fn in_flight(&self, i: usize) -> u32;
-    /// Whether the server is at its connection limit.
-    fn full(&self, i: usize) -> bool;
+    /// Server `i` now: availability, effective weight (slow start applied), in flight, limit.
+    fn server(&self, i: usize) -> ServerLoad;
+    /// All servers as a plain slice, when the view holds them that way. The decision is the
+    /// same either way; a slice lets the scan keep its bounds in registers (about 1.5× faster
+    /// over 16 servers, see BENCHMARKS.md).
+    fn as_slice(&self) -> Option<&[ServerLoad]> {
+        None
+    }
+}
+
+/// One server's state as the balancer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLoad {
+    /// Healthy and not ejected.
+    pub available: bool,
+    /// Effective weight: the configured weight, ramped by slow start. 0 drains.
+    pub weight: u32,
+    /// Requests sent and not yet fully answered.
+    pub in_flight: u32,
+    /// Connection limit; `u32::MAX` when unlimited.
+    pub limit: u32,
+}
+
+impl ServerLoad {
+    /// At its connection limit.
+    #[inline]
+    pub fn full(&self) -> bool {
+        self.in_flight >= self.limit
+    }
+
+    /// The same server marked as no candidate for this pick.
+    #[inline]
+    fn excluded(self) -> Self {
+        Self { weight: 0, ..self }
+    }
 }
 
 /// A per-pool balancer: the algorithm plus whatever state it keeps between picks.
@@ -67,15 +97,6 @@ struct Picker {
     swrr: SmoothWeightedRoundRobin,
     least: LeastConnections,
     ring: Option<Ring>,
-}
-
-/// Which servers a pass of the algorithm may consider.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    /// Available, weighted, in the tier, with room.
-    WithRoom,
-    /// Available, weighted, in the tier, full or not.
-    Any,
 }
 
 impl Balancer {
@@ -111,6 +132,19 @@ impl Balancer {
         key: Option<u64>,
         rng: &mut R,
     ) -> Option<usize> {
+        match view.as_slice() {
+            Some(servers) => self.pick_from(servers.len(), move |i| servers[i], key, rng),
+            None => self.pick_from(view.len(), move |i| view.server(i), key, rng),
+        }
+    }
+
+    fn pick_from<R: Rng + ?Sized>(
+        &mut self,
+        n: usize,
+        server: impl Fn(usize) -> ServerLoad + Copy,
+        key: Option<u64>,
+        rng: &mut R,
+    ) -> Option<usize> {
         // Primaries first, then backups. Within a tier, servers with room first; if every
         // candidate is full, any candidate (the caller queues). A tier with no candidate at
         // all returns None from both passes and the next tier is tried.
@@ -120,46 +154,46 @@ impl Balancer {
             &[false]
         };
         for &backup_tier in tiers {
-            for pass in [Pass::WithRoom, Pass::Any] {
-                let backup = &self.backup;
+            for need_room in [true, false] {
+                let backup = self.backup.as_slice();
                 let check_tier = self.has_backups;
-                let candidate = |i: usize| {
-                    (!check_tier || backup[i] == backup_tier)
-                        && view.weight(i) > 0
-                        && view.available(i)
-                        && (pass == Pass::Any || !view.full(i))
+                // `move`: the flags are copied into the closure, so they stay in registers
+                // instead of being reloaded for every server.
+                let eligible = move |i: usize| {
+                    let s = server(i);
+                    let ok = s.available
+                        & !(need_room & s.full())
+                        & (!check_tier || backup[i] == backup_tier);
+                    if ok { s } else { s.excluded() }
                 };
-                if let Some(i) = self.picker.pick(view, key, rng, candidate) {
+                if let Some(i) = self.picker.pick(n, key, rng, eligible) {
                     return Some(i);
                 }
             }
         }
         match self.all_down {
             AllDownPolicy::FailClosed => None,
-            AllDownPolicy::FailOpen => {
-                let candidate = |i: usize| view.weight(i) > 0;
-                self.picker.pick(view, key, rng, candidate)
-            }
+            AllDownPolicy::FailOpen => self.picker.pick(n, key, rng, server),
         }
     }
 }
 
 impl Picker {
-    fn pick<V: PoolView, R: Rng + ?Sized>(
+    fn pick<R: Rng + ?Sized>(
         &mut self,
-        view: &V,
+        n: usize,
         key: Option<u64>,
         rng: &mut R,
-        candidate: impl Fn(usize) -> bool,
+        eligible: impl Fn(usize) -> ServerLoad,
     ) -> Option<usize> {
         match self.algorithm {
-            Algorithm::RoundRobin => self.swrr.pick(view, candidate),
-            Algorithm::LeastConnections => self.least.pick(view, candidate),
-            Algorithm::PowerOfTwo => power_of_two(view, rng, candidate),
-            Algorithm::Random => weighted_random(view, rng, candidate),
+            Algorithm::RoundRobin => self.swrr.pick(n, eligible),
+            Algorithm::LeastConnections => self.least.pick(n, eligible),
+            Algorithm::PowerOfTwo => power_of_two(n, rng, eligible),
+            Algorithm::Random => weighted_random(n, rng, eligible),
             Algorithm::ConsistentHash => match (key, &self.ring) {
-                (Some(k), Some(ring)) => ring.pick(view, k, self.balance_factor, candidate),
-                _ => self.swrr.pick(view, candidate),
+                (Some(k), Some(ring)) => ring.pick(n, k, self.balance_factor, eligible),
+                _ => self.swrr.pick(n, eligible),
             },
         }
     }
@@ -172,37 +206,53 @@ pub(crate) fn below<R: Rng + ?Sized>(rng: &mut R, n: u64) -> u64 {
 }
 
 /// A plain in-memory pool state: what the simulator and the tests hand to the balancer.
+/// One struct per server, so a pick touches one cache line per server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolState {
-    pub available: Vec<bool>,
-    pub weight: Vec<u32>,
-    pub in_flight: Vec<u32>,
-    /// Connection limit per server; `u32::MAX` when unlimited.
-    pub limit: Vec<u32>,
+    pub servers: Vec<ServerLoad>,
 }
 
 impl PoolState {
     /// All servers available, at their configured weights, idle.
     pub fn from_pool(pool: &Pool) -> Self {
         Self {
-            available: vec![true; pool.servers.len()],
-            weight: pool.servers.iter().map(|s| s.weight).collect(),
-            in_flight: vec![0; pool.servers.len()],
-            limit: pool
+            servers: pool
                 .servers
                 .iter()
-                .map(|s| s.max_connections.unwrap_or(u32::MAX))
+                .map(|s| ServerLoad {
+                    available: true,
+                    weight: s.weight,
+                    in_flight: 0,
+                    limit: s.max_connections.unwrap_or(u32::MAX),
+                })
                 .collect(),
         }
     }
 
-    /// `n` available servers with the given weights, idle and unlimited.
+    /// Servers available with the given weights, idle and unlimited.
     pub fn with_weights(weights: &[u32]) -> Self {
         Self {
-            available: vec![true; weights.len()],
-            weight: weights.to_vec(),
-            in_flight: vec![0; weights.len()],
-            limit: vec![u32::MAX; weights.len()],
+            servers: weights
+                .iter()
+                .map(|&weight| ServerLoad {
+                    available: true,
+                    weight,
+                    in_flight: 0,
+                    limit: u32::MAX,
+                })
+                .collect(),
+        }
+    }
+
+    /// In-flight counts, in server order.
+    pub fn loads(&self) -> Vec<u32> {
+        self.servers.iter().map(|s| s.in_flight).collect()
+    }
+
+    /// Sets every server's in-flight count, in server order.
+    pub fn set_loads(&mut self, counts: &[u32]) {
+        for (s, &c) in self.servers.iter_mut().zip(counts) {
+            s.in_flight = c;
         }
     }
 }
@@ -210,23 +260,15 @@ impl PoolState {
 impl PoolView for PoolState {
     #[inline]
     fn len(&self) -> usize {
-        self.weight.len()
+        self.servers.len()
     }
     #[inline]
-    fn available(&self, i: usize) -> bool {
-        self.available[i]
+    fn server(&self, i: usize) -> ServerLoad {
+        self.servers[i]
     }
     #[inline]
-    fn weight(&self, i: usize) -> u32 {
-        self.weight[i]
-    }
-    #[inline]
-    fn in_flight(&self, i: usize) -> u32 {
-        self.in_flight[i]
-    }
-    #[inline]
-    fn full(&self, i: usize) -> bool {
-        self.in_flight[i] >= self.limit[i]
+    fn as_slice(&self) -> Option<&[ServerLoad]> {
+        Some(&self.servers)
     }
 }
 

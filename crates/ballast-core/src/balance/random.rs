@@ -4,27 +4,21 @@
 
 use rand::Rng;
 
-use super::{PoolView, below};
+use super::{ServerLoad, below};
 
-/// Picks a candidate with probability proportional to its weight.
-pub fn weighted_random<V: PoolView, R: Rng + ?Sized>(
-    view: &V,
+/// Picks one of the first `n` servers with probability proportional to its eligible weight.
+pub fn weighted_random<R: Rng + ?Sized>(
+    n: usize,
     rng: &mut R,
-    candidate: impl Fn(usize) -> bool,
+    eligible: impl Fn(usize) -> ServerLoad,
 ) -> Option<usize> {
-    let total: u64 = (0..view.len())
-        .filter(|&i| candidate(i))
-        .map(|i| u64::from(view.weight(i)))
-        .sum();
+    let total: u64 = (0..n).map(|i| u64::from(eligible(i).weight)).sum();
     if total == 0 {
         return None;
     }
     let mut r = below(rng, total);
-    for i in 0..view.len() {
-        if !candidate(i) {
-            continue;
-        }
-        let w = u64::from(view.weight(i));
+    for i in 0..n {
+        let w = u64::from(eligible(i).weight);
         if r < w {
             return Some(i);
         }
@@ -35,15 +29,16 @@ pub fn weighted_random<V: PoolView, R: Rng + ?Sized>(
 
 /// Draws two distinct candidates uniformly and keeps the one with fewer requests in flight
 /// per unit of weight (the first drawn on a tie). With one candidate, that one.
-pub fn power_of_two<V: PoolView, R: Rng + ?Sized>(
-    view: &V,
+pub fn power_of_two<R: Rng + ?Sized>(
+    n: usize,
     rng: &mut R,
-    candidate: impl Fn(usize) -> bool,
+    eligible: impl Fn(usize) -> ServerLoad,
 ) -> Option<usize> {
-    let count = (0..view.len()).filter(|&i| candidate(i)).count() as u64;
+    let candidate = |i: usize| eligible(i).weight > 0;
+    let count = (0..n).filter(|&i| candidate(i)).count() as u64;
     match count {
         0 => return None,
-        1 => return (0..view.len()).find(|&i| candidate(i)),
+        1 => return (0..n).find(|&i| candidate(i)),
         _ => {}
     }
     let first = below(rng, count);
@@ -54,7 +49,7 @@ pub fn power_of_two<V: PoolView, R: Rng + ?Sized>(
     }
     let (mut a, mut b) = (None, None);
     let mut rank = 0;
-    for i in 0..view.len() {
+    for i in 0..n {
         if !candidate(i) {
             continue;
         }
@@ -67,7 +62,10 @@ pub fn power_of_two<V: PoolView, R: Rng + ?Sized>(
         rank += 1;
     }
     let (a, b) = (a?, b?);
-    let load = |i: usize| (u64::from(view.in_flight(i)), u64::from(view.weight(i)));
+    let load = |i: usize| {
+        let s = eligible(i);
+        (u64::from(s.in_flight), u64::from(s.weight))
+    };
     let ((la, wa), (lb, wb)) = (load(a), load(b));
     Some(if lb * wa < la * wb { b } else { a })
 }

@@ -5,7 +5,7 @@
 //! and candidates unchanged) each server is picked exactly `weight` times, interleaved rather
 //! than in bursts: weights {5, 1, 1} give `a a b a c a a`.
 
-use super::PoolView;
+use super::ServerLoad;
 
 #[derive(Debug, Clone)]
 pub struct SmoothWeightedRoundRobin {
@@ -19,29 +19,25 @@ impl SmoothWeightedRoundRobin {
         }
     }
 
-    /// Picks among the servers for which `candidate` holds; `None` when there are none.
+    /// Picks among the first `n` servers by their eligible weight (0: not a candidate);
+    /// `None` when there are no candidates.
     #[inline]
-    pub fn pick<V: PoolView>(
-        &mut self,
-        view: &V,
-        candidate: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
+    pub fn pick(&mut self, n: usize, eligible: impl Fn(usize) -> ServerLoad) -> Option<usize> {
         let mut total: i64 = 0;
-        let mut best: Option<usize> = None;
+        let mut best = usize::MAX;
         let mut best_score = i64::MIN;
-        for i in 0..view.len().min(self.current.len()) {
-            if !candidate(i) {
-                continue;
-            }
-            let w = i64::from(view.weight(i));
-            self.current[i] += w;
+        let n = n.min(self.current.len());
+        for (i, current) in self.current[..n].iter_mut().enumerate() {
+            // A non-candidate has w = 0: adding it changes nothing, and it cannot win.
+            let w = i64::from(eligible(i).weight);
+            *current += w;
             total += w;
-            if self.current[i] > best_score {
-                best_score = self.current[i];
-                best = Some(i);
+            if w > 0 && *current > best_score {
+                best_score = *current;
+                best = i;
             }
         }
-        let b = best?;
+        let b = (best != usize::MAX).then_some(best)?;
         self.current[b] -= total;
         Some(b)
     }

@@ -83,18 +83,18 @@ proptest! {
         let mut r = rng(0);
         for (key, release) in ops {
             if release {
-                if let Some(i) = (0..n).max_by_key(|&i| (state.in_flight[i], key % 7 == i as u64 % 7)) {
-                    state.in_flight[i] = state.in_flight[i].saturating_sub(1);
+                if let Some(i) = (0..n).max_by_key(|&i| (state.servers[i].in_flight, key % 7 == i as u64 % 7)) {
+                    state.servers[i].in_flight = state.servers[i].in_flight.saturating_sub(1);
                 }
                 continue;
             }
             let i = b.pick(&state, Some(hash_key(&key.to_le_bytes())), &mut r).unwrap();
-            state.in_flight[i] += 1;
-            let total: u32 = state.in_flight.iter().sum();
+            state.servers[i].in_flight += 1;
+            let total: u32 = state.loads().iter().sum();
             let factor_milli = (factor * 1000.0).round() as u64;
             let cap = (factor_milli * u64::from(total)).div_ceil(1000 * n as u64);
-            prop_assert!(u64::from(state.in_flight[i]) <= cap,
-                "server {} has {} in flight, cap {} (total {}, c {})", i, state.in_flight[i], cap, total, factor);
+            prop_assert!(u64::from(state.servers[i].in_flight) <= cap,
+                "server {} has {} in flight, cap {} (total {}, c {})", i, state.servers[i].in_flight, cap, total, factor);
         }
     }
 
@@ -156,21 +156,21 @@ proptest! {
         let n = start.len();
         let mut b = Balancer::new(&pool(Algorithm::LeastConnections, &vec![1; n]));
         let mut state = PoolState::with_weights(&vec![1; n]);
-        state.in_flight = start;
+        state.set_loads(&start);
         let mut r = rng(0);
-        let spread = |s: &PoolState| s.in_flight.iter().max().unwrap() - s.in_flight.iter().min().unwrap();
+        let spread = |s: &PoolState| s.loads().iter().max().unwrap() - s.loads().iter().min().unwrap();
         for _ in 0..picks {
             let before = spread(&state);
-            let min = *state.in_flight.iter().min().unwrap();
+            let min = *state.loads().iter().min().unwrap();
             let i = b.pick(&state, None, &mut r).unwrap();
-            prop_assert_eq!(state.in_flight[i], min);
-            state.in_flight[i] += 1;
+            prop_assert_eq!(state.servers[i].in_flight, min);
+            state.servers[i].in_flight += 1;
             prop_assert!(spread(&state) <= before.max(1));
         }
         let mut idle = PoolState::with_weights(&vec![1; n]);
         for _ in 0..picks {
             let i = b.pick(&idle, None, &mut r).unwrap();
-            idle.in_flight[i] += 1;
+            idle.servers[i].in_flight += 1;
             prop_assert!(spread(&idle) <= 1);
         }
     }
@@ -189,8 +189,8 @@ proptest! {
             let mut r = rng(seed);
             (0..200u64).map(|k| {
                 let pick = b.pick(&state, Some(hash_key(&k.to_le_bytes())), &mut r);
-                if let Some(i) = pick { state.in_flight[i] += 1; }
-                if k % 3 == 0 { state.in_flight.iter_mut().for_each(|x| *x = x.saturating_sub(1)); }
+                if let Some(i) = pick { state.servers[i].in_flight += 1; }
+                if k % 3 == 0 { state.servers.iter_mut().for_each(|s| s.in_flight = s.in_flight.saturating_sub(1)); }
                 pick
             }).collect::<Vec<_>>()
         };
@@ -235,10 +235,10 @@ fn backups_only_when_no_primary_and_fail_closed_when_none() {
     for _ in 0..10 {
         assert_ne!(b.pick(&state, None, &mut r), Some(2));
     }
-    state.available[0] = false;
-    state.available[1] = false;
+    state.servers[0].available = false;
+    state.servers[1].available = false;
     assert_eq!(b.pick(&state, None, &mut r), Some(2));
-    state.available[2] = false;
+    state.servers[2].available = false;
     assert_eq!(b.pick(&state, None, &mut r), None);
     p.all_down = AllDownPolicy::FailOpen;
     let mut open = Balancer::new(&p);
@@ -250,13 +250,13 @@ fn full_servers_are_passed_over_while_another_has_room() {
     let p = pool(Algorithm::RoundRobin, &[1, 1]);
     let mut b = Balancer::new(&p);
     let mut state = PoolState::from_pool(&p);
-    state.limit = vec![2, 2];
-    state.in_flight = vec![2, 0];
+    state.servers.iter_mut().for_each(|s| s.limit = 2);
+    state.set_loads(&[2, 0]);
     let mut r = rng(0);
     for _ in 0..4 {
         assert_eq!(b.pick(&state, None, &mut r), Some(1));
     }
-    state.in_flight = vec![2, 2];
+    state.set_loads(&[2, 2]);
     assert!(
         b.pick(&state, None, &mut r).is_some(),
         "all full: pick anyway, the caller queues"
@@ -293,7 +293,7 @@ fn power_of_two_prefers_the_less_loaded_of_its_draws() {
     let p = pool(Algorithm::PowerOfTwo, &[1, 1]);
     let mut b = Balancer::new(&p);
     let mut state = PoolState::from_pool(&p);
-    state.in_flight = vec![5, 0];
+    state.set_loads(&[5, 0]);
     let mut r = rng(3);
     // With two servers both are always drawn, so the idle one always wins.
     for _ in 0..50 {
