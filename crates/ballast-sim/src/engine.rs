@@ -10,7 +10,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -369,8 +368,7 @@ impl Run<'_, '_> {
                     Some(HashKey::ClientIp) => {
                         let client = clients.sample(rng) as u32;
                         let ip = Ipv4Addr::from(0x0a00_0000u32.wrapping_add(client));
-                        self.key_buf.clear();
-                        let _ = write!(self.key_buf, "{ip}");
+                        dotted_quad(ip, &mut self.key_buf);
                         Some(hash_key(self.key_buf.as_bytes()))
                     }
                     Some(_) => {
@@ -382,7 +380,8 @@ impl Run<'_, '_> {
                         } else {
                             let k = keys.sample(rng);
                             self.key_buf.clear();
-                            let _ = write!(self.key_buf, "k{k}");
+                            self.key_buf.push('k');
+                            self.key_buf.push_str(itoa::Buffer::new().format(k));
                             Some(hash_key(self.key_buf.as_bytes()))
                         }
                     }
@@ -607,6 +606,34 @@ fn expire(s: &mut Server, now: u64, stats: &mut ServerStats) {
     }
 }
 
+/// Writes `ip` as the proxy would see it (`Ipv4Addr`'s text form), without the formatting
+/// machinery: this runs once per simulated request.
+fn dotted_quad(ip: Ipv4Addr, out: &mut String) {
+    out.clear();
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(digits.format(octet));
+    }
+}
+
 pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("static histogram bounds are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_quad_matches_the_standard_text_form() {
+        let mut buf = String::new();
+        for x in [0u32, 1, 255, 256, 0x0a00_0000, 0x0a01_02ff, 0xc000_0207, u32::MAX] {
+            let ip = Ipv4Addr::from(x);
+            dotted_quad(ip, &mut buf);
+            assert_eq!(buf, ip.to_string());
+        }
+    }
 }
