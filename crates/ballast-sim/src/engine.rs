@@ -630,7 +630,16 @@ mod tests {
     #[test]
     fn dotted_quad_matches_the_standard_text_form() {
         let mut buf = String::new();
-        for x in [0u32, 1, 255, 256, 0x0a00_0000, 0x0a01_02ff, 0xc000_0207, u32::MAX] {
+        for x in [
+            0u32,
+            1,
+            255,
+            256,
+            0x0a00_0000,
+            0x0a01_02ff,
+            0xc000_0207,
+            u32::MAX,
+        ] {
             let ip = Ipv4Addr::from(x);
             dotted_quad(ip, &mut buf);
             assert_eq!(buf, ip.to_string());

@@ -19,6 +19,20 @@ fn tmp(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// The server named on each line of a `--trace` file, in order.
+fn trace_servers(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["server"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 #[test]
 fn skewed_configuration_reports_the_skew_and_fails_its_assertion() {
     let out = ballast(&[
@@ -169,16 +183,7 @@ address = "127.0.0.1:9003"
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let servers: String = std::fs::read_to_string(&trace)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["server"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let servers: String = trace_servers(&trace).concat();
     // nginx's smooth weighted round-robin for {5, 1, 1}: a a b a c a a, repeated.
     assert_eq!(servers, "aabacaa".repeat(10));
 }
@@ -201,16 +206,7 @@ fn replay_hashes_the_same_key_to_the_same_server() {
         trace.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0));
-    let servers: std::collections::HashSet<String> = std::fs::read_to_string(&trace)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["server"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let servers: std::collections::HashSet<String> = trace_servers(&trace).into_iter().collect();
     assert_eq!(
         servers.len(),
         1,
