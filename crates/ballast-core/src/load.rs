@@ -58,9 +58,9 @@ impl std::error::Error for LoadError {}
 
 /// Reads and loads a configuration file.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
-    let source = SourceFile::read(path).map_err(|d| LoadError {
-        source: None,
-        diagnostics: vec![*d],
+    let source = SourceFile::read(path).map_err(|e| LoadError {
+        source: e.lossy,
+        diagnostics: vec![e.diagnostic],
     })?;
     load_source(source)
 }

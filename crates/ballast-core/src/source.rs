@@ -37,27 +37,34 @@ impl SourceFile {
         }
     }
 
-    /// Reads a file, refusing bytes that are not UTF-8 with the offset of the first bad byte.
-    pub fn read(path: &Path) -> Result<Self, Box<Diagnostic>> {
+    /// Reads a file, refusing bytes that are not UTF-8. On that refusal the error carries a
+    /// lossy copy of the text, so the diagnostic can show the line with the bad byte.
+    pub fn read(path: &Path) -> Result<Self, Box<ReadError>> {
         let bytes = std::fs::read(path).map_err(|e| {
-            Box::new(
-                Diagnostic::error(format!("cannot read {}: {e}", path.display()))
+            Box::new(ReadError {
+                diagnostic: Diagnostic::error(format!("cannot read {}: {e}", path.display()))
                     .with_fix("check the path and its permissions"),
-            )
+                lossy: None,
+            })
         })?;
         match String::from_utf8(bytes) {
             Ok(text) => Ok(Self::new(path, text)),
             Err(e) => {
+                // Bytes before the first invalid one keep their offsets in the lossy text.
                 let at = e.utf8_error().valid_up_to();
-                let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
-                let line = valid.matches('\n').count() + 1;
-                Err(Box::new(
-                    Diagnostic::error(format!(
-                        "{} is not UTF-8: invalid byte at offset {at} (line {line})",
-                        path.display()
-                    ))
-                    .with_fix("save the file as UTF-8; configuration files are text"),
+                let lossy = Self::new(path, String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let diagnostic = Diagnostic::error(format!(
+                    "{} is not UTF-8: invalid byte 0x{:02x} at offset {at}",
+                    path.display(),
+                    e.as_bytes()[at]
                 ))
+                .with_span(at..at + '\u{fffd}'.len_utf8())
+                .with_label("not UTF-8")
+                .with_fix("save the file as UTF-8; configuration files are text");
+                Err(Box::new(ReadError {
+                    diagnostic,
+                    lossy: Some(lossy),
+                }))
             }
         }
     }
@@ -85,6 +92,20 @@ impl SourceFile {
         };
         let end = self.line_starts.get(line).map_or(self.text.len(), |&e| e);
         self.text[start..end].trim_end_matches(['\n', '\r'])
+    }
+}
+
+/// Why a file could not be read as text.
+#[derive(Debug)]
+pub struct ReadError {
+    pub diagnostic: Diagnostic,
+    /// The file decoded with replacement characters, when it was read but is not UTF-8.
+    pub lossy: Option<SourceFile>,
+}
+
+impl ReadError {
+    pub fn render(&self) -> String {
+        self.diagnostic.render(self.lossy.as_ref())
     }
 }
 

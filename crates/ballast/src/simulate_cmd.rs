@@ -12,7 +12,7 @@ use serde_json::json;
 use ballast_core::config::parse_duration;
 use ballast_core::load::parse_with_spans;
 use ballast_core::traffic::Traffic;
-use ballast_core::{Diagnostic, SourceFile, load_file};
+use ballast_core::{SourceFile, load_file};
 use ballast_sim::{Simulation, TraceRecord, assert, replay};
 
 /// Predict how a configuration distributes traffic, with its own balancing code.
@@ -83,12 +83,6 @@ struct TrafficFile {
 
 /// An input problem: printed, and the command exits 2.
 struct InputError(String);
-
-impl From<Box<Diagnostic>> for InputError {
-    fn from(d: Box<Diagnostic>) -> Self {
-        InputError(d.render(None))
-    }
-}
 
 pub fn run(args: SimulateArgs) -> u8 {
     match simulate(&args) {
@@ -245,7 +239,7 @@ fn fmt_num(x: f64) -> String {
 }
 
 fn read_traffic(path: &Path, config: &ballast_core::Config) -> Result<Traffic, InputError> {
-    let source = SourceFile::read(path)?;
+    let source = SourceFile::read(path).map_err(|e| InputError(e.render()))?;
     let (file, spans) = parse_with_spans::<TrafficFile>(&source)
         .map_err(|d| InputError(d.render(Some(&source))))?;
     let problems =

@@ -172,7 +172,7 @@ fn bad_input_exits_2_with_a_located_diagnostic_and_never_panics() {
         ),
         ("negative-number.toml", "expected u32", Some(21)),
         ("no-servers.toml", "has no servers", Some(11)),
-        ("non-utf8.toml", "is not UTF-8", None),
+        ("non-utf8.toml", "is not UTF-8", Some(1)),
         ("not-toml.toml", "expected `=`", Some(1)),
         ("simulate-unknown-server.toml", "server `zz`", Some(38)),
         ("truncated-string.toml", "invalid basic string", Some(2)),
