@@ -10,10 +10,20 @@ use clap::{Parser, Subcommand};
 
 /// ballast: find load-balancer misconfigurations before they become outages.
 ///
+/// Start here:
+///   ballast check examples/ballast.toml               # what is wrong, where, and how to fix it
+///   ballast simulate examples/skewed-hash.toml        # the distribution this config will produce
+///   ballast check --explain LIM-102                   # why a rule matters, with its source
+///
 /// Exit codes: 0 when all is well, 1 when a check or an assertion fails, 2 when an input
 /// cannot be read or parsed.
 #[derive(Parser)]
-#[command(name = "ballast", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "ballast",
+    version,
+    verbatim_doc_comment,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
