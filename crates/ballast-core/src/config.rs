@@ -30,6 +30,16 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default bounded-load factor for consistent hashing (the paper's c).
 pub const DEFAULT_BALANCE_FACTOR: f64 = 1.25;
+/// Default time an idle upstream keep-alive connection is kept. Below the common backend
+/// keep-alive timeouts (Node.js closes after 5s), so ballast never reuses a connection the
+/// server is about to close.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Default cap on the request head (request line and headers), in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// Default cap on the number of request headers.
+pub const DEFAULT_MAX_HEADERS: u32 = 100;
+/// Default cap on a request body, in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 /// Default admin listener.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9900";
 /// Largest accepted server weight.
@@ -58,6 +68,10 @@ pub struct Global {
     pub max_connections: Option<u32>,
     /// Connections from one client address across all listeners.
     pub max_connections_per_ip: Option<u32>,
+    /// Where `serve` appends its event log (JSON lines). Unset: no event log file.
+    pub event_log: Option<String>,
+    /// Where `serve` appends its access log (JSON lines naming the chosen server). Unset: none.
+    pub access_log: Option<String>,
 }
 
 impl Global {
@@ -104,12 +118,29 @@ pub struct Listener {
     /// Peers whose X-Forwarded-For is believed (CIDRs). Empty: the socket peer is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Response header naming the server that answered (e.g. "X-Served-By"). Off when unset.
+    pub served_by_header: Option<String>,
+    /// Largest request head accepted; beyond it, 431.
+    pub max_header_bytes: Option<u32>,
+    /// Most request headers accepted; beyond it, 431.
+    pub max_headers: Option<u32>,
+    /// Largest request body accepted; beyond it, 413.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Listener {
     pub fn effective_max_connections(&self) -> u32 {
         self.max_connections
             .unwrap_or(DEFAULT_LISTENER_MAX_CONNECTIONS)
+    }
+    pub fn max_header_bytes(&self) -> u32 {
+        self.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES)
+    }
+    pub fn max_headers(&self) -> u32 {
+        self.max_headers.unwrap_or(DEFAULT_MAX_HEADERS)
+    }
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)
     }
 }
 
@@ -230,6 +261,9 @@ pub struct Pool {
     pub balance_factor: Option<f64>,
     pub connect_timeout: Option<Dur>,
     pub response_timeout: Option<Dur>,
+    /// How long an idle keep-alive connection to a server is kept; keep it below the
+    /// servers' own keep-alive timeout.
+    pub idle_timeout: Option<Dur>,
     #[serde(default)]
     pub retries: Retries,
     pub health: Option<HealthCheck>,
@@ -248,6 +282,10 @@ impl Pool {
     pub fn response_timeout(&self) -> Duration {
         self.response_timeout
             .map_or(DEFAULT_RESPONSE_TIMEOUT, |d| d.0)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+            .map_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT, |d| d.0)
     }
     pub fn balance_factor(&self) -> f64 {
         self.balance_factor.unwrap_or(DEFAULT_BALANCE_FACTOR)

@@ -26,6 +26,11 @@ impl Health {
         }
     }
 
+    /// Continues from a known state (after a reload), with no streak in progress.
+    pub fn resume(up: bool) -> Self {
+        Self { up, streak: 0 }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up
     }

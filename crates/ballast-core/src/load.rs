@@ -25,6 +25,15 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// A short, stable identifier of this configuration's text: the first 16 hex digits of its
+    /// XXH3 hash. Two files with the same bytes have the same version.
+    pub fn version(&self) -> String {
+        format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(self.source.text.as_bytes())
+        )
+    }
+
     /// Where `path` (like `pools.app.servers[0].weight`) is written, or its nearest ancestor.
     pub fn locate(&self, path: &str) -> Option<Range<usize>> {
         self.spans.locate(path)
@@ -216,6 +225,47 @@ fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
                 &format!("{p}.max_connections"),
                 format!("listener `{name}` has max_connections = 0 and would refuse every client"),
                 "remove the key for the default, or set the number of connections to admit",
+            );
+        }
+        if l.max_header_bytes
+            .is_some_and(|b| !(1024..=1 << 20).contains(&b))
+        {
+            err(
+                &format!("{p}.max_header_bytes"),
+                format!(
+                    "max_header_bytes {} must be between 1,024 and 1,048,576",
+                    l.max_header_bytes.unwrap_or(0)
+                ),
+                "the default, 65,536, fits every sane request head",
+            );
+        }
+        if l.max_headers.is_some_and(|h| !(1..=1000).contains(&h)) {
+            err(
+                &format!("{p}.max_headers"),
+                format!(
+                    "max_headers {} must be between 1 and 1,000",
+                    l.max_headers.unwrap_or(0)
+                ),
+                "the default is 100",
+            );
+        }
+        if l.max_body_bytes == Some(0) {
+            err(
+                &format!("{p}.max_body_bytes"),
+                "max_body_bytes = 0 refuses every request with a body".into(),
+                "remove the key for the default (10 MiB), or set the largest body you accept",
+            );
+        }
+        if let Some(h) = &l.served_by_header
+            && (h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            err(
+                &format!("{p}.served_by_header"),
+                format!("`{h}` is not a valid header name"),
+                "use letters, digits and dashes, such as \"X-Served-By\"",
             );
         }
         for (i, cidr) in l.trusted_proxies.iter().enumerate() {

@@ -101,6 +101,8 @@ pub struct Report {
     pub peak_concurrency_ratio: f64,
     #[serde(skip)]
     weights: Vec<(String, String, u32, bool, Option<u32>)>,
+    #[serde(skip)]
+    expected: Vec<f64>,
 }
 
 impl Report {
@@ -121,6 +123,7 @@ impl Report {
             queue_wait_p99_ms: 0.0,
             queue_wait_max_ms: 0.0,
             peak_concurrency_ratio: 0.0,
+            expected: ballast_core::balance::expected_shares(pool),
             weights: pool
                 .servers
                 .iter()
@@ -139,23 +142,14 @@ impl Report {
 
     pub(crate) fn finish(&mut self, stats: Vec<ServerStats>) {
         let decisions: u64 = stats.iter().map(|s| s.picked).sum();
-        let serving_weight: u64 = self
-            .weights
-            .iter()
-            .filter(|w| !w.3)
-            .map(|w| u64::from(w.2))
-            .sum();
         let mut all_waits = crate::engine::new_histogram();
-        for ((name, address, weight, backup, limit), s) in self.weights.iter().zip(&stats) {
+        for (((name, address, weight, backup, limit), s), &expected) in
+            self.weights.iter().zip(&stats).zip(&self.expected)
+        {
             let share = if decisions == 0 {
                 0.0
             } else {
                 s.picked as f64 / decisions as f64
-            };
-            let expected = if *backup || serving_weight == 0 {
-                0.0
-            } else {
-                f64::from(*weight) / serving_weight as f64
             };
             let ms = |us: u64| us as f64 / 1000.0;
             let _ = all_waits.add(&s.queue_wait_us);

@@ -77,6 +77,7 @@ pub fn duplicate_listener_address(ctx: &Context, out: &mut Sink) {
     }
     if ctx.config.admin.is_some()
         && let Some(admin) = admin_address(ctx)
+        && admin.port() != 0
         && let Some(name) = seen.get(&admin)
     {
         out.emit(

@@ -199,6 +199,33 @@ impl Picker {
     }
 }
 
+/// Each server's expected share of a pool's traffic: its weight over the total weight of the
+/// primaries. Backups (and drained servers) expect nothing; they serve only when primaries
+/// cannot. All zeros when no primary has weight.
+pub fn expected_shares(pool: &Pool) -> Vec<f64> {
+    let total: u64 = pool.primaries().map(|s| u64::from(s.weight)).sum();
+    pool.servers
+        .iter()
+        .map(|s| {
+            if s.backup || total == 0 {
+                0.0
+            } else {
+                f64::from(s.weight) / total as f64
+            }
+        })
+        .collect()
+}
+
+/// Peak normalised share R = max(share / expected share) over servers expected to serve.
+pub fn peak_ratio(shares: &[f64], expected: &[f64]) -> f64 {
+    shares
+        .iter()
+        .zip(expected)
+        .filter(|(_, e)| **e > 0.0)
+        .map(|(s, e)| s / e)
+        .fold(0.0, f64::max)
+}
+
 /// A uniform draw in `0..n` (Lemire's multiply-shift; the bias is at most n / 2⁶⁴).
 #[inline]
 pub(crate) fn below<R: Rng + ?Sized>(rng: &mut R, n: u64) -> u64 {

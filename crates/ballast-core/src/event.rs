@@ -1,0 +1,73 @@
+//! The typed events of ballast's one event log: everything worth knowing later (a
+//! configuration applied or refused, a server going down, an alert) is one `Event`, written
+//! as one JSON line. The proxy appends them; alerts, the dashboard and `postmortem` read them.
+
+use serde::{Deserialize, Serialize};
+
+/// One event: when it happened (Unix milliseconds) and what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A configuration went live. `previous` is the version it replaced.
+    ConfigApplied {
+        version: String,
+        previous: Option<String>,
+        file: String,
+    },
+    /// A configuration was refused; the running one keeps serving.
+    ConfigRefused {
+        version: String,
+        running: Option<String>,
+        file: String,
+        reasons: Vec<String>,
+    },
+    /// Active checks brought a server into rotation.
+    ServerUp {
+        pool: String,
+        server: String,
+    },
+    /// Active checks took a server out of rotation.
+    ServerDown {
+        pool: String,
+        server: String,
+        reason: String,
+    },
+    /// Passive ejection took a server out after failures on real traffic.
+    ServerEjected {
+        pool: String,
+        server: String,
+        failures: u32,
+        for_ms: u64,
+    },
+    /// An ejected server's ejection ended.
+    ServerRecovered {
+        pool: String,
+        server: String,
+    },
+    /// A server reached its connection limit; requests now queue or get 503.
+    SaturationBegan {
+        pool: String,
+        server: String,
+        limit: u32,
+    },
+    SaturationEnded {
+        pool: String,
+        server: String,
+    },
+    /// No server of the pool can take traffic; `policy` says what happens to requests.
+    AllServersDown {
+        pool: String,
+        policy: String,
+    },
+    AllServersDownEnded {
+        pool: String,
+    },
+}

@@ -1,0 +1,131 @@
+//! The admin API, on its own listener (loopback by default): `/healthz`, `/metrics`
+//! (Prometheus text), `/status` (JSON), `/config` (the running configuration and its version),
+//! and `POST /reload`. Changes need the configured bearer token; without a token configured,
+//! changes over HTTP are refused (SIGHUP still reloads).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::http::text_response;
+use crate::upstream::ProxyBody;
+use crate::{Proxy, ReloadOutcome};
+
+pub async fn run(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.changed() => break,
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+        };
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let proxy = Arc::clone(&proxy);
+                async move { Ok::<_, Infallible>(route(&proxy, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut r = text_response(status, format!("{value:#}\n"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let shared = &proxy.shared;
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => {
+            let mut r = text_response(
+                StatusCode::OK,
+                shared.metrics.render(&shared.snapshot.load()),
+            );
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        (&Method::GET, "/status") => json_response(
+            StatusCode::OK,
+            &crate::status::status(&shared.snapshot.load(), shared.events.recent()),
+        ),
+        (&Method::GET, "/config") => {
+            let s = shared.snapshot.load();
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "version": s.version,
+                    "file": s.loaded.source.path.display().to_string(),
+                    "text": s.loaded.source.text,
+                }),
+            )
+        }
+        (&Method::POST, "/reload") => {
+            let token = shared
+                .snapshot
+                .load()
+                .loaded
+                .config
+                .admin
+                .as_ref()
+                .and_then(|a| a.token.clone());
+            let Some(token) = token.filter(|t| !t.is_empty()) else {
+                return text_response(
+                    StatusCode::FORBIDDEN,
+                    "403 forbidden: set admin.token to allow changes over HTTP (SIGHUP reloads without one)\n",
+                );
+            };
+            let presented = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if presented != Some(token.as_str()) {
+                return text_response(
+                    StatusCode::UNAUTHORIZED,
+                    "401 unauthorized: send Authorization: Bearer <admin.token>\n",
+                );
+            }
+            match proxy.reload().await {
+                ReloadOutcome::Applied { version } => json_response(
+                    StatusCode::OK,
+                    &json!({"applied": true, "version": version}),
+                ),
+                ReloadOutcome::Unchanged { version } => json_response(
+                    StatusCode::OK,
+                    &json!({"applied": false, "unchanged": true, "version": version}),
+                ),
+                ReloadOutcome::Refused { reasons } => json_response(
+                    StatusCode::CONFLICT,
+                    &json!({"applied": false, "reasons": reasons}),
+                ),
+            }
+        }
+        (_, "/healthz" | "/metrics" | "/status" | "/config" | "/reload") => {
+            text_response(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
+        }
+        _ => text_response(
+            StatusCode::NOT_FOUND,
+            "404 not found: try /status, /metrics, /config, /healthz, POST /reload\n",
+        ),
+    }
+}

@@ -1,0 +1,103 @@
+//! The response body sent to the client, wrapped so that the request stays counted in flight
+//! until the last byte of the body, not just the headers: least-connections and the limits see
+//! a streaming response as the load it is.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::runtime::ServerState;
+use crate::upstream::{BoxError, Connection};
+
+/// Runs when an exchange ends: frees the server's slot, returns the connection to the idle
+/// pool if the body ended cleanly, and reports the outcome.
+pub struct Completion {
+    pub state: Arc<ServerState>,
+    pub conn: Option<Connection>,
+    pub on_end: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+}
+
+impl Completion {
+    fn finish(mut self, clean: bool) {
+        if clean && let Some(conn) = self.conn.take() {
+            self.state.idle.checkin(conn);
+        }
+        if let Some(f) = self.on_end.take() {
+            f(clean);
+        }
+        // Drop releases the slot.
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f(false);
+        }
+        self.state.release();
+    }
+}
+
+/// A server's response body that completes its exchange when it ends or is dropped.
+pub struct TrackedBody {
+    inner: Incoming,
+    completion: Option<Completion>,
+}
+
+impl TrackedBody {
+    pub fn new(inner: Incoming, completion: Completion) -> Self {
+        Self {
+            inner,
+            completion: Some(completion),
+        }
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(c) = this.completion.take() {
+                    c.finish(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(c) = this.completion.take() {
+                    c.finish(false);
+                }
+            }
+            _ => {}
+        }
+        polled.map(|o| o.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        // A body whose end was never seen (client gone, or hyper saw is_end_stream and stopped
+        // polling): clean only if the server said it had nothing more to send.
+        if let Some(c) = self.completion.take() {
+            let clean = self.inner.is_end_stream();
+            c.finish(clean);
+        }
+    }
+}

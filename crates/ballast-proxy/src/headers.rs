@@ -1,0 +1,157 @@
+//! Header hygiene on the request path, as pure functions: who the client is (trusted-proxy
+//! resolution of X-Forwarded-For), which headers are hop-by-hop, and framing that is refused.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, TRANSFER_ENCODING};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies still see.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Content-Length and Transfer-Encoding together make the request's length ambiguous between
+/// ballast and the server (request smuggling): such requests are refused.
+pub fn ambiguous_framing(headers: &HeaderMap) -> bool {
+    headers.contains_key(CONTENT_LENGTH) && headers.contains_key(TRANSFER_ENCODING)
+}
+
+/// Whether `ip` falls in one of the trusted ranges.
+pub fn trusted(ip: IpAddr, ranges: &[(IpAddr, u8)]) -> bool {
+    ranges
+        .iter()
+        .any(|&(net, prefix)| in_range(ip, net, prefix))
+}
+
+fn in_range(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The client's address: the socket peer, unless the peer is a trusted proxy, in which case
+/// the rightmost X-Forwarded-For entry that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, ranges: &[(IpAddr, u8)]) -> IpAddr {
+    if !trusted(peer, ranges) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted(*ip, ranges))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_connection_names() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn cl_plus_te_is_ambiguous() {
+        assert!(ambiguous_framing(&headers(&[
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked")
+        ])));
+        assert!(!ambiguous_framing(&headers(&[("content-length", "5")])));
+    }
+
+    #[test]
+    fn client_ip_believes_forwarded_for_only_from_trusted_peers() {
+        let ranges = vec![("10.0.0.0".parse().unwrap(), 8)];
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 10.1.1.1")]);
+        let peer: IpAddr = "10.2.2.2".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, &h, &ranges),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(
+            client_ip(stranger, &h, &ranges),
+            stranger,
+            "an untrusted peer cannot claim an address"
+        );
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &ranges), peer);
+        assert!(trusted(
+            "::1".parse().unwrap(),
+            &[("::1".parse().unwrap(), 128)]
+        ));
+        assert!(trusted(
+            "192.0.2.1".parse().unwrap(),
+            &[("0.0.0.0".parse().unwrap(), 0)]
+        ));
+    }
+}

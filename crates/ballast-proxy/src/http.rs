@@ -1,0 +1,683 @@
+//! The HTTP data plane. A connection is *admitted* (global, listener and per-IP caps, else an
+//! immediate 503), then served by hyper (HTTP/1.1 or h2c, header-read timeout on a real timer,
+//! our own idle timeout). Each request goes through named phases:
+//!
+//! 1. **read**: refuse ambiguous framing (CL + TE: 400) and oversized bodies (413);
+//! 2. **route**: the listener's pool in the running snapshot;
+//! 3. **pick**: the pool's balancer (ballast-core) chooses, with the request's key;
+//! 4. **queue**: a full server makes the request wait for a slot, bounded by `max_queue` and
+//!    `queue_timeout` (else 503 with Retry-After);
+//! 5. **connect**: an idle keep-alive connection or a new one; a failure goes back to *pick*
+//!    while retry attempts and budget remain (the request has not been sent);
+//! 6. **forward**: hop-by-hop headers out, X-Forwarded-For/Proto in, response timeout;
+//! 7. **respond**: hop-by-hop headers out of the response, optional served-by header;
+//! 8. **release**: at the end of the response body the slot is freed and the connection goes
+//!    back to the idle pool.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use ballast_core::balance::{RequestParts, extract_key, hash_key};
+use ballast_core::config::{Algorithm, Listener};
+use ballast_core::event::EventKind;
+
+use crate::Shared;
+use crate::admission::Caps;
+use crate::body::{Completion, TrackedBody};
+use crate::framing::Watched;
+use crate::headers::{ambiguous_framing, client_ip, strip_hop_by_hop};
+use crate::runtime::{PoolRuntime, ServerRuntime};
+use crate::upstream::{ProxyBody, connect};
+
+/// Seconds a client is told to wait before retrying a refused request.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// A plain response with a text body.
+pub fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// 503 with Retry-After: the answer to every overload, given at once.
+fn overloaded(why: &str) -> Response<ProxyBody> {
+    let mut r = text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("503 service unavailable: {why}\n"),
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    r
+}
+
+/// Accepts connections on one listener until `stop` turns true.
+pub async fn run_listener(
+    shared: Arc<Shared>,
+    name: String,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let counter = shared.connections.listener(&name);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = %name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let snapshot = shared.snapshot.load();
+        let Some(spec) = snapshot.loaded.config.listeners.get(&name).cloned() else {
+            break;
+        };
+        let caps = Caps {
+            global: snapshot.loaded.config.global.effective_max_connections(),
+            listener: spec.effective_max_connections(),
+            per_ip: snapshot.loaded.config.global.max_connections_per_ip,
+        };
+        drop(snapshot);
+        match shared.connections.admit(&counter, peer.ip(), caps) {
+            Ok(permit) => {
+                let shared = Arc::clone(&shared);
+                let name = name.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    shared
+                        .metrics
+                        .active_connections
+                        .get_or_create(&listener_labels(&name))
+                        .inc();
+                    serve_connection(Arc::clone(&shared), name.clone(), spec, stream, peer, stop)
+                        .await;
+                    shared
+                        .metrics
+                        .active_connections
+                        .get_or_create(&listener_labels(&name))
+                        .dec();
+                    drop(permit);
+                });
+            }
+            Err(cause) => {
+                shared.metrics.reject(&name, cause);
+                tokio::spawn(refuse_connection(stream, cause));
+            }
+        }
+    }
+}
+
+fn listener_labels(name: &str) -> crate::metrics::ListenerLabels {
+    crate::metrics::ListenerLabels {
+        listener: name.to_string(),
+    }
+}
+
+/// Answers a connection over a cap with an immediate 503 and closes it. The request head is
+/// read first (briefly, bounded) and the close lingers, because closing a socket with unread
+/// data sends a reset that can destroy the 503 before the client reads it.
+async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
+    use tokio::io::AsyncReadExt;
+    let body = format!("503 service unavailable: {cause}\n");
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {RETRY_AFTER_SECONDS}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 16 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        // Linger until the client closes, so our answer is not reset away.
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Requests in progress on one client connection and when the last one ended, for the idle
+/// keep-alive timeout (hyper has none of its own).
+struct Activity {
+    active: AtomicU32,
+    last_ms: AtomicU64,
+    started: Instant,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Resolves once the connection has had no request in progress for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let since = self
+                .now_ms()
+                .saturating_sub(self.last_ms.load(Ordering::Acquire));
+            let remaining = idle.saturating_sub(Duration::from_millis(since));
+            if self.active.load(Ordering::Acquire) == 0 && remaining.is_zero() {
+                return;
+            }
+            tokio::time::sleep(remaining.max(Duration::from_millis(50))).await;
+        }
+    }
+}
+
+struct ActiveRequest<'a>(&'a Activity);
+
+impl<'a> ActiveRequest<'a> {
+    fn begin(a: &'a Activity) -> Self {
+        a.active.fetch_add(1, Ordering::AcqRel);
+        Self(a)
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Release);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    name: String,
+    spec: Listener,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity {
+        active: AtomicU32::new(0),
+        last_ms: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let header_read = spec.timeouts.header_read();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout((!header_read.is_zero()).then_some(header_read))
+        .max_buf_size((spec.max_header_bytes() as usize).max(8192))
+        .max_headers(spec.max_headers() as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(200)
+        .max_header_list_size(spec.max_header_bytes());
+    let (stream, framing) = Watched::new(stream);
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req: Request<Incoming>| {
+            let shared = Arc::clone(&shared);
+            let name = name.clone();
+            let activity = Arc::clone(&activity);
+            let ambiguous = req.version() < http::Version::HTTP_2
+                && framing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .next_verdict();
+            async move {
+                let _active = ActiveRequest::begin(&activity);
+                if ambiguous {
+                    shared.metrics.reject(&name, "bad_request");
+                    return Ok::<_, Infallible>(text_response(
+                        StatusCode::BAD_REQUEST,
+                        "400 bad request: Content-Length with Transfer-Encoding\n",
+                    ));
+                }
+                Ok::<_, Infallible>(handle(shared, &name, peer, req).await)
+            }
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let idle = spec.timeouts.idle();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = activity.idle_for(idle), if !closing && !idle.is_zero() => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// A request as the key extraction sees it.
+struct KeyParts<'a> {
+    client: IpAddr,
+    req: &'a http::request::Parts,
+}
+
+impl RequestParts for KeyParts<'_> {
+    fn client_ip(&self) -> Option<IpAddr> {
+        Some(self.client)
+    }
+    fn path(&self) -> Option<&str> {
+        Some(self.req.uri.path())
+    }
+    fn query(&self) -> Option<&str> {
+        self.req.uri.query()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.req.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One request, bounded by the listener's request timeout.
+async fn handle(
+    shared: Arc<Shared>,
+    listener: &str,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let snapshot = shared.snapshot.load_full();
+    let Some(spec) = snapshot.loaded.config.listeners.get(listener) else {
+        return overloaded("listener removed");
+    };
+    let started = Instant::now();
+    let request_timeout = spec.timeouts.request();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let work = proxy(&shared, listener, spec, &snapshot, peer, req);
+    let (response, served_by) = if request_timeout.is_zero() {
+        work.await
+    } else {
+        match tokio::time::timeout(request_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                shared.metrics.reject(listener, "request_timeout");
+                (
+                    text_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "504 gateway timeout: request timeout\n",
+                    ),
+                    None,
+                )
+            }
+        }
+    };
+    if let Some(log) = &shared.access_log {
+        log.write(
+            listener,
+            peer.ip(),
+            &method,
+            &path,
+            response.status(),
+            served_by.as_ref(),
+            started.elapsed(),
+        );
+    }
+    response
+}
+
+/// Which server answered, for the access log.
+pub struct ServedBy {
+    pub pool: String,
+    pub server: String,
+}
+
+async fn proxy(
+    shared: &Arc<Shared>,
+    listener: &str,
+    spec: &Listener,
+    snapshot: &crate::runtime::Snapshot,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> (Response<ProxyBody>, Option<ServedBy>) {
+    // Phase read.
+    if ambiguous_framing(req.headers()) {
+        shared.metrics.reject(listener, "bad_request");
+        return (
+            text_response(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: Content-Length with Transfer-Encoding\n",
+            ),
+            None,
+        );
+    }
+    let max_body = spec.max_body_bytes();
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body) {
+        shared.metrics.reject(listener, "body_too_large");
+        return (
+            text_response(StatusCode::PAYLOAD_TOO_LARGE, "413 content too large\n"),
+            None,
+        );
+    }
+
+    // Phase route.
+    let Some(pool) = snapshot.pools.get(&spec.pool).cloned() else {
+        return (overloaded("no such pool"), None);
+    };
+    let (mut parts, body) = req.into_parts();
+    let trusted: Vec<(IpAddr, u8)> = spec
+        .trusted_proxies
+        .iter()
+        .filter_map(|c| ballast_core::load::parse_cidr(c))
+        .collect();
+    let client = client_ip(peer.ip(), &parts.headers, &trusted);
+    let key = (pool.spec.algorithm == Algorithm::ConsistentHash)
+        .then(|| {
+            extract_key(
+                &pool.spec.effective_hash_key(),
+                &KeyParts {
+                    client,
+                    req: &parts,
+                },
+            )
+            .map(|k| hash_key(k.as_bytes()))
+        })
+        .flatten();
+    prepare_upstream_request(&mut parts, peer.ip());
+    let body: ProxyBody = Limited::new(body, max_body as usize).boxed();
+    let mut request = Request::from_parts(parts, body);
+
+    let mut attempts_left = pool.spec.retries.attempts;
+    loop {
+        // Phase pick.
+        let now = shared.clock.now();
+        let Some(index) = pool.pick(key, now) else {
+            if !pool.all_down.swap(true, Ordering::AcqRel) {
+                shared.events.emit(EventKind::AllServersDown {
+                    pool: pool.name.clone(),
+                    policy: format!("{:?}", pool.spec.all_down).to_lowercase(),
+                });
+            }
+            shared.metrics.reject(listener, "no_server");
+            return (overloaded("no server available"), None);
+        };
+        if pool.all_down.swap(false, Ordering::AcqRel) {
+            shared.events.emit(EventKind::AllServersDownEnded {
+                pool: pool.name.clone(),
+            });
+        }
+        let server = &pool.servers[index];
+
+        // Phase queue.
+        if !server.try_acquire() {
+            note_saturation(shared, &pool, server);
+            if let Err(cause) = wait_for_slot(server).await {
+                shared.metrics.reject(listener, cause);
+                return (overloaded(cause), None);
+            }
+        }
+
+        // Phase connect. The slot is ours from here; every exit below releases it.
+        let mut conn = match server.state.idle.checkout(pool.spec.idle_timeout()) {
+            Some(c) => c,
+            None => match connect(&server.spec.address, pool.spec.connect_timeout()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(pool = %pool.name, server = %server.spec.name, "{e}");
+                    server.state.release();
+                    crate::health::record_outcome(shared, &pool, index, false);
+                    if attempts_left > 0 && pool.retry_budget.allow(now) {
+                        attempts_left -= 1;
+                        shared
+                            .metrics
+                            .retries
+                            .get_or_create(&crate::metrics::PoolLabels {
+                                pool: pool.name.clone(),
+                            })
+                            .inc();
+                        continue;
+                    }
+                    shared.metrics.reject(listener, "connect_failed");
+                    return (
+                        text_response(
+                            StatusCode::BAD_GATEWAY,
+                            "502 bad gateway: cannot connect to a server\n",
+                        ),
+                        None,
+                    );
+                }
+            },
+        };
+
+        // Phase forward.
+        set_host(&mut request, &server.spec.address);
+        let sent =
+            tokio::time::timeout(pool.spec.response_timeout(), conn.try_send_request(request))
+                .await;
+        let response = match sent {
+            Err(_) => {
+                server.state.release();
+                crate::health::record_outcome(shared, &pool, index, false);
+                return (
+                    text_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "504 gateway timeout: the server did not answer in time\n",
+                    ),
+                    None,
+                );
+            }
+            Ok(Err(mut e)) => {
+                server.state.release();
+                match e.take_message() {
+                    // Never sent (a reused connection that had closed): safe to try again.
+                    Some(unsent) if attempts_left > 0 => {
+                        attempts_left -= 1;
+                        request = unsent;
+                        continue;
+                    }
+                    _ => {
+                        let cause = e.into_error();
+                        if body_too_large(&cause) {
+                            shared.metrics.reject(listener, "body_too_large");
+                            return (
+                                text_response(
+                                    StatusCode::PAYLOAD_TOO_LARGE,
+                                    "413 content too large\n",
+                                ),
+                                None,
+                            );
+                        }
+                        crate::health::record_outcome(shared, &pool, index, false);
+                        tracing::warn!(pool = %pool.name, server = %server.spec.name, "forwarding failed: {cause}");
+                        return (
+                            text_response(
+                                StatusCode::BAD_GATEWAY,
+                                "502 bad gateway: the server failed\n",
+                            ),
+                            None,
+                        );
+                    }
+                }
+            }
+            Ok(Ok(r)) => r,
+        };
+
+        // Phase respond.
+        let status = response.status();
+        crate::health::record_outcome(shared, &pool, index, !status.is_server_error());
+        let (mut head, upstream_body) = response.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        if let Some(name) = &spec.served_by_header
+            && let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&server.spec.name),
+            )
+        {
+            head.headers.insert(name, value);
+        }
+        let class = format!("{}xx", status.as_u16() / 100);
+        shared
+            .metrics
+            .requests
+            .get_or_create(&crate::metrics::ServerClassLabels {
+                pool: pool.name.clone(),
+                server: server.spec.name.clone(),
+                class,
+            })
+            .inc();
+        // Phase release, when the body ends.
+        let latency = shared
+            .metrics
+            .latency
+            .get_or_create(&crate::metrics::ServerLabels {
+                pool: pool.name.clone(),
+                server: server.spec.name.clone(),
+            })
+            .clone();
+        let started = Instant::now();
+        let completion = Completion {
+            state: Arc::clone(&server.state),
+            conn: Some(conn),
+            on_end: Some(Box::new(move |_clean| {
+                latency.observe(started.elapsed().as_secs_f64())
+            })),
+        };
+        let body = TrackedBody::new(upstream_body, completion).boxed();
+        let served = ServedBy {
+            pool: pool.name.clone(),
+            server: server.spec.name.clone(),
+        };
+        return (Response::from_parts(head, body), Some(served));
+    }
+}
+
+/// Headers for the server: hop-by-hop out, X-Forwarded-For and -Proto in, origin-form URI.
+fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr) {
+    let authority = parts.uri.authority().map(|a| a.to_string());
+    strip_hop_by_hop(&mut parts.headers);
+    let forwarded = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // HTTP/2 clients send :authority instead of Host; servers behind us speak HTTP/1.1.
+    if !parts.headers.contains_key(HOST)
+        && let Some(a) = authority
+        && let Ok(v) = HeaderValue::from_str(&a)
+    {
+        parts.headers.insert(HOST, v);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if let Ok(uri) = path.parse::<Uri>() {
+        parts.uri = uri;
+    }
+    parts.version = http::Version::HTTP_11;
+}
+
+/// A request without any Host (HTTP/1.0 clients) gets the server's address.
+fn set_host(request: &mut Request<ProxyBody>, address: &str) {
+    if !request.headers().contains_key(HOST)
+        && let Ok(v) = HeaderValue::from_str(address)
+    {
+        request.headers_mut().insert(HOST, v);
+    }
+}
+
+fn body_too_large(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Waits for a connection slot on a full server, within its queue bounds.
+async fn wait_for_slot(server: &ServerRuntime) -> Result<(), &'static str> {
+    let state = &server.state;
+    let max_queue = server.spec.max_queue;
+    let queued = state
+        .queued
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+            (q < max_queue).then_some(q + 1)
+        });
+    if queued.is_err() {
+        return Err("queue_full");
+    }
+    let deadline = tokio::time::Instant::now() + server.spec.queue_timeout();
+    let outcome = loop {
+        let notified = state.slot_freed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if server.try_acquire() {
+            break Ok(());
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => break Err("queue_timeout"),
+        }
+    };
+    state.queued.fetch_sub(1, Ordering::AcqRel);
+    outcome
+}
+
+fn note_saturation(shared: &Shared, pool: &PoolRuntime, server: &ServerRuntime) {
+    if !server.state.saturated.swap(true, Ordering::AcqRel) {
+        shared.events.emit(EventKind::SaturationBegan {
+            pool: pool.name.clone(),
+            server: server.spec.name.clone(),
+            limit: server.limit,
+        });
+    }
+}

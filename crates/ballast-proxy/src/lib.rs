@@ -1,0 +1,448 @@
+//! ballast-proxy: the data plane behind `ballast serve`.
+//!
+//! Servers are chosen only by ballast-core's `Balancer`, through a live view of this crate's
+//! atomics, so what `ballast simulate` predicts is what this proxy does. Modules:
+//! `http` (the request path, phase by phase), `tcp` (layer 4), `upstream` (connections to
+//! servers), `body` (in-flight accounting to the end of the body), `admission` (connection
+//! caps), `health` (active checks, passive ejection), `runtime` (live state and snapshots),
+//! `admin`, `metrics`, `status`, `events`, `accesslog`, `headers`.
+#![forbid(unsafe_code)]
+
+mod accesslog;
+mod admin;
+mod admission;
+mod body;
+mod events;
+mod framing;
+mod headers;
+mod health;
+mod http;
+mod metrics;
+mod runtime;
+mod status;
+mod tcp;
+mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use ballast_core::config::Protocol;
+use ballast_core::event::EventKind;
+use ballast_core::{Loaded, Severity, load_file};
+
+use crate::accesslog::AccessLog;
+use crate::admission::ConnectionCounts;
+use crate::events::EventLog;
+use crate::metrics::Metrics;
+use crate::runtime::{Clock, Snapshot};
+
+/// State every task of a running proxy shares.
+pub(crate) struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub events: EventLog,
+    pub access_log: Option<AccessLog>,
+    pub connections: Arc<ConnectionCounts>,
+}
+
+/// How to start.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Seed for the balancers' random draws (power-of-two, random). Unset: from the OS.
+    pub seed: Option<u64>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Load(String),
+    #[error("the configuration has error-level findings and is not applied:\n{0}")]
+    Refused(String),
+    #[error("cannot bind {what} on {address}: {source}")]
+    Bind {
+        what: String,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open {what} {path}: {source}")]
+    Log {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Applied {
+        version: String,
+    },
+    /// The file is byte-for-byte the running configuration.
+    Unchanged {
+        version: String,
+    },
+    /// Refused; the running configuration keeps serving. Reasons are rendered diagnostics.
+    Refused {
+        reasons: Vec<String>,
+    },
+}
+
+struct RunningListener {
+    address: String,
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub(crate) shared: Arc<Shared>,
+    path: PathBuf,
+    seed: u64,
+    listeners: std::sync::Mutex<HashMap<String, RunningListener>>,
+    checks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    admin: std::sync::Mutex<Option<(SocketAddr, watch::Sender<bool>)>>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// Error-level findings of the catalogue, rendered; empty when the configuration may go live.
+fn blocking_findings(loaded: &Loaded) -> Vec<String> {
+    ballast_check::check(loaded)
+        .into_iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| f.to_diagnostic().render(Some(&loaded.source)))
+        .collect()
+}
+
+async fn bind(address: &str) -> std::io::Result<TcpListener> {
+    let addr: SocketAddr = address
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+impl Proxy {
+    /// Loads, checks and starts the configuration at `path`. A configuration with error-level
+    /// findings is refused, as on reload.
+    pub async fn start(path: &Path, options: Options) -> Result<Arc<Proxy>, StartError> {
+        let loaded = load_file(path).map_err(|e| StartError::Load(e.render()))?;
+        let blocking = blocking_findings(&loaded);
+        if !blocking.is_empty() {
+            return Err(StartError::Refused(blocking.join("\n")));
+        }
+        let global = &loaded.config.global;
+        let events =
+            EventLog::open(global.event_log.as_deref().map(Path::new)).map_err(|source| {
+                StartError::Log {
+                    what: "event log",
+                    path: global.event_log.clone().unwrap_or_default(),
+                    source,
+                }
+            })?;
+        let access_log = match &global.access_log {
+            Some(p) => Some(
+                AccessLog::open(Path::new(p)).map_err(|source| StartError::Log {
+                    what: "access log",
+                    path: p.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        let seed = options.seed.unwrap_or_else(|| {
+            use rand::Rng;
+            rand::rng().next_u64()
+        });
+        let snapshot = Snapshot::build(Arc::new(loaded), None, seed);
+        let version = snapshot.version.clone();
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            clock: Clock::new(),
+            metrics: Metrics::new(),
+            events,
+            access_log,
+            connections: Arc::default(),
+        });
+        let proxy = Arc::new(Proxy {
+            shared,
+            path: path.to_path_buf(),
+            seed,
+            listeners: Default::default(),
+            checks: Default::default(),
+            admin: Default::default(),
+            reloading: tokio::sync::Mutex::new(()),
+        });
+        let snapshot = proxy.shared.snapshot.load_full();
+        let mut bound = Vec::new();
+        for (name, l) in &snapshot.loaded.config.listeners {
+            let listener = bind(&l.address).await.map_err(|source| StartError::Bind {
+                what: format!("listener `{name}`"),
+                address: l.address.clone(),
+                source,
+            })?;
+            bound.push((name.clone(), l.address.clone(), l.protocol, listener));
+        }
+        for (name, address, protocol, listener) in bound {
+            proxy.spawn_listener(name, address, protocol, listener);
+        }
+        if let Some(admin) = &snapshot.loaded.config.admin {
+            let listener = bind(&admin.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "the admin API".into(),
+                    address: admin.address.clone(),
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind {
+                what: "the admin API".into(),
+                address: admin.address.clone(),
+                source,
+            })?;
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(admin::run(Arc::clone(&proxy), listener, rx));
+            *proxy.admin.lock().unwrap_or_else(|p| p.into_inner()) = Some((local, tx));
+        }
+        *proxy.checks.lock().unwrap_or_else(|p| p.into_inner()) =
+            health::start_checks(&proxy.shared, &snapshot);
+        tokio::spawn(watch_saturation(Arc::downgrade(&proxy.shared)));
+        proxy.shared.events.emit(EventKind::ConfigApplied {
+            version,
+            previous: None,
+            file: path.display().to_string(),
+        });
+        Ok(proxy)
+    }
+
+    fn spawn_listener(
+        &self,
+        name: String,
+        address: String,
+        protocol: Protocol,
+        listener: TcpListener,
+    ) {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, rx) = watch::channel(false);
+        let shared = Arc::clone(&self.shared);
+        let task = match protocol {
+            Protocol::Http => tokio::spawn(http::run_listener(shared, name.clone(), listener, rx)),
+            Protocol::Tcp => tokio::spawn(tcp::run_listener(shared, name.clone(), listener, rx)),
+        };
+        tracing::info!(listener = %name, %local, "listening");
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                name,
+                RunningListener {
+                    address,
+                    local,
+                    stop: tx,
+                    task,
+                },
+            );
+    }
+
+    /// The address a listener is bound to (useful when the configuration says port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.lock().ok()?.get(name).map(|l| l.local)
+    }
+
+    /// The admin API's bound address, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.lock().ok()?.as_ref().map(|a| a.0)
+    }
+
+    /// The running configuration's version.
+    pub fn version(&self) -> String {
+        self.shared.snapshot.load().version.clone()
+    }
+
+    /// Re-reads the configuration file. Refused (and reported) when it cannot be loaded, has
+    /// error-level findings, or a new listener cannot bind; the running configuration then
+    /// keeps serving untouched. Otherwise server state carries over by identity and only
+    /// listeners whose address changed are rebound.
+    pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
+        let _one_at_a_time = self.reloading.lock().await;
+        let running = self.shared.snapshot.load_full();
+        let file = self.path.display().to_string();
+        let refuse = |version: String, reasons: Vec<String>| {
+            self.shared.events.emit(EventKind::ConfigRefused {
+                version,
+                running: Some(running.version.clone()),
+                file: file.clone(),
+                reasons: reasons.clone(),
+            });
+            ReloadOutcome::Refused { reasons }
+        };
+        let loaded = match load_file(&self.path) {
+            Ok(l) => l,
+            Err(e) => return refuse(String::new(), vec![e.render()]),
+        };
+        let version = loaded.version();
+        if version == running.version {
+            return ReloadOutcome::Unchanged { version };
+        }
+        let blocking = blocking_findings(&loaded);
+        if !blocking.is_empty() {
+            return refuse(version, blocking);
+        }
+        // Bind what is new before anything changes, so a bind failure refuses cleanly.
+        let mut fresh = Vec::new();
+        {
+            let current: HashMap<String, String> = self
+                .listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(n, l)| (n.clone(), l.address.clone()))
+                .collect();
+            for (name, l) in &loaded.config.listeners {
+                let changed = current.get(name) != Some(&l.address)
+                    || running
+                        .loaded
+                        .config
+                        .listeners
+                        .get(name)
+                        .map(|o| o.protocol)
+                        != Some(l.protocol);
+                if changed {
+                    match bind(&l.address).await {
+                        Ok(listener) => {
+                            fresh.push((name.clone(), l.address.clone(), l.protocol, listener))
+                        }
+                        Err(e) => {
+                            return refuse(
+                                version,
+                                vec![format!("listener `{name}` cannot bind {}: {e}", l.address)],
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let snapshot = Arc::new(Snapshot::build(Arc::new(loaded), Some(&running), self.seed));
+        self.shared.snapshot.store(Arc::clone(&snapshot));
+        // Stop listeners that were removed or are being replaced.
+        {
+            let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            let replaced: Vec<String> = fresh.iter().map(|f| f.0.clone()).collect();
+            listeners.retain(|name, l| {
+                let keep =
+                    snapshot.loaded.config.listeners.contains_key(name) && !replaced.contains(name);
+                if !keep {
+                    let _ = l.stop.send(true);
+                }
+                keep
+            });
+        }
+        for (name, address, protocol, listener) in fresh {
+            self.spawn_listener(name, address, protocol, listener);
+        }
+        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        for task in checks.drain(..) {
+            task.abort();
+        }
+        *checks = health::start_checks(&self.shared, &snapshot);
+        self.shared.events.emit(EventKind::ConfigApplied {
+            version: version.clone(),
+            previous: Some(running.version.clone()),
+            file,
+        });
+        ReloadOutcome::Applied { version }
+    }
+
+    /// Stops accepting, lets open connections finish their requests, and returns when they
+    /// have or `grace` has passed. Returns the number of connections still open.
+    pub async fn drain(&self, grace: Duration) -> u32 {
+        for l in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            let _ = l.stop.send(true);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.shared.connections.global() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for task in self
+            .checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+        if let Some((_, stop)) = self.admin.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = stop.send(true);
+        }
+        for l in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            l.task.abort();
+        }
+        self.shared.connections.global()
+    }
+
+    /// The current `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        status::status(&self.shared.snapshot.load(), self.shared.events.recent())
+    }
+
+    /// Recent events, oldest first.
+    pub fn events(&self) -> Vec<ballast_core::event::Event> {
+        self.shared.events.recent()
+    }
+}
+
+/// Reports when a saturated server has room again.
+async fn watch_saturation(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let snapshot = shared.snapshot.load();
+        for pool in snapshot.pools.values() {
+            for s in &pool.servers {
+                let st = &s.state;
+                if st.saturated.load(Ordering::Acquire)
+                    && st.in_flight.load(Ordering::Acquire) < s.limit
+                    && st.queued.load(Ordering::Acquire) == 0
+                    && st.saturated.swap(false, Ordering::AcqRel)
+                {
+                    shared.events.emit(EventKind::SaturationEnded {
+                        pool: pool.name.clone(),
+                        server: s.spec.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+}

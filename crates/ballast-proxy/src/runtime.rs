@@ -1,0 +1,303 @@
+//! The live state of a running configuration: per-server counters and health, per-pool
+//! balancers, and the snapshot that ties them to one configuration version.
+//!
+//! A server's *spec* (address, weight, limits) comes from the configuration and is replaced on
+//! reload; its *state* (in flight, health, ejection, idle connections) lives in an `Arc` that a
+//! reload carries over when the server keeps its identity (pool, name and address), so a
+//! reload neither forgets that a server is down nor resets in-flight accounting.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::sync::Notify;
+
+use ballast_core::Loaded;
+use ballast_core::balance::{Balancer, PoolView, ServerLoad, slow_start_weight};
+use ballast_core::config::{InitialState, Pool, Server};
+
+use crate::upstream::IdleConnections;
+
+/// Monotonic time since the proxy started, the `now` handed to the pure core.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+        }
+    }
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sentinel for "no slow-start ramp running".
+const NO_RAMP: u64 = u64::MAX;
+
+/// What survives a reload for a server that keeps its identity.
+pub struct ServerState {
+    pub in_flight: AtomicU32,
+    pub queued: AtomicU32,
+    /// Active health checks say up (or there are no active checks).
+    pub healthy: AtomicBool,
+    /// Passive ejection has taken the server out.
+    pub ejected: AtomicBool,
+    /// When the server last became available, in nanoseconds of the proxy clock.
+    pub available_since_ns: AtomicU64,
+    pub consecutive_failures: AtomicU32,
+    pub ejections: AtomicU32,
+    pub saturated: AtomicBool,
+    /// Woken when a connection slot frees, for requests queued on this server.
+    pub slot_freed: Notify,
+    pub idle: IdleConnections,
+    /// Balancing decisions that chose this server, for shares.
+    pub picks: AtomicU64,
+}
+
+impl ServerState {
+    fn new(initial_up: bool) -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            healthy: AtomicBool::new(initial_up),
+            ejected: AtomicBool::new(false),
+            available_since_ns: AtomicU64::new(NO_RAMP),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            saturated: AtomicBool::new(false),
+            slot_freed: Notify::new(),
+            idle: IdleConnections::default(),
+            picks: AtomicU64::new(0),
+        }
+    }
+
+    pub fn available(&self) -> bool {
+        self.healthy.load(Ordering::Acquire) && !self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Gives a connection slot back and wakes one request queued on this server.
+    pub fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.slot_freed.notify_one();
+    }
+}
+
+/// One server of a running pool.
+pub struct ServerRuntime {
+    pub spec: Server,
+    /// `max_connections`, or `u32::MAX` when unlimited.
+    pub limit: u32,
+    pub state: Arc<ServerState>,
+}
+
+impl ServerRuntime {
+    /// Takes a connection slot if the server is below its limit.
+    pub fn try_acquire(&self) -> bool {
+        self.state
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Marks the server available from `now` on, starting its slow-start ramp.
+    pub fn became_available(&self, now: Duration) {
+        let ns = if self.spec.slow_start.is_some() {
+            now.as_nanos() as u64
+        } else {
+            NO_RAMP
+        };
+        self.state.available_since_ns.store(ns, Ordering::Release);
+    }
+
+    fn load(&self, now: Duration) -> ServerLoad {
+        let s = &self.state;
+        let mut weight = self.spec.weight;
+        let since = s.available_since_ns.load(Ordering::Acquire);
+        if since != NO_RAMP
+            && let Some(ramp) = self.spec.slow_start
+        {
+            weight = slow_start_weight(weight, Duration::from_nanos(since), ramp.0, now);
+        }
+        ServerLoad {
+            available: s.available(),
+            weight,
+            in_flight: s.in_flight.load(Ordering::Acquire),
+            limit: self.limit,
+        }
+    }
+}
+
+/// The balancer's view of a running pool at one instant.
+pub struct LiveView<'a> {
+    pub servers: &'a [ServerRuntime],
+    pub now: Duration,
+}
+
+impl PoolView for LiveView<'_> {
+    fn len(&self) -> usize {
+        self.servers.len()
+    }
+    fn server(&self, i: usize) -> ServerLoad {
+        self.servers[i].load(self.now)
+    }
+}
+
+/// One running pool: its configuration, servers and balancer.
+pub struct PoolRuntime {
+    pub name: String,
+    pub spec: Pool,
+    pub servers: Vec<ServerRuntime>,
+    /// The balancer and its RNG, locked only for the pick itself.
+    picker: Mutex<(Balancer, SmallRng)>,
+    /// Set while no server can take traffic, so the event fires once per episode.
+    pub all_down: AtomicBool,
+    pub retry_budget: RetryBudget,
+}
+
+/// Retries allowed as a share of recent requests: `budget_percent` of the requests in the
+/// current and previous ten-second windows, and at least `RETRY_FLOOR` per window so a quiet
+/// pool can still retry an isolated failure.
+pub struct RetryBudget {
+    percent: u64,
+    window: Mutex<BudgetWindow>,
+}
+
+#[derive(Default)]
+struct BudgetWindow {
+    index: u64,
+    requests: u64,
+    retries: u64,
+    previous_requests: u64,
+}
+
+/// Retries always allowed per ten-second window.
+pub const RETRY_FLOOR: u64 = 10;
+const WINDOW_SECS: u64 = 10;
+
+impl RetryBudget {
+    pub fn new(percent: u32) -> Self {
+        Self {
+            percent: u64::from(percent),
+            window: Mutex::new(BudgetWindow::default()),
+        }
+    }
+
+    fn rotate(w: &mut BudgetWindow, now: Duration) {
+        let index = now.as_secs() / WINDOW_SECS;
+        if index != w.index {
+            w.previous_requests = if index == w.index + 1 { w.requests } else { 0 };
+            w.requests = 0;
+            w.retries = 0;
+            w.index = index;
+        }
+    }
+
+    /// Counts one request.
+    pub fn note_request(&self, now: Duration) {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        Self::rotate(&mut w, now);
+        w.requests += 1;
+    }
+
+    /// Takes one retry from the budget if any is left.
+    pub fn allow(&self, now: Duration) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        Self::rotate(&mut w, now);
+        let budget = ((w.requests + w.previous_requests) * self.percent / 100).max(RETRY_FLOOR);
+        if w.retries < budget {
+            w.retries += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl PoolRuntime {
+    /// Picks a server for a request with the given key hash.
+    pub fn pick(&self, key: Option<u64>, now: Duration) -> Option<usize> {
+        self.retry_budget.note_request(now);
+        let view = LiveView {
+            servers: &self.servers,
+            now,
+        };
+        let mut guard = self.picker.lock().unwrap_or_else(|p| p.into_inner());
+        let (balancer, rng) = &mut *guard;
+        let picked = balancer.pick(&view, key, rng);
+        if let Some(i) = picked {
+            self.servers[i].state.picks.fetch_add(1, Ordering::Relaxed);
+        }
+        picked
+    }
+}
+
+/// Everything a running configuration needs, swapped whole on reload.
+pub struct Snapshot {
+    pub loaded: Arc<Loaded>,
+    pub version: String,
+    pub pools: HashMap<String, Arc<PoolRuntime>>,
+}
+
+impl Snapshot {
+    /// Builds the runtime for `loaded`, carrying server state over from `previous` for every
+    /// server that keeps its pool, name and address.
+    pub fn build(loaded: Arc<Loaded>, previous: Option<&Snapshot>, seed: u64) -> Self {
+        let mut pools = HashMap::new();
+        for (index, (name, pool)) in loaded.config.pools.iter().enumerate() {
+            let old = previous.and_then(|p| p.pools.get(name));
+            let servers = pool
+                .servers
+                .iter()
+                .map(|spec| {
+                    let carried = old.and_then(|o| {
+                        o.servers
+                            .iter()
+                            .find(|s| s.spec.name == spec.name && s.spec.address == spec.address)
+                            .map(|s| Arc::clone(&s.state))
+                    });
+                    let initial_up = pool
+                        .health
+                        .as_ref()
+                        .is_none_or(|h| h.initial == InitialState::Up);
+                    ServerRuntime {
+                        spec: spec.clone(),
+                        limit: spec.max_connections.unwrap_or(u32::MAX),
+                        state: carried.unwrap_or_else(|| Arc::new(ServerState::new(initial_up))),
+                    }
+                })
+                .collect();
+            let rng = SmallRng::seed_from_u64(seed.wrapping_add(index as u64));
+            pools.insert(
+                name.clone(),
+                Arc::new(PoolRuntime {
+                    name: name.clone(),
+                    spec: pool.clone(),
+                    servers,
+                    picker: Mutex::new((Balancer::new(pool), rng)),
+                    all_down: AtomicBool::new(false),
+                    retry_budget: RetryBudget::new(pool.retries.budget_percent),
+                }),
+            );
+        }
+        Self {
+            version: loaded.version(),
+            loaded,
+            pools,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! What `/status` reports: every pool and server with weights, health, load and shares.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use ballast_core::balance::{expected_shares, peak_ratio};
+
+use crate::runtime::{PoolRuntime, Snapshot};
+
+/// Shares of a pool's decisions since start, the expected shares, and R.
+pub struct PoolShares {
+    pub shares: Vec<f64>,
+    pub expected: Vec<f64>,
+    pub peak_ratio: f64,
+}
+
+pub fn pool_shares(pool: &PoolRuntime) -> PoolShares {
+    let picks: Vec<u64> = pool
+        .servers
+        .iter()
+        .map(|s| s.state.picks.load(Ordering::Relaxed))
+        .collect();
+    let total: u64 = picks.iter().sum();
+    let shares: Vec<f64> = picks
+        .iter()
+        .map(|&p| {
+            if total == 0 {
+                0.0
+            } else {
+                p as f64 / total as f64
+            }
+        })
+        .collect();
+    let expected = expected_shares(&pool.spec);
+    let peak_ratio = peak_ratio(&shares, &expected);
+    PoolShares {
+        shares,
+        expected,
+        peak_ratio,
+    }
+}
+
+pub fn status(snapshot: &Snapshot, events: Vec<ballast_core::event::Event>) -> Value {
+    let mut pools: Vec<&std::sync::Arc<PoolRuntime>> = snapshot.pools.values().collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    let pools: Vec<Value> = pools
+        .into_iter()
+        .map(|pool| {
+            let stats = pool_shares(pool);
+            let servers: Vec<Value> = pool
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let st = &s.state;
+                    json!({
+                        "name": s.spec.name,
+                        "address": s.spec.address,
+                        "weight": s.spec.weight,
+                        "backup": s.spec.backup,
+                        "up": st.available(),
+                        "healthy": st.healthy.load(Ordering::Relaxed),
+                        "ejected": st.ejected.load(Ordering::Relaxed),
+                        "in_flight": st.in_flight.load(Ordering::Relaxed),
+                        "queued": st.queued.load(Ordering::Relaxed),
+                        "limit": s.spec.max_connections,
+                        "idle_connections": st.idle.len(),
+                        "picks": st.picks.load(Ordering::Relaxed),
+                        "share": stats.shares[i],
+                        "expected_share": stats.expected[i],
+                    })
+                })
+                .collect();
+            json!({
+                "name": pool.name,
+                "algorithm": pool.spec.algorithm.as_str(),
+                "peak_ratio": stats.peak_ratio,
+                "all_down": pool.all_down.load(Ordering::Relaxed),
+                "servers": servers,
+            })
+        })
+        .collect();
+    json!({
+        "version": snapshot.version,
+        "file": snapshot.loaded.source.path.display().to_string(),
+        "pools": pools,
+        "recent_events": events,
+    })
+}

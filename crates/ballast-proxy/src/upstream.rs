@@ -1,0 +1,110 @@
+//! Connections to servers: connect with a timeout, speak HTTP/1.1, and keep idle keep-alive
+//! connections per server. No client pool decides anything here: the balancer has already
+//! chosen the server, and this module only gets a connection to it.
+//!
+//! An idle connection is reused only while younger than the pool's `idle_timeout`, which is
+//! set below common backend keep-alive timeouts so a server never closes a connection just as
+//! ballast sends on it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Any boxed error, as bodies carry them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type sent to servers and to clients.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// One HTTP/1.1 connection to a server.
+pub type Connection = SendRequest<ProxyBody>;
+
+/// Most idle connections kept per server.
+pub const MAX_IDLE_PER_SERVER: usize = 256;
+
+/// Idle keep-alive connections to one server.
+#[derive(Default)]
+pub(crate) struct IdleConnections {
+    conns: Mutex<Vec<(Connection, Instant)>>,
+}
+
+impl IdleConnections {
+    /// The most recently used idle connection still open and younger than `max_idle`.
+    pub fn checkout(&self, max_idle: Duration) -> Option<Connection> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((conn, since)) = conns.pop() {
+            if since.elapsed() < max_idle && conn.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection after a complete exchange.
+    pub fn checkin(&self, conn: Connection) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if conns.len() < MAX_IDLE_PER_SERVER {
+            conns.push((conn, Instant::now()));
+        }
+    }
+
+    /// Idle connections held now.
+    pub fn len(&self) -> usize {
+        self.conns.lock().map_or(0, |c| c.len())
+    }
+}
+
+/// Why a connection to a server could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {address} timed out after {after:?}")]
+    Timeout { address: String, after: Duration },
+    #[error("connect to {address} failed: {source}")]
+    Io {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake with {address} failed: {source}")]
+    Handshake {
+        address: String,
+        source: hyper::Error,
+    },
+}
+
+/// Opens a new HTTP/1.1 connection to `address` within `timeout`.
+pub async fn connect(address: &str, timeout: Duration) -> Result<Connection, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Err(_) => {
+            return Err(ConnectError::Timeout {
+                address: address.to_string(),
+                after: timeout,
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(ConnectError::Io {
+                address: address.to_string(),
+                source,
+            });
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ConnectError::Handshake {
+            address: address.to_string(),
+            source,
+        })?;
+    tokio::spawn(async move {
+        // Ends when the connection closes; errors here surface on the request that used it.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
