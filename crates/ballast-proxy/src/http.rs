@@ -238,7 +238,7 @@ async fn serve_connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout((!header_read.is_zero()).then_some(header_read))
-        .max_buf_size((spec.max_header_bytes() as usize).max(8192))
+        .max_buf_size(spec.max_header_bytes() as usize)
         .max_headers(spec.max_headers() as usize);
     builder
         .http2()

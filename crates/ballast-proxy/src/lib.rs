@@ -12,6 +12,7 @@ mod accesslog;
 mod admin;
 mod admission;
 mod body;
+pub mod demo_backend;
 mod events;
 mod framing;
 mod headers;

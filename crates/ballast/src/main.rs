@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod check_cmd;
+mod demo_cmd;
+mod serve_cmd;
 mod simulate_cmd;
 
 use std::process::ExitCode;
@@ -11,6 +13,7 @@ use clap::{Parser, Subcommand};
 /// ballast: find load-balancer misconfigurations before they become outages.
 ///
 /// Start here:
+///   ballast demo                                      # servers, balancer, traffic, live summary
 ///   ballast check examples/ballast.toml               # what is wrong, where, and how to fix it
 ///   ballast simulate examples/skewed-hash.toml        # the distribution this config will produce
 ///   ballast check --explain LIM-102                   # why a rule matters, with its source
@@ -31,6 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Demo(demo_cmd::DemoArgs),
+    Serve(serve_cmd::ServeArgs),
     Check(check_cmd::CheckArgs),
     Simulate(simulate_cmd::SimulateArgs),
 }
@@ -38,8 +43,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Demo(args) => demo_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
     };
     ExitCode::from(code)
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level (info for ballast, warn otherwise).
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,ballast=info,ballast_proxy=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,0 +1,122 @@
+//! `ballast serve`: run the load balancer until SIGTERM or Ctrl-C; SIGHUP reloads.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use ballast_core::config::parse_duration;
+use ballast_proxy::{Options, Proxy, ReloadOutcome};
+
+/// Run the load balancer.
+///
+/// The configuration is checked first: one with error-level findings is refused, here and on
+/// every reload, and the running configuration keeps serving.
+///
+///   SIGHUP             reload the file (also: POST /reload on the admin API, with the token)
+///   SIGTERM, Ctrl-C    stop accepting, let open requests finish (see --drain), exit
+///
+/// Examples:
+///   ballast serve -c examples/ballast.toml
+///   ballast serve -c ballast.toml --drain 60s
+///   RUST_LOG=ballast=debug ballast serve -c ballast.toml
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// How long open requests may finish after SIGTERM.
+    #[arg(long, default_value = "30s")]
+    drain: String,
+    /// Seed for the random balancers (power-of-two, random), for reproducible runs.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+pub fn run(args: ServeArgs) -> u8 {
+    let drain = match parse_duration(&args.drain) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --drain {e}");
+            return 2;
+        }
+    };
+    crate::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(serve(args, drain))
+}
+
+async fn serve(args: ServeArgs, drain: Duration) -> u8 {
+    let proxy = match Proxy::start(&args.config, Options { seed: args.seed }).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let config = ballast_core::load_file(&args.config)
+        .map(|l| l.config)
+        .unwrap_or_default();
+    for name in config.listeners.keys() {
+        if let Some(addr) = proxy.listener_addr(name) {
+            println!("listener `{name}` on {addr}");
+        }
+    }
+    if let Some(admin) = proxy.admin_addr() {
+        println!("admin API on http://{admin}/status (also /metrics, /config, /healthz)");
+    }
+    println!(
+        "configuration {} applied; SIGHUP reloads, SIGTERM drains",
+        proxy.version()
+    );
+    wait_for_signals(&proxy).await;
+    println!("draining for up to {drain:?}");
+    let open = proxy.drain(drain).await;
+    if open > 0 {
+        println!("{open} connections still open at the end of the drain");
+    }
+    0
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(proxy: &std::sync::Arc<Proxy>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match proxy.reload().await {
+                ReloadOutcome::Applied { version } => println!("reloaded: configuration {version} applied"),
+                ReloadOutcome::Unchanged { version } => println!("reload: {version} is already running"),
+                ReloadOutcome::Refused { reasons } => {
+                    eprintln!("reload refused; the running configuration keeps serving:");
+                    for r in reasons {
+                        eprintln!("{r}");
+                    }
+                }
+            },
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_proxy: &std::sync::Arc<Proxy>) {
+    let _ = tokio::signal::ctrl_c().await;
+}
