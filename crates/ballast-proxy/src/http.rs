@@ -323,8 +323,10 @@ async fn handle(
     };
     let started = Instant::now();
     let request_timeout = spec.timeouts.request();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let logged = shared
+        .access_log
+        .as_ref()
+        .map(|_| (req.method().clone(), req.uri().path().to_string()));
     let work = proxy(&shared, listener, spec, &snapshot, peer, req);
     let (response, served_by) = if request_timeout.is_zero() {
         work.await
@@ -343,7 +345,7 @@ async fn handle(
             }
         }
     };
-    if let Some(log) = &shared.access_log {
+    if let (Some(log), Some((method, path))) = (&shared.access_log, logged) {
         log.write(
             listener,
             peer.ip(),
@@ -401,12 +403,11 @@ async fn proxy(
         return (overloaded("no such pool"), None);
     };
     let (mut parts, body) = req.into_parts();
-    let trusted: Vec<(IpAddr, u8)> = spec
-        .trusted_proxies
-        .iter()
-        .filter_map(|c| ballast_core::load::parse_cidr(c))
-        .collect();
-    let client = client_ip(peer.ip(), &parts.headers, &trusted);
+    let trusted = snapshot
+        .trusted
+        .get(listener)
+        .map_or(&[][..], Vec::as_slice);
+    let client = client_ip(peer.ip(), &parts.headers, trusted);
     let key = (pool.spec.algorithm == Algorithm::ConsistentHash)
         .then(|| {
             extract_key(
@@ -454,7 +455,7 @@ async fn proxy(
         }
 
         // Phase connect. The slot is ours from here; every exit below releases it.
-        let mut conn = match server.state.idle.checkout(pool.spec.idle_timeout()) {
+        let mut conn = match server.state.idle.checkout(pool.spec.idle_timeout()).await {
             Some(c) => c,
             None => match connect(&server.spec.address, pool.spec.connect_timeout()).await {
                 Ok(c) => c,
@@ -551,25 +552,9 @@ async fn proxy(
         {
             head.headers.insert(name, value);
         }
-        let class = format!("{}xx", status.as_u16() / 100);
-        shared
-            .metrics
-            .requests
-            .get_or_create(&crate::metrics::ServerClassLabels {
-                pool: pool.name.clone(),
-                server: server.spec.name.clone(),
-                class,
-            })
-            .inc();
+        server.metrics.count(status);
         // Phase release, when the body ends.
-        let latency = shared
-            .metrics
-            .latency
-            .get_or_create(&crate::metrics::ServerLabels {
-                pool: pool.name.clone(),
-                server: server.spec.name.clone(),
-            })
-            .clone();
+        let latency = server.metrics.latency.clone();
         let started = Instant::now();
         let completion = Completion {
             state: Arc::clone(&server.state),

@@ -173,12 +173,13 @@ impl Proxy {
             use rand::Rng;
             rand::rng().next_u64()
         });
-        let snapshot = Snapshot::build(Arc::new(loaded), None, seed);
+        let metrics = Metrics::new();
+        let snapshot = Snapshot::build(Arc::new(loaded), None, seed, &metrics);
         let version = snapshot.version.clone();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             clock: Clock::new(),
-            metrics: Metrics::new(),
+            metrics,
             events,
             access_log,
             connections: Arc::default(),
@@ -342,7 +343,12 @@ impl Proxy {
                 }
             }
         }
-        let snapshot = Arc::new(Snapshot::build(Arc::new(loaded), Some(&running), self.seed));
+        let snapshot = Arc::new(Snapshot::build(
+            Arc::new(loaded),
+            Some(&running),
+            self.seed,
+            &self.shared.metrics,
+        ));
         self.shared.snapshot.store(Arc::clone(&snapshot));
         // Stop listeners that were removed or are being replaced.
         {

@@ -101,6 +101,51 @@ pub struct ServerRuntime {
     /// `max_connections`, or `u32::MAX` when unlimited.
     pub limit: u32,
     pub state: Arc<ServerState>,
+    /// This server's metric handles, resolved once so requests do no label lookups.
+    pub metrics: ServerMetrics,
+}
+
+/// Handles to one server's request counters (by status class 1xx..5xx) and latency histogram.
+pub struct ServerMetrics {
+    pub by_class: [prometheus_client::metrics::counter::Counter; 5],
+    pub latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl ServerMetrics {
+    fn resolve(metrics: &crate::metrics::Metrics, pool: &str, server: &str) -> Self {
+        let class = |c: &str| {
+            metrics
+                .requests
+                .get_or_create(&crate::metrics::ServerClassLabels {
+                    pool: pool.to_string(),
+                    server: server.to_string(),
+                    class: c.to_string(),
+                })
+                .clone()
+        };
+        Self {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            latency: metrics
+                .latency
+                .get_or_create(&crate::metrics::ServerLabels {
+                    pool: pool.to_string(),
+                    server: server.to_string(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Counts one answered request by its status.
+    pub fn count(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+    }
 }
 
 impl ServerRuntime {
@@ -251,12 +296,19 @@ pub struct Snapshot {
     pub loaded: Arc<Loaded>,
     pub version: String,
     pub pools: HashMap<String, Arc<PoolRuntime>>,
+    /// Each listener's trusted proxies, parsed once.
+    pub trusted: HashMap<String, Vec<(std::net::IpAddr, u8)>>,
 }
 
 impl Snapshot {
     /// Builds the runtime for `loaded`, carrying server state over from `previous` for every
     /// server that keeps its pool, name and address.
-    pub fn build(loaded: Arc<Loaded>, previous: Option<&Snapshot>, seed: u64) -> Self {
+    pub fn build(
+        loaded: Arc<Loaded>,
+        previous: Option<&Snapshot>,
+        seed: u64,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
         let mut pools = HashMap::new();
         for (index, (name, pool)) in loaded.config.pools.iter().enumerate() {
             let old = previous.and_then(|p| p.pools.get(name));
@@ -278,6 +330,7 @@ impl Snapshot {
                         spec: spec.clone(),
                         limit: spec.max_connections.unwrap_or(u32::MAX),
                         state: carried.unwrap_or_else(|| Arc::new(ServerState::new(initial_up))),
+                        metrics: ServerMetrics::resolve(metrics, name, &spec.name),
                     }
                 })
                 .collect();
@@ -294,10 +347,24 @@ impl Snapshot {
                 }),
             );
         }
+        let trusted = loaded
+            .config
+            .listeners
+            .iter()
+            .map(|(name, l)| {
+                let ranges = l
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|c| ballast_core::load::parse_cidr(c))
+                    .collect();
+                (name.clone(), ranges)
+            })
+            .collect();
         Self {
             version: loaded.version(),
             loaded,
             pools,
+            trusted,
         }
     }
 }

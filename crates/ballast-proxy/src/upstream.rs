@@ -22,6 +22,9 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// One HTTP/1.1 connection to a server.
 pub type Connection = SendRequest<ProxyBody>;
 
+/// How long a pooled connection may take to become ready before a new one is opened instead.
+const READY_WAIT: Duration = Duration::from_millis(50);
+
 /// Most idle connections kept per server.
 pub const MAX_IDLE_PER_SERVER: usize = 256;
 
@@ -32,15 +35,22 @@ pub(crate) struct IdleConnections {
 }
 
 impl IdleConnections {
-    /// The most recently used idle connection still open and younger than `max_idle`.
-    pub fn checkout(&self, max_idle: Duration) -> Option<Connection> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((conn, since)) = conns.pop() {
-            if since.elapsed() < max_idle && conn.is_ready() {
+    /// The most recently used idle connection that is open, younger than `max_idle` and ready
+    /// for a request. A connection put back at the end of a body may not be ready yet (its
+    /// task has not run), so readiness is awaited briefly rather than the connection dropped.
+    pub async fn checkout(&self, max_idle: Duration) -> Option<Connection> {
+        loop {
+            let (mut conn, since) = self.conns.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            if since.elapsed() >= max_idle || conn.is_closed() {
+                continue;
+            }
+            if conn.is_ready() {
+                return Some(conn);
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, conn.ready()).await {
                 return Some(conn);
             }
         }
-        None
     }
 
     /// Returns a connection after a complete exchange.

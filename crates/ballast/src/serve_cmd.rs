@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Seed for the random balancers (power-of-two, random), for reproducible runs.
     #[arg(long)]
     seed: Option<u64>,
+    /// Worker threads (default: the cores this process may run on). With 1, a single-threaded
+    /// runtime without work stealing.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 pub fn run(args: ServeArgs) -> u8 {
