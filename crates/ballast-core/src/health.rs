@@ -1,7 +1,19 @@
 //! The active health-check state machine: `rise` consecutive successes bring a server up,
 //! `fall` consecutive failures take it down. Pure; the prober that feeds it lives elsewhere.
 
+use std::time::Duration;
+
 use crate::config::{HealthCheck, InitialState};
+
+/// Longest passive ejection, however often a server has been ejected.
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+/// How long passive ejection keeps a server out: `base`, doubled for each earlier ejection,
+/// capped at [`MAX_EJECTION`].
+pub fn ejection_duration(base: Duration, earlier_ejections: u32) -> Duration {
+    base.saturating_mul(1u32 << earlier_ejections.min(16))
+        .min(MAX_EJECTION)
+}
 
 /// A server's health as seen by active checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +72,15 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ejections_double_up_to_the_cap() {
+        let s = Duration::from_secs;
+        assert_eq!(ejection_duration(s(30), 0), s(30));
+        assert_eq!(ejection_duration(s(30), 2), s(120));
+        assert_eq!(ejection_duration(s(30), 5), MAX_EJECTION);
+        assert_eq!(ejection_duration(s(30), u32::MAX), MAX_EJECTION);
+    }
 
     fn check(rise: u32, fall: u32) -> HealthCheck {
         toml::from_str(&format!("rise = {rise}\nfall = {fall}")).unwrap()

@@ -11,6 +11,7 @@ pub mod config;
 pub mod event;
 pub mod health;
 pub mod load;
+pub mod retry;
 pub mod source;
 pub mod traffic;
 

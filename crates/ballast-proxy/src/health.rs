@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -12,13 +11,10 @@ use tokio::task::JoinHandle;
 
 use ballast_core::config::{CheckKind, HealthCheck};
 use ballast_core::event::EventKind;
-use ballast_core::health::{Health, Transition};
+use ballast_core::health::{Health, Transition, ejection_duration};
 
 use crate::Shared;
 use crate::runtime::{PoolRuntime, Snapshot};
-
-/// Longest passive ejection, however often a server has been ejected.
-const MAX_EJECTION: Duration = Duration::from_secs(300);
 
 /// Records the outcome of one exchange with a server for passive ejection.
 pub fn record_outcome(shared: &Arc<Shared>, pool: &Arc<PoolRuntime>, index: usize, success: bool) {
@@ -48,11 +44,7 @@ pub fn record_outcome(shared: &Arc<Shared>, pool: &Arc<PoolRuntime>, index: usiz
         return;
     }
     let times = state.ejections.fetch_add(1, Ordering::AcqRel);
-    let duration = passive
-        .base_ejection
-        .0
-        .saturating_mul(1u32 << times.min(16))
-        .min(MAX_EJECTION);
+    let duration = ejection_duration(passive.base_ejection.0, times);
     state.consecutive_failures.store(0, Ordering::Release);
     shared.events.emit(EventKind::ServerEjected {
         pool: pool.name.clone(),

@@ -463,7 +463,7 @@ async fn proxy(
                     tracing::warn!(pool = %pool.name, server = %server.spec.name, "{e}");
                     server.state.release();
                     crate::health::record_outcome(shared, &pool, index, false);
-                    if attempts_left > 0 && pool.retry_budget.allow(now) {
+                    if attempts_left > 0 && pool.allow_retry(now) {
                         attempts_left -= 1;
                         shared
                             .metrics

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use ballast_core::Loaded;
 use ballast_core::balance::{Balancer, PoolView, ServerLoad, slow_start_weight};
 use ballast_core::config::{InitialState, Pool, Server};
+use ballast_core::retry::RetryBudget;
 
 use crate::upstream::IdleConnections;
 
@@ -211,72 +212,24 @@ pub struct PoolRuntime {
     picker: Mutex<(Balancer, SmallRng)>,
     /// Set while no server can take traffic, so the event fires once per episode.
     pub all_down: AtomicBool,
-    pub retry_budget: RetryBudget,
-}
-
-/// Retries allowed as a share of recent requests: `budget_percent` of the requests in the
-/// current and previous ten-second windows, and at least `RETRY_FLOOR` per window so a quiet
-/// pool can still retry an isolated failure.
-pub struct RetryBudget {
-    percent: u64,
-    window: Mutex<BudgetWindow>,
-}
-
-#[derive(Default)]
-struct BudgetWindow {
-    index: u64,
-    requests: u64,
-    retries: u64,
-    previous_requests: u64,
-}
-
-/// Retries always allowed per ten-second window.
-pub const RETRY_FLOOR: u64 = 10;
-const WINDOW_SECS: u64 = 10;
-
-impl RetryBudget {
-    pub fn new(percent: u32) -> Self {
-        Self {
-            percent: u64::from(percent),
-            window: Mutex::new(BudgetWindow::default()),
-        }
-    }
-
-    fn rotate(w: &mut BudgetWindow, now: Duration) {
-        let index = now.as_secs() / WINDOW_SECS;
-        if index != w.index {
-            w.previous_requests = if index == w.index + 1 { w.requests } else { 0 };
-            w.requests = 0;
-            w.retries = 0;
-            w.index = index;
-        }
-    }
-
-    /// Counts one request.
-    pub fn note_request(&self, now: Duration) {
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        Self::rotate(&mut w, now);
-        w.requests += 1;
-    }
-
-    /// Takes one retry from the budget if any is left.
-    pub fn allow(&self, now: Duration) -> bool {
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        Self::rotate(&mut w, now);
-        let budget = ((w.requests + w.previous_requests) * self.percent / 100).max(RETRY_FLOOR);
-        if w.retries < budget {
-            w.retries += 1;
-            true
-        } else {
-            false
-        }
-    }
+    retry_budget: Mutex<RetryBudget>,
 }
 
 impl PoolRuntime {
     /// Picks a server for a request with the given key hash.
+    /// Takes one retry from the pool's budget if any is left.
+    pub fn allow_retry(&self, now: Duration) -> bool {
+        self.retry_budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow(now)
+    }
+
     pub fn pick(&self, key: Option<u64>, now: Duration) -> Option<usize> {
-        self.retry_budget.note_request(now);
+        self.retry_budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note_request(now);
         let view = LiveView {
             servers: &self.servers,
             now,
@@ -343,7 +296,7 @@ impl Snapshot {
                     servers,
                     picker: Mutex::new((Balancer::new(pool), rng)),
                     all_down: AtomicBool::new(false),
-                    retry_budget: RetryBudget::new(pool.retries.budget_percent),
+                    retry_budget: Mutex::new(RetryBudget::new(pool.retries.budget_percent)),
                 }),
             );
         }

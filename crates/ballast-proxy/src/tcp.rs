@@ -95,7 +95,7 @@ async fn forward(shared: &Arc<Shared>, listener: &str, mut client: TcpStream, pe
             _ => {
                 server.state.release();
                 crate::health::record_outcome(shared, &pool, index, false);
-                if attempts_left > 0 && pool.retry_budget.allow(now) {
+                if attempts_left > 0 && pool.allow_retry(now) {
                     attempts_left -= 1;
                     continue;
                 }

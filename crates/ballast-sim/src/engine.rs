@@ -21,6 +21,8 @@ use ballast_core::balance::{
     Balancer, PoolState, PoolView, ServerLoad, extract_key, hash_key, slow_start_weight,
 };
 use ballast_core::config::{Algorithm, HashKey, Pool};
+use ballast_core::health::ejection_duration;
+use ballast_core::retry::RetryBudget;
 use ballast_core::traffic::{ServerAction, Traffic};
 
 use crate::model::{Arrivals, Popularity, ServiceTime};
@@ -109,6 +111,10 @@ struct Server {
     generation: u32,
     dead: bool,
     consecutive_failures: u32,
+    /// Taken out by passive ejection (as opposed to by health checks).
+    ejected: bool,
+    /// Ejections so far, each doubling the next one's length.
+    ejections: u32,
     /// When the server last became available (for slow start).
     since: Option<u64>,
 }
@@ -175,10 +181,12 @@ struct Run<'a, 'r> {
     arrival: Arrival<'r>,
     key_buf: String,
     report: Report,
-    retries_used: u64,
+    retry_budget: RetryBudget,
+    retries: u64,
     detect_down_ns: Option<u64>,
     detect_up_ns: u64,
-    passive: Option<(u32, u64, u32)>,
+    /// (consecutive failures, base ejection, max ejected percent).
+    passive: Option<(u32, Duration, u32)>,
 }
 
 impl<'a> Simulation<'a> {
@@ -245,6 +253,8 @@ impl<'a> Simulation<'a> {
                 generation: 0,
                 dead: false,
                 consecutive_failures: 0,
+                ejected: false,
+                ejections: 0,
                 since: None,
             })
             .collect();
@@ -264,7 +274,8 @@ impl<'a> Simulation<'a> {
             arrival,
             key_buf: String::with_capacity(64),
             report: Report::new(self.pool_name, pool),
-            retries_used: 0,
+            retry_budget: RetryBudget::new(pool.retries.budget_percent),
+            retries: 0,
             detect_down_ns: pool
                 .health
                 .as_ref()
@@ -276,7 +287,7 @@ impl<'a> Simulation<'a> {
             passive: pool.passive.as_ref().map(|p| {
                 (
                     p.consecutive_failures,
-                    p.base_ejection.0.as_nanos() as u64,
+                    p.base_ejection.0,
                     p.max_ejected_percent,
                 )
             }),
@@ -326,7 +337,7 @@ impl<'a> Simulation<'a> {
             p(1.0);
         }
         run.report.simulated_seconds = run.now as f64 / 1e9;
-        run.report.retries = run.retries_used;
+        run.report.retries = run.retries;
         run.report.finish(run.stats);
         run.report
     }
@@ -403,16 +414,16 @@ impl Run<'_, '_> {
     /// Balances one arriving request; returns its outcome and the server it went to.
     fn arrive(&mut self, key: Option<u64>) -> (Outcome, Option<usize>) {
         self.report.requests += 1;
+        let now = Duration::from_nanos(self.now);
+        self.retry_budget.note_request(now);
         let attempts = self.pool.retries.attempts;
         let mut last = None;
         for attempt in 0..=attempts {
             if attempt > 0 {
-                let budget =
-                    self.report.requests * u64::from(self.pool.retries.budget_percent) / 100;
-                if self.retries_used >= budget {
+                if !self.retry_budget.allow(now) {
                     break;
                 }
-                self.retries_used += 1;
+                self.retries += 1;
             }
             let view = View {
                 state: &self.state,
@@ -453,22 +464,22 @@ impl Run<'_, '_> {
     /// A connection attempt to a failed server was refused: passive ejection may take it out.
     fn refused(&mut self, i: usize) {
         self.stats[i].refused += 1;
-        let Some((threshold, base_ns, max_percent)) = self.passive else {
+        let Some((threshold, base, max_percent)) = self.passive else {
             return;
         };
+        let ejected = self.servers.iter().filter(|s| s.ejected).count();
+        let allowed = self.servers.len() * max_percent as usize / 100;
         let s = &mut self.servers[i];
         s.consecutive_failures += 1;
-        let ejected = self.state.servers.iter().filter(|s| !s.available).count();
-        let allowed = self.state.servers.len() * max_percent as usize / 100;
-        if s.consecutive_failures >= threshold
-            && self.state.servers[i].available
-            && ejected < allowed
-        {
+        if s.consecutive_failures >= threshold && !s.ejected && ejected < allowed {
             self.state.servers[i].available = false;
+            s.ejected = true;
             s.consecutive_failures = 0;
+            let duration = ejection_duration(base, s.ejections);
+            s.ejections += 1;
             let generation = s.generation;
             self.schedule(
-                self.now + base_ns,
+                self.now + duration.as_nanos() as u64,
                 EventKind::Detect { up: true },
                 i as u32,
                 generation,
@@ -512,6 +523,7 @@ impl Run<'_, '_> {
                 }
                 self.state.servers[i].available = up;
                 if up {
+                    self.servers[i].ejected = false;
                     self.servers[i].since = Some(self.now);
                 }
             }
