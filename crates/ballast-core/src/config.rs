@@ -126,6 +126,18 @@ pub struct Listener {
     pub max_headers: Option<u32>,
     /// Largest request body accepted; beyond it, 413.
     pub max_body_bytes: Option<u64>,
+    /// Terminate TLS on this listener (HTTP/2 is offered by ALPN).
+    pub tls: Option<ListenerTls>,
+}
+
+/// Certificate and key for a TLS listener, PEM files.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// The certificate chain, leaf first.
+    pub cert: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 impl Listener {

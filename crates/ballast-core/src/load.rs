@@ -268,6 +268,22 @@ fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
                 "use letters, digits and dashes, such as \"X-Served-By\"",
             );
         }
+        if let Some(tls) = &l.tls {
+            if tls.cert.is_empty() || tls.key.is_empty() {
+                err(
+                    &format!("{p}.tls"),
+                    "tls needs both `cert` and `key` (PEM file paths)".into(),
+                    "tls = { cert = \"/etc/ballast/site.pem\", key = \"/etc/ballast/site.key\" }",
+                );
+            }
+            if l.protocol == crate::config::Protocol::Tcp {
+                err(
+                    &format!("{p}.tls"),
+                    format!("listener `{name}` is TCP; TLS termination is for HTTP listeners"),
+                    "remove `tls` (TCP mode forwards TLS untouched), or make the listener protocol = \"http\"",
+                );
+            }
+        }
         for (i, cidr) in l.trusted_proxies.iter().enumerate() {
             if parse_cidr(cidr).is_none() {
                 err(

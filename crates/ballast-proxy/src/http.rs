@@ -31,6 +31,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use ballast_core::balance::{RequestParts, extract_key, hash_key};
 use ballast_core::config::{Algorithm, Listener};
@@ -73,11 +74,13 @@ fn overloaded(why: &str) -> Response<ProxyBody> {
     r
 }
 
-/// Accepts connections on one listener until `stop` turns true.
+/// Accepts connections on one listener until `stop` turns true, terminating TLS when the
+/// listener has an acceptor.
 pub async fn run_listener(
     shared: Arc<Shared>,
     name: String,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let counter = shared.connections.listener(&name);
@@ -110,19 +113,55 @@ pub async fn run_listener(
                 let shared = Arc::clone(&shared);
                 let name = name.clone();
                 let stop = stop.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    shared
+                    let gauge = shared
                         .metrics
                         .active_connections
                         .get_or_create(&listener_labels(&name))
-                        .inc();
-                    serve_connection(Arc::clone(&shared), name.clone(), spec, stream, peer, stop)
-                        .await;
-                    shared
-                        .metrics
-                        .active_connections
-                        .get_or_create(&listener_labels(&name))
-                        .dec();
+                        .clone();
+                    gauge.inc();
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => {
+                            serve_connection(
+                                Arc::clone(&shared),
+                                name.clone(),
+                                spec,
+                                stream,
+                                peer,
+                                false,
+                                stop,
+                            )
+                            .await
+                        }
+                        Some(acceptor) => {
+                            // The handshake shares the header-read bound: a client that stalls
+                            // it holds a slot no longer than one that stalls its headers.
+                            let bound = spec.timeouts.header_read();
+                            let bound = if bound.is_zero() {
+                                Duration::from_secs(10)
+                            } else {
+                                bound
+                            };
+                            match tokio::time::timeout(bound, acceptor.accept(stream)).await {
+                                Ok(Ok(tls_stream)) => {
+                                    serve_connection(
+                                        Arc::clone(&shared),
+                                        name.clone(),
+                                        spec,
+                                        tls_stream,
+                                        peer,
+                                        true,
+                                        stop,
+                                    )
+                                    .await
+                                }
+                                _ => shared.metrics.reject(&name, "tls_handshake"),
+                            }
+                        }
+                    }
+                    gauge.dec();
                     drop(permit);
                 });
             }
@@ -218,15 +257,17 @@ impl Drop for ActiveRequest<'_> {
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<I>(
     shared: Arc<Shared>,
     name: String,
     spec: Listener,
-    stream: TcpStream,
+    stream: I,
     peer: SocketAddr,
+    secure: bool,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity {
         active: AtomicU32::new(0),
         last_ms: AtomicU64::new(0),
@@ -266,7 +307,7 @@ async fn serve_connection(
                         "400 bad request: Content-Length with Transfer-Encoding\n",
                     ));
                 }
-                Ok::<_, Infallible>(handle(shared, &name, peer, req).await)
+                Ok::<_, Infallible>(handle(shared, &name, peer, secure, req).await)
             }
         })
     };
@@ -315,6 +356,7 @@ async fn handle(
     shared: Arc<Shared>,
     listener: &str,
     peer: SocketAddr,
+    secure: bool,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let snapshot = shared.snapshot.load_full();
@@ -327,7 +369,7 @@ async fn handle(
         .access_log
         .as_ref()
         .map(|_| (req.method().clone(), req.uri().path().to_string()));
-    let work = proxy(&shared, listener, spec, &snapshot, peer, req);
+    let work = proxy(&shared, listener, spec, &snapshot, peer, secure, req);
     let (response, served_by) = if request_timeout.is_zero() {
         work.await
     } else {
@@ -371,6 +413,7 @@ async fn proxy(
     spec: &Listener,
     snapshot: &crate::runtime::Snapshot,
     peer: SocketAddr,
+    secure: bool,
     req: Request<Incoming>,
 ) -> (Response<ProxyBody>, Option<ServedBy>) {
     // Phase read.
@@ -420,7 +463,7 @@ async fn proxy(
             .map(|k| hash_key(k.as_bytes()))
         })
         .flatten();
-    prepare_upstream_request(&mut parts, peer.ip());
+    prepare_upstream_request(&mut parts, peer.ip(), secure);
     let body: ProxyBody = Limited::new(body, max_body as usize).boxed();
     let mut request = Request::from_parts(parts, body);
 
@@ -573,7 +616,7 @@ async fn proxy(
 }
 
 /// Headers for the server: hop-by-hop out, X-Forwarded-For and -Proto in, origin-form URI.
-fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr) {
+fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr, secure: bool) {
     let authority = parts.uri.authority().map(|a| a.to_string());
     strip_hop_by_hop(&mut parts.headers);
     let forwarded = match parts
@@ -587,9 +630,10 @@ fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr) {
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         parts.headers.insert("x-forwarded-for", v);
     }
+    let proto = if secure { "https" } else { "http" };
     parts
         .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        .insert("x-forwarded-proto", HeaderValue::from_static(proto));
     // HTTP/2 clients send :authority instead of Host; servers behind us speak HTTP/1.1.
     if !parts.headers.contains_key(HOST)
         && let Some(a) = authority

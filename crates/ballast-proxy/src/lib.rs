@@ -22,6 +22,7 @@ mod metrics;
 mod runtime;
 mod status;
 mod tcp;
+mod tls;
 mod upstream;
 
 use std::collections::HashMap;
@@ -76,6 +77,8 @@ pub enum StartError {
         address: String,
         source: std::io::Error,
     },
+    #[error("TLS on listener `{listener}`: {reason}")]
+    Tls { listener: String, reason: String },
     #[error("cannot open {what} {path}: {source}")]
     Log {
         what: &'static str,
@@ -102,9 +105,19 @@ pub enum ReloadOutcome {
 
 struct RunningListener {
     address: String,
+    /// What the listener's TLS is (paths and file contents), to rebind when it changes.
+    tls: Option<String>,
     local: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+/// A socket bound for a listener, with its TLS acceptor, not yet serving.
+struct Bound {
+    name: String,
+    spec: ballast_core::config::Listener,
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A running proxy.
@@ -137,6 +150,8 @@ async fn bind(address: &str) -> std::io::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
@@ -196,15 +211,27 @@ impl Proxy {
         let snapshot = proxy.shared.snapshot.load_full();
         let mut bound = Vec::new();
         for (name, l) in &snapshot.loaded.config.listeners {
+            let acceptor = match &l.tls {
+                Some(t) => Some(tls::acceptor(t).map_err(|reason| StartError::Tls {
+                    listener: name.clone(),
+                    reason,
+                })?),
+                None => None,
+            };
             let listener = bind(&l.address).await.map_err(|source| StartError::Bind {
                 what: format!("listener `{name}`"),
                 address: l.address.clone(),
                 source,
             })?;
-            bound.push((name.clone(), l.address.clone(), l.protocol, listener));
+            bound.push(Bound {
+                name: name.clone(),
+                spec: l.clone(),
+                listener,
+                acceptor,
+            });
         }
-        for (name, address, protocol, listener) in bound {
-            proxy.spawn_listener(name, address, protocol, listener);
+        for b in bound {
+            proxy.spawn_listener(b);
         }
         if let Some(admin) = &snapshot.loaded.config.admin {
             let listener = bind(&admin.address)
@@ -234,35 +261,36 @@ impl Proxy {
         Ok(proxy)
     }
 
-    fn spawn_listener(
-        &self,
-        name: String,
-        address: String,
-        protocol: Protocol,
-        listener: TcpListener,
-    ) {
-        let local = listener
+    fn spawn_listener(&self, b: Bound) {
+        let local = b
+            .listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, rx) = watch::channel(false);
         let shared = Arc::clone(&self.shared);
-        let task = match protocol {
-            Protocol::Http => tokio::spawn(http::run_listener(shared, name.clone(), listener, rx)),
-            Protocol::Tcp => tokio::spawn(tcp::run_listener(shared, name.clone(), listener, rx)),
+        let name = b.name;
+        let task = match b.spec.protocol {
+            Protocol::Http => tokio::spawn(http::run_listener(
+                shared,
+                name.clone(),
+                b.listener,
+                b.acceptor,
+                rx,
+            )),
+            Protocol::Tcp => tokio::spawn(tcp::run_listener(shared, name.clone(), b.listener, rx)),
         };
-        tracing::info!(listener = %name, %local, "listening");
+        tracing::info!(listener = %name, %local, tls = b.spec.tls.is_some(), "listening");
+        let running = RunningListener {
+            address: b.spec.address.clone(),
+            tls: b.spec.tls.as_ref().map(tls::fingerprint),
+            local,
+            stop: tx,
+            task,
+        };
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                name,
-                RunningListener {
-                    address,
-                    local,
-                    stop: tx,
-                    task,
-                },
-            );
+            .insert(name, running);
     }
 
     /// The address a listener is bound to (useful when the configuration says port 0).
@@ -312,15 +340,16 @@ impl Proxy {
         // Bind what is new before anything changes, so a bind failure refuses cleanly.
         let mut fresh = Vec::new();
         {
-            let current: HashMap<String, String> = self
+            let current: HashMap<String, (String, Option<String>)> = self
                 .listeners
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .map(|(n, l)| (n.clone(), l.address.clone()))
+                .map(|(n, l)| (n.clone(), (l.address.clone(), l.tls.clone())))
                 .collect();
             for (name, l) in &loaded.config.listeners {
-                let changed = current.get(name) != Some(&l.address)
+                let identity = (l.address.clone(), l.tls.as_ref().map(tls::fingerprint));
+                let changed = current.get(name) != Some(&identity)
                     || running
                         .loaded
                         .config
@@ -328,17 +357,33 @@ impl Proxy {
                         .get(name)
                         .map(|o| o.protocol)
                         != Some(l.protocol);
-                if changed {
-                    match bind(&l.address).await {
-                        Ok(listener) => {
-                            fresh.push((name.clone(), l.address.clone(), l.protocol, listener))
+                if !changed {
+                    continue;
+                }
+                let acceptor = match &l.tls {
+                    Some(t) => match tls::acceptor(t) {
+                        Ok(a) => Some(a),
+                        Err(reason) => {
+                            return refuse(version, vec![format!("listener `{name}`: {reason}")]);
                         }
-                        Err(e) => {
-                            return refuse(
-                                version,
-                                vec![format!("listener `{name}` cannot bind {}: {e}", l.address)],
-                            );
-                        }
+                    },
+                    None => None,
+                };
+                // A listener keeping its address while its TLS changes is rebound on the same
+                // address: sockets are bound with SO_REUSEPORT, so the new one binds while the
+                // old one still serves, and a failure still refuses the reload.
+                match bind(&l.address).await {
+                    Ok(listener) => fresh.push(Bound {
+                        name: name.clone(),
+                        spec: l.clone(),
+                        listener,
+                        acceptor,
+                    }),
+                    Err(e) => {
+                        return refuse(
+                            version,
+                            vec![format!("listener `{name}` cannot bind {}: {e}", l.address)],
+                        );
                     }
                 }
             }
@@ -353,7 +398,7 @@ impl Proxy {
         // Stop listeners that were removed or are being replaced.
         {
             let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            let replaced: Vec<String> = fresh.iter().map(|f| f.0.clone()).collect();
+            let replaced: Vec<String> = fresh.iter().map(|f| f.name.clone()).collect();
             listeners.retain(|name, l| {
                 let keep =
                     snapshot.loaded.config.listeners.contains_key(name) && !replaced.contains(name);
@@ -363,8 +408,8 @@ impl Proxy {
                 keep
             });
         }
-        for (name, address, protocol, listener) in fresh {
-            self.spawn_listener(name, address, protocol, listener);
+        for b in fresh {
+            self.spawn_listener(b);
         }
         let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         for task in checks.drain(..) {
