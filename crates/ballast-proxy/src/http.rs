@@ -464,6 +464,16 @@ async fn proxy(
         })
         .flatten();
     prepare_upstream_request(&mut parts, peer.ip(), secure);
+    // A request that is idempotent and carries no body can be rebuilt and sent again if the
+    // server fails after receiving it; any other request is sent once.
+    let replayable = (parts.method.is_idempotent() && hyper::body::Body::is_end_stream(&body))
+        .then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
     let body: ProxyBody = Limited::new(body, max_body as usize).boxed();
     let mut request = Request::from_parts(parts, body);
 
@@ -569,6 +579,18 @@ async fn proxy(
                         }
                         crate::health::record_outcome(shared, &pool, index, false);
                         tracing::warn!(pool = %pool.name, server = %server.spec.name, "forwarding failed: {cause}");
+                        if let Some((method, uri, headers)) = &replayable
+                            && attempts_left > 0
+                            && pool.allow_retry(shared.clock.now())
+                        {
+                            attempts_left -= 1;
+                            let mut again = Request::new(empty_body());
+                            *again.method_mut() = method.clone();
+                            *again.uri_mut() = uri.clone();
+                            *again.headers_mut() = headers.clone();
+                            request = again;
+                            continue;
+                        }
                         return (
                             text_response(
                                 StatusCode::BAD_GATEWAY,
@@ -613,6 +635,12 @@ async fn proxy(
         };
         return (Response::from_parts(head, body), Some(served));
     }
+}
+
+fn empty_body() -> ProxyBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Headers for the server: hop-by-hop out, X-Forwarded-For and -Proto in, origin-form URI.

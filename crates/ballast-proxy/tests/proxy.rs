@@ -105,11 +105,11 @@ async fn a_saturated_server_queues_then_answers_503_with_retry_after_and_nothing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_backend_is_ejected_and_requests_go_on_succeeding() {
+async fn a_backend_killed_under_load_is_ejected_and_no_get_fails() {
     let (a, b, c) = (
-        backend("a", Duration::ZERO).await,
-        backend("b", Duration::ZERO).await,
-        backend("c", Duration::ZERO).await,
+        backend("a", Duration::from_millis(1)).await,
+        backend("b", Duration::from_millis(1)).await,
+        backend("c", Duration::from_millis(1)).await,
     );
     let mut text = format!(
         "{HEAD}[pools.app]\nretries = {{ attempts = 2, budget_percent = 50 }}\n[pools.app.passive]\nconsecutive_failures = 2\nbase_ejection = \"30s\"\nmax_ejected_percent = 50\n"
@@ -118,23 +118,46 @@ async fn a_killed_backend_is_ejected_and_requests_go_on_succeeding() {
     let config = ConfigFile::new(&text);
     let proxy = start(&config).await;
     let addr = proxy.listener_addr("web").unwrap();
-    for _ in 0..9 {
-        assert_eq!(get(addr, "/", &[]).await.unwrap().status, 200);
+    // Eight clients keep requests in flight on every server while `b` is killed.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..60 {
+                let r = get(addr, "/", &[]).await;
+                outcomes.push(r.map(|r| {
+                    (
+                        r.status.as_u16(),
+                        r.headers
+                            .get("x-served-by")
+                            .map(|v| v.to_str().unwrap().to_string()),
+                    )
+                }));
+            }
+            outcomes
+        }));
     }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b_before = b.hits();
     b.kill();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut failures = 0;
-    for _ in 0..60 {
-        let r = get(addr, "/", &[]).await.unwrap();
-        if r.status != 200 {
-            failures += 1;
-        } else {
-            assert_ne!(r.headers["x-served-by"], "b", "the dead server answered");
+    let mut failed = 0;
+    let mut total = 0;
+    for c in clients {
+        for outcome in c.await.unwrap() {
+            total += 1;
+            match outcome {
+                Ok((200, _)) => {}
+                other => {
+                    failed += 1;
+                    eprintln!("failed: {other:?}");
+                }
+            }
         }
     }
+    assert!(b_before > 0, "b served before it was killed");
     assert_eq!(
-        failures, 0,
-        "connect failures are retried on another server"
+        failed, 0,
+        "GETs are retried on another server when b dies ({total} requests)"
     );
     let status = proxy.status();
     let b_status = status["pools"][0]["servers"]
@@ -150,6 +173,50 @@ async fn a_killed_backend_is_ejected_and_requests_go_on_succeeding() {
             .events()
             .iter()
             .any(|e| serde_json::to_value(e).unwrap()["event"] == "server_ejected")
+    );
+    proxy.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_reached_a_server_is_never_sent_again() {
+    // A server that reads the request and then dies without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dying = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = std::sync::Arc::clone(&received);
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            if let Ok(n) = s.read(&mut buf).await
+                && n > 0
+            {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            drop(s);
+        }
+    });
+    let text = format!(
+        "{HEAD}[pools.app]\nretries = {{ attempts = 3 }}\n[[pools.app.servers]]\nname = \"dying\"\naddress = \"{dying}\"\n"
+    );
+    let config = ConfigFile::new(&text);
+    let proxy = start(&config).await;
+    let addr = proxy.listener_addr("web").unwrap();
+    let post = request(addr, "POST", "/order", &[], "pay 10 EUR")
+        .await
+        .unwrap();
+    assert_eq!(post.status, 502);
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the POST reached the server once and was not sent again"
+    );
+    let get_reply = get(addr, "/", &[]).await.unwrap();
+    assert_eq!(get_reply.status, 502);
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "a GET is retried: 1 + 3 attempts"
     );
     proxy.drain(Duration::from_secs(1)).await;
 }
