@@ -2,6 +2,7 @@
 //! until the last byte of the body, not just the headers: least-connections and the limits see
 //! a streaming response as the load it is.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -41,20 +42,32 @@ impl Drop for Completion {
     }
 }
 
-/// A server's response body that completes its exchange when it ends or is dropped.
+/// A server's response body that completes its exchange when it ends or is dropped, and is
+/// cut off at the request's deadline.
 pub struct TrackedBody {
     inner: Incoming,
     completion: Option<Completion>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl TrackedBody {
-    pub fn new(inner: Incoming, completion: Completion) -> Self {
+    pub fn new(
+        inner: Incoming,
+        completion: Completion,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Self {
         Self {
             inner,
             completion: Some(completion),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
     }
 }
+
+/// The response body outlived the request timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the response body was not complete within the request timeout")]
+pub struct BodyDeadline;
 
 impl Body for TrackedBody {
     type Data = Bytes;
@@ -66,6 +79,15 @@ impl Body for TrackedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            if let Some(c) = this.completion.take() {
+                c.finish(false);
+            }
+            return Poll::Ready(Some(Err(Box::new(BodyDeadline))));
+        }
         match &polled {
             Poll::Ready(None) => {
                 if let Some(c) = this.completion.take() {

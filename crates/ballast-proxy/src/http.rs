@@ -369,7 +369,14 @@ async fn handle(
         .access_log
         .as_ref()
         .map(|_| (req.method().clone(), req.uri().path().to_string()));
-    let work = proxy(&shared, listener, spec, &snapshot, peer, secure, req);
+    let deadline =
+        (!request_timeout.is_zero()).then(|| tokio::time::Instant::now() + request_timeout);
+    let client = Downstream {
+        peer,
+        secure,
+        deadline,
+    };
+    let work = proxy(&shared, listener, spec, &snapshot, &client, req);
     let (response, served_by) = if request_timeout.is_zero() {
         work.await
     } else {
@@ -401,6 +408,16 @@ async fn handle(
     response
 }
 
+/// What is known about the client side of a request.
+#[derive(Clone, Copy)]
+struct Downstream {
+    peer: SocketAddr,
+    /// Arrived over TLS.
+    secure: bool,
+    /// When the whole request, response body included, must be done.
+    deadline: Option<tokio::time::Instant>,
+}
+
 /// Which server answered, for the access log.
 pub struct ServedBy {
     pub pool: String,
@@ -412,10 +429,14 @@ async fn proxy(
     listener: &str,
     spec: &Listener,
     snapshot: &crate::runtime::Snapshot,
-    peer: SocketAddr,
-    secure: bool,
+    downstream: &Downstream,
     req: Request<Incoming>,
 ) -> (Response<ProxyBody>, Option<ServedBy>) {
+    let Downstream {
+        peer,
+        secure,
+        deadline,
+    } = *downstream;
     // Phase read.
     if ambiguous_framing(req.headers()) {
         shared.metrics.reject(listener, "bad_request");
@@ -628,7 +649,7 @@ async fn proxy(
                 latency.observe(started.elapsed().as_secs_f64())
             })),
         };
-        let body = TrackedBody::new(upstream_body, completion).boxed();
+        let body = TrackedBody::new(upstream_body, completion, deadline).boxed();
         let served = ServedBy {
             pool: pool.name.clone(),
             server: server.spec.name.clone(),

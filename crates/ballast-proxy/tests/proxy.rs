@@ -556,3 +556,53 @@ async fn tcp_mode_forwards_bytes_both_ways() {
     assert_eq!(back, payload);
     proxy.drain(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_response_body_is_cut_at_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server that answers at once, then sends one body byte every 300 ms for 6 s.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if s.write_all(b"1\r\nx\r\n").await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    let text =
+        HEAD.replace(
+            "served_by_header",
+            "timeouts = { request = \"1s\" }\nserved_by_header",
+        ) + &format!("[pools.app]\n[[pools.app.servers]]\nname = \"slow\"\naddress = \"{slow}\"\n");
+    let config = ConfigFile::new(&text);
+    let proxy = start(&config).await;
+    let addr = proxy.listener_addr("web").unwrap();
+    let started = Instant::now();
+    let outcome = get(addr, "/", &[]).await;
+    let took = started.elapsed();
+    assert!(
+        outcome.is_err(),
+        "the body must not complete: {:?}",
+        outcome.map(|r| r.body)
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "cut at {took:?}"
+    );
+    // The slot was released: the server shows nothing in flight.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(proxy.status()["pools"][0]["servers"][0]["in_flight"], 0);
+    proxy.drain(Duration::from_secs(1)).await;
+}
