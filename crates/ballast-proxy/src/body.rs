@@ -47,7 +47,10 @@ impl Drop for Completion {
 pub struct TrackedBody {
     inner: Incoming,
     completion: Option<Completion>,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<tokio::time::Instant>,
+    /// Armed only once the body has to wait: most bodies are complete at the first poll, and a
+    /// timer costs a lock on tokio's timer wheel to arm and to drop.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl TrackedBody {
@@ -59,7 +62,8 @@ impl TrackedBody {
         Self {
             inner,
             completion: Some(completion),
-            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            deadline,
+            timer: None,
         }
     }
 }
@@ -80,8 +84,13 @@ impl Body for TrackedBody {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if polled.is_pending()
-            && let Some(deadline) = this.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
+            && let Some(deadline) = this.deadline
+            && this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+                .as_mut()
+                .poll(cx)
+                .is_ready()
         {
             if let Some(c) = this.completion.take() {
                 c.finish(false);

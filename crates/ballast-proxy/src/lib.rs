@@ -252,7 +252,7 @@ impl Proxy {
         }
         *proxy.checks.lock().unwrap_or_else(|p| p.into_inner()) =
             health::start_checks(&proxy.shared, &snapshot);
-        tokio::spawn(watch_saturation(Arc::downgrade(&proxy.shared)));
+        tokio::spawn(watch_servers(Arc::downgrade(&proxy.shared)));
         proxy.shared.events.emit(EventKind::ConfigApplied {
             version,
             previous: None,
@@ -472,11 +472,14 @@ impl Proxy {
     }
 }
 
-/// Reports when a saturated server has room again.
-async fn watch_saturation(shared: std::sync::Weak<Shared>) {
+/// Reports when a saturated server has room again, and samples pick counts once a second for
+/// the recent shares.
+async fn watch_servers(shared: std::sync::Weak<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
+        ticks += 1;
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -484,6 +487,9 @@ async fn watch_saturation(shared: std::sync::Weak<Shared>) {
         for pool in snapshot.pools.values() {
             for s in &pool.servers {
                 let st = &s.state;
+                if ticks.is_multiple_of(4) {
+                    st.sample_picks();
+                }
                 if st.saturated.load(Ordering::Acquire)
                     && st.in_flight.load(Ordering::Acquire) < s.limit
                     && st.queued.load(Ordering::Acquire) == 0

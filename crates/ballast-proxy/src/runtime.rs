@@ -45,6 +45,9 @@ impl Default for Clock {
     }
 }
 
+/// Seconds over which `/status` reports the recent share.
+pub const RECENT_WINDOW_SECS: usize = 10;
+
 /// Sentinel for "no slow-start ramp running".
 const NO_RAMP: u64 = u64::MAX;
 
@@ -66,6 +69,9 @@ pub struct ServerState {
     pub idle: IdleConnections,
     /// Balancing decisions that chose this server, for shares.
     pub picks: AtomicU64,
+    /// `picks` sampled once a second over the last ten seconds, oldest first, for the recent
+    /// share.
+    pub pick_samples: Mutex<std::collections::VecDeque<u64>>,
 }
 
 impl ServerState {
@@ -82,11 +88,30 @@ impl ServerState {
             slot_freed: Notify::new(),
             idle: IdleConnections::default(),
             picks: AtomicU64::new(0),
+            pick_samples: Mutex::new(std::collections::VecDeque::with_capacity(
+                RECENT_WINDOW_SECS + 1,
+            )),
         }
     }
 
     pub fn available(&self) -> bool {
         self.healthy.load(Ordering::Acquire) && !self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Records the current pick count; called once a second.
+    pub fn sample_picks(&self) {
+        let mut samples = self.pick_samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() > RECENT_WINDOW_SECS {
+            samples.pop_front();
+        }
+        samples.push_back(self.picks.load(Ordering::Relaxed));
+    }
+
+    /// Picks over the recent window (since the oldest sample).
+    pub fn recent_picks(&self) -> u64 {
+        let now = self.picks.load(Ordering::Relaxed);
+        let samples = self.pick_samples.lock().unwrap_or_else(|p| p.into_inner());
+        now - samples.front().copied().unwrap_or(0).min(now)
     }
 
     /// Gives a connection slot back and wakes one request queued on this server.

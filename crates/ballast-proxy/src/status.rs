@@ -8,11 +8,28 @@ use ballast_core::balance::{expected_shares, peak_ratio};
 
 use crate::runtime::{PoolRuntime, Snapshot};
 
-/// Shares of a pool's decisions since start, the expected shares, and R.
+/// Shares of a pool's decisions (since start, and over the recent window), the expected
+/// shares, and R for each.
 pub struct PoolShares {
     pub shares: Vec<f64>,
+    pub recent: Vec<f64>,
     pub expected: Vec<f64>,
     pub peak_ratio: f64,
+    pub recent_peak_ratio: f64,
+}
+
+fn normalise(counts: &[u64]) -> Vec<f64> {
+    let total: u64 = counts.iter().sum();
+    counts
+        .iter()
+        .map(|&c| {
+            if total == 0 {
+                0.0
+            } else {
+                c as f64 / total as f64
+            }
+        })
+        .collect()
 }
 
 pub fn pool_shares(pool: &PoolRuntime) -> PoolShares {
@@ -21,23 +38,19 @@ pub fn pool_shares(pool: &PoolRuntime) -> PoolShares {
         .iter()
         .map(|s| s.state.picks.load(Ordering::Relaxed))
         .collect();
-    let total: u64 = picks.iter().sum();
-    let shares: Vec<f64> = picks
+    let recent_picks: Vec<u64> = pool
+        .servers
         .iter()
-        .map(|&p| {
-            if total == 0 {
-                0.0
-            } else {
-                p as f64 / total as f64
-            }
-        })
+        .map(|s| s.state.recent_picks())
         .collect();
+    let (shares, recent) = (normalise(&picks), normalise(&recent_picks));
     let expected = expected_shares(&pool.spec);
-    let peak_ratio = peak_ratio(&shares, &expected);
     PoolShares {
+        peak_ratio: peak_ratio(&shares, &expected),
+        recent_peak_ratio: peak_ratio(&recent, &expected),
         shares,
+        recent,
         expected,
-        peak_ratio,
     }
 }
 
@@ -68,6 +81,7 @@ pub fn status(snapshot: &Snapshot, events: Vec<ballast_core::event::Event>) -> V
                         "idle_connections": st.idle.len(),
                         "picks": st.picks.load(Ordering::Relaxed),
                         "share": stats.shares[i],
+                        "recent_share": stats.recent[i],
                         "expected_share": stats.expected[i],
                     })
                 })
@@ -76,6 +90,8 @@ pub fn status(snapshot: &Snapshot, events: Vec<ballast_core::event::Event>) -> V
                 "name": pool.name,
                 "algorithm": pool.spec.algorithm.as_str(),
                 "peak_ratio": stats.peak_ratio,
+                "recent_peak_ratio": stats.recent_peak_ratio,
+                "recent_window_seconds": crate::runtime::RECENT_WINDOW_SECS,
                 "all_down": pool.all_down.load(Ordering::Relaxed),
                 "servers": servers,
             })

@@ -177,17 +177,18 @@ fn print_summary(proxy: &Proxy, elapsed: Duration) {
     };
     let mut rows = BTreeMap::new();
     println!(
-        "{:>5.0}s  pool `{}` ({}), peak ratio R {:.2}",
+        "{:>5.0}s  pool `{}` ({}), last {}s: peak ratio R {:.2}",
         elapsed.as_secs_f64(),
         pool["name"].as_str().unwrap_or(""),
         pool["algorithm"].as_str().unwrap_or(""),
-        pool["peak_ratio"].as_f64().unwrap_or(0.0)
+        pool["recent_window_seconds"].as_u64().unwrap_or(0),
+        pool["recent_peak_ratio"].as_f64().unwrap_or(0.0)
     );
     for s in pool["servers"].as_array().into_iter().flatten() {
         rows.insert(s["name"].as_str().unwrap_or("").to_string(), s.clone());
     }
     for (name, s) in rows {
-        let share = s["share"].as_f64().unwrap_or(0.0);
+        let share = s["recent_share"].as_f64().unwrap_or(0.0);
         let bar = "#".repeat((share * 40.0).round() as usize);
         println!(
             "        {name:<7} {:>5.1}%  {bar:<40} in flight {:>3}  {}",
