@@ -262,6 +262,15 @@ pub enum AllDownPolicy {
     FailOpen,
 }
 
+impl AllDownPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllDownPolicy::FailClosed => "fail-closed",
+            AllDownPolicy::FailOpen => "fail-open",
+        }
+    }
+}
+
 /// A group of servers behind one balancing algorithm.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

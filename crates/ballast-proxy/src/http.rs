@@ -502,21 +502,10 @@ async fn proxy(
     loop {
         // Phase pick.
         let now = shared.clock.now();
-        let Some(index) = pool.pick(key, now) else {
-            if !pool.all_down.swap(true, Ordering::AcqRel) {
-                shared.events.emit(EventKind::AllServersDown {
-                    pool: pool.name.clone(),
-                    policy: format!("{:?}", pool.spec.all_down).to_lowercase(),
-                });
-            }
+        let Some(index) = pool.pick_reporting(key, now, &shared.events) else {
             shared.metrics.reject(listener, "no_server");
             return (overloaded("no server available"), None);
         };
-        if pool.all_down.swap(false, Ordering::AcqRel) {
-            shared.events.emit(EventKind::AllServersDownEnded {
-                pool: pool.name.clone(),
-            });
-        }
         let server = &pool.servers[index];
 
         // Phase queue.

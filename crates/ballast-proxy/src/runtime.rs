@@ -250,6 +250,31 @@ impl PoolRuntime {
             .allow(now)
     }
 
+    /// Picks a server and reports the start and end of an all-servers-down episode: no server
+    /// picked (fail-closed), or one picked that is not available (fail-open engaged).
+    pub fn pick_reporting(
+        &self,
+        key: Option<u64>,
+        now: Duration,
+        events: &crate::events::EventLog,
+    ) -> Option<usize> {
+        let picked = self.pick(key, now);
+        let all_down = picked.is_none_or(|i| !self.servers[i].state.available());
+        if all_down != self.all_down.swap(all_down, Ordering::AcqRel) {
+            events.emit(if all_down {
+                ballast_core::event::EventKind::AllServersDown {
+                    pool: self.name.clone(),
+                    policy: self.spec.all_down.as_str().to_string(),
+                }
+            } else {
+                ballast_core::event::EventKind::AllServersDownEnded {
+                    pool: self.name.clone(),
+                }
+            });
+        }
+        picked
+    }
+
     pub fn pick(&self, key: Option<u64>, now: Duration) -> Option<usize> {
         self.retry_budget
             .lock()

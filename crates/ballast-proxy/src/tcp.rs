@@ -76,7 +76,7 @@ async fn forward(shared: &Arc<Shared>, listener: &str, mut client: TcpStream, pe
     let mut attempts_left = pool.spec.retries.attempts;
     loop {
         let now = shared.clock.now();
-        let Some(index) = pool.pick(key, now) else {
+        let Some(index) = pool.pick_reporting(key, now, &shared.events) else {
             shared.metrics.reject(listener, "no_server");
             return;
         };

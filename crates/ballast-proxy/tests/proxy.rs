@@ -606,3 +606,48 @@ async fn a_trickling_response_body_is_cut_at_the_request_timeout() {
     assert_eq!(proxy.status()["pools"][0]["servers"][0]["in_flight"], 0);
     proxy.drain(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_servers_down_is_an_event_under_either_policy() {
+    let a = backend("a", Duration::ZERO).await;
+    let events_of = |proxy: &Proxy| -> Vec<serde_json::Value> {
+        proxy
+            .events()
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .filter(|e| e["event"].as_str().unwrap().starts_with("all_servers_down"))
+            .collect()
+    };
+    for policy in ["fail-closed", "fail-open"] {
+        // Servers start down (the default) until `rise` checks pass.
+        let mut text = format!(
+            "{HEAD}[pools.app]\nall_down = \"{policy}\"\n[pools.app.health]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 2\n"
+        );
+        text += &servers("app", &[&a], "");
+        let config = ConfigFile::new(&text);
+        let proxy = start(&config).await;
+        let addr = proxy.listener_addr("web").unwrap();
+        let first = get(addr, "/", &[]).await.unwrap();
+        match policy {
+            "fail-closed" => {
+                assert_eq!(first.status, 503, "{policy}");
+                assert!(first.body.contains("no server available"));
+            }
+            _ => assert_eq!(first.status, 200, "fail-open sends to the server anyway"),
+        }
+        let down = events_of(&proxy);
+        assert_eq!(down.len(), 1, "{policy}: {down:?}");
+        assert_eq!(down[0]["event"], "all_servers_down");
+        assert_eq!(down[0]["policy"], policy);
+        // Two checks later the server is up, and the episode ends.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(get(addr, "/", &[]).await.unwrap().status, 200);
+        let events = events_of(&proxy);
+        assert_eq!(
+            events.last().unwrap()["event"],
+            "all_servers_down_ended",
+            "{policy}: {events:?}"
+        );
+        proxy.drain(Duration::from_secs(1)).await;
+    }
+}
