@@ -2,9 +2,78 @@
 //! holds one place in each; dropping it gives them back. Refusals name their cause.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use ballast_core::config::Listener;
+
+use crate::Shared;
+
+/// A connection that passed admission, with the listener's configuration at accept time.
+pub struct Admitted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub spec: Listener,
+    pub permit: Permit,
+}
+
+/// Accepts on `listener` until `stop` turns true (or the listener leaves the configuration),
+/// admits each connection under the caps of the running configuration, and hands it to
+/// `serve`, or to `refuse` with the cause, counted in the metrics. Both run on the accept
+/// task: they should spawn.
+pub async fn accept_loop(
+    shared: &Arc<Shared>,
+    name: &str,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    mut serve: impl FnMut(Admitted),
+    mut refuse: impl FnMut(TcpStream, &'static str),
+) {
+    let counter = shared.connections.listener(name);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = %name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let snapshot = shared.snapshot.load();
+        let Some(spec) = snapshot.loaded.config.listeners.get(name).cloned() else {
+            return;
+        };
+        let global = &snapshot.loaded.config.global;
+        let caps = Caps {
+            global: global.effective_max_connections(),
+            listener: spec.effective_max_connections(),
+            per_ip: global.max_connections_per_ip,
+        };
+        drop(snapshot);
+        match shared.connections.admit(&counter, peer.ip(), caps) {
+            Ok(permit) => serve(Admitted {
+                stream,
+                peer,
+                spec,
+                permit,
+            }),
+            Err(cause) => {
+                shared.metrics.reject(name, cause);
+                refuse(stream, cause);
+            }
+        }
+    }
+}
 
 /// Open connections, counted three ways.
 #[derive(Default)]

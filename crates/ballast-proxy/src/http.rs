@@ -38,7 +38,7 @@ use ballast_core::config::{Algorithm, Listener};
 use ballast_core::event::EventKind;
 
 use crate::Shared;
-use crate::admission::Caps;
+use crate::admission::{Admitted, accept_loop};
 use crate::body::{Completion, TrackedBody};
 use crate::framing::Watched;
 use crate::headers::{ambiguous_framing, client_ip, strip_hop_by_hop};
@@ -81,96 +81,72 @@ pub async fn run_listener(
     name: String,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let counter = shared.connections.listener(&name);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.changed() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = %name, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let snapshot = shared.snapshot.load();
-        let Some(spec) = snapshot.loaded.config.listeners.get(&name).cloned() else {
-            break;
-        };
-        let caps = Caps {
-            global: snapshot.loaded.config.global.effective_max_connections(),
-            listener: spec.effective_max_connections(),
-            per_ip: snapshot.loaded.config.global.max_connections_per_ip,
-        };
-        drop(snapshot);
-        match shared.connections.admit(&counter, peer.ip(), caps) {
-            Ok(permit) => {
-                let shared = Arc::clone(&shared);
-                let name = name.clone();
-                let stop = stop.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let gauge = shared
-                        .metrics
-                        .active_connections
-                        .get_or_create(&listener_labels(&name))
-                        .clone();
-                    gauge.inc();
-                    let _ = stream.set_nodelay(true);
-                    match tls {
-                        None => {
+    let serve = |admitted: Admitted| {
+        let (shared, name, stop, tls) =
+            (Arc::clone(&shared), name.clone(), stop.clone(), tls.clone());
+        tokio::spawn(async move {
+            let Admitted {
+                stream,
+                peer,
+                spec,
+                permit,
+            } = admitted;
+            let gauge = shared
+                .metrics
+                .active_connections
+                .get_or_create(&listener_labels(&name))
+                .clone();
+            gauge.inc();
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => {
+                    serve_connection(
+                        Arc::clone(&shared),
+                        name.clone(),
+                        spec,
+                        stream,
+                        peer,
+                        false,
+                        stop,
+                    )
+                    .await
+                }
+                Some(acceptor) => {
+                    // The handshake shares the header-read bound: a client that stalls it holds
+                    // a slot no longer than one that stalls its headers.
+                    let bound = spec.timeouts.header_read();
+                    let bound = if bound.is_zero() {
+                        Duration::from_secs(10)
+                    } else {
+                        bound
+                    };
+                    match tokio::time::timeout(bound, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
                             serve_connection(
                                 Arc::clone(&shared),
                                 name.clone(),
                                 spec,
-                                stream,
+                                tls_stream,
                                 peer,
-                                false,
+                                true,
                                 stop,
                             )
                             .await
                         }
-                        Some(acceptor) => {
-                            // The handshake shares the header-read bound: a client that stalls
-                            // it holds a slot no longer than one that stalls its headers.
-                            let bound = spec.timeouts.header_read();
-                            let bound = if bound.is_zero() {
-                                Duration::from_secs(10)
-                            } else {
-                                bound
-                            };
-                            match tokio::time::timeout(bound, acceptor.accept(stream)).await {
-                                Ok(Ok(tls_stream)) => {
-                                    serve_connection(
-                                        Arc::clone(&shared),
-                                        name.clone(),
-                                        spec,
-                                        tls_stream,
-                                        peer,
-                                        true,
-                                        stop,
-                                    )
-                                    .await
-                                }
-                                _ => shared.metrics.reject(&name, "tls_handshake"),
-                            }
-                        }
+                        _ => shared.metrics.reject(&name, "tls_handshake"),
                     }
-                    gauge.dec();
-                    drop(permit);
-                });
+                }
             }
-            Err(cause) => {
-                shared.metrics.reject(&name, cause);
-                tokio::spawn(refuse_connection(stream, cause));
-            }
-        }
-    }
+            gauge.dec();
+            drop(permit);
+        });
+    };
+    let refuse = |stream, cause| {
+        tokio::spawn(refuse_connection(stream, cause));
+    };
+    accept_loop(&shared, &name, listener, stop.clone(), serve, refuse).await;
 }
 
 fn listener_labels(name: &str) -> crate::metrics::ListenerLabels {

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -13,53 +12,32 @@ use ballast_core::balance::hash_key;
 use ballast_core::config::{Algorithm, HashKey};
 
 use crate::Shared;
-use crate::admission::Caps;
+use crate::admission::{Admitted, accept_loop};
 
 pub async fn run_listener(
     shared: Arc<Shared>,
     name: String,
     listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let counter = shared.connections.listener(&name);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.changed() => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(listener = %name, "accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let snapshot = shared.snapshot.load();
-        let Some(spec) = snapshot.loaded.config.listeners.get(&name) else {
-            break;
-        };
-        let caps = Caps {
-            global: snapshot.loaded.config.global.effective_max_connections(),
-            listener: spec.effective_max_connections(),
-            per_ip: snapshot.loaded.config.global.max_connections_per_ip,
-        };
-        drop(snapshot);
-        match shared.connections.admit(&counter, peer.ip(), caps) {
-            Ok(permit) => {
-                let shared = Arc::clone(&shared);
-                let name = name.clone();
-                tokio::spawn(async move {
-                    forward(&shared, &name, stream, peer).await;
-                    drop(permit);
-                });
-            }
-            Err(cause) => {
-                // Layer 4 has no way to say why: the connection is closed at once.
-                shared.metrics.reject(&name, cause);
-                drop(stream);
-            }
-        }
-    }
+    let serve = |admitted: Admitted| {
+        let (shared, name) = (Arc::clone(&shared), name.clone());
+        tokio::spawn(async move {
+            let Admitted {
+                stream,
+                peer,
+                permit,
+                ..
+            } = admitted;
+            forward(&shared, &name, stream, peer).await;
+            drop(permit);
+        });
+    };
+    // Layer 4 has no way to say why: a refused connection is closed at once.
+    accept_loop(&shared, &name, listener, stop, serve, |stream, _| {
+        drop(stream)
+    })
+    .await;
 }
 
 async fn forward(shared: &Arc<Shared>, listener: &str, mut client: TcpStream, peer: SocketAddr) {

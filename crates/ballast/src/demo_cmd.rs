@@ -59,10 +59,7 @@ pub fn run(args: DemoArgs) -> u8 {
         return 2;
     }
     crate::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime(None) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -61,3 +61,21 @@ pub(crate) fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// The async runtime: `threads` workers (default: the cores this process may run on). With
+/// one, a single-threaded runtime, which has no work stealing to pay for.
+pub(crate) fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}

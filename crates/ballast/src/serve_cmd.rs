@@ -47,10 +47,7 @@ pub fn run(args: ServeArgs) -> u8 {
         }
     };
     crate::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime(args.threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
