@@ -1,10 +1,10 @@
 //! Header hygiene on the request path, as pure functions: who the client is (trusted-proxy
-//! resolution of X-Forwarded-For), which headers are hop-by-hop, and framing that is refused.
+//! resolution of X-Forwarded-For) and which headers are hop-by-hop.
 
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, TRANSFER_ENCODING};
+use http::header::{CONNECTION, HeaderName};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies still see.
 const HOP_BY_HOP: &[&str] = &[
@@ -34,12 +34,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
-}
-
-/// Content-Length and Transfer-Encoding together make the request's length ambiguous between
-/// ballast and the server (request smuggling): such requests are refused.
-pub fn ambiguous_framing(headers: &HeaderMap) -> bool {
-    headers.contains_key(CONTENT_LENGTH) && headers.contains_key(TRANSFER_ENCODING)
 }
 
 /// Whether `ip` falls in one of the trusted ranges.
@@ -118,15 +112,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn cl_plus_te_is_ambiguous() {
-        assert!(ambiguous_framing(&headers(&[
-            ("content-length", "5"),
-            ("transfer-encoding", "chunked")
-        ])));
-        assert!(!ambiguous_framing(&headers(&[("content-length", "5")])));
     }
 
     #[test]

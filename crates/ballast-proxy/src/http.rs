@@ -2,7 +2,8 @@
 //! immediate 503), then served by hyper (HTTP/1.1 or h2c, header-read timeout on a real timer,
 //! our own idle timeout). Each request goes through named phases:
 //!
-//! 1. **read**: refuse ambiguous framing (CL + TE: 400) and oversized bodies (413);
+//! 1. **read**: refuse ambiguous framing (CL + TE: 400, seen by `framing`) and oversized
+//!    bodies (413);
 //! 2. **route**: the listener's pool in the running snapshot;
 //! 3. **pick**: the pool's balancer (ballast-core) chooses, with the request's key;
 //! 4. **queue**: a full server makes the request wait for a slot, bounded by `max_queue` and
@@ -41,7 +42,7 @@ use crate::Shared;
 use crate::admission::{Admitted, accept_loop};
 use crate::body::{Completion, TrackedBody};
 use crate::framing::Watched;
-use crate::headers::{ambiguous_framing, client_ip, strip_hop_by_hop};
+use crate::headers::{client_ip, strip_hop_by_hop};
 use crate::runtime::{PoolRuntime, ServerRuntime};
 use crate::upstream::{ProxyBody, connect};
 
@@ -414,16 +415,8 @@ async fn proxy(
         deadline,
     } = *downstream;
     // Phase read.
-    if ambiguous_framing(req.headers()) {
-        shared.metrics.reject(listener, "bad_request");
-        return (
-            text_response(
-                StatusCode::BAD_REQUEST,
-                "400 bad request: Content-Length with Transfer-Encoding\n",
-            ),
-            None,
-        );
-    }
+    // (Content-Length with Transfer-Encoding was refused before this, by the framing watcher:
+    // hyper has already dropped the Content-Length by the time the request reaches us.)
     let max_body = spec.max_body_bytes();
     let declared = req
         .headers()
