@@ -227,13 +227,14 @@ fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
                 "remove the key for the default, or set the number of connections to admit",
             );
         }
+        // 8,192 is the smallest read buffer the HTTP/1 server accepts.
         if l.max_header_bytes
-            .is_some_and(|b| !(1024..=1 << 20).contains(&b))
+            .is_some_and(|b| !(8192..=1 << 20).contains(&b))
         {
             err(
                 &format!("{p}.max_header_bytes"),
                 format!(
-                    "max_header_bytes {} must be between 1,024 and 1,048,576",
+                    "max_header_bytes {} must be between 8,192 and 1,048,576",
                     l.max_header_bytes.unwrap_or(0)
                 ),
                 "the default, 65,536, fits every sane request head",

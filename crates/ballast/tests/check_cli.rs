@@ -164,6 +164,11 @@ fn bad_input_exits_2_with_a_located_diagnostic_and_never_panics() {
         ("duplicate-pool.toml", "duplicate key", Some(36)),
         ("duplicate-server-name.toml", "appears twice", Some(25)),
         ("empty.toml", "is empty", None),
+        (
+            "header-limit-too-small.toml",
+            "must be between 8,192",
+            Some(10),
+        ),
         ("huge-weight.toml", "above the maximum", Some(23)),
         (
             "missing-pool.toml",

@@ -277,6 +277,21 @@ pub static RULES: &[Rule] = &[
         check: timeouts::connect_timeout_long,
     },
     Rule {
+        id: "TMO-108",
+        name: "upstream-idle-timeout-long",
+        severity: Info,
+        category: "timeouts",
+        summary: "idle server connections are reused for 5s or more",
+        explain: "ballast keeps idle keep-alive connections to servers for `idle_timeout`. If a server \
+            closes idle connections sooner (Node.js defaults to 5s), ballast can send a request on a \
+            connection the server is closing at that moment, and the request fails with 502 while \
+            the server is healthy. Keep idle_timeout below the servers' keep-alive timeout. \
+            This is an inference from how keep-alive works, not a documented rule.\n\
+            Source: catalogue TMO-007; hyper#3553 and #3077 (a reused idle connection reset by the \
+            backend).",
+        check: timeouts::upstream_idle_long,
+    },
+    Rule {
         id: "HC-101",
         name: "no-health-checks",
         severity: Warning,

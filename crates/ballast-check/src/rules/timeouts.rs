@@ -97,3 +97,17 @@ pub fn connect_timeout_long(ctx: &Context, out: &mut Sink) {
         }
     }
 }
+
+pub fn upstream_idle_long(ctx: &Context, out: &mut Sink) {
+    // Node.js closes idle keep-alive connections after 5s; many frameworks after 5-15s.
+    const COMMON_SERVER_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+    for (name, pool) in ctx.pools() {
+        let idle = pool.idle_timeout();
+        if idle >= COMMON_SERVER_KEEPALIVE {
+            out.emit(&format!("pools.{name}.idle_timeout"),
+                format!("pool `{name}` reuses idle server connections for up to {}: a server that closes idle connections sooner (Node.js: 5s) can close one just as ballast sends on it, and that request fails with 502",
+                    human(idle)),
+                "keep idle_timeout below the servers' own keep-alive timeout (the default, 4s, is below Node's 5s)");
+        }
+    }
+}
