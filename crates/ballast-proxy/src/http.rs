@@ -478,22 +478,29 @@ async fn proxy(
         let server = &pool.servers[index];
 
         // Phase queue.
-        if !server.try_acquire() {
-            note_saturation(shared, &pool, server);
-            if let Err(cause) = wait_for_slot(server).await {
-                shared.metrics.reject(listener, cause);
-                return (overloaded(cause), None);
+        let slot = match server.try_acquire() {
+            Some(slot) => slot,
+            None => {
+                note_saturation(shared, &pool, server);
+                match wait_for_slot(server).await {
+                    Ok(slot) => slot,
+                    Err(cause) => {
+                        shared.metrics.reject(listener, cause);
+                        return (overloaded(cause), None);
+                    }
+                }
             }
-        }
+        };
 
-        // Phase connect. The slot is ours from here; every exit below releases it.
+        // Phase connect. The slot is ours from here; dropping it (any early exit, or this
+        // future being dropped) gives it back.
         let mut conn = match server.state.idle.checkout(pool.spec.idle_timeout()).await {
             Some(c) => c,
             None => match connect(&server.spec.address, pool.spec.connect_timeout()).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %pool.name, server = %server.spec.name, "{e}");
-                    server.state.release();
+                    drop(slot);
                     crate::health::record_outcome(shared, &pool, index, false);
                     if attempts_left > 0 && pool.allow_retry(now) {
                         attempts_left -= 1;
@@ -525,7 +532,7 @@ async fn proxy(
                 .await;
         let response = match sent {
             Err(_) => {
-                server.state.release();
+                drop(slot);
                 crate::health::record_outcome(shared, &pool, index, false);
                 return (
                     text_response(
@@ -536,7 +543,7 @@ async fn proxy(
                 );
             }
             Ok(Err(mut e)) => {
-                server.state.release();
+                drop(slot);
                 match e.take_message() {
                     // Never sent (a reused connection that had closed): safe to try again.
                     Some(unsent) if attempts_left > 0 => {
@@ -601,7 +608,7 @@ async fn proxy(
         let latency = server.metrics.latency.clone();
         let started = Instant::now();
         let completion = Completion {
-            state: Arc::clone(&server.state),
+            state: slot.hand_over(),
             conn: Some(conn),
             on_end: Some(Box::new(move |_clean| {
                 latency.observe(started.elapsed().as_secs_f64())
@@ -679,33 +686,37 @@ fn body_too_large(e: &hyper::Error) -> bool {
     false
 }
 
-/// Waits for a connection slot on a full server, within its queue bounds.
-async fn wait_for_slot(server: &ServerRuntime) -> Result<(), &'static str> {
+/// Waits for a connection slot on a full server, within its queue bounds. The queue place is
+/// a guard too: a request abandoned while waiting leaves the queue.
+async fn wait_for_slot(server: &ServerRuntime) -> Result<crate::runtime::Slot, &'static str> {
+    struct QueuePlace<'a>(&'a std::sync::atomic::AtomicU32);
+    impl Drop for QueuePlace<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
     let state = &server.state;
     let max_queue = server.spec.max_queue;
-    let queued = state
+    state
         .queued
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
             (q < max_queue).then_some(q + 1)
-        });
-    if queued.is_err() {
-        return Err("queue_full");
-    }
+        })
+        .map_err(|_| "queue_full")?;
+    let _place = QueuePlace(&state.queued);
     let deadline = tokio::time::Instant::now() + server.spec.queue_timeout();
-    let outcome = loop {
+    loop {
         let notified = state.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if server.try_acquire() {
-            break Ok(());
+        if let Some(slot) = server.try_acquire() {
+            return Ok(slot);
         }
         tokio::select! {
             _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => break Err("queue_timeout"),
+            _ = tokio::time::sleep_until(deadline) => return Err("queue_timeout"),
         }
-    };
-    state.queued.fetch_sub(1, Ordering::AcqRel);
-    outcome
+    }
 }
 
 fn note_saturation(shared: &Shared, pool: &PoolRuntime, server: &ServerRuntime) {

@@ -121,6 +121,26 @@ impl ServerState {
     }
 }
 
+/// One connection slot held on a server; released on drop unless handed over.
+pub struct Slot {
+    state: Option<Arc<ServerState>>,
+}
+
+impl Slot {
+    /// Hands the slot to whoever releases it later (the response body's completion).
+    pub fn hand_over(mut self) -> Arc<ServerState> {
+        self.state.take().expect("a slot is handed over once")
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.release();
+        }
+    }
+}
+
 /// One server of a running pool.
 pub struct ServerRuntime {
     pub spec: Server,
@@ -175,14 +195,18 @@ impl ServerMetrics {
 }
 
 impl ServerRuntime {
-    /// Takes a connection slot if the server is below its limit.
-    pub fn try_acquire(&self) -> bool {
+    /// Takes a connection slot if the server is below its limit. The slot gives itself back
+    /// when dropped, so a request abandoned at any await (timeout, client gone) cannot leak it.
+    pub fn try_acquire(&self) -> Option<Slot> {
         self.state
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.limit).then_some(n + 1)
             })
-            .is_ok()
+            .ok()
+            .map(|_| Slot {
+                state: Some(Arc::clone(&self.state)),
+            })
     }
 
     /// Marks the server available from `now` on, starting its slow-start ramp.

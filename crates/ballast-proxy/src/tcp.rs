@@ -59,10 +59,10 @@ async fn forward(shared: &Arc<Shared>, listener: &str, mut client: TcpStream, pe
             return;
         };
         let server = &pool.servers[index];
-        if !server.try_acquire() {
+        let Some(slot) = server.try_acquire() else {
             shared.metrics.reject(listener, "queue_full");
             return;
-        }
+        };
         let connected = tokio::time::timeout(
             pool.spec.connect_timeout(),
             TcpStream::connect(&server.spec.address),
@@ -71,7 +71,7 @@ async fn forward(shared: &Arc<Shared>, listener: &str, mut client: TcpStream, pe
         let mut upstream = match connected {
             Ok(Ok(s)) => s,
             _ => {
-                server.state.release();
+                drop(slot);
                 crate::health::record_outcome(shared, &pool, index, false);
                 if attempts_left > 0 && pool.allow_retry(now) {
                     attempts_left -= 1;
@@ -85,7 +85,7 @@ async fn forward(shared: &Arc<Shared>, listener: &str, mut client: TcpStream, pe
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-        server.state.release();
+        drop(slot);
         return;
     }
 }

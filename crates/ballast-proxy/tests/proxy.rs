@@ -651,3 +651,34 @@ async fn all_servers_down_is_an_event_under_either_policy() {
         proxy.drain(Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_requests_give_their_slot_and_queue_place_back() {
+    // The server takes 600 ms; the request timeout is 200 ms, so the proxy's request future is
+    // dropped while it waits for the answer (one holds the slot, one waits in the queue).
+    let slow = backend("slow", Duration::from_millis(600)).await;
+    let mut text = HEAD.replace(
+        "served_by_header",
+        "timeouts = { request = \"200ms\" }\nserved_by_header",
+    );
+    text += "[pools.app]\n";
+    text += &servers(
+        "app",
+        &[&slow],
+        "max_connections = 1\nmax_queue = 1\nqueue_timeout = \"500ms\"",
+    );
+    let config = ConfigFile::new(&text);
+    let proxy = start(&config).await;
+    let addr = proxy.listener_addr("web").unwrap();
+    let (first, second) = tokio::join!(get(addr, "/", &[]), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        get(addr, "/", &[]).await
+    });
+    assert_eq!(first.unwrap().status, 504);
+    assert!(matches!(second.unwrap().status.as_u16(), 503 | 504));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let server = proxy.status()["pools"][0]["servers"][0].clone();
+    assert_eq!(server["in_flight"], 0, "the slot leaked: {server}");
+    assert_eq!(server["queued"], 0, "the queue place leaked: {server}");
+    proxy.drain(Duration::from_secs(1)).await;
+}
