@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_proxy::{Options, Proxy, ReloadOutcome};
-use common::{ConfigFile, backend, get, request, servers};
+use common::{ConfigFile, backend, get, raw_server, request, servers};
 
 const HEAD: &str = "[listeners.web]\naddress = \"127.0.0.1:0\"\npool = \"app\"\nserved_by_header = \"X-Served-By\"\n";
 
@@ -180,22 +180,21 @@ async fn a_backend_killed_under_load_is_ejected_and_no_get_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_that_reached_a_server_is_never_sent_again() {
     // A server that reads the request and then dies without answering.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dying = listener.local_addr().unwrap();
     let received = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let seen = std::sync::Arc::clone(&received);
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        while let Ok((mut s, _)) = listener.accept().await {
+    let dying = raw_server(move |mut s| {
+        let seen = std::sync::Arc::clone(&seen);
+        async move {
+            use tokio::io::AsyncReadExt;
             let mut buf = vec![0u8; 4096];
             if let Ok(n) = s.read(&mut buf).await
                 && n > 0
             {
                 seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
-            drop(s);
         }
-    });
+    })
+    .await;
     let text = format!(
         "{HEAD}[pools.app]\nretries = {{ attempts = 3 }}\n[[pools.app.servers]]\nname = \"dying\"\naddress = \"{dying}\"\n"
     );
@@ -528,16 +527,11 @@ async fn http2_clients_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_mode_forwards_bytes_both_ways() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_addr = echo.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    let echo_addr = raw_server(|mut s| async move {
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    })
+    .await;
     let text = format!(
         "[listeners.db]\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\npool = \"db\"\n[pools.db]\n[[pools.db.servers]]\nname = \"echo\"\naddress = \"{echo_addr}\"\n"
     );
@@ -561,26 +555,21 @@ async fn tcp_mode_forwards_bytes_both_ways() {
 async fn a_trickling_response_body_is_cut_at_the_request_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A server that answers at once, then sends one body byte every 300 ms for 6 s.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let slow = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-                    .await;
-                for _ in 0..20 {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    if s.write_all(b"1\r\nx\r\n").await.is_err() {
-                        return;
-                    }
-                }
-                let _ = s.write_all(b"0\r\n\r\n").await;
-            });
+    let slow = raw_server(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if s.write_all(b"1\r\nx\r\n").await.is_err() {
+                return;
+            }
         }
-    });
+        let _ = s.write_all(b"0\r\n\r\n").await;
+    })
+    .await;
     let text =
         HEAD.replace(
             "served_by_header",

@@ -102,3 +102,20 @@ pub fn servers(pool: &str, backends: &[&Backend], extra: &str) -> String {
         })
         .collect()
 }
+
+/// A raw TCP server on loopback that runs `handle` on every accepted connection, for servers
+/// that misbehave in ways a real HTTP server will not (echo, trickle, die mid-request).
+pub async fn raw_server<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    addr
+}
