@@ -352,6 +352,7 @@ async fn handle(
         peer,
         secure,
         deadline,
+        started,
     };
     let work = proxy(&shared, listener, spec, &snapshot, &client, req);
     let (response, served_by) = if request_timeout.is_zero() {
@@ -374,7 +375,7 @@ async fn handle(
     if let (Some(log), Some((method, path))) = (&shared.access_log, logged) {
         log.write(
             listener,
-            peer.ip(),
+            served_by.as_ref().map_or(peer.ip(), |s| s.client),
             &method,
             &path,
             response.status(),
@@ -393,10 +394,14 @@ struct Downstream {
     secure: bool,
     /// When the whole request, response body included, must be done.
     deadline: Option<tokio::time::Instant>,
+    /// When the request arrived, for the latency histogram.
+    started: Instant,
 }
 
-/// Which server answered, for the access log.
+/// Who asked and which server answered, for the access log.
 pub struct ServedBy {
+    /// The client address after trusted-proxy resolution.
+    pub client: IpAddr,
     pub pool: String,
     pub server: String,
 }
@@ -413,6 +418,7 @@ async fn proxy(
         peer,
         secure,
         deadline,
+        started,
     } = *downstream;
     // Phase read.
     // (Content-Length with Transfer-Encoding was refused before this, by the framing watcher:
@@ -504,13 +510,7 @@ async fn proxy(
                     crate::health::record_outcome(shared, &pool, index, false);
                     if attempts_left > 0 && pool.allow_retry(now) {
                         attempts_left -= 1;
-                        shared
-                            .metrics
-                            .retries
-                            .get_or_create(&crate::metrics::PoolLabels {
-                                pool: pool.name.clone(),
-                            })
-                            .inc();
+                        count_retry(shared, &pool);
                         continue;
                     }
                     shared.metrics.reject(listener, "connect_failed");
@@ -548,6 +548,7 @@ async fn proxy(
                     // Never sent (a reused connection that had closed): safe to try again.
                     Some(unsent) if attempts_left > 0 => {
                         attempts_left -= 1;
+                        count_retry(shared, &pool);
                         request = unsent;
                         continue;
                     }
@@ -570,6 +571,7 @@ async fn proxy(
                             && pool.allow_retry(shared.clock.now())
                         {
                             attempts_left -= 1;
+                            count_retry(shared, &pool);
                             let mut again = Request::new(empty_body());
                             *again.method_mut() = method.clone();
                             *again.uri_mut() = uri.clone();
@@ -606,7 +608,6 @@ async fn proxy(
         server.metrics.count(status);
         // Phase release, when the body ends.
         let latency = server.metrics.latency.clone();
-        let started = Instant::now();
         let completion = Completion {
             state: slot.hand_over(),
             conn: Some(conn),
@@ -615,12 +616,23 @@ async fn proxy(
             })),
         };
         let body = TrackedBody::new(upstream_body, completion, deadline).boxed();
-        let served = ServedBy {
+        let served = shared.access_log.is_some().then(|| ServedBy {
+            client,
             pool: pool.name.clone(),
             server: server.spec.name.clone(),
-        };
-        return (Response::from_parts(head, body), Some(served));
+        });
+        return (Response::from_parts(head, body), served);
     }
+}
+
+fn count_retry(shared: &Shared, pool: &PoolRuntime) {
+    shared
+        .metrics
+        .retries
+        .get_or_create(&crate::metrics::PoolLabels {
+            pool: pool.name.clone(),
+        })
+        .inc();
 }
 
 fn empty_body() -> ProxyBody {

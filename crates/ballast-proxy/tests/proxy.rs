@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_proxy::{Options, Proxy, ReloadOutcome};
-use common::{ConfigFile, backend, get, raw_server, request, servers};
+use common::{ConfigFile, backend, event_kinds, events, get, raw_server, request, servers};
 
 const HEAD: &str = "[listeners.web]\naddress = \"127.0.0.1:0\"\npool = \"app\"\nserved_by_header = \"X-Served-By\"\n";
 
@@ -90,16 +90,7 @@ async fn a_saturated_server_queues_then_answers_503_with_retry_after_and_nothing
     assert!(queued.body.contains("queue_timeout"), "{}", queued.body);
     assert_eq!(first.await.unwrap().unwrap().status, 200);
     assert!(started.elapsed() < Duration::from_secs(2));
-    let kinds: Vec<String> = proxy
-        .events()
-        .iter()
-        .map(|e| {
-            serde_json::to_value(e).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let kinds = event_kinds(&proxy);
     assert!(kinds.contains(&"saturation_began".to_string()), "{kinds:?}");
     proxy.drain(Duration::from_secs(1)).await;
 }
@@ -168,12 +159,7 @@ async fn a_backend_killed_under_load_is_ejected_and_no_get_fails() {
         .unwrap()
         .clone();
     assert_eq!(b_status["ejected"], true, "{b_status}");
-    assert!(
-        proxy
-            .events()
-            .iter()
-            .any(|e| serde_json::to_value(e).unwrap()["event"] == "server_ejected")
-    );
+    assert!(event_kinds(&proxy).contains(&"server_ejected".to_string()));
     proxy.drain(Duration::from_secs(1)).await;
 }
 
@@ -196,7 +182,7 @@ async fn a_post_that_reached_a_server_is_never_sent_again() {
     })
     .await;
     let text = format!(
-        "{HEAD}[pools.app]\nretries = {{ attempts = 3 }}\n[[pools.app.servers]]\nname = \"dying\"\naddress = \"{dying}\"\n"
+        "{HEAD}[admin]\naddress = \"127.0.0.1:0\"\n[pools.app]\nretries = {{ attempts = 3 }}\n[[pools.app.servers]]\nname = \"dying\"\naddress = \"{dying}\"\n"
     );
     let config = ConfigFile::new(&text);
     let proxy = start(&config).await;
@@ -216,6 +202,14 @@ async fn a_post_that_reached_a_server_is_never_sent_again() {
         received.load(std::sync::atomic::Ordering::SeqCst),
         5,
         "a GET is retried: 1 + 3 attempts"
+    );
+    let metrics = get(proxy.admin_addr().unwrap(), "/metrics", &[])
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics.contains("ballast_retries_total{pool=\"app\"} 3"),
+        "every retry is counted: {metrics}"
     );
     proxy.drain(Duration::from_secs(1)).await;
 }
@@ -295,16 +289,7 @@ async fn reloads_under_load_lose_no_request_and_a_refused_reload_keeps_the_old_c
         ReloadOutcome::Refused { .. }
     ));
     assert_eq!(get(addr, "/", &[]).await.unwrap().status, 200);
-    let kinds: Vec<String> = proxy
-        .events()
-        .iter()
-        .map(|e| {
-            serde_json::to_value(e).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let kinds = event_kinds(&proxy);
     assert_eq!(kinds.iter().filter(|k| *k == "config_applied").count(), 5);
     assert_eq!(kinds.iter().filter(|k| *k == "config_refused").count(), 2);
 
@@ -600,10 +585,8 @@ async fn a_trickling_response_body_is_cut_at_the_request_timeout() {
 async fn all_servers_down_is_an_event_under_either_policy() {
     let a = backend("a", Duration::ZERO).await;
     let events_of = |proxy: &Proxy| -> Vec<serde_json::Value> {
-        proxy
-            .events()
-            .iter()
-            .map(|e| serde_json::to_value(e).unwrap())
+        events(proxy)
+            .into_iter()
             .filter(|e| e["event"].as_str().unwrap().starts_with("all_servers_down"))
             .collect()
     };

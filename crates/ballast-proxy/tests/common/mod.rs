@@ -119,3 +119,20 @@ where
     });
     addr
 }
+
+/// The proxy's recent events as JSON, oldest first.
+pub fn events(proxy: &ballast_proxy::Proxy) -> Vec<serde_json::Value> {
+    proxy
+        .events()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
+}
+
+/// The kinds of the proxy's recent events (`config_applied`, `server_ejected`, ...), oldest first.
+pub fn event_kinds(proxy: &ballast_proxy::Proxy) -> Vec<String> {
+    events(proxy)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
+}
