@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::emulation::{Emulation, HaproxyHash, HaproxyKey, HashFunction, HashLookup};
 use crate::traffic::Traffic;
 
 /// Default per-listener connection cap when `max_connections` is unset.
@@ -271,6 +272,17 @@ impl AllDownPolicy {
     }
 }
 
+/// Which backup servers take traffic when every primary is unavailable.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupMode {
+    /// Every available backup, balanced by the pool's algorithm.
+    #[default]
+    All,
+    /// Only the first available backup in configuration order.
+    First,
+}
+
 /// A group of servers behind one balancing algorithm.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +303,14 @@ pub struct Pool {
     pub passive: Option<PassiveEjection>,
     #[serde(default)]
     pub all_down: AllDownPolicy,
+    /// Reproduce a foreign load balancer's algorithm exactly (set by the HAProxy and nginx
+    /// importers). When set it makes the decisions, and `algorithm` names the closest native
+    /// algorithm for the rules written against the native model.
+    pub emulate: Option<Emulation>,
+    /// Which backups serve when no primary can: all of them (the default), or only the first
+    /// available one (HAProxy without `option allbackups`).
+    #[serde(default)]
+    pub backups: BackupMode,
     #[serde(default)]
     pub servers: Vec<Server>,
 }
@@ -455,6 +475,13 @@ pub struct Server {
     pub backup: bool,
     /// Ramp a recovering server's weight up over this time.
     pub slow_start: Option<Dur>,
+    /// Administratively down (nginx `down`, HAProxy `disabled`): never picked, but it keeps
+    /// its place and weight in hash tables, so marking a server down remaps nothing.
+    #[serde(default)]
+    pub down: bool,
+    /// HAProxy's numeric server id (`id`), which places its consistent-hash ring nodes.
+    /// Unset: the server's position, counting from 1, as HAProxy numbers them.
+    pub id: Option<u32>,
 }
 
 fn default_weight() -> u32 {

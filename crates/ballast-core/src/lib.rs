@@ -8,6 +8,7 @@
 
 pub mod balance;
 pub mod config;
+pub mod emulation;
 pub mod event;
 pub mod health;
 pub mod load;

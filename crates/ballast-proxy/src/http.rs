@@ -34,8 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use ballast_core::balance::{RequestParts, extract_key, hash_key};
-use ballast_core::config::{Algorithm, Listener};
+use ballast_core::balance::RequestParts;
+use ballast_core::config::Listener;
 use ballast_core::event::EventKind;
 
 use crate::Shared;
@@ -447,18 +447,10 @@ async fn proxy(
         .get(listener)
         .map_or(&[][..], Vec::as_slice);
     let client = client_ip(peer.ip(), &parts.headers, trusted);
-    let key = (pool.spec.algorithm == Algorithm::ConsistentHash)
-        .then(|| {
-            extract_key(
-                &pool.spec.effective_hash_key(),
-                &KeyParts {
-                    client,
-                    req: &parts,
-                },
-            )
-            .map(|k| hash_key(k.as_bytes()))
-        })
-        .flatten();
+    let key = pool.keys.read(&KeyParts {
+        client,
+        req: &parts,
+    });
     prepare_upstream_request(&mut parts, peer.ip(), secure);
     // A request that is idempotent and carries no body can be rebuilt and sent again if the
     // server fails after receiving it; any other request is sent once.

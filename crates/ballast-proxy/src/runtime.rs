@@ -16,7 +16,7 @@ use rand::rngs::SmallRng;
 use tokio::sync::Notify;
 
 use ballast_core::Loaded;
-use ballast_core::balance::{Balancer, PoolView, ServerLoad, slow_start_weight};
+use ballast_core::balance::{Balancer, KeyReader, PoolView, ServerLoad, slow_start_weight};
 use ballast_core::config::{InitialState, Pool, Server};
 use ballast_core::retry::RetryBudget;
 
@@ -256,6 +256,8 @@ impl PoolView for LiveView<'_> {
 pub struct PoolRuntime {
     pub name: String,
     pub spec: Pool,
+    /// Reads and prepares each request's hash key for this pool's algorithm.
+    pub keys: KeyReader,
     pub servers: Vec<ServerRuntime>,
     /// The balancer and its RNG, locked only for the pick itself.
     picker: Mutex<(Balancer, SmallRng)>,
@@ -367,6 +369,7 @@ impl Snapshot {
                 Arc::new(PoolRuntime {
                     name: name.clone(),
                     spec: pool.clone(),
+                    keys: KeyReader::new(pool),
                     servers,
                     picker: Mutex::new((Balancer::new(pool), rng)),
                     all_down: AtomicBool::new(false),

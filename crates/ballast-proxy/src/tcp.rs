@@ -8,8 +8,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use ballast_core::balance::hash_key;
-use ballast_core::config::{Algorithm, HashKey};
+use ballast_core::balance::ClientAddress;
 
 use crate::Shared;
 use crate::admission::{Admitted, accept_loop};
@@ -48,9 +47,11 @@ async fn forward(shared: &Arc<Shared>, listener: &str, mut client: TcpStream, pe
     let Some(pool) = snapshot.pools.get(&spec.pool).cloned() else {
         return;
     };
-    let key = (pool.spec.algorithm == Algorithm::ConsistentHash
-        && matches!(pool.spec.effective_hash_key(), HashKey::ClientIp))
-    .then(|| hash_key(peer.ip().to_string().as_bytes()));
+    let key = pool
+        .keys
+        .reads_only_client_address()
+        .then(|| pool.keys.read(&ClientAddress(peer.ip())))
+        .flatten();
     let mut attempts_left = pool.spec.retries.attempts;
     loop {
         let now = shared.clock.now();

@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -18,9 +18,9 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use ballast_core::balance::{
-    Balancer, PoolState, PoolView, ServerLoad, extract_key, hash_key, slow_start_weight,
+    Balancer, ClientAddress, KeyReader, PoolState, PoolView, ServerLoad, slow_start_weight,
 };
-use ballast_core::config::{Algorithm, HashKey, Pool};
+use ballast_core::config::Pool;
 use ballast_core::health::ejection_duration;
 use ballast_core::retry::RetryBudget;
 use ballast_core::traffic::{ServerAction, Traffic};
@@ -168,7 +168,7 @@ enum Arrival<'r> {
 
 struct Run<'a, 'r> {
     pool: &'a Pool,
-    hash_key: Option<HashKey>,
+    keys: KeyReader,
     balancer: Balancer,
     balancer_rng: SmallRng,
     traffic_rng: SmallRng,
@@ -260,8 +260,7 @@ impl<'a> Simulation<'a> {
             .collect();
         let mut run = Run {
             pool,
-            hash_key: (pool.algorithm == Algorithm::ConsistentHash)
-                .then(|| pool.effective_hash_key()),
+            keys: KeyReader::new(pool),
             balancer: Balancer::new(pool),
             balancer_rng: SmallRng::seed_from_u64(t.seed),
             traffic_rng: SmallRng::seed_from_u64(t.seed ^ TRAFFIC_STREAM),
@@ -374,15 +373,19 @@ impl Run<'_, '_> {
                 next,
                 ..
             } => {
-                let key = match &self.hash_key {
-                    None => None,
-                    Some(HashKey::ClientIp) => {
-                        let client = clients.sample(rng) as u32;
-                        let ip = Ipv4Addr::from(0x0a00_0000u32.wrapping_add(client));
+                let key = if !self.keys.needs_key() {
+                    None
+                } else if self.keys.reads_only_client_address() {
+                    let client = clients.sample(rng) as u32;
+                    let ip = Ipv4Addr::from(0x0a00_0000u32.wrapping_add(client));
+                    if self.keys.is_client_address_text() {
                         dotted_quad(ip, &mut self.key_buf);
-                        Some(hash_key(self.key_buf.as_bytes()))
+                        self.keys.read_value(self.key_buf.as_bytes())
+                    } else {
+                        self.keys.read(&ClientAddress(IpAddr::V4(ip)))
                     }
-                    Some(_) => {
+                } else {
+                    {
                         let missing = *missing_percent > 0.0
                             && (rand::Rng::next_u64(rng) as f64 / u64::MAX as f64) * 100.0
                                 < *missing_percent;
@@ -393,7 +396,7 @@ impl Run<'_, '_> {
                             self.key_buf.clear();
                             self.key_buf.push('k');
                             self.key_buf.push_str(itoa::Buffer::new().format(k));
-                            Some(hash_key(self.key_buf.as_bytes()))
+                            self.keys.read_value(self.key_buf.as_bytes())
                         }
                     }
                 };
@@ -403,10 +406,7 @@ impl Run<'_, '_> {
             Arrival::Replay { requests, index } => {
                 let r = &requests[*index];
                 *index += 1;
-                self.hash_key
-                    .as_ref()
-                    .and_then(|k| extract_key(k, r))
-                    .map(|v| hash_key(v.as_bytes()))
+                self.keys.read(r)
             }
         }
     }

@@ -18,14 +18,19 @@
 //!   availability and picks among every server with weight.
 
 mod chash;
+pub mod haproxy;
 mod key;
 mod least;
+pub mod nginx;
 mod random;
 mod slow_start;
 mod swrr;
 
 pub use chash::Ring;
-pub use key::{RequestParts, extract_key, hash_key};
+pub use key::{
+    ClientAddress, KeyReader, NginxTemplate, RequestParts, extract_key, hash_key,
+    nginx_variable_supported,
+};
 pub use least::LeastConnections;
 pub use random::{power_of_two, weighted_random};
 pub use slow_start::slow_start_weight;
@@ -33,7 +38,10 @@ pub use swrr::SmoothWeightedRoundRobin;
 
 use rand::Rng;
 
-use crate::config::{Algorithm, AllDownPolicy, Pool};
+use crate::config::{Algorithm, AllDownPolicy, BackupMode, Pool};
+use crate::emulation::Emulation;
+use haproxy::HaproxyBalancer;
+use nginx::NginxBalancer;
 
 /// What the balancing decision may know about a pool's servers at one instant.
 pub trait PoolView {
@@ -84,8 +92,20 @@ impl ServerLoad {
 pub struct Balancer {
     backup: Vec<bool>,
     has_backups: bool,
+    /// Servers configured `down`: never picked by the native algorithms.
+    down: Vec<bool>,
+    first_backup_only: bool,
     all_down: AllDownPolicy,
-    picker: Picker,
+    engine: Engine,
+}
+
+/// Who decides: ballast's own algorithms, or an exact emulation of a foreign load balancer's
+/// (which then applies that balancer's own tier, limit and failure rules).
+#[derive(Debug, Clone)]
+enum Engine {
+    Native(Picker),
+    Haproxy(Box<HaproxyBalancer>),
+    Nginx(Box<NginxBalancer>),
 }
 
 /// The algorithm and the state it keeps between picks.
@@ -105,22 +125,31 @@ impl Balancer {
         let n = pool.servers.len();
         let ring = (pool.algorithm == Algorithm::ConsistentHash)
             .then(|| Ring::new(pool.servers.iter().map(|s| (s.name.as_str(), s.weight))));
-        Self {
-            backup: pool.servers.iter().map(|s| s.backup).collect(),
-            has_backups: pool.servers.iter().any(|s| s.backup),
-            all_down: pool.all_down,
-            picker: Picker {
+        let engine = match &pool.emulate {
+            Some(e @ Emulation::NginxRoundRobin)
+            | Some(e @ Emulation::NginxIpHash)
+            | Some(e @ Emulation::NginxHash { .. })
+            | Some(e @ Emulation::NginxLeastConn)
+            | Some(e @ Emulation::NginxRandom { .. }) => {
+                Engine::Nginx(Box::new(NginxBalancer::new(pool, e)))
+            }
+            Some(e) => Engine::Haproxy(Box::new(HaproxyBalancer::new(pool, e))),
+            None => Engine::Native(Picker {
                 algorithm: pool.algorithm,
                 balance_factor: pool.balance_factor(),
                 swrr: SmoothWeightedRoundRobin::new(n),
                 least: LeastConnections::new(n),
                 ring,
-            },
+            }),
+        };
+        Self {
+            backup: pool.servers.iter().map(|s| s.backup).collect(),
+            has_backups: pool.servers.iter().any(|s| s.backup),
+            down: pool.servers.iter().map(|s| s.down).collect(),
+            first_backup_only: pool.backups == BackupMode::First,
+            all_down: pool.all_down,
+            engine,
         }
-    }
-
-    pub fn algorithm(&self) -> Algorithm {
-        self.picker.algorithm
     }
 
     /// Picks a server for one request. `key` is the hash of the request's key (see
@@ -145,6 +174,11 @@ impl Balancer {
         key: Option<u64>,
         rng: &mut R,
     ) -> Option<usize> {
+        let picker = match &mut self.engine {
+            Engine::Native(p) => p,
+            Engine::Haproxy(h) => return h.pick(n, server, key, rng),
+            Engine::Nginx(x) => return x.pick(n, server, key, rng),
+        };
         // Primaries first, then backups. Within a tier, servers with room first; if every
         // candidate is full, any candidate (the caller queues). A tier with no candidate at
         // all returns None from both passes and the next tier is tried.
@@ -153,7 +187,17 @@ impl Balancer {
         } else {
             &[false]
         };
+        let down = self.down.as_slice();
         for &backup_tier in tiers {
+            // With `backups = "first"`, only the first available backup is a candidate.
+            let only = (backup_tier && self.first_backup_only)
+                .then(|| {
+                    (0..n).find(|&i| {
+                        let s = server(i);
+                        self.backup[i] && !down[i] && s.available && s.weight > 0
+                    })
+                })
+                .flatten();
             for need_room in [true, false] {
                 let backup = self.backup.as_slice();
                 let check_tier = self.has_backups;
@@ -162,18 +206,23 @@ impl Balancer {
                 let eligible = move |i: usize| {
                     let s = server(i);
                     let ok = s.available
+                        & !down[i]
                         & !(need_room & s.full())
-                        & (!check_tier || backup[i] == backup_tier);
+                        & (!check_tier || backup[i] == backup_tier)
+                        & only.is_none_or(|o| o == i);
                     if ok { s } else { s.excluded() }
                 };
-                if let Some(i) = self.picker.pick(n, key, rng, eligible) {
+                if let Some(i) = picker.pick(n, key, rng, eligible) {
                     return Some(i);
                 }
             }
         }
         match self.all_down {
             AllDownPolicy::FailClosed => None,
-            AllDownPolicy::FailOpen => self.picker.pick(n, key, rng, server),
+            AllDownPolicy::FailOpen => picker.pick(n, key, rng, move |i| {
+                let s = server(i);
+                if down[i] { s.excluded() } else { s }
+            }),
         }
     }
 }
