@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test in the workspace.
-# Installs what the tests need when it is missing (nothing beyond the Rust toolchain yet;
-# later suites add HAProxy, nginx and friends here, from Debian's packages).
+# Installs what the tests need when it is missing, from Debian's packages: HAProxy and nginx,
+# which the fidelity tests run as real peers (crates/ballast/tests/peer_fidelity.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=()
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v nginx >/dev/null || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages) for the fidelity tests"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The packages start their services; the tests run their own instances on free ports.
+  $sudo_cmd systemctl stop haproxy nginx >/dev/null 2>&1 || true
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -167,7 +167,7 @@ fn walk_value(
 }
 
 /// Checks that make a configuration meaningless if they fail.
-fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
+pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let c = &loaded.config;
     let at = |path: &str| loaded.locate(path);

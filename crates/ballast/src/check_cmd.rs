@@ -5,16 +5,22 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use ballast_check::Finding;
 use ballast_check::output::{self, FileReport};
-use ballast_core::{Severity, load_file};
+use ballast_core::Severity;
+
+use crate::input::InputArgs;
 
 /// Check configurations for misconfigurations that cause outages.
 ///
+/// Reads ballast, HAProxy and nginx configurations (the format is detected; --as names it).
 /// Each finding names a rule, says what would happen in operational terms, points at the line
-/// at fault and says how to fix it.
+/// at fault and says how to fix it. Directives ballast does not model are listed at info level.
 ///
 /// Examples:
 ///   ballast check ballast.toml
+///   ballast check /etc/haproxy/haproxy.cfg /etc/nginx/nginx.conf
+///   ballast check --as haproxy --haproxy-version 1.8 old.cfg
 ///   ballast check --format sarif conf/*.toml > ballast.sarif
 ///   ballast check --deny warnings ballast.toml     # fail CI on warnings too
 ///   ballast check --explain LIM-102
@@ -40,6 +46,8 @@ pub struct CheckArgs {
     /// List every rule and exit (text, JSON with --format json, Markdown with --format markdown).
     #[arg(long)]
     list_rules: bool,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,11 +106,20 @@ pub fn run(args: CheckArgs) -> u8 {
     let mut reports = Vec::new();
     let mut unreadable = false;
     for path in &args.files {
-        match load_file(path) {
-            Ok(loaded) => {
-                let findings = ballast_check::check(&loaded);
+        match args.input.load(path) {
+            Ok(imported) => {
+                let mut findings = ballast_check::check(&imported.loaded);
+                // Directives kept but not modelled are reported, never dropped in silence.
+                findings.extend(imported.notes.iter().map(|n| Finding {
+                    rule: "IMPORT",
+                    severity: n.severity,
+                    message: n.message.clone(),
+                    span: n.span.clone(),
+                    fix: n.fix.clone().unwrap_or_default(),
+                }));
+                findings.sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
                 reports.push(FileReport {
-                    source: loaded.source,
+                    source: imported.loaded.source,
                     findings,
                 });
             }

@@ -3,6 +3,7 @@
 
 mod check_cmd;
 mod demo_cmd;
+mod input;
 mod serve_cmd;
 mod simulate_cmd;
 

@@ -9,10 +9,12 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use serde_json::json;
 
+use ballast_core::SourceFile;
 use ballast_core::config::parse_duration;
 use ballast_core::load::parse_with_spans;
 use ballast_core::traffic::Traffic;
-use ballast_core::{SourceFile, load_file};
+
+use crate::input::InputArgs;
 use ballast_sim::{Simulation, TraceRecord, assert, replay};
 
 /// Predict how a configuration distributes traffic, with its own balancing code.
@@ -35,8 +37,10 @@ use ballast_sim::{Simulation, TraceRecord, assert, replay};
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct SimulateArgs {
-    /// The ballast configuration to simulate.
+    /// The configuration to simulate: ballast, HAProxy or nginx (detected; --as names it).
     file: PathBuf,
+    #[command(flatten)]
+    input: InputArgs,
     /// A TOML file with a [simulate] table to use instead of the configuration's.
     #[arg(long, value_name = "FILE")]
     traffic: Option<PathBuf>,
@@ -95,7 +99,11 @@ pub fn run(args: SimulateArgs) -> u8 {
 }
 
 fn simulate(args: &SimulateArgs) -> Result<u8, InputError> {
-    let loaded = load_file(&args.file).map_err(|e| InputError(e.render()))?;
+    let loaded = args
+        .input
+        .load(&args.file)
+        .map_err(|e| InputError(e.render()))?
+        .loaded;
     let config = &loaded.config;
     let mut traffic = match &args.traffic {
         Some(path) => read_traffic(path, config)?,

@@ -314,20 +314,21 @@ impl NginxBalancer {
         };
         let first = draw(rng);
         let picked = match (two, first) {
-            (true, Some(a)) => match draw(rng) {
-                Some(b) if b != a => {
+            // `random two` draws until it holds two distinct peers, then keeps the second
+            // unless it has more connections per weight than the first.
+            (true, Some(a)) => (0..MAX_TRIES)
+                .find_map(|_| draw(rng).filter(|&b| b != a))
+                .map(|b| {
                     let (ca, cb) = (
                         i64::from(server(a).in_flight),
                         i64::from(server(b).in_flight),
                     );
-                    Some(if cb * self.weight[a] < ca * self.weight[b] {
-                        b
-                    } else {
+                    if cb * self.weight[a] > ca * self.weight[b] {
                         a
-                    })
-                }
-                _ => Some(a),
-            },
+                    } else {
+                        b
+                    }
+                }),
             (_, first) => first,
         };
         picked.or_else(|| self.round_robin(server))

@@ -156,7 +156,7 @@ impl Fwrr {
     }
 
     /// `fwrr_get_server_from_group`.
-    fn from_group(&mut self, g: usize, seen: &[Seen]) -> Option<usize> {
+    fn server_from_group(&mut self, g: usize, seen: &[Seen]) -> Option<usize> {
         let grp = &self.groups[g];
         let s1 = grp.curr.first().map(|&(_, _, i)| i);
         if let Some(s) = s1
@@ -222,7 +222,7 @@ impl Fwrr {
                 grp.curr_weight = grp.next_weight;
             }
             let srv = loop {
-                if let Some(s) = self.from_group(g, seen) {
+                if let Some(s) = self.server_from_group(g, seen) {
                     break Some(s);
                 }
                 if switched {
