@@ -954,8 +954,11 @@ fn build_pool(
                 b.at(format!("{sp}.{field}"), span);
             }
         }
-        // maxqueue 0 (the default) means an unbounded queue in HAProxy.
+        // A server queues only when it has a maxconn; then maxqueue 0 (the default) means
+        // an unbounded queue in HAProxy.
+        let has_maxconn = q.maxconn.as_ref().is_some_and(|m| m.value > 0);
         let max_queue = match q.maxqueue.as_ref().map(|m| m.value) {
+            _ if !has_maxconn => 0,
             Some(0) | None => 1_000_000,
             Some(n) => n,
         };
