@@ -94,6 +94,7 @@ pub struct Balancer {
     has_backups: bool,
     /// Servers configured `down`: never picked by the native algorithms.
     down: Vec<bool>,
+    has_down: bool,
     first_backup_only: bool,
     all_down: AllDownPolicy,
     engine: Engine,
@@ -146,6 +147,7 @@ impl Balancer {
             backup: pool.servers.iter().map(|s| s.backup).collect(),
             has_backups: pool.servers.iter().any(|s| s.backup),
             down: pool.servers.iter().map(|s| s.down).collect(),
+            has_down: pool.servers.iter().any(|s| s.down),
             first_backup_only: pool.backups == BackupMode::First,
             all_down: pool.all_down,
             engine,
@@ -201,12 +203,15 @@ impl Balancer {
             for need_room in [true, false] {
                 let backup = self.backup.as_slice();
                 let check_tier = self.has_backups;
+                // Read the `down` flags only when some server has one (the common case has
+                // none, and this closure runs for every server of every pick).
+                let check_down = self.has_down;
                 // `move`: the flags are copied into the closure, so they stay in registers
                 // instead of being reloaded for every server.
                 let eligible = move |i: usize| {
                     let s = server(i);
                     let ok = s.available
-                        & !down[i]
+                        & (!check_down || !down[i])
                         & !(need_room & s.full())
                         & (!check_tier || backup[i] == backup_tier)
                         & only.is_none_or(|o| o == i);

@@ -300,3 +300,35 @@ fn power_of_two_prefers_the_less_loaded_of_its_draws() {
         assert_eq!(b.pick(&state, None, &mut r), Some(1));
     }
 }
+
+/// `down` servers are never picked; with `backups = "first"` only the first available backup
+/// serves once the primaries are gone.
+#[test]
+fn down_servers_and_first_backup_only() {
+    let text = "backups = \"first\"\n\
+        [[servers]]\nname = \"p1\"\naddress = \"127.0.0.1:1\"\n\
+        [[servers]]\nname = \"p2\"\naddress = \"127.0.0.1:2\"\ndown = true\n\
+        [[servers]]\nname = \"b1\"\naddress = \"127.0.0.1:3\"\nbackup = true\n\
+        [[servers]]\nname = \"b2\"\naddress = \"127.0.0.1:4\"\nbackup = true\n";
+    let pool: Pool = toml::from_str(text).expect("pool");
+    let mut b = Balancer::new(&pool);
+    let mut state = PoolState::from_pool(&pool);
+    let mut r = rng(1);
+    for _ in 0..20 {
+        assert_eq!(b.pick(&state, None, &mut r), Some(0), "p2 is down");
+    }
+    state.servers[0].available = false;
+    for _ in 0..20 {
+        assert_eq!(
+            b.pick(&state, None, &mut r),
+            Some(2),
+            "only the first backup"
+        );
+    }
+    state.servers[2].available = false;
+    assert_eq!(
+        b.pick(&state, None, &mut r),
+        Some(3),
+        "the next backup takes over"
+    );
+}
