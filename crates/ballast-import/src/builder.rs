@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use ballast_core::Config;
+use ballast_core::config::{Listener, ListenerTimeouts, Protocol, Server};
 use ballast_core::source::SpanMap;
 
 #[derive(Debug, Default)]
@@ -23,4 +24,55 @@ impl Builder {
 /// and `[` as separators.
 pub fn model_name(name: &str) -> String {
     name.replace(['.', '[', ']'], "_")
+}
+
+/// A listener with the settings HAProxy and nginx have no counterpart for left unset.
+pub fn listener(
+    address: String,
+    protocol: Protocol,
+    max_connections: Option<u32>,
+    pool: String,
+    timeouts: ListenerTimeouts,
+) -> Listener {
+    Listener {
+        address,
+        protocol,
+        max_connections,
+        pool,
+        timeouts,
+        trusted_proxies: Vec::new(),
+        served_by_header: None,
+        max_header_bytes: None,
+        max_headers: None,
+        max_body_bytes: None,
+        tls: None,
+    }
+}
+
+/// A server as a bare `server ADDRESS` line means it: weight 1, no limit, no queue.
+pub fn server(name: String, address: String) -> Server {
+    Server {
+        name,
+        address,
+        weight: 1,
+        max_connections: None,
+        max_queue: 0,
+        queue_timeout: None,
+        backup: false,
+        slow_start: None,
+        down: false,
+        id: None,
+    }
+}
+
+/// A server address as the model writes it, HOST:PORT, with port 80 when none is written
+/// (HAProxy would reuse the client's destination port, nginx uses 80).
+pub fn with_default_port(address: &str) -> String {
+    if ballast_core::load::valid_host_port(address) {
+        address.to_string()
+    } else if address.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{address}]:80")
+    } else {
+        format!("{address}:80")
+    }
 }

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use ballast_core::Config;
 use ballast_core::config::{
-    Algorithm, BackupMode, CheckKind, Dur, HashKey, HealthCheck, InitialState, Listener,
-    ListenerTimeouts, Pool, Protocol, Retries, Server,
+    Algorithm, BackupMode, CheckKind, Dur, HashKey, HealthCheck, InitialState, ListenerTimeouts,
+    Pool, Protocol, Retries, Server,
 };
 use ballast_core::emulation::{Emulation, HaproxyHash, HaproxyKey, HashFunction, HashLookup};
 use ballast_core::source::{Diagnostic, SourceFile, SpanMap};
 
-use crate::builder::{Builder, model_name};
+use crate::builder::{self, Builder, model_name};
 use crate::words::{Directive, Version, Word, parse_time};
 use crate::{Options, not_modelled};
 
@@ -37,6 +37,14 @@ const OTHER_SECTIONS: &[&str] = &[
     "traces",
     "log-forward",
 ];
+
+/// Whether a line starting with `word` opens a section.
+pub(crate) fn is_section_keyword(word: &str) -> bool {
+    word == "global"
+        || word == "defaults"
+        || PROXY_SECTIONS.contains(&word)
+        || OTHER_SECTIONS.contains(&word)
+}
 
 /// One section: its header line and its directives in order.
 #[derive(Debug, Clone)]
@@ -68,11 +76,7 @@ pub fn parse(text: &str) -> Result<Vec<Section>, Vec<Diagnostic>> {
         let span = first.span.start..words.last().map_or(first.span.end, |w| w.span.end);
         let directive = Directive { words, span };
         let keyword = directive.name().to_string();
-        if keyword == "global"
-            || keyword == "defaults"
-            || PROXY_SECTIONS.contains(&keyword.as_str())
-            || OTHER_SECTIONS.contains(&keyword.as_str())
-        {
+        if is_section_keyword(&keyword) {
             let name = directive.arg(0).filter(|w| w.text != "from").cloned();
             let from = directive
                 .args()
@@ -446,19 +450,7 @@ pub(crate) fn import(
             }
             b.config.listeners.insert(
                 lname,
-                Listener {
-                    address,
-                    protocol,
-                    max_connections,
-                    pool: pool.clone(),
-                    timeouts,
-                    trusted_proxies: Vec::new(),
-                    served_by_header: None,
-                    max_header_bytes: None,
-                    max_headers: None,
-                    max_body_bytes: None,
-                    tls: None,
-                },
+                builder::listener(address, protocol, max_connections, pool.clone(), timeouts),
             );
         }
     }
@@ -1236,13 +1228,7 @@ fn server_address(text: &str) -> String {
         .strip_prefix("ipv4@")
         .or_else(|| text.strip_prefix("ipv6@"))
         .unwrap_or(text);
-    if ballast_core::load::valid_host_port(t) {
-        t.to_string()
-    } else if t.parse::<std::net::Ipv6Addr>().is_ok() {
-        format!("[{t}]:80")
-    } else {
-        format!("{t}:80")
-    }
+    builder::with_default_port(t)
 }
 
 fn number(d: &Directive, i: usize, errors: &mut Vec<Diagnostic>) -> Option<u32> {

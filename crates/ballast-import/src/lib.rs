@@ -133,21 +133,6 @@ pub fn detect(text: &str, path: &Path) -> Option<Format> {
     if path.extension().is_some_and(|e| e == "toml") {
         return Some(Format::Ballast);
     }
-    const HAPROXY_SECTIONS: &[&str] = &[
-        "global",
-        "defaults",
-        "frontend",
-        "backend",
-        "listen",
-        "resolvers",
-        "peers",
-        "userlist",
-        "mailers",
-        "program",
-        "http-errors",
-        "ring",
-        "cache",
-    ];
     let significant = text
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -157,7 +142,7 @@ pub fn detect(text: &str, path: &Path) -> Option<Format> {
     for line in significant.take(200) {
         let first = line.split_whitespace().next().unwrap_or("");
         // nginx has `listen 80;` and `server { ... }`: HAProxy lines never end in `;` or `{`.
-        if HAPROXY_SECTIONS.contains(&first)
+        if haproxy::is_section_keyword(first)
             && !line.ends_with(';')
             && !line.contains('{')
             && !line.contains('=')
@@ -193,6 +178,6 @@ pub(crate) fn not_modelled(what: &str, span: std::ops::Range<usize>, why: &str) 
         message: format!("`{what}` is kept but not modelled: {why}"),
         span: Some(span),
         label: None,
-        fix: Some("nothing to do; ballast's analysis does not depend on it".into()),
+        fix: Some("nothing to change; ballast's checks and predictions leave it out".into()),
     }
 }

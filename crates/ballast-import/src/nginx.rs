@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use ballast_core::Config;
 use ballast_core::config::{
-    Algorithm, BackupMode, Dur, HashKey, Listener, ListenerTimeouts, PassiveEjection, Pool,
-    Protocol, Retries, Server,
+    Algorithm, BackupMode, Dur, HashKey, ListenerTimeouts, PassiveEjection, Pool, Protocol, Retries,
 };
 use ballast_core::emulation::Emulation;
 use ballast_core::source::{Diagnostic, SourceFile, SpanMap};
 
-use crate::builder::{Builder, model_name};
+use crate::builder::{self, Builder, model_name};
 use crate::words::{Directive, Word, parse_time};
 use crate::{Options, not_modelled};
 
@@ -420,7 +419,9 @@ pub(crate) fn import(
         }
     });
     let tree = parse(&source.text, dir)?;
-    let _ = options;
+    // No nginx default that the model reads changes between versions yet; the version is
+    // for the version-dependent rules (keepalive by default from 1.29.7).
+    let _ = options.nginx_version;
     let mut errors = Vec::new();
     let mut notes = Vec::new();
     let mut b = Builder::default();
@@ -614,18 +615,10 @@ fn context(
                             all_down: Default::default(),
                             emulate: Some(Emulation::NginxRoundRobin),
                             backups: BackupMode::All,
-                            servers: vec![Server {
-                                name: model_name(&upstream_name),
-                                address: with_port(&upstream_name, protocol),
-                                weight: 1,
-                                max_connections: None,
-                                max_queue: 0,
-                                queue_timeout: None,
-                                backup: false,
-                                slow_start: None,
-                                down: false,
-                                id: None,
-                            }],
+                            servers: vec![builder::server(
+                                model_name(&upstream_name),
+                                builder::with_default_port(&upstream_name),
+                            )],
                         },
                     );
                 }
@@ -676,19 +669,7 @@ fn context(
             }
             b.config.listeners.insert(
                 lname,
-                Listener {
-                    address,
-                    protocol,
-                    max_connections: Some(capacity),
-                    pool: pool.clone(),
-                    timeouts,
-                    trusted_proxies: Vec::new(),
-                    served_by_header: None,
-                    max_header_bytes: None,
-                    max_headers: None,
-                    max_body_bytes: None,
-                    tls: None,
-                },
+                builder::listener(address, protocol, Some(capacity), pool.clone(), timeouts),
             );
         }
     }
@@ -709,6 +690,8 @@ fn upstream(
     let mut servers = Vec::new();
     let mut passive: Option<PassiveEjection> = None;
     let mut names: HashMap<String, u32> = HashMap::new();
+    // Where the balancing method is written (the last one wins, as in nginx).
+    let mut method: Option<Range<usize>> = None;
     for node in body {
         let d = &node.directive;
         match d.name() {
@@ -718,8 +701,7 @@ fn upstream(
                     Algorithm::ConsistentHash,
                     Some(HashKey::ClientIp),
                 );
-                b.at(format!("{p}.emulate"), d.span.clone());
-                b.at(format!("{p}.algorithm"), d.span.clone());
+                method = Some(d.span.clone());
             }
             "hash" => {
                 let Some(key) = d.arg(0) else {
@@ -758,14 +740,12 @@ fn upstream(
                     },
                     Algorithm::ConsistentHash,
                 );
-                b.at(format!("{p}.emulate"), d.span.clone());
-                b.at(format!("{p}.algorithm"), d.span.clone());
+                method = Some(d.span.clone());
                 b.at(format!("{p}.hash_key"), key.span.clone());
             }
             "least_conn" => {
                 (emulate, algorithm) = (Emulation::NginxLeastConn, Algorithm::LeastConnections);
-                b.at(format!("{p}.emulate"), d.span.clone());
-                b.at(format!("{p}.algorithm"), d.span.clone());
+                method = Some(d.span.clone());
             }
             "random" => {
                 let two = d.arg(0).is_some_and(|w| w.text == "two");
@@ -777,8 +757,7 @@ fn upstream(
                         Algorithm::Random
                     },
                 );
-                b.at(format!("{p}.emulate"), d.span.clone());
-                b.at(format!("{p}.algorithm"), d.span.clone());
+                method = Some(d.span.clone());
             }
             "server" => {
                 let Some(addr) = d.arg(0) else {
@@ -801,18 +780,7 @@ fn upstream(
                 } else {
                     format!("{}#{}", model_name(&addr.text), count)
                 };
-                let mut server = Server {
-                    name,
-                    address: addr.text.clone(),
-                    weight: 1,
-                    max_connections: None,
-                    max_queue: 0,
-                    queue_timeout: None,
-                    backup: false,
-                    slow_start: None,
-                    down: false,
-                    id: None,
-                };
+                let mut server = builder::server(name, addr.text.clone());
                 let mut max_fails = 1u32;
                 let mut fail_timeout = Duration::from_secs(10);
                 for w in &d.args()[1..] {
@@ -870,7 +838,7 @@ fn upstream(
                 if !ballast_core::load::valid_host_port(&server.address)
                     && !server.address.starts_with("unix:")
                 {
-                    server.address = with_port(&server.address, Protocol::Http);
+                    server.address = builder::with_default_port(&server.address);
                 }
                 if max_fails > 0 {
                     passive = Some(PassiveEjection {
@@ -889,6 +857,10 @@ fn upstream(
                 "it does not change the choice of server",
             )),
         }
+    }
+    if let Some(span) = method {
+        b.at(format!("{p}.emulate"), span.clone());
+        b.at(format!("{p}.algorithm"), span);
     }
     let n = servers.len() as u32;
     Pool {
@@ -951,13 +923,4 @@ fn listen_address(text: &str) -> Option<String> {
         format!("{text}:80")
     };
     addr.parse::<std::net::SocketAddr>().ok().map(|_| addr)
-}
-
-fn with_port(host: &str, protocol: Protocol) -> String {
-    if ballast_core::load::valid_host_port(host) {
-        host.to_string()
-    } else {
-        let _ = protocol;
-        format!("{host}:80")
-    }
 }

@@ -294,20 +294,9 @@ fn run_haproxy(
     );
     let config = dir.join("haproxy.cfg");
     std::fs::write(&config, cfg).unwrap();
-    let peer = Peer(
-        Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy"),
-    );
-    wait_for(port);
-    let real = send_all(port, reqs);
-    drop(peer);
-    let predicted = predict(&config, &write_replay(&dir, reqs), &dir);
-    (real, predicted)
+    let mut haproxy = Command::new("haproxy");
+    haproxy.args(["-db", "-f"]).arg(&config);
+    measure_and_predict(haproxy, &config, &dir, port, reqs)
 }
 
 fn run_nginx(
@@ -332,22 +321,35 @@ fn run_nginx(
     );
     let config = dir.join("nginx.conf");
     std::fs::write(&config, cfg).unwrap();
+    let mut nginx = Command::new("nginx");
+    nginx
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&config)
+        .args(["-g", "daemon off;"]);
+    measure_and_predict(nginx, &config, &dir, port, reqs)
+}
+
+/// Starts the peer, sends the requests through it on `port`, stops it, then asks ballast for
+/// its prediction on the same configuration: (real choices, predicted choices).
+fn measure_and_predict(
+    mut peer: Command,
+    config: &Path,
+    dir: &Path,
+    port: u16,
+    reqs: &[Req],
+) -> (Vec<String>, Vec<String>) {
     let peer = Peer(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&config)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
+        peer.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start nginx"),
+            .expect("start the peer"),
     );
     wait_for(port);
     let real = send_all(port, reqs);
     drop(peer);
-    let predicted = predict(&config, &write_replay(&dir, reqs), &dir);
+    let predicted = predict(config, &write_replay(dir, reqs), dir);
     (real, predicted)
 }
 

@@ -85,7 +85,6 @@ impl Ring {
         balance_factor: u32,
         seen: &[Seen],
         totals: &Totals,
-        _backup: &[bool],
     ) -> Option<usize> {
         let root = match Self::root(totals) {
             Ok(r) => &self.trees[r],
@@ -120,7 +119,7 @@ impl Ring {
     }
 
     /// `chash_get_next_server`: round-robin along the ring, for requests without a key.
-    pub fn next_rr(&mut self, seen: &[Seen], totals: &Totals, _backup: &[bool]) -> Option<usize> {
+    pub fn next_rr(&mut self, seen: &[Seen], totals: &Totals) -> Option<usize> {
         let root = match Self::root(totals) {
             Ok(r) => &self.trees[r],
             Err(direct) => return direct,

@@ -196,12 +196,7 @@ impl Fwrr {
     }
 
     /// `fwrr_get_next_server`, with no server to avoid.
-    pub fn next_server(
-        &mut self,
-        seen: &[Seen],
-        backup: &[bool],
-        totals: &Totals,
-    ) -> Option<usize> {
+    pub fn next_server(&mut self, seen: &[Seen], totals: &Totals) -> Option<usize> {
         let g = if totals.srv_act > 0 {
             0
         } else if let Some(f) = totals.fbck {
@@ -211,7 +206,6 @@ impl Fwrr {
         } else {
             return None;
         };
-        let _ = backup;
         let mut switched = false;
         let mut full = Vec::new();
         let mut picked = None;
@@ -258,7 +252,7 @@ impl Fwrr {
 
     /// The state and weight callbacks (`fwrr_set_server_status_up/down`,
     /// `fwrr_update_server_weight`) for server `i`, which was `was` and is now `seen[i]`.
-    pub fn update(&mut self, i: usize, was: Seen, seen: &[Seen], backup: &[bool], _t: &Totals) {
+    pub fn update(&mut self, i: usize, was: Seen, seen: &[Seen], backup: &[bool]) {
         let g = usize::from(backup[i]);
         let now = seen[i];
         match (was.usable, now.usable) {

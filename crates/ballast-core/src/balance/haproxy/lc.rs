@@ -85,9 +85,8 @@ impl LeastConn {
     }
 
     /// The picked server takes a connection: HAProxy repositions it at once.
-    pub fn took(&mut self, i: usize, seen: &[Seen]) {
-        if let Some((_, _)) = self.node[i] {
-            let backup = self.trees[1].iter().any(|&(_, _, j)| j == i);
+    pub fn took(&mut self, i: usize, seen: &[Seen], backup: bool) {
+        if self.node[i].is_some() {
             self.queue(i, seen[i].served + 1, &seen[i], backup);
         }
     }

@@ -100,7 +100,8 @@ enum Algo {
     },
     LeastConn(lc::LeastConn),
     First {
-        ids: Vec<u32>,
+        /// Server indices by ascending id: the order `balance first` walks.
+        by_id: Vec<usize>,
     },
 }
 
@@ -135,7 +136,11 @@ impl HaproxyBalancer {
                 },
             ),
             Emulation::HaproxyLeastconn => (Scale::Times16, Algo::LeastConn(lc::LeastConn::new(n))),
-            Emulation::HaproxyFirst => (Scale::Times16, Algo::First { ids }),
+            Emulation::HaproxyFirst => {
+                let mut by_id: Vec<usize> = (0..n).collect();
+                by_id.sort_by_key(|&i| ids[i]);
+                (Scale::Times16, Algo::First { by_id })
+            }
             // Roundrobin, and any non-HAProxy emulation handed here by mistake.
             _ => (Scale::Times16, Algo::RoundRobin(fwrr::Fwrr::new(n))),
         };
@@ -222,7 +227,7 @@ impl HaproxyBalancer {
                     f.init(seen, backup, totals);
                 } else {
                     for &(i, was) in &changed {
-                        f.update(i, was, seen, backup, totals);
+                        f.update(i, was, seen, backup);
                     }
                 }
             }
@@ -269,7 +274,7 @@ impl HaproxyBalancer {
         let totals = &self.totals;
         let backup = &self.backup;
         let picked = match &mut self.algo {
-            Algo::RoundRobin(f) => f.next_server(seen, backup, totals),
+            Algo::RoundRobin(f) => f.next_server(seen, totals),
             Algo::StaticRr(m) => m.next_rr(seen),
             Algo::MapHash(m) => match key {
                 Some(k) => m.by_hash(k as u32, totals),
@@ -279,15 +284,15 @@ impl HaproxyBalancer {
                 ring,
                 balance_factor,
             } => match key {
-                Some(k) => ring.by_hash(k as u32, *balance_factor, seen, totals, backup),
-                None => ring.next_rr(seen, totals, backup),
+                Some(k) => ring.by_hash(k as u32, *balance_factor, seen, totals),
+                None => ring.next_rr(seen, totals),
             },
             Algo::Random { ring, draws } => {
                 let mut curr: Option<usize> = None;
                 for _ in 0..*draws {
                     let prev = curr;
                     let hash = rng.next_u32();
-                    curr = ring.by_hash(hash, 0, seen, totals, backup);
+                    curr = ring.by_hash(hash, 0, seen, totals);
                     let Some(c) = curr else { break };
                     if let Some(p) = prev
                         && p != c
@@ -301,10 +306,10 @@ impl HaproxyBalancer {
                 curr.filter(|&c| !seen[c].full())
             }
             Algo::LeastConn(l) => l.next_server(seen, totals),
-            Algo::First { ids } => first(seen, backup, totals, ids),
+            Algo::First { by_id } => first(seen, backup, totals, by_id),
         };
         if let (Some(i), Algo::LeastConn(l)) = (picked, &mut self.algo) {
-            l.took(i, &self.seen);
+            l.took(i, &self.seen, self.backup[i]);
         }
         picked.or_else(|| self.backend_queue())
     }
@@ -324,18 +329,17 @@ impl HaproxyBalancer {
 }
 
 /// `balance first` (`fas_get_next_server`): the lowest id with room.
-fn first(seen: &[Seen], backup: &[bool], totals: &Totals, ids: &[u32]) -> Option<usize> {
+fn first(seen: &[Seen], backup: &[bool], totals: &Totals, by_id: &[usize]) -> Option<usize> {
     if totals.srv_act == 0
         && let Some(f) = totals.fbck
     {
         return Some(f);
     }
     let want_backup = totals.srv_act == 0;
-    let mut order: Vec<usize> = (0..seen.len())
-        .filter(|&i| seen[i].usable && backup[i] == want_backup)
-        .collect();
-    order.sort_by_key(|&i| ids[i]);
-    order.into_iter().find(|&i| !seen[i].full())
+    by_id
+        .iter()
+        .copied()
+        .find(|&i| seen[i].usable && backup[i] == want_backup && !seen[i].full())
 }
 
 /// The GCD of the non-zero weights (`init_server_map`); 1 when all are zero.
