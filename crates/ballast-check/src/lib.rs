@@ -5,18 +5,23 @@
 //! [`Loaded`] configuration yields [`Finding`]s that name the consequence in operational terms,
 //! point at the line at fault, and say how to fix it. Rule ids in the 100s are ballast's own
 //! model; the catalogue ids they derive from (`../shared/research/misconfig-catalog.md`) are
-//! cited in each explanation. Pure: no I/O.
+//! cited in each explanation. Rules with the catalogue's own ids (`SKEW-001`, `CONN-004`) read
+//! HAProxy and nginx files as written ([`foreign`]); a few are judged only by `ballast diff`.
+//! Pure: no I/O.
 #![forbid(unsafe_code)]
 
 mod context;
+pub mod foreign;
 pub mod output;
 mod rules;
 
 use std::ops::Range;
 
 use ballast_core::{Diagnostic, Loaded, Severity};
+use ballast_import::{Facts, Imported};
 
 pub use context::Context;
+pub use foreign::CATALOGUE;
 pub use rules::RULES;
 
 /// One rule of the catalogue.
@@ -32,7 +37,44 @@ pub struct Rule {
     pub summary: &'static str,
     /// Why it matters, what to do, and the source of the knowledge.
     pub explain: &'static str,
-    pub(crate) check: fn(&Context, &mut Sink),
+    pub(crate) check: Check,
+}
+
+/// What a rule reads.
+pub(crate) enum Check {
+    /// ballast's own model (ballast files).
+    Model(fn(&Context, &mut Sink)),
+    /// HAProxy and nginx files as written; `None` where the rule has no meaning.
+    Foreign {
+        haproxy: Option<fn(&foreign::HaproxyView, &mut Sink)>,
+        nginx: Option<fn(&foreign::NginxView, &mut Sink)>,
+    },
+    /// A change between two files: only `ballast diff` judges it.
+    Diff,
+}
+
+impl Rule {
+    /// Which inputs the rule judges: `ballast`, `haproxy`, `nginx`, `haproxy, nginx` or `diff`.
+    pub fn applies_to(&self) -> &'static str {
+        match &self.check {
+            Check::Model(_) => "ballast",
+            Check::Foreign {
+                haproxy: Some(_),
+                nginx: Some(_),
+            } => "haproxy, nginx",
+            Check::Foreign {
+                haproxy: Some(_), ..
+            } => "haproxy",
+            Check::Foreign { nginx: Some(_), .. } => "nginx",
+            Check::Foreign { .. } => "none",
+            Check::Diff => "diff",
+        }
+    }
+}
+
+/// Every rule: ballast's own, then the catalogue's.
+pub fn rules() -> impl Iterator<Item = &'static Rule> {
+    RULES.iter().chain(CATALOGUE.iter())
 }
 
 /// One problem found in a configuration.
@@ -68,39 +110,99 @@ pub struct Sink<'a> {
 impl Sink<'_> {
     /// Reports a finding at the key or value found at `path` (e.g. `pools.app.servers[1]`).
     pub fn emit(&mut self, path: &str, message: impl Into<String>, fix: impl Into<String>) {
+        let span = self.loaded.locate(path);
+        self.emit_span(span, message, fix);
+    }
+
+    /// Reports a finding at a span of the file (a directive of an HAProxy or nginx file).
+    pub fn emit_span(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.emit_level(self.rule.severity, span, message, fix);
+    }
+
+    /// A finding below the rule's severity (a milder variant of what the rule catches).
+    pub fn emit_level(
+        &mut self,
+        severity: Severity,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.findings.push(Finding {
             rule: self.rule.id,
-            severity: self.rule.severity,
+            severity: severity.min(self.rule.severity),
             message: message.into(),
-            span: self.loaded.locate(path),
+            span,
             fix: fix.into(),
         });
     }
 }
 
-/// Runs every rule; findings come sorted by position in the file, then by rule id.
+/// Runs ballast's own rules over a ballast configuration; findings come sorted by position in
+/// the file, then by rule id.
 pub fn check(loaded: &Loaded) -> Vec<Finding> {
     let ctx = Context::new(loaded);
+    run(loaded, |rule, sink| {
+        if let Check::Model(f) = rule.check {
+            f(&ctx, sink);
+        }
+    })
+}
+
+/// Runs the rules that fit the file's format: ballast's own on ballast files, the catalogue
+/// on HAProxy and nginx files as written.
+pub fn check_imported(imported: &Imported) -> Vec<Finding> {
+    let loaded = &imported.loaded;
+    match &imported.facts {
+        Facts::Ballast => check(loaded),
+        Facts::Haproxy(facts) => {
+            let view = foreign::HaproxyView::new(facts, loaded);
+            run(loaded, |rule, sink| {
+                if let Check::Foreign {
+                    haproxy: Some(f), ..
+                } = rule.check
+                {
+                    f(&view, sink);
+                }
+            })
+        }
+        Facts::Nginx(facts) => {
+            let view = foreign::NginxView::new(facts, loaded);
+            run(loaded, |rule, sink| {
+                if let Check::Foreign { nginx: Some(f), .. } = rule.check {
+                    f(&view, sink);
+                }
+            })
+        }
+    }
+}
+
+fn run(loaded: &Loaded, mut each: impl FnMut(&'static Rule, &mut Sink)) -> Vec<Finding> {
     let mut all = Vec::new();
-    for rule in RULES {
+    for rule in rules() {
         let mut sink = Sink {
             rule,
             loaded,
             findings: Vec::new(),
         };
-        (rule.check)(&ctx, &mut sink);
+        each(rule, &mut sink);
         all.append(&mut sink.findings);
     }
     all.sort_by(|a, b| {
         let pos = |f: &Finding| f.span.as_ref().map_or(0, |s| s.start);
         pos(a).cmp(&pos(b)).then(a.rule.cmp(b.rule))
     });
+    // One finding per rule and line: a `defaults` line inherited by fifty proxies, or a
+    // server-template expanded to fifty servers, is one fault to fix.
+    all.dedup_by(|b, a| a.rule == b.rule && a.span.is_some() && a.span == b.span);
     all
 }
 
 /// Looks a rule up by id (case-insensitive) or by name.
 pub fn find_rule(id_or_name: &str) -> Option<&'static Rule> {
-    RULES
-        .iter()
-        .find(|r| r.id.eq_ignore_ascii_case(id_or_name) || r.name == id_or_name)
+    rules().find(|r| r.id.eq_ignore_ascii_case(id_or_name) || r.name == id_or_name)
 }

@@ -18,6 +18,7 @@ use ballast_core::emulation::{Emulation, HaproxyHash, HaproxyKey, HashFunction, 
 use ballast_core::source::{Diagnostic, SourceFile, SpanMap};
 
 use crate::builder::{self, Builder, model_name};
+use crate::facts::{HaproxyFacts, HaproxyProxy, HaproxyServer, Param};
 use crate::words::{Directive, Version, Word, parse_time};
 use crate::{Options, not_modelled};
 
@@ -198,6 +199,8 @@ struct ServerParams {
     backup: Option<Range<usize>>,
     disabled: Option<Range<usize>>,
     id: Option<At<u32>>,
+    /// Every keyword as written, for the catalogue rules.
+    all: Vec<Param>,
 }
 
 /// Everything a proxy inherits from `defaults` and may override.
@@ -214,6 +217,8 @@ struct Settings {
     httpchk: Option<Directive>,
     expect_status: Option<At<u16>>,
     default_server: ServerParams,
+    /// Every directive applied, inherited ones first, for the catalogue rules.
+    directives: Vec<Directive>,
 }
 
 /// A `server` line.
@@ -223,13 +228,20 @@ struct ServerLine {
     address: Word,
     params: ServerParams,
     span: Range<usize>,
+    from_template: bool,
 }
 
 pub(crate) fn import(
     source: &SourceFile,
     options: &Options,
-) -> Result<(Config, SpanMap, Vec<Diagnostic>), Vec<Diagnostic>> {
+) -> Result<(Config, SpanMap, Vec<Diagnostic>, HaproxyFacts), Vec<Diagnostic>> {
     let sections = parse(&source.text)?;
+    let mut facts = HaproxyFacts {
+        version: options.haproxy_version,
+        global_header: None,
+        global: Vec::new(),
+        proxies: Vec::new(),
+    };
     let mut errors = Vec::new();
     let mut notes = Vec::new();
     let mut b = Builder::default();
@@ -242,6 +254,8 @@ pub(crate) fn import(
     for section in &sections {
         match section.kind.as_str() {
             "global" => {
+                facts.global_header = Some(section.header.span.clone());
+                facts.global.extend(section.directives.iter().cloned());
                 for d in &section.directives {
                     match d.name() {
                         "maxconn" => {
@@ -454,8 +468,31 @@ pub(crate) fn import(
             );
         }
     }
+    facts.proxies = proxies
+        .into_iter()
+        .map(
+            |(kind, name, s, servers, header, routes, binds)| HaproxyProxy {
+                kind: kind.to_string(),
+                name: name.text,
+                header,
+                settings: s.directives,
+                binds,
+                routes,
+                servers: servers
+                    .into_iter()
+                    .map(|sv| HaproxyServer {
+                        name: sv.name.text,
+                        address: sv.address,
+                        span: sv.span,
+                        params: sv.params.all,
+                        from_template: sv.from_template,
+                    })
+                    .collect(),
+            },
+        )
+        .collect();
     if errors.is_empty() {
-        Ok((b.config, b.spans, notes))
+        Ok((b.config, b.spans, notes, facts))
     } else {
         Err(errors)
     }
@@ -469,6 +506,7 @@ fn apply(
     notes: &mut Vec<Diagnostic>,
 ) {
     let at = |span: &Range<usize>| span.clone();
+    s.directives.push(d.clone());
     match d.name() {
         "mode" => match d.arg(0).map(|w| w.text.as_str()) {
             Some("http") => s.mode = Some(At { value: Protocol::Http, span: at(&d.span) }),
@@ -582,6 +620,7 @@ fn server_line(
         address: address.clone(),
         params,
         span: d.span.clone(),
+        from_template: false,
     })
 }
 
@@ -622,6 +661,7 @@ fn server_template(
             address: address.clone(),
             params: params.clone(),
             span: d.span.clone(),
+            from_template: true,
         })
         .collect()
 }
@@ -763,6 +803,7 @@ fn parse_server_params(
                 }
             }
         };
+        let start = i;
         match w.text.as_str() {
             "weight" => {
                 if let Some(n) = num(errors) {
@@ -842,6 +883,14 @@ fn parse_server_params(
                 i += 1;
             }
         }
+        let value = (i - start == 2)
+            .then(|| args.get(start + 1).cloned())
+            .flatten();
+        p.all.push(Param {
+            keyword: w.text.clone(),
+            span: w.span.start..value.as_ref().map_or(w.span.end, |v| v.span.end),
+            value,
+        });
     }
 }
 

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+pub mod facts;
 pub mod haproxy;
 pub mod nginx;
 mod words;
@@ -19,7 +20,8 @@ use ballast_core::load::validate;
 use ballast_core::source::{Diagnostic, Severity, SourceFile};
 use ballast_core::{LoadError, Loaded};
 
-pub use words::Version;
+pub use facts::Facts;
+pub use words::{Directive, Version, Word};
 
 /// A configuration format ballast reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub struct Imported {
     pub loaded: Loaded,
     /// Info-level notes: directives kept but not modelled, approximations made.
     pub notes: Vec<Diagnostic>,
+    /// The file as written, resolved for the catalogue rules.
+    pub facts: Facts,
 }
 
 /// Reads, detects and imports a configuration file.
@@ -92,16 +96,21 @@ pub fn import_source(source: SourceFile, options: &Options) -> Result<Imported, 
             source: Some(source.clone()),
         })?,
     };
-    let (config, spans, notes) = match format {
+    let (config, spans, notes, facts) = match format {
         Format::Ballast => {
             return ballast_core::load_source(source).map(|loaded| Imported {
                 format,
                 loaded,
                 notes: Vec::new(),
+                facts: Facts::Ballast,
             });
         }
-        Format::Haproxy => haproxy::import(&source, options),
-        Format::Nginx => nginx::import(&source, options),
+        Format::Haproxy => {
+            haproxy::import(&source, options).map(|(c, s, n, f)| (c, s, n, Facts::Haproxy(f)))
+        }
+        Format::Nginx => {
+            nginx::import(&source, options).map(|(c, s, n, f)| (c, s, n, Facts::Nginx(f)))
+        }
     }
     .map_err(|diagnostics| LoadError {
         source: Some(source.clone()),
@@ -123,6 +132,7 @@ pub fn import_source(source: SourceFile, options: &Options) -> Result<Imported, 
         format,
         loaded,
         notes,
+        facts,
     })
 }
 

@@ -19,6 +19,7 @@ use ballast_core::emulation::Emulation;
 use ballast_core::source::{Diagnostic, SourceFile, SpanMap};
 
 use crate::builder::{self, Builder, model_name};
+use crate::facts::NginxFacts;
 use crate::words::{Directive, Word, parse_time};
 use crate::{Options, not_modelled};
 
@@ -410,7 +411,7 @@ impl ProxySettings {
 pub(crate) fn import(
     source: &SourceFile,
     options: &Options,
-) -> Result<(Config, SpanMap, Vec<Diagnostic>), Vec<Diagnostic>> {
+) -> Result<(Config, SpanMap, Vec<Diagnostic>, NginxFacts), Vec<Diagnostic>> {
     let dir = source.path.parent().map(|p| {
         if p.as_os_str().is_empty() {
             Path::new(".")
@@ -419,9 +420,6 @@ pub(crate) fn import(
         }
     });
     let tree = parse(&source.text, dir)?;
-    // No nginx default that the model reads changes between versions yet; the version is
-    // for the version-dependent rules (keepalive by default from 1.29.7).
-    let _ = options.nginx_version;
     let mut errors = Vec::new();
     let mut notes = Vec::new();
     let mut b = Builder::default();
@@ -496,7 +494,13 @@ pub(crate) fn import(
         }
     }
     if errors.is_empty() {
-        Ok((b.config, b.spans, notes))
+        // No nginx default that the model reads changes between versions; the version is
+        // for the version-dependent rules (keepalive by default from 1.29.7).
+        let facts = NginxFacts {
+            version: options.nginx_version,
+            tree,
+        };
+        Ok((b.config, b.spans, notes, facts))
     } else {
         Err(errors)
     }

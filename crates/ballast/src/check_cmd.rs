@@ -108,7 +108,7 @@ pub fn run(args: CheckArgs) -> u8 {
     for path in &args.files {
         match args.input.load(path) {
             Ok(imported) => {
-                let mut findings = ballast_check::check(&imported.loaded);
+                let mut findings = ballast_check::check_imported(&imported);
                 // Directives kept but not modelled are reported, never dropped in silence.
                 findings.extend(imported.notes.iter().map(|n| Finding {
                     rule: "IMPORT",

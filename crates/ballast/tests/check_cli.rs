@@ -103,7 +103,13 @@ fn every_planted_fault_is_found_at_its_line() {
     let listed: Value =
         serde_json::from_slice(&ballast(&["check", "--list-rules", "--format", "json"]).stdout)
             .unwrap();
-    for r in listed.as_array().unwrap() {
+    // Rules over HAProxy and nginx files have their own corpus (ballast-check's tests).
+    for r in listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["applies_to"] == "ballast")
+    {
         let id = r["id"].as_str().unwrap();
         assert!(
             rules_covered.contains(id),

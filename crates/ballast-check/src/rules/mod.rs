@@ -9,7 +9,7 @@ mod security;
 mod skew;
 mod timeouts;
 
-use crate::Rule;
+use crate::{Check, Rule};
 use ballast_core::Severity::{Error, Info, Warning};
 
 pub static RULES: &[Rule] = &[
@@ -24,7 +24,7 @@ pub static RULES: &[Rule] = &[
             HAProxy has the same trap (a backend whose active servers all have weight 0 serves only \
             persistent traffic). Give at least one server a positive weight.\n\
             Source: catalogue SKEW-012; HAProxy configuration manual §5.2 `weight`.",
-        check: skew::all_weights_zero,
+        check: Check::Model(skew::all_weights_zero),
     },
     Rule {
         id: "SKEW-102",
@@ -36,7 +36,7 @@ pub static RULES: &[Rule] = &[
             the pool; when the large one fails the small one suddenly receives 256× its usual load. \
             Keep ratios within 1:50; drain with weight 0 rather than weight 1.\n\
             Source: catalogue SKEW-012.",
-        check: skew::extreme_weight_ratio,
+        check: Check::Model(skew::extreme_weight_ratio),
     },
     Rule {
         id: "SKEW-103",
@@ -50,7 +50,7 @@ pub static RULES: &[Rule] = &[
             client IP for TCP listeners, or make the listener HTTP.\n\
             Source: catalogue SKEW-005 (a missing key falls back to round-robin) and HAProxy's \
             \"Layer 7 hash not possible … (needs 'mode http')\" warning.",
-        check: skew::hash_key_unreadable,
+        check: Check::Model(skew::hash_key_unreadable),
     },
     Rule {
         id: "SKEW-104",
@@ -65,7 +65,7 @@ pub static RULES: &[Rule] = &[
             key.cardinality for others. Run `ballast simulate` to see the resulting shares.\n\
             Source: catalogue SKEW-001, SKEW-004; kubernetes/ingress-nginx#10595, #3722; \
             openshift/openshift-docs#1069.",
-        check: skew::hash_key_low_cardinality,
+        check: Check::Model(skew::hash_key_low_cardinality),
     },
     Rule {
         id: "SKEW-105",
@@ -77,7 +77,7 @@ pub static RULES: &[Rule] = &[
             backups carry the pool permanently, usually without the capacity or monitoring of \
             primaries. Undrain a primary, or make the backups primaries on purpose.\n\
             Source: catalogue SKEW-011, SKEW-012.",
-        check: skew::primaries_drained,
+        check: Check::Model(skew::primaries_drained),
     },
     Rule {
         id: "SKEW-106",
@@ -90,7 +90,7 @@ pub static RULES: &[Rule] = &[
             author expected does not exist. HAProxy has the same trap: hash-balance-factor does \
             nothing with map-based hashing.\n\
             Source: catalogue SKEW-009.",
-        check: skew::hash_key_ignored,
+        check: Check::Model(skew::hash_key_ignored),
     },
     Rule {
         id: "LIM-101",
@@ -103,7 +103,7 @@ pub static RULES: &[Rule] = &[
             that every request gets 503: the classic 'connection limit reached' outage. Size the \
             servers for what the listener admits, or admit only what the servers can hold.\n\
             Source: catalogue CONN-004; haproxy/haproxy#440.",
-        check: limits::capacity_below_listener,
+        check: Check::Model(limits::capacity_below_listener),
     },
     Rule {
         id: "LIM-102",
@@ -115,7 +115,7 @@ pub static RULES: &[Rule] = &[
             one at a time. This rule repeats the capacity arithmetic with the largest server removed \
             (backups counted) and reports how many connections would have nowhere to go.\n\
             Source: catalogue CONN-004 (the N−1 case).",
-        check: limits::capacity_n_minus_one,
+        check: Check::Model(limits::capacity_n_minus_one),
     },
     Rule {
         id: "LIM-103",
@@ -126,7 +126,7 @@ pub static RULES: &[Rule] = &[
         explain: "A per-IP cap exists so one client (or one NAT) cannot take every slot. A cap equal to \
             or above the global limit protects nothing.\n\
             Source: ballast design (limits that fail fast and say why).",
-        check: limits::per_ip_above_total,
+        check: Check::Model(limits::per_ip_above_total),
     },
     Rule {
         id: "LIM-104",
@@ -138,7 +138,7 @@ pub static RULES: &[Rule] = &[
             the busy one. A listener's max_connections above the global value is meaningless and \
             hides where the real cap is.\n\
             Source: catalogue CONN-002; HAProxy manual §4.2 `maxconn`.",
-        check: limits::listener_above_global,
+        check: Check::Model(limits::listener_above_global),
     },
     Rule {
         id: "LIM-105",
@@ -149,7 +149,7 @@ pub static RULES: &[Rule] = &[
         explain: "Requests queue only when a server is at max_connections. Without a limit the queue is \
             never used and the server takes everything it is sent.\n\
             Source: catalogue CONN-004, CONN-005.",
-        check: limits::queue_without_limit,
+        check: Check::Model(limits::queue_without_limit),
     },
     Rule {
         id: "LIM-106",
@@ -161,7 +161,7 @@ pub static RULES: &[Rule] = &[
             client but still served when it reaches the server: wasted work at the worst moment. \
             Keep queue_timeout well below the request timeout.\n\
             Source: catalogue CONN-005 (`timeout queue` > `timeout client`).",
-        check: limits::queue_timeout_beyond_request,
+        check: Check::Model(limits::queue_timeout_beyond_request),
     },
     Rule {
         id: "LIM-107",
@@ -173,7 +173,7 @@ pub static RULES: &[Rule] = &[
             the server, which slows down for everyone. A limit and a small queue turn overload into \
             a visible, counted rejection.\n\
             Source: catalogue CONN-004, CONN-012.",
-        check: limits::unlimited_servers,
+        check: Check::Model(limits::unlimited_servers),
     },
     Rule {
         id: "LIM-108",
@@ -184,7 +184,7 @@ pub static RULES: &[Rule] = &[
         explain: "One server is one failure from an outage: nothing can take its traffic. Add a second \
             server or a backup.\n\
             Source: catalogue HC-006 (single-server upstreams and `no live upstreams`).",
-        check: limits::single_server_pool,
+        check: Check::Model(limits::single_server_pool),
     },
     Rule {
         id: "LIM-109",
@@ -195,7 +195,7 @@ pub static RULES: &[Rule] = &[
         explain: "The same backend listed twice gets a double share, and its limits are counted twice, \
             so capacity arithmetic overstates the pool.\n\
             Source: ballast design.",
-        check: limits::duplicate_server_address,
+        check: Check::Model(limits::duplicate_server_address),
     },
     Rule {
         id: "TMO-101",
@@ -207,7 +207,7 @@ pub static RULES: &[Rule] = &[
             to more than the client waits, the client gives up before the retry that would have \
             succeeded.\n\
             Source: catalogue TMO-002; HAProxy manual §4.2 `retries`.",
-        check: timeouts::retries_exceed_request_timeout,
+        check: Check::Model(timeouts::retries_exceed_request_timeout),
     },
     Rule {
         id: "TMO-102",
@@ -220,7 +220,7 @@ pub static RULES: &[Rule] = &[
             this fires when it is set to 0.\n\
             Source: catalogue TMO-006; hyper's header-read timeout is off unless a timer is set \
             (DESIGN.md, known traps).",
-        check: timeouts::header_read_disabled,
+        check: Check::Model(timeouts::header_read_disabled),
     },
     Rule {
         id: "TMO-103",
@@ -230,7 +230,7 @@ pub static RULES: &[Rule] = &[
         summary: "idle keep-alive connections are kept forever",
         explain: "Abandoned keep-alive connections accumulate until max_connections refuses new clients.\n\
             Source: catalogue TMO-001.",
-        check: timeouts::idle_disabled,
+        check: Check::Model(timeouts::idle_disabled),
     },
     Rule {
         id: "TMO-104",
@@ -240,7 +240,7 @@ pub static RULES: &[Rule] = &[
         summary: "no bound on a whole request",
         explain: "A hung backend then holds client connections until they fill max_connections.\n\
             Source: catalogue TMO-001 (`haproxy -c` warns about missing timeouts).",
-        check: timeouts::request_disabled,
+        check: Check::Model(timeouts::request_disabled),
     },
     Rule {
         id: "TMO-105",
@@ -251,7 +251,7 @@ pub static RULES: &[Rule] = &[
         explain: "The client is gone before the backend timeout fires, so slow servers are never \
             recorded as timing out and passive ejection never sees them.\n\
             Source: catalogue TMO-002 (timeouts ordered across tiers).",
-        check: timeouts::response_beyond_request,
+        check: Check::Model(timeouts::response_beyond_request),
     },
     Rule {
         id: "TMO-106",
@@ -263,7 +263,7 @@ pub static RULES: &[Rule] = &[
             back as more load on servers that are already failing. A budget of 10–20% keeps the \
             first benefit without the second.\n\
             Source: catalogue TMO-003 (retries multiply load during a brownout).",
-        check: timeouts::retry_budget_large,
+        check: Check::Model(timeouts::retry_budget_large),
     },
     Rule {
         id: "TMO-107",
@@ -274,7 +274,7 @@ pub static RULES: &[Rule] = &[
         explain: "A connect on a healthy network takes milliseconds. A long connect timeout means each \
             request to a dead server waits that long before it is retried elsewhere.\n\
             Source: catalogue TMO-002.",
-        check: timeouts::connect_timeout_long,
+        check: Check::Model(timeouts::connect_timeout_long),
     },
     Rule {
         id: "TMO-108",
@@ -289,7 +289,7 @@ pub static RULES: &[Rule] = &[
             This is an inference from how keep-alive works, not a documented rule.\n\
             Source: catalogue TMO-007; hyper#3553 and #3077 (a reused idle connection reset by the \
             backend).",
-        check: timeouts::upstream_idle_long,
+        check: Check::Model(timeouts::upstream_idle_long),
     },
     Rule {
         id: "HC-101",
@@ -300,7 +300,7 @@ pub static RULES: &[Rule] = &[
         explain: "A server with no check is always considered available, so a dead server keeps its \
             share: 1/N of requests fail until a person notices.\n\
             Source: catalogue HC-001; HAProxy manual §5.2 `check`.",
-        check: health::no_health_checks,
+        check: Check::Model(health::no_health_checks),
     },
     Rule {
         id: "HC-102",
@@ -311,7 +311,7 @@ pub static RULES: &[Rule] = &[
         explain: "Detection takes about interval × fall (plus the last check's timeout); all that time the \
             dead server gets its share of requests.\n\
             Source: catalogue HC-003; HAProxy manual §5.2 `inter`, `fall`.",
-        check: health::slow_detection,
+        check: Check::Model(health::slow_detection),
     },
     Rule {
         id: "HC-103",
@@ -322,7 +322,7 @@ pub static RULES: &[Rule] = &[
         explain: "A single check result flips the server's state, so a struggling server flaps in and out \
             of rotation and its clients see both.\n\
             Source: catalogue HC-003.",
-        check: health::flapping_thresholds,
+        check: Check::Model(health::flapping_thresholds),
     },
     Rule {
         id: "HC-104",
@@ -333,7 +333,7 @@ pub static RULES: &[Rule] = &[
         explain: "The ramp is over before the next check, so it has no steps: the recovering server gets \
             its full share at once, which is what slow start exists to prevent.\n\
             Source: catalogue HC-003 (`slowstart` must be > `inter`).",
-        check: health::slow_start_shorter_than_interval,
+        check: Check::Model(health::slow_start_shorter_than_interval),
     },
     Rule {
         id: "HC-105",
@@ -343,7 +343,7 @@ pub static RULES: &[Rule] = &[
         summary: "a health-check timeout at or above its interval",
         explain: "Checks overlap, and a hung server is detected later than the interval suggests.\n\
             Source: catalogue HC-003 (`timeout check`).",
-        check: health::timeout_not_below_interval,
+        check: Check::Model(health::timeout_not_below_interval),
     },
     Rule {
         id: "HC-106",
@@ -354,7 +354,7 @@ pub static RULES: &[Rule] = &[
         explain: "A single 'query of death' retried on every server makes each one fail, and an \
             unbounded ejection then removes the whole pool. Cap the ejected share.\n\
             Source: catalogue HC-005.",
-        check: health::passive_can_eject_all,
+        check: Check::Model(health::passive_can_eject_all),
     },
     Rule {
         id: "HC-107",
@@ -367,7 +367,7 @@ pub static RULES: &[Rule] = &[
             to a failing server instead of getting a fast 503. Envoy's panic threshold is the same \
             trade-off (projectcontour/contour#579).\n\
             Source: catalogue HC-010.",
-        check: health::fail_open,
+        check: Check::Model(health::fail_open),
     },
     Rule {
         id: "HC-108",
@@ -378,7 +378,7 @@ pub static RULES: &[Rule] = &[
         explain: "Slow start ramps a server after it recovers; without active or passive health the \
             server is never marked down, so it never recovers and the ramp never runs.\n\
             Source: ballast design.",
-        check: health::slow_start_without_health,
+        check: Check::Model(health::slow_start_without_health),
     },
     Rule {
         id: "HC-109",
@@ -389,7 +389,7 @@ pub static RULES: &[Rule] = &[
         explain: "A new or restarted server receives traffic before it has proven healthy; if it is not \
             ready, its share fails until `fall` checks catch it.\n\
             Source: catalogue OPS-001 (`init-state`).",
-        check: health::initial_up,
+        check: Check::Model(health::initial_up),
     },
     Rule {
         id: "HASH-101",
@@ -401,7 +401,7 @@ pub static RULES: &[Rule] = &[
             keys are pushed off their server and affinity is lost; above 2.0 a hot key can double \
             its server's load before anything moves. HAProxy documents 125–200 as reasonable.\n\
             Source: catalogue HASH-005; Mirrokni, Thorup, Zadimoghaddam, arXiv:1608.01350.",
-        check: hashing::balance_factor_range,
+        check: Check::Model(hashing::balance_factor_range),
     },
     Rule {
         id: "HASH-102",
@@ -412,7 +412,7 @@ pub static RULES: &[Rule] = &[
         explain: "A request header is whatever the client sends. Without a trusted proxy that sets it, a \
             client can choose its key and steer load onto one server.\n\
             Source: catalogue HASH-006.",
-        check: hashing::client_controlled_key,
+        check: Check::Model(hashing::client_controlled_key),
     },
     Rule {
         id: "HASH-103",
@@ -423,7 +423,7 @@ pub static RULES: &[Rule] = &[
         explain: "ballast balances a request without the key by smooth weighted round-robin: it is \
             served, but without affinity. HAProxy and nginx fall back the same way.\n\
             Source: catalogue SKEW-005; haproxy/haproxy#3019.",
-        check: hashing::optional_key,
+        check: Check::Model(hashing::optional_key),
     },
     Rule {
         id: "HASH-104",
@@ -434,7 +434,7 @@ pub static RULES: &[Rule] = &[
         explain: "The key defaults to the client IP, and clients behind one NAT, CDN or proxy all land on \
             one server.\n\
             Source: catalogue SKEW-001; F5 'Top 10 nginx mistakes' #9.",
-        check: hashing::implicit_key,
+        check: Check::Model(hashing::implicit_key),
     },
     Rule {
         id: "HASH-105",
@@ -445,7 +445,7 @@ pub static RULES: &[Rule] = &[
         explain: "Backups take over only when every primary is down, and then every key moves at once; \
             more primaries instead means a failure moves only the failed server's keys.\n\
             Source: catalogue HC-007.",
-        check: hashing::backup_in_hash_pool,
+        check: Check::Model(hashing::backup_in_hash_pool),
     },
     Rule {
         id: "SEC-101",
@@ -456,7 +456,7 @@ pub static RULES: &[Rule] = &[
         explain: "The admin API reloads configuration and drains servers. Reachable from the network \
             without a token, it lets anyone take the service down.\n\
             Source: catalogue SEC-004.",
-        check: security::admin_exposed,
+        check: Check::Model(security::admin_exposed),
     },
     Rule {
         id: "SEC-102",
@@ -466,7 +466,7 @@ pub static RULES: &[Rule] = &[
         summary: "an admin token shorter than 16 characters",
         explain: "Short tokens can be guessed. Use at least 16 random characters.\n\
             Source: catalogue SEC-004.",
-        check: security::admin_token_short,
+        check: Check::Model(security::admin_token_short),
     },
     Rule {
         id: "SEC-103",
@@ -477,7 +477,7 @@ pub static RULES: &[Rule] = &[
         explain: "Trusting X-Forwarded-For from 0.0.0.0/0 lets any client claim any IP, which defeats \
             per-IP limits and skews client-IP hashing.\n\
             Source: catalogue SEC-005.",
-        check: security::trust_all_proxies,
+        check: Check::Model(security::trust_all_proxies),
     },
     Rule {
         id: "OPS-101",
@@ -487,7 +487,7 @@ pub static RULES: &[Rule] = &[
         summary: "two listeners (or a listener and the admin API) bind the same address",
         explain: "Only one socket can bind an address; the other cannot start.\n\
             Source: ballast design.",
-        check: security::duplicate_listener_address,
+        check: Check::Model(security::duplicate_listener_address),
     },
     Rule {
         id: "OPS-102",
@@ -498,7 +498,7 @@ pub static RULES: &[Rule] = &[
         explain: "An unused pool is usually a typo in a listener's `pool` or a leftover; either way its \
             servers get no traffic.\n\
             Source: ballast design.",
-        check: security::unused_pool,
+        check: Check::Model(security::unused_pool),
     },
 ];
 

@@ -1,0 +1,489 @@
+//! What the catalogue rules read from a foreign file beyond the model: the directives as
+//! written, resolved the way the load balancer resolves them (HAProxy `defaults` inheritance
+//! and `default-server`; nginx inheritance from `http` to `server` to `location`), each with
+//! the span of the line that set it. The model holds what ballast can run; these facts hold
+//! what a reviewer of the file would read, so a finding can point at the directive at fault.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::nginx::Node;
+use crate::words::{Directive, Version, Word, parse_time};
+
+/// Facts of an imported file, by format.
+#[derive(Debug, Clone)]
+pub enum Facts {
+    /// ballast's own format: the model is everything.
+    Ballast,
+    Haproxy(HaproxyFacts),
+    Nginx(NginxFacts),
+}
+
+/// An HAProxy file: its `global` directives and its proxies with what they inherit.
+#[derive(Debug, Clone)]
+pub struct HaproxyFacts {
+    pub version: Version,
+    /// The `global` section's header, when there is one.
+    pub global_header: Option<Range<usize>>,
+    pub global: Vec<Directive>,
+    pub proxies: Vec<HaproxyProxy>,
+}
+
+/// A `frontend`, `backend` or `listen` section.
+#[derive(Debug, Clone)]
+pub struct HaproxyProxy {
+    /// `frontend`, `backend` or `listen`.
+    pub kind: String,
+    pub name: String,
+    pub header: Range<usize>,
+    /// Inherited `defaults` directives first, then the section's own, in order; the last one
+    /// of a kind is the one in force.
+    pub settings: Vec<Directive>,
+    /// `bind` lines.
+    pub binds: Vec<Directive>,
+    /// `use_backend` and `default_backend` targets; `true` for the default.
+    pub routes: Vec<(Word, bool)>,
+    pub servers: Vec<HaproxyServer>,
+}
+
+/// One server (a `server-template` expands to several with the same span).
+#[derive(Debug, Clone)]
+pub struct HaproxyServer {
+    pub name: String,
+    pub address: Word,
+    pub span: Range<usize>,
+    /// `default-server` parameters first, then the line's own.
+    pub params: Vec<Param>,
+    pub from_template: bool,
+}
+
+/// A server keyword and its value as written.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub keyword: String,
+    pub value: Option<Word>,
+    /// The keyword and its value.
+    pub span: Range<usize>,
+}
+
+impl HaproxyFacts {
+    pub fn global(&self, name: &str) -> Option<&Directive> {
+        self.global.iter().rev().find(|d| d.name() == name)
+    }
+
+    pub fn proxy(&self, name: &str) -> Option<&HaproxyProxy> {
+        self.proxies
+            .iter()
+            .find(|p| p.name == name && p.kind != "frontend")
+    }
+
+    /// Frontends and listens whose routes (default or conditional) reach `backend`.
+    pub fn feeding<'a>(
+        &'a self,
+        backend: &'a HaproxyProxy,
+    ) -> impl Iterator<Item = &'a HaproxyProxy> {
+        self.proxies.iter().filter(move |p| {
+            (p.kind == "listen" && p.name == backend.name && backend.kind == "listen")
+                || p.routes.iter().any(|(w, _)| w.text == backend.name)
+        })
+    }
+}
+
+impl HaproxyProxy {
+    pub fn is_backend(&self) -> bool {
+        self.kind != "frontend"
+    }
+    pub fn is_frontend(&self) -> bool {
+        self.kind != "backend"
+    }
+
+    /// The directive in force named `name` (the last one, own or inherited).
+    pub fn setting(&self, name: &str) -> Option<&Directive> {
+        self.settings.iter().rev().find(|d| d.name() == name)
+    }
+
+    /// `option <name>` or `no option <name>` in force: `(enabled, directive)`.
+    pub fn option(&self, name: &str) -> Option<(bool, &Directive)> {
+        self.settings.iter().rev().find_map(|d| match d.name() {
+            "option" if d.arg(0).is_some_and(|w| w.text == name) => Some((true, d)),
+            "no" if d.arg(0).is_some_and(|w| w.text == "option")
+                && d.arg(1).is_some_and(|w| w.text == name) =>
+            {
+                Some((false, d))
+            }
+            _ => None,
+        })
+    }
+
+    pub fn option_on(&self, name: &str) -> bool {
+        self.option(name).is_some_and(|(on, _)| on)
+    }
+
+    /// `timeout <name> <time>` in force.
+    pub fn timeout(&self, name: &str) -> Option<(Duration, &Directive)> {
+        self.settings.iter().rev().find_map(|d| {
+            (d.name() == "timeout" && d.arg(0).is_some_and(|w| w.text == name))
+                .then(|| {
+                    d.arg(1)
+                        .and_then(|w| parse_time(&w.text, 1))
+                        .map(|t| (t, d))
+                })
+                .flatten()
+        })
+    }
+
+    /// A numeric directive in force (`maxconn 100`, `retries 3`).
+    pub fn number(&self, name: &str) -> Option<(u64, &Directive)> {
+        let d = self.setting(name)?;
+        Some((d.arg(0)?.text.parse().ok()?, d))
+    }
+
+    /// Whether `mode http` is in force (HAProxy's default mode is tcp).
+    pub fn http(&self) -> bool {
+        self.setting("mode")
+            .and_then(|d| d.arg(0))
+            .is_some_and(|w| w.text == "http")
+    }
+
+    /// The `balance` algorithm word in force, e.g. `source`, `hdr(host)`.
+    pub fn balance(&self) -> Option<(&str, &Directive)> {
+        let d = self.setting("balance")?;
+        Some((d.arg(0)?.text.as_str(), d))
+    }
+
+    /// Whether `hash-type consistent` is in force.
+    pub fn consistent(&self) -> bool {
+        self.setting("hash-type")
+            .and_then(|d| d.arg(0))
+            .is_some_and(|w| w.text == "consistent")
+    }
+
+    /// Servers that take traffic in normal operation (not backup, not disabled).
+    pub fn active_servers(&self) -> impl Iterator<Item = &HaproxyServer> {
+        self.servers
+            .iter()
+            .filter(|s| !s.flag("backup") && !s.flag("disabled"))
+    }
+}
+
+impl HaproxyServer {
+    /// The value of `keyword` in force (the line's own over `default-server`).
+    pub fn param(&self, keyword: &str) -> Option<&Param> {
+        self.params.iter().rev().find(|p| p.keyword == keyword)
+    }
+
+    /// Whether a flag (`check`, `backup`, `ssl`) is on: set and not cancelled by `no-<flag>`
+    /// after it.
+    pub fn flag(&self, keyword: &str) -> bool {
+        let negated = format!("no-{keyword}");
+        self.params
+            .iter()
+            .rev()
+            .find(|p| p.keyword == keyword || p.keyword == negated)
+            .is_some_and(|p| p.keyword == keyword)
+    }
+
+    pub fn number(&self, keyword: &str) -> Option<u64> {
+        self.param(keyword)?.value.as_ref()?.text.parse().ok()
+    }
+
+    pub fn time(&self, keyword: &str) -> Option<Duration> {
+        parse_time(&self.param(keyword)?.value.as_ref()?.text, 1)
+    }
+
+    /// Where a keyword is written, else the server line.
+    pub fn span_of(&self, keyword: &str) -> Range<usize> {
+        self.param(keyword)
+            .map_or_else(|| self.span.clone(), |p| p.span.clone())
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.number("weight").unwrap_or(1)
+    }
+
+    /// Whether the address is a name that needs resolving rather than an IP.
+    pub fn is_fqdn(&self) -> bool {
+        let t = self.address.text.as_str();
+        let host = t
+            .rsplit_once(':')
+            .map_or(t, |(h, p)| if p.parse::<u16>().is_ok() { h } else { t });
+        let host = host.trim_start_matches("ipv4@").trim_start_matches("ipv6@");
+        !host.is_empty()
+            && !host.starts_with('/')
+            && !host.starts_with("unix@")
+            && !host.starts_with('[')
+            && !host.contains(':')
+            && host.parse::<std::net::IpAddr>().is_err()
+            && host.chars().any(|c| c.is_ascii_alphabetic())
+    }
+}
+
+/// An nginx file: the tree (includes expanded) plus the version.
+#[derive(Debug, Clone)]
+pub struct NginxFacts {
+    pub version: Version,
+    pub tree: Vec<Node>,
+}
+
+/// An `upstream` block.
+#[derive(Debug)]
+pub struct Upstream<'a> {
+    pub name: &'a Word,
+    pub directive: &'a Directive,
+    pub body: &'a [Node],
+    /// `http` or `stream`.
+    pub context: &'a str,
+}
+
+/// A `proxy_pass` and the blocks it inherits from, outermost first (`http`, `server`,
+/// `location`...).
+#[derive(Debug)]
+pub struct ProxyPass<'a> {
+    pub directive: &'a Directive,
+    pub levels: Vec<&'a [Node]>,
+    /// The enclosing `server` block.
+    pub server: &'a [Node],
+    pub context: &'a str,
+}
+
+impl NginxFacts {
+    /// A main-context directive.
+    pub fn main(&self, name: &str) -> Option<&Directive> {
+        last(&self.tree, name)
+    }
+
+    /// A directive of the `events` block.
+    pub fn events(&self, name: &str) -> Option<&Directive> {
+        blocks(&self.tree, "events")
+            .filter_map(|b| last(b, name))
+            .last()
+    }
+
+    /// `http` and `stream` blocks with their names.
+    pub fn contexts(&self) -> impl Iterator<Item = (&str, &[Node])> {
+        self.tree.iter().filter_map(|n| {
+            let name = n.directive.name();
+            (name == "http" || name == "stream")
+                .then_some(())
+                .and(n.block.as_deref().map(|b| (name, b)))
+        })
+    }
+
+    pub fn upstreams(&self) -> Vec<Upstream<'_>> {
+        let mut out = Vec::new();
+        for (context, block) in self.contexts() {
+            for n in block.iter().filter(|n| n.directive.name() == "upstream") {
+                if let (Some(name), Some(body)) = (n.directive.arg(0), n.block.as_deref()) {
+                    out.push(Upstream {
+                        name,
+                        directive: &n.directive,
+                        body,
+                        context,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<Upstream<'_>> {
+        self.upstreams().into_iter().find(|u| u.name.text == name)
+    }
+
+    /// Every `server` block with its context and enclosing block.
+    pub fn servers(&self) -> Vec<(&str, &[Node], &[Node])> {
+        let mut out = Vec::new();
+        for (context, block) in self.contexts() {
+            for n in block.iter().filter(|n| n.directive.name() == "server") {
+                if let Some(body) = n.block.as_deref() {
+                    out.push((context, block, body));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn proxy_passes(&self) -> Vec<ProxyPass<'_>> {
+        let mut out = Vec::new();
+        for (context, outer, body) in self.servers() {
+            collect_proxy_passes(context, vec![outer, body], body, &mut out);
+        }
+        out
+    }
+
+    /// Upstreams that some `proxy_pass` names, with the passes.
+    pub fn passes_to<'a>(&'a self, upstream: &str) -> Vec<ProxyPass<'a>> {
+        self.proxy_passes()
+            .into_iter()
+            .filter(|p| p.upstream_name() == Some(upstream))
+            .collect()
+    }
+}
+
+fn collect_proxy_passes<'a>(
+    context: &'a str,
+    levels: Vec<&'a [Node]>,
+    server: &'a [Node],
+    out: &mut Vec<ProxyPass<'a>>,
+) {
+    let here = *levels.last().expect("a level");
+    if let Some(d) = last(here, "proxy_pass") {
+        out.push(ProxyPass {
+            directive: d,
+            levels: levels.clone(),
+            server,
+            context,
+        });
+    }
+    for n in here.iter().filter(|n| n.directive.name() == "location") {
+        if let Some(b) = n.block.as_deref() {
+            let mut l = levels.clone();
+            l.push(b);
+            collect_proxy_passes(context, l, server, out);
+        }
+    }
+}
+
+impl<'a> ProxyPass<'a> {
+    /// The target host part: `backend` of `http://backend/path`.
+    pub fn upstream_name(&self) -> Option<&'a str> {
+        let t = self.directive.arg(0)?.text.as_str();
+        let t = t
+            .strip_prefix("http://")
+            .or_else(|| t.strip_prefix("https://"))
+            .unwrap_or(t);
+        t.split('/').next()
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.directive
+            .arg(0)
+            .is_some_and(|w| w.text.starts_with("https://"))
+    }
+
+    /// The directive in force at the `proxy_pass`: nginx takes the innermost level that has
+    /// one (array directives such as `proxy_set_header` are inherited only when the level
+    /// has none of its own).
+    pub fn effective(&self, name: &str) -> Option<&'a Directive> {
+        self.levels.iter().rev().find_map(|b| last(b, name))
+    }
+
+    /// Every occurrence at the innermost level that has any (`proxy_set_header`).
+    pub fn effective_all(&self, name: &str) -> Vec<&'a Directive> {
+        for b in self.levels.iter().rev() {
+            let found: Vec<_> = b
+                .iter()
+                .filter(|n| n.directive.name() == name)
+                .map(|n| &n.directive)
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        Vec::new()
+    }
+
+    pub fn time(&self, name: &str) -> Option<(Duration, &'a Directive)> {
+        let d = self.effective(name)?;
+        Some((parse_time(&d.arg(0)?.text, 1000)?, d))
+    }
+}
+
+impl<'a> Upstream<'a> {
+    pub fn directive(&self, name: &str) -> Option<&'a Directive> {
+        last(self.body, name)
+    }
+
+    /// The balancing method and its directive (`None`: round-robin).
+    pub fn method(&self) -> Option<&'a Directive> {
+        self.body.iter().rev().map(|n| &n.directive).find(|d| {
+            matches!(
+                d.name(),
+                "ip_hash" | "hash" | "least_conn" | "random" | "least_time"
+            )
+        })
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = NginxServer<'a>> {
+        self.body
+            .iter()
+            .filter(|n| n.directive.name() == "server")
+            .map(|n| NginxServer {
+                directive: &n.directive,
+            })
+    }
+}
+
+/// A `server` line of an upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct NginxServer<'a> {
+    pub directive: &'a Directive,
+}
+
+impl<'a> NginxServer<'a> {
+    pub fn address(&self) -> &'a str {
+        self.directive.arg(0).map_or("", |w| w.text.as_str())
+    }
+
+    /// `key=value` parameter.
+    pub fn param(&self, key: &str) -> Option<(&'a str, &'a Word)> {
+        self.directive.args().iter().skip(1).find_map(|w| {
+            let (k, v) = w.text.split_once('=')?;
+            (k == key).then_some((v, w))
+        })
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.directive.args().iter().skip(1).any(|w| w.text == name)
+    }
+
+    pub fn number(&self, key: &str) -> Option<u64> {
+        self.param(key)?.0.parse().ok()
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.number("weight").unwrap_or(1)
+    }
+
+    /// Whether the address is a host name (resolved once at start without `resolve`).
+    pub fn is_hostname(&self) -> bool {
+        let a = self.address();
+        if a.starts_with("unix:") {
+            return false;
+        }
+        let host = match a.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            _ => a,
+        };
+        host.parse::<std::net::IpAddr>().is_err()
+            && !host.starts_with('[')
+            && host.chars().any(|c| c.is_ascii_alphabetic())
+    }
+}
+
+/// Blocks of the directives named `name`.
+pub fn blocks<'a>(nodes: &'a [Node], name: &'a str) -> impl Iterator<Item = &'a [Node]> {
+    nodes
+        .iter()
+        .filter(move |n| n.directive.name() == name)
+        .filter_map(|n| n.block.as_deref())
+}
+
+/// The last simple directive named `name` in a block.
+pub fn last<'a>(nodes: &'a [Node], name: &str) -> Option<&'a Directive> {
+    nodes
+        .iter()
+        .rev()
+        .find(|n| n.directive.name() == name)
+        .map(|n| &n.directive)
+}
+
+/// Every directive in the tree, depth first, for rules that look anywhere (`stub_status`).
+pub fn walk<'a>(nodes: &'a [Node], out: &mut Vec<(&'a Directive, &'a [Node])>) {
+    for n in nodes {
+        out.push((&n.directive, nodes));
+        if let Some(b) = &n.block {
+            walk(b, out);
+        }
+    }
+}
