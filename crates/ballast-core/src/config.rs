@@ -482,6 +482,10 @@ pub struct Server {
     /// HAProxy's numeric server id (`id`), which places its consistent-hash ring nodes.
     /// Unset: the server's position, counting from 1, as HAProxy numbers them.
     pub id: Option<u32>,
+    /// The text nginx's `hash ... consistent` places on its ring: the `server` as written
+    /// (`10.0.0.1` and `10.0.0.1:80` land on different points). Unset: the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_key: Option<String>,
 }
 
 fn default_weight() -> u32 {

@@ -62,6 +62,7 @@ pub fn server(name: String, address: String) -> Server {
         slow_start: None,
         down: false,
         id: None,
+        ring_key: None,
     }
 }
 

@@ -1014,6 +1014,7 @@ fn build_pool(
             slow_start: q.slowstart.as_ref().map(|s| Dur(s.value)),
             down: q.disabled.is_some(),
             id: q.id.as_ref().map(|i| i.value),
+            ring_key: None,
         });
     }
     Pool {

@@ -842,6 +842,8 @@ fn upstream(
                 if !ballast_core::load::valid_host_port(&server.address)
                     && !server.address.starts_with("unix:")
                 {
+                    // ketama hashes the text as written; the model's address gains the port.
+                    server.ring_key = Some(server.address.clone());
                     server.address = builder::with_default_port(&server.address);
                 }
                 if max_fails > 0 {

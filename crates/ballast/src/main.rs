@@ -3,6 +3,7 @@
 
 mod check_cmd;
 mod demo_cmd;
+mod diff_cmd;
 mod input;
 mod serve_cmd;
 mod simulate_cmd;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 ///   ballast check examples/ballast.toml               # what is wrong, where, and how to fix it
 ///   ballast simulate examples/skewed-hash.toml        # the distribution this config will produce
 ///   ballast check --explain LIM-102                   # why a rule matters, with its source
+///   ballast diff old.cfg new.cfg                      # what a change does, before it ships
 ///
 /// Exit codes: 0 when all is well, 1 when a check or an assertion fails, 2 when an input
 /// cannot be read or parsed.
@@ -39,6 +41,7 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     Check(check_cmd::CheckArgs),
     Simulate(simulate_cmd::SimulateArgs),
+    Diff(diff_cmd::DiffArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
+        Command::Diff(args) => diff_cmd::run(args),
     };
     ExitCode::from(code)
 }

@@ -86,7 +86,7 @@ struct TrafficFile {
 }
 
 /// An input problem: printed, and the command exits 2.
-struct InputError(String);
+pub(crate) struct InputError(pub(crate) String);
 
 pub fn run(args: SimulateArgs) -> u8 {
     match simulate(&args) {
@@ -246,7 +246,10 @@ fn fmt_num(x: f64) -> String {
     }
 }
 
-fn read_traffic(path: &Path, config: &ballast_core::Config) -> Result<Traffic, InputError> {
+pub(crate) fn read_traffic(
+    path: &Path,
+    config: &ballast_core::Config,
+) -> Result<Traffic, InputError> {
     let source = SourceFile::read(path).map_err(|e| InputError(e.render()))?;
     let (file, spans) = parse_with_spans::<TrafficFile>(&source)
         .map_err(|d| InputError(d.render(Some(&source))))?;

@@ -352,7 +352,8 @@ fn rehash_crc(key_crc: u32, key_len: u64, rehash: u32) -> u32 {
 fn ketama_points(pool: &Pool, primary: &[usize]) -> Vec<(u32, usize)> {
     let mut points = Vec::new();
     for &i in primary {
-        let server = pool.servers[i].address.as_bytes();
+        let s = &pool.servers[i];
+        let server = s.ring_key.as_deref().unwrap_or(&s.address).as_bytes();
         let (host, port) = split_host_port(server);
         let mut base = crc32fast::Hasher::new();
         base.update(host);

@@ -1,0 +1,118 @@
+//! ballast-diff: what changes between two configurations, of any formats (HAProxy to ballast
+//! included), and what the change will do.
+//!
+//! Both files are read into the one model by `ballast-import`; [`diff`] then compares the
+//! models ([`compare`]: servers added, removed or changed, weights, algorithm, limits,
+//! timeouts, health), judges the change with the diff-only rules of the catalogue
+//! ([`rules`]: HASH-002, HASH-003), lists the findings of `ballast check` that the new file
+//! introduces, and predicts the shift in distribution by running the simulator on both sides
+//! under one traffic model ([`shift`]). Pure: rendering is in [`render`], I/O in the binary.
+#![forbid(unsafe_code)]
+
+pub mod compare;
+pub mod render;
+pub mod rules;
+pub mod shift;
+
+use std::ops::Range;
+
+use ballast_check::Finding;
+use ballast_core::traffic::Traffic;
+use ballast_import::Imported;
+use serde::Serialize;
+
+pub use compare::{Change, ChangeKind};
+pub use shift::PoolShift;
+
+/// Which of the two files a finding or a change points into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Old,
+    New,
+}
+
+/// A finding located in one of the two files.
+#[derive(Debug, Clone)]
+pub struct SidedFinding {
+    pub side: Side,
+    pub finding: Finding,
+}
+
+/// Everything `ballast diff` reports.
+#[derive(Debug)]
+pub struct Diff<'a> {
+    pub old: &'a Imported,
+    pub new: &'a Imported,
+    pub changes: Vec<Change>,
+    /// Diff-only rules (HASH-002, HASH-003).
+    pub findings: Vec<SidedFinding>,
+    /// Findings of `ballast check` on the new file that the old file did not have.
+    pub introduced: Vec<Finding>,
+    /// Findings of `ballast check` on the old file that the new file no longer has.
+    pub resolved: Vec<Finding>,
+    pub shifts: Vec<PoolShift>,
+    /// The traffic model the prediction ran.
+    pub traffic: Traffic,
+}
+
+/// Compares two imported configurations. `traffic` is the model for the prediction: when
+/// `None`, the new file's `[simulate]`, else the old file's, else the defaults.
+pub fn diff<'a>(old: &'a Imported, new: &'a Imported, traffic: Option<Traffic>) -> Diff<'a> {
+    let changes = compare::compare(&old.loaded, &new.loaded);
+    let traffic = traffic
+        .or_else(|| new.loaded.config.simulate.clone())
+        .or_else(|| old.loaded.config.simulate.clone())
+        .unwrap_or_default();
+    let shifts = shift::predict(&old.loaded.config, &new.loaded.config, &changes, &traffic);
+    let findings = rules::judge(old, new, &shifts);
+    let (introduced, resolved) = check_delta(old, new);
+    Diff {
+        old,
+        new,
+        changes,
+        findings,
+        introduced,
+        resolved,
+        shifts,
+        traffic,
+    }
+}
+
+/// Findings present on one side only, matched by rule and the text of the line they point
+/// at (line numbers move between versions, and messages quote numbers that the change may
+/// alter without creating or fixing anything).
+fn check_delta(old: &Imported, new: &Imported) -> (Vec<Finding>, Vec<Finding>) {
+    let before = ballast_check::check_imported(old);
+    let after = ballast_check::check_imported(new);
+    let key = |side: &Imported, f: &Finding| {
+        let text = &side.loaded.source.text;
+        let line = f.span.as_ref().map_or("", |s| {
+            let start = text[..s.start.min(text.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            text[start..end].trim()
+        });
+        (f.rule, line.to_string())
+    };
+    let before_keys: std::collections::HashSet<_> = before.iter().map(|f| key(old, f)).collect();
+    let after_keys: std::collections::HashSet<_> = after.iter().map(|f| key(new, f)).collect();
+    let introduced = after
+        .iter()
+        .filter(|f| !before_keys.contains(&key(new, f)))
+        .cloned()
+        .collect();
+    let resolved = before
+        .iter()
+        .filter(|f| !after_keys.contains(&key(old, f)))
+        .cloned()
+        .collect();
+    (introduced, resolved)
+}
+
+/// 1-based line of a span's start in a file, 0 without a span.
+pub(crate) fn line_of(imported: &Imported, span: &Option<Range<usize>>) -> usize {
+    span.as_ref()
+        .map_or(0, |s| imported.loaded.source.line_col(s.start).line)
+}
