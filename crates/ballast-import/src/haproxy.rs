@@ -231,6 +231,17 @@ struct ServerLine {
     from_template: bool,
 }
 
+/// A proxy section as read: (kind, name, settings, servers, header span, routes, binds).
+type ProxyParts<'a> = (
+    &'a str,
+    Word,
+    Settings,
+    Vec<ServerLine>,
+    Range<usize>,
+    Vec<(Word, bool)>,
+    Vec<Directive>,
+);
+
 pub(crate) fn import(
     source: &SourceFile,
     options: &Options,
@@ -249,8 +260,7 @@ pub(crate) fn import(
 
     let mut named_defaults: HashMap<String, Settings> = HashMap::new();
     let mut current = Settings::default();
-    // (kind, name, settings, servers, header span, routes, binds)
-    let mut proxies = Vec::new();
+    let mut proxies: Vec<ProxyParts> = Vec::new();
     for section in &sections {
         match section.kind.as_str() {
             "global" => {
@@ -287,6 +297,29 @@ pub(crate) fn import(
             }
             kind if PROXY_SECTIONS.contains(&kind) => {
                 let Some(name) = &section.name else { continue };
+                // A frontend may share a backend's name; a listen is both, and two of the
+                // same side may not share one.
+                let sides = |k: &str| match k {
+                    "frontend" => 1,
+                    "backend" => 2,
+                    _ => 3,
+                };
+                if let Some(first) = proxies
+                    .iter()
+                    .find(|p| p.1.text == name.text && sides(p.0) & sides(kind) != 0)
+                {
+                    errors.push(
+                        Diagnostic::error(format!(
+                            "{kind} `{}` has the same name as the {} at line {}",
+                            name.text,
+                            first.0,
+                            source.line_col(first.1.span.start).line
+                        ))
+                        .with_span(name.span.clone())
+                        .with_fix("rename one of them: HAProxy refuses two proxies of the same side with one name"),
+                    );
+                    continue;
+                }
                 let mut s = match &section.from {
                     Some(f) => match named_defaults.get(&f.text) {
                         Some(d) => d.clone(),

@@ -443,9 +443,23 @@ pub(crate) fn import(
         .filter_map(|b| last(b, "worker_connections"))
         .last();
     let connections = match worker_connections.and_then(|d| d.arg(0)) {
-        Some(w) => w.text.parse::<u32>().unwrap_or(512),
+        Some(w) => w.text.parse::<u32>().unwrap_or_else(|_| {
+            errors.push(
+                Diagnostic::error(format!("invalid number `{}`", w.text))
+                    .with_span(w.span.clone())
+                    .with_fix("write a number of connections per worker, such as 1024"),
+            );
+            512
+        }),
         None => 512,
     };
+    if find(&tree, "events").next().is_none() {
+        errors.push(
+            Diagnostic::error("no `events` section in the configuration")
+                .with_span(tree.first().map_or(0..0, |n| n.directive.span.clone()))
+                .with_fix("add `events { worker_connections 1024; }` at the top level (nginx refuses to start without it)"),
+        );
+    }
     // Each proxied request holds two connections (client and upstream).
     let capacity = workers.saturating_mul(connections) / 2;
     b.config.global.max_connections = Some(capacity);
@@ -516,6 +530,13 @@ fn context(
     notes: &mut Vec<Diagnostic>,
 ) {
     let settings = ProxySettings::default().inherit(block, errors);
+    note_unread(
+        block,
+        &["upstream", "server"],
+        &["listen", "location", "proxy_pass"],
+        errors,
+        notes,
+    );
     let mut upstreams: HashMap<String, String> = HashMap::new();
     for node in find(block, "upstream") {
         let Some(name) = node.directive.arg(0) else {
@@ -552,6 +573,22 @@ fn context(
             continue;
         };
         let s = settings.inherit(body, errors);
+        note_unread(
+            body,
+            &["listen", "location", "proxy_pass"],
+            &["upstream", "server"],
+            errors,
+            notes,
+        );
+        for loc in find(body, "location").filter_map(|n| n.block.as_deref()) {
+            note_unread(
+                loc,
+                &["proxy_pass", "location"],
+                &["upstream", "server", "listen"],
+                errors,
+                notes,
+            );
+        }
         // The upstream this server proxies to: its own proxy_pass (stream) or its locations'.
         let mut targets: Vec<(Word, ProxySettings)> = Vec::new();
         if let Some(d) = last(body, "proxy_pass")
@@ -570,12 +607,16 @@ fn context(
         let Some((target, ls)) = targets.first().cloned() else {
             continue;
         };
-        let upstream_name = target
-            .text
-            .strip_prefix("http://")
-            .or_else(|| target.text.strip_prefix("https://"))
-            .unwrap_or(&target.text);
-        let upstream_name = upstream_name.split('/').next().unwrap_or("").to_string();
+        for (other, _) in &targets[1..] {
+            let name = proxied_host(&other.text);
+            let why = if !upstreams.contains_key(name) && is_host_name(name) {
+                "no upstream has this name, so nginx resolves it as a host name at start-up (and `nginx -t` fails when it does not resolve); the listener is modelled with its first proxy_pass"
+            } else {
+                "routing by location; the listener is modelled with its first proxy_pass"
+            };
+            notes.push(not_modelled(&other.text, other.span.clone(), why));
+        }
+        let upstream_name = proxied_host(&target.text).to_string();
         let pool = match upstreams.get(&upstream_name) {
             Some(p) => p.clone(),
             None => {
@@ -588,6 +629,13 @@ fn context(
                     continue;
                 }
                 // A direct address: a one-server pool.
+                if is_host_name(&upstream_name) {
+                    notes.push(not_modelled(
+                        &target.text,
+                        target.span.clone(),
+                        "no upstream has this name, so nginx resolves it as a host name at start-up (and `nginx -t` fails when it does not resolve); ballast models it as one server",
+                    ));
+                }
                 let pool_name = model_name(&upstream_name);
                 if !b.config.pools.contains_key(&pool_name) {
                     let p = format!("pools.{pool_name}");
@@ -679,6 +727,61 @@ fn context(
     }
 }
 
+/// The upstream name or address a `proxy_pass` names: `app` of `http://app/path`.
+fn proxied_host(target: &str) -> &str {
+    let t = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .unwrap_or(target);
+    t.split('/').next().unwrap_or("")
+}
+
+/// Whether `host[:port]` is a name to resolve rather than an address.
+fn is_host_name(host_port: &str) -> bool {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    host.parse::<std::net::IpAddr>().is_err()
+        && !host.starts_with('[')
+        && !host.starts_with("unix:")
+        && !host.contains('$')
+}
+
+/// Directives of a block that the model reads, besides the inherited proxy settings.
+const INHERITED: &[&str] = &[
+    "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "client_header_timeout",
+    "keepalive_timeout",
+    "proxy_next_upstream_tries",
+];
+
+/// Notes every directive of `block` that the model does not read, and refuses the ones nginx
+/// does not allow at this level.
+fn note_unread(
+    block: &[Node],
+    read: &[&str],
+    misplaced: &[&str],
+    errors: &mut Vec<Diagnostic>,
+    notes: &mut Vec<Diagnostic>,
+) {
+    for n in block {
+        let d = &n.directive;
+        let name = d.name();
+        if misplaced.contains(&name) {
+            errors.push(
+                Diagnostic::error(format!("`{name}` is not allowed here"))
+                    .with_span(d.span.clone())
+                    .with_fix("move it to the block nginx expects it in (listen in server, server in upstream or http, upstream in http)"),
+            );
+        } else if !read.contains(&name) && !INHERITED.contains(&name) {
+            notes.push(not_modelled(
+                &d.text(),
+                d.span.clone(),
+                "it does not change balancing or capacity",
+            ));
+        }
+    }
+}
+
 /// An `upstream` block as a pool.
 fn upstream(
     b: &mut Builder,
@@ -696,8 +799,29 @@ fn upstream(
     let mut names: HashMap<String, u32> = HashMap::new();
     // Where the balancing method is written (the last one wins, as in nginx).
     let mut method: Option<Range<usize>> = None;
+    let mut method_name: Option<&str> = None;
     for node in body {
         let d = &node.directive;
+        let method_args = match d.name() {
+            "ip_hash" | "least_conn" => Some(0..=0),
+            "random" => Some(0..=2),
+            "hash" => Some(1..=2),
+            _ => None,
+        };
+        if let Some(range) = method_args {
+            if !range.contains(&d.args().len()) {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "invalid number of arguments in `{}`",
+                        d.name()
+                    ))
+                    .with_span(d.span.clone())
+                    .with_fix("see the nginx upstream module: `ip_hash;`, `least_conn;`, `random [two];`, `hash KEY [consistent];`"),
+                );
+                continue;
+            }
+            method_name = Some(d.name());
+        }
         match d.name() {
             "ip_hash" => {
                 (emulate, algorithm, hash_key) = (
@@ -753,6 +877,17 @@ fn upstream(
             }
             "random" => {
                 let two = d.arg(0).is_some_and(|w| w.text == "two");
+                if let Some(w) = d
+                    .args()
+                    .iter()
+                    .find(|w| w.text != "two" && !w.text.starts_with("least_time="))
+                {
+                    errors.push(
+                        Diagnostic::error(format!("invalid parameter `{}`", w.text))
+                            .with_span(w.span.clone())
+                            .with_fix("write `random;` or `random two;`"),
+                    );
+                }
                 (emulate, algorithm) = (
                     Emulation::NginxRandom { two },
                     if two {
@@ -826,6 +961,15 @@ fn upstream(
                             None => errors.push(Diagnostic::error(format!("invalid parameter `{}`", w.text)).with_span(w.span.clone()).with_fix("write it like fail_timeout=10s")),
                         },
                         "backup" => {
+                            // nginx checks this when it reads the server line, so only a
+                            // method written before it refuses it (HC-007 covers the rest).
+                            if let Some(m) = method_name.filter(|m| *m != "least_conn") {
+                                errors.push(
+                                    Diagnostic::error(format!("balancing method `{m}` does not support parameter `backup`"))
+                                        .with_span(w.span.clone())
+                                        .with_fix("remove `backup`, or use round-robin or least_conn"),
+                                );
+                            }
                             server.backup = true;
                             b.at(format!("{sp}.backup"), w.span.clone());
                         }

@@ -41,7 +41,8 @@ fn diff_json(old: &Path, new: &Path, extra: &[&str]) -> (Value, Option<i32>) {
     (v, out.status.code())
 }
 
-const NGINX_IP_HASH: &str = "http {
+const NGINX_IP_HASH: &str = "events {}
+http {
     upstream app {
         ip_hash;
         server 10.0.0.1:80;
@@ -74,10 +75,10 @@ fn removing_a_server_from_an_ip_hash_pool_is_hash_002_at_the_old_line() {
         .find(|c| c["kind"] == "removed")
         .expect("a removed server");
     assert_eq!(removed["what"], "server 10.0.0.3:80");
-    assert_eq!(removed["old_line"], 6);
+    assert_eq!(removed["old_line"], 7);
     let f = &v["findings"][0];
     assert_eq!(f["rule"], "HASH-002");
-    assert_eq!(f["line"], 6);
+    assert_eq!(f["line"], 7);
     assert!(f["file"].as_str().unwrap().ends_with("old.conf"));
     let pool = &v["prediction"]["pools"][0];
     let moved = pool["moved"].as_f64().unwrap();
@@ -122,7 +123,8 @@ fn changing_a_ketama_server_text_is_hash_003_and_moves_keys() {
     let dir = tempfile::tempdir().unwrap();
     let conf = |first: &str| {
         format!(
-            "http {{
+            "events {{}}
+http {{
     upstream cache {{
         hash $request_uri consistent;
         server {first};
@@ -143,7 +145,7 @@ fn changing_a_ketama_server_text_is_hash_003_and_moves_keys() {
     assert_eq!(code, Some(0), "HASH-003 is info level: {v:#}");
     let f = &v["findings"][0];
     assert_eq!(f["rule"], "HASH-003");
-    assert_eq!(f["line"], 4);
+    assert_eq!(f["line"], 5);
     assert!(f["file"].as_str().unwrap().ends_with("new.conf"));
     let moved = v["prediction"]["pools"][0]["moved"].as_f64().unwrap();
     assert!(moved > 0.05, "the ring moved: {moved}");
