@@ -5,6 +5,7 @@
 //! what a reviewer of the file would read, so a finding can point at the directive at fault.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::nginx::Node;
@@ -36,9 +37,10 @@ pub struct HaproxyProxy {
     pub kind: String,
     pub name: String,
     pub header: Range<usize>,
-    /// Inherited `defaults` directives first, then the section's own, in order; the last one
-    /// of a kind is the one in force.
-    pub settings: Vec<Directive>,
+    /// The `defaults` directives it inherits (shared by every proxy of that `defaults`).
+    pub inherited: Arc<[Directive]>,
+    /// The section's own directives, in order.
+    pub own: Vec<Directive>,
     /// `bind` lines.
     pub binds: Vec<Directive>,
     /// `use_backend` and `default_backend` targets; `true` for the default.
@@ -52,9 +54,15 @@ pub struct HaproxyServer {
     pub name: String,
     pub address: Word,
     pub span: Range<usize>,
-    /// `default-server` parameters first, then the line's own.
+    /// `default-server` parameters (shared by the servers of the section).
+    pub inherited: Arc<[Param]>,
+    /// The line's own parameters.
     pub params: Vec<Param>,
     pub from_template: bool,
+    /// The flags rules ask about for every server, resolved once (see [`Self::flag`]).
+    pub backup: bool,
+    pub disabled: bool,
+    pub check: bool,
 }
 
 /// A server keyword and its value as written.
@@ -97,14 +105,19 @@ impl HaproxyProxy {
         self.kind != "backend"
     }
 
+    /// Inherited directives then own, in order: the last one of a kind is in force.
+    pub fn settings(&self) -> impl DoubleEndedIterator<Item = &Directive> {
+        self.inherited.iter().chain(self.own.iter())
+    }
+
     /// The directive in force named `name` (the last one, own or inherited).
     pub fn setting(&self, name: &str) -> Option<&Directive> {
-        self.settings.iter().rev().find(|d| d.name() == name)
+        self.settings().rev().find(|d| d.name() == name)
     }
 
     /// `option <name>` or `no option <name>` in force: `(enabled, directive)`.
     pub fn option(&self, name: &str) -> Option<(bool, &Directive)> {
-        self.settings.iter().rev().find_map(|d| match d.name() {
+        self.settings().rev().find_map(|d| match d.name() {
             "option" if d.arg(0).is_some_and(|w| w.text == name) => Some((true, d)),
             "no" if d.arg(0).is_some_and(|w| w.text == "option")
                 && d.arg(1).is_some_and(|w| w.text == name) =>
@@ -121,7 +134,7 @@ impl HaproxyProxy {
 
     /// `timeout <name> <time>` in force.
     pub fn timeout(&self, name: &str) -> Option<(Duration, &Directive)> {
-        self.settings.iter().rev().find_map(|d| {
+        self.settings().rev().find_map(|d| {
             (d.name() == "timeout" && d.arg(0).is_some_and(|w| w.text == name))
                 .then(|| {
                     d.arg(1)
@@ -160,26 +173,49 @@ impl HaproxyProxy {
 
     /// Servers that take traffic in normal operation (not backup, not disabled).
     pub fn active_servers(&self) -> impl Iterator<Item = &HaproxyServer> {
-        self.servers
-            .iter()
-            .filter(|s| !s.flag("backup") && !s.flag("disabled"))
+        self.servers.iter().filter(|s| !s.backup && !s.disabled)
     }
 }
 
 impl HaproxyServer {
+    pub fn new(
+        name: String,
+        address: Word,
+        span: Range<usize>,
+        (inherited, params): (Arc<[Param]>, Vec<Param>),
+        from_template: bool,
+    ) -> Self {
+        let mut s = Self {
+            name,
+            address,
+            span,
+            inherited,
+            params,
+            from_template,
+            backup: false,
+            disabled: false,
+            check: false,
+        };
+        (s.backup, s.disabled, s.check) = (s.flag("backup"), s.flag("disabled"), s.flag("check"));
+        s
+    }
+
+    /// Every parameter, the one in force first: the line's own from its end, then
+    /// `default-server`'s from its end.
+    fn latest_first(&self) -> impl Iterator<Item = &Param> {
+        self.params.iter().rev().chain(self.inherited.iter().rev())
+    }
+
     /// The value of `keyword` in force (the line's own over `default-server`).
     pub fn param(&self, keyword: &str) -> Option<&Param> {
-        self.params.iter().rev().find(|p| p.keyword == keyword)
+        self.latest_first().find(|p| p.keyword == keyword)
     }
 
     /// Whether a flag (`check`, `backup`, `ssl`) is on: set and not cancelled by `no-<flag>`
     /// after it.
     pub fn flag(&self, keyword: &str) -> bool {
-        let negated = format!("no-{keyword}");
-        self.params
-            .iter()
-            .rev()
-            .find(|p| p.keyword == keyword || p.keyword == negated)
+        self.latest_first()
+            .find(|p| p.keyword == keyword || p.keyword.strip_prefix("no-") == Some(keyword))
             .is_some_and(|p| p.keyword == keyword)
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_core::Config;
@@ -199,8 +200,18 @@ struct ServerParams {
     backup: Option<Range<usize>>,
     disabled: Option<Range<usize>>,
     id: Option<At<u32>>,
-    /// Every keyword as written, for the catalogue rules.
-    all: Vec<Param>,
+    /// Every keyword as written, for the catalogue rules: `default-server`'s (shared by
+    /// the section's servers, not copied into each) and the line's own.
+    inherited: Arc<[Param]>,
+    own: Vec<Param>,
+}
+
+impl ServerParams {
+    /// Makes this line's parameters the ones later lines inherit (`default-server`).
+    fn seal(&mut self) {
+        self.inherited = self.inherited.iter().chain(&self.own).cloned().collect();
+        self.own.clear();
+    }
 }
 
 /// Everything a proxy inherits from `defaults` and may override.
@@ -217,8 +228,18 @@ struct Settings {
     httpchk: Option<Directive>,
     expect_status: Option<At<u16>>,
     default_server: ServerParams,
-    /// Every directive applied, inherited ones first, for the catalogue rules.
-    directives: Vec<Directive>,
+    /// Every directive applied, for the catalogue rules: those inherited from `defaults`
+    /// (shared by its proxies, not copied into each) and the section's own.
+    inherited: Arc<[Directive]>,
+    own: Vec<Directive>,
+}
+
+impl Settings {
+    /// Makes the directives applied so far the ones proxies inherit (end of `defaults`).
+    fn seal(&mut self) {
+        self.inherited = self.inherited.iter().chain(&self.own).cloned().collect();
+        self.own.clear();
+    }
 }
 
 /// A `server` line.
@@ -290,6 +311,7 @@ pub(crate) fn import(
                 for d in &section.directives {
                     apply(&mut s, d, &mut errors, &mut notes);
                 }
+                s.seal();
                 if let Some(n) = &section.name {
                     named_defaults.insert(n.text.clone(), s.clone());
                 }
@@ -508,17 +530,20 @@ pub(crate) fn import(
                 kind: kind.to_string(),
                 name: name.text,
                 header,
-                settings: s.directives,
+                inherited: s.inherited,
+                own: s.own,
                 binds,
                 routes,
                 servers: servers
                     .into_iter()
-                    .map(|sv| HaproxyServer {
-                        name: sv.name.text,
-                        address: sv.address,
-                        span: sv.span,
-                        params: sv.params.all,
-                        from_template: sv.from_template,
+                    .map(|sv| {
+                        HaproxyServer::new(
+                            sv.name.text,
+                            sv.address,
+                            sv.span,
+                            (sv.params.inherited, sv.params.own),
+                            sv.from_template,
+                        )
                     })
                     .collect(),
             },
@@ -539,7 +564,7 @@ fn apply(
     notes: &mut Vec<Diagnostic>,
 ) {
     let at = |span: &Range<usize>| span.clone();
-    s.directives.push(d.clone());
+    s.own.push(d.clone());
     match d.name() {
         "mode" => match d.arg(0).map(|w| w.text.as_str()) {
             Some("http") => s.mode = Some(At { value: Protocol::Http, span: at(&d.span) }),
@@ -628,6 +653,7 @@ fn apply(
         "default-server" => {
             let mut p = s.default_server.clone();
             parse_server_params(d, 0, &mut p, errors);
+            p.seal();
             s.default_server = p;
         }
         _ => notes.push(not_modelled(&d.text(), d.span.clone(), "it does not change balancing or capacity")),
@@ -919,7 +945,7 @@ fn parse_server_params(
         let value = (i - start == 2)
             .then(|| args.get(start + 1).cloned())
             .flatten();
-        p.all.push(Param {
+        p.own.push(Param {
             keyword: w.text.clone(),
             span: w.span.start..value.as_ref().map_or(w.span.end, |v| v.span.end),
             value,
@@ -1010,8 +1036,8 @@ fn build_pool(
     for (i, sv) in servers.iter().enumerate() {
         let sp = format!("{p}.servers[{i}]");
         b.at(&sp, sv.span.clone());
-        b.at(format!("{sp}.name"), sv.name.span.clone());
-        b.at(format!("{sp}.address"), sv.address.span.clone());
+        b.at(builder::field(&sp, "name"), sv.name.span.clone());
+        b.at(builder::field(&sp, "address"), sv.address.span.clone());
         let q = &sv.params;
         for (field, span) in [
             ("weight", q.weight.as_ref().map(|w| w.span.clone())),
@@ -1025,7 +1051,7 @@ fn build_pool(
             ("down", q.disabled.clone()),
         ] {
             if let Some(span) = span {
-                b.at(format!("{sp}.{field}"), span);
+                b.at(builder::field(&sp, field), span);
             }
         }
         // A server queues only when it has a maxconn; then maxqueue 0 (the default) means

@@ -910,8 +910,8 @@ fn upstream(
                 let i = servers.len();
                 let sp = format!("{p}.servers[{i}]");
                 b.at(&sp, d.span.clone());
-                b.at(format!("{sp}.address"), addr.span.clone());
-                b.at(format!("{sp}.name"), addr.span.clone());
+                b.at(builder::field(&sp, "address"), addr.span.clone());
+                b.at(builder::field(&sp, "name"), addr.span.clone());
                 let count = names.entry(addr.text.clone()).or_insert(0);
                 *count += 1;
                 let name = if *count == 1 {
@@ -942,13 +942,13 @@ fn upstream(
                                     errors.push(Diagnostic::error("invalid parameter `weight=0`").with_span(w.span.clone()).with_fix("nginx weights start at 1; use `down` to take a server out"));
                                 }
                                 server.weight = n.max(1);
-                                b.at(format!("{sp}.weight"), w.span.clone());
+                                b.at(builder::field(&sp, "weight"), w.span.clone());
                             }
                         }
                         "max_conns" => {
                             if let Some(n) = num(errors) {
                                 server.max_connections = (n > 0).then_some(n);
-                                b.at(format!("{sp}.max_connections"), w.span.clone());
+                                b.at(builder::field(&sp, "max_connections"), w.span.clone());
                             }
                         }
                         "max_fails" => {
@@ -971,11 +971,11 @@ fn upstream(
                                 );
                             }
                             server.backup = true;
-                            b.at(format!("{sp}.backup"), w.span.clone());
+                            b.at(builder::field(&sp, "backup"), w.span.clone());
                         }
                         "down" => {
                             server.down = true;
-                            b.at(format!("{sp}.down"), w.span.clone());
+                            b.at(builder::field(&sp, "down"), w.span.clone());
                         }
                         "resolve" | "route" | "service" | "slow_start" | "drain" => {
                             notes.push(not_modelled(&w.text, w.span.clone(), "a server parameter that does not change the choice of server"));

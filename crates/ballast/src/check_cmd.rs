@@ -59,15 +59,16 @@ enum Format {
     Markdown,
 }
 
+/// The lowest severity that fails a command (`check`, `diff`).
 #[derive(Clone, Copy, ValueEnum)]
-enum Deny {
+pub(crate) enum Deny {
     Errors,
     Warnings,
     Info,
 }
 
 impl Deny {
-    fn level(self) -> Severity {
+    pub(crate) fn level(self) -> Severity {
         match self {
             Deny::Errors => Severity::Error,
             Deny::Warnings => Severity::Warning,

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use ballast_core::Severity;
 use ballast_core::config::parse_duration;
 use ballast_diff::render;
 
+use crate::check_cmd::Deny;
 use crate::input::InputArgs;
 use crate::simulate_cmd::read_traffic;
 
@@ -38,6 +38,7 @@ pub struct DiffArgs {
     old: PathBuf,
     /// The configuration after the change.
     new: PathBuf,
+    /// Output: text for people, json for tools.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Lowest severity of a diff rule, or of a finding the change introduces, that fails (exit 1).
@@ -64,13 +65,6 @@ pub struct DiffArgs {
 enum Format {
     Text,
     Json,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Deny {
-    Errors,
-    Warnings,
-    Info,
 }
 
 pub fn run(args: DiffArgs) -> u8 {
@@ -120,11 +114,7 @@ pub fn run(args: DiffArgs) -> u8 {
         Format::Json => format!("{:#}\n", render::json(&d)),
     };
     let _ = std::io::stdout().lock().write_all(rendered.as_bytes());
-    let level = match args.deny {
-        Deny::Errors => Severity::Error,
-        Deny::Warnings => Severity::Warning,
-        Deny::Info => Severity::Info,
-    };
+    let level = args.deny.level();
     let shifted = args
         .max_shift
         .is_some_and(|limit| d.shifts.iter().any(|s| s.max_shift_points > limit));

@@ -7,25 +7,12 @@
 //! (`scripts/test.sh` installs them); BALLAST_SKIP_PEERS=1 skips knowingly.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+mod common;
+use common::peer_available;
 
 use ballast_import::{Options, import_file};
-
-fn peer_available(binary: &str) -> bool {
-    let found = Command::new(binary)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("BALLAST_SKIP_PEERS").is_some(),
-            "{binary} is not installed: run ./scripts/test.sh, which installs it (or set BALLAST_SKIP_PEERS=1 to skip knowingly)"
-        );
-    }
-    found
-}
 
 /// What ballast makes of a file: refused (with the rendered errors), or imported with notes
 /// of what it does not model at these lines.

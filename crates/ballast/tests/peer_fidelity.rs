@@ -7,6 +7,9 @@
 //! The peers must be installed (`scripts/test.sh` installs them). Set BALLAST_SKIP_PEERS=1 to
 //! skip on a machine without them; CI never sets it.
 
+mod common;
+use common::peer_available;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -97,22 +100,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn peer_available(binary: &str) -> bool {
-    let found = Command::new(binary)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("BALLAST_SKIP_PEERS").is_some(),
-            "{binary} is not installed: run ./scripts/test.sh, which installs it (or set BALLAST_SKIP_PEERS=1 to skip knowingly)"
-        );
-    }
-    found
 }
 
 /// A running peer, killed on drop.

@@ -197,7 +197,7 @@ pub fn skew_010(v: &HaproxyView, sink: &mut Sink) {
 
 pub fn skew_011(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
-        let backups: Vec<&HaproxyServer> = p.servers.iter().filter(|s| s.flag("backup")).collect();
+        let backups: Vec<&HaproxyServer> = p.servers.iter().filter(|s| s.backup).collect();
         if backups.len() >= 2 && !p.option_on("allbackups") {
             sink.emit_span(
                 Some(backups[1].span.clone()),
@@ -497,7 +497,7 @@ pub fn hc_001(v: &HaproxyView, sink: &mut Sink) {
             continue;
         }
         for s in &p.servers {
-            if !s.flag("check") && s.param("track").is_none() {
+            if !s.check && s.param("track").is_none() {
                 sink.emit_span(
                     Some(s.span.clone()),
                     format!("server `{}` of backend `{}` has no `check`: it is always considered up, so when it dies its share of requests fails", s.name, p.name),
@@ -511,8 +511,8 @@ pub fn hc_001(v: &HaproxyView, sink: &mut Sink) {
 pub fn hc_002(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
         let httpchk = p.option("httpchk").filter(|(on, _)| *on).map(|(_, d)| d);
-        let rules = p.settings.iter().find(|d| d.name() == "http-check");
-        let checked = p.servers.iter().any(|s| s.flag("check"));
+        let rules = p.settings().find(|d| d.name() == "http-check");
+        let checked = p.servers.iter().any(|s| s.check);
         if let Some(d) = httpchk.or(rules)
             && !checked
             && !p.servers.is_empty()
@@ -536,7 +536,7 @@ pub fn hc_002(v: &HaproxyView, sink: &mut Sink) {
 
 pub fn hc_003(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
-        for s in p.servers.iter().filter(|s| s.flag("check")) {
+        for s in p.servers.iter().filter(|s| s.check) {
             let inter = s.time("inter").unwrap_or(Duration::from_secs(2));
             let fall = s.number("fall").unwrap_or(3);
             let rise = s.number("rise").unwrap_or(2);
@@ -823,8 +823,7 @@ pub fn sec_003(v: &HaproxyView, sink: &mut Sink) {
 pub fn sec_004(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.proxies() {
         let stats = |w: &str| {
-            p.settings
-                .iter()
+            p.settings()
                 .find(|d| d.name() == "stats" && d.arg(0).is_some_and(|a| a.text == w))
         };
         let enabled = stats("enable").or_else(|| stats("uri"));

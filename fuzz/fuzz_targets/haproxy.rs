@@ -1,0 +1,12 @@
+//! Fuzzes the HAProxy path end to end: bytes → HAProxy parser → model → catalogue rules →
+//! rendered findings → a few simulated requests through every emulated pool. Any panic is a
+//! bug.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    common::exercise(data, ballast_import::Format::Haproxy, "fuzz.cfg");
+});
