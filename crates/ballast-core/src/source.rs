@@ -198,7 +198,7 @@ impl Diagnostic {
                 let from = src.line_starts[first];
                 let last = src
                     .line_starts
-                    .partition_point(|&s| s <= span.end.max(span.start + 1) - 1);
+                    .partition_point(|&s| s < span.end.max(span.start + 1));
                 let to = src.line_starts.get(last).map_or(src.text.len(), |&e| e);
                 let mut annotation =
                     AnnotationKind::Primary.span(span.start - from..span.end - from);
