@@ -14,8 +14,11 @@ use crate::input::InputArgs;
 /// Check configurations for misconfigurations that cause outages.
 ///
 /// Reads ballast, HAProxy and nginx configurations (the format is detected; --as names it).
-/// Each finding names a rule, says what would happen in operational terms, points at the line
-/// at fault and says how to fix it. Directives ballast does not model are listed at info level.
+/// ballast files are judged by ballast's own rules (SKEW-101 ...); HAProxy and nginx files by
+/// the misconfiguration catalogue's (SKEW-001 ... SEC-005), which read the directives as
+/// written. Each finding names a rule, says what would happen in operational terms, points at
+/// the line at fault and says how to fix it. Directives ballast does not model are listed at
+/// info level.
 ///
 /// Examples:
 ///   ballast check ballast.toml
@@ -24,6 +27,7 @@ use crate::input::InputArgs;
 ///   ballast check --format sarif conf/*.toml > ballast.sarif
 ///   ballast check --deny warnings ballast.toml     # fail CI on warnings too
 ///   ballast check --explain LIM-102
+///   ballast check --explain CONN-004                  # a catalogue rule for HAProxy/nginx files
 ///   ballast check --list-rules --format markdown > docs/rules.md
 ///
 /// Exit codes: 0 when nothing reaches the denied level, 1 when something does, 2 when a file
