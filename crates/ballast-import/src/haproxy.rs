@@ -295,6 +295,15 @@ pub(crate) fn import(
                                 b.at("global.max_connections", d.span.clone());
                             }
                         }
+                        // Not in the model, but the catalogue rules read them (CONN-003,
+                        // CONN-008, OPS-001/002/007, SEC-002/003).
+                        "ulimit-n" | "nbproc" | "hard-stop-after" | "server-state-file"
+                        | "zero-warning" | "ssl-server-verify" | "ssl-default-bind-options"
+                        | "ssl-default-server-options" => notes.push(not_modelled(
+                            &d.text(),
+                            d.span.clone(),
+                            "a process setting outside the model; `ballast check`'s catalogue rules read it",
+                        )),
                         _ => notes.push(not_modelled(
                             &d.text(),
                             d.span.clone(),
