@@ -162,3 +162,58 @@ fn clean_files_draw_no_warning() {
         assert!(loud.is_empty(), "clean file reported:\n{}", loud.join("\n"));
     }
 }
+
+/// Numbers at the edge of their types reach the rules' arithmetic (detection time, retry
+/// budgets, capacity sums): they must saturate, never overflow. The HAProxy case panicked
+/// ("overflow when multiplying duration by scalar" in HC-003) before the rules saturated.
+#[test]
+fn extreme_numbers_never_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let haproxy = "global
+    maxconn 4294967295
+    ulimit-n 18446744073709551615
+defaults
+    mode http
+    timeout connect 100000000000d
+    timeout client 1
+    timeout server 30s
+frontend web
+    bind :80
+    maxconn 4294967295
+    default_backend app
+backend app
+    balance source
+    server a 10.0.0.1:80 check inter 100000000000d fall 4000000000 maxconn 4294967295 maxqueue 4294967295
+    server b 10.0.0.2:80 check maxconn 4294967295 maxqueue 4294967295
+";
+    let nginx = "worker_processes 4294967295;
+worker_rlimit_nofile 1;
+events { worker_connections 4294967295; }
+http {
+    upstream app {
+        server 10.0.0.1:80 max_conns=4294967295;
+        server 10.0.0.2:80 max_conns=4294967295;
+        server 10.0.0.3:80 max_conns=4294967295;
+        keepalive 18446744073709551615;
+    }
+    server {
+        listen 80;
+        location / {
+            proxy_connect_timeout 100000000000d;
+            proxy_read_timeout 100000000000d;
+            proxy_pass http://app;
+        }
+    }
+}
+";
+    for (name, text) in [("edge.cfg", haproxy), ("edge.conf", nginx)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        // The model accepts these files, so every rule sees the extremes.
+        let imported = ballast_import::import_file(&path, &Options::default())
+            .unwrap_or_else(|e| panic!("{name} must import: {}", e.render()));
+        for f in check_imported(&imported) {
+            let _ = f.to_diagnostic().render(Some(&imported.loaded.source));
+        }
+    }
+}

@@ -124,7 +124,7 @@ pub fn skew_007(v: &HaproxyView, sink: &mut Sink) {
         if g == 0 {
             continue;
         }
-        let total: u64 = weights.iter().map(|w| w / g).sum();
+        let total: u64 = weights.iter().fold(0u64, |t, w| t.saturating_add(w / g));
         let bad = match function {
             "sdbm" => total.is_multiple_of(64),
             "djb2" => total.is_multiple_of(33),
@@ -229,7 +229,7 @@ pub fn skew_012(v: &HaproxyView, sink: &mut Sink) {
         ) else {
             continue;
         };
-        if max.weight() > 50 * min.weight() {
+        if max.weight() > min.weight().saturating_mul(50) {
             sink.emit_level(
                 Severity::Warning,
                 Some(max.span_of("weight")),
@@ -303,7 +303,7 @@ pub fn conn_003(v: &HaproxyView, sink: &mut Sink) {
         (Some(m), Some(u)) => {
             let m: u64 = m.arg(0).and_then(|w| w.text.parse().ok()).unwrap_or(0);
             let n: u64 = u.arg(0).and_then(|w| w.text.parse().ok()).unwrap_or(0);
-            if n < 2 * m {
+            if n < m.saturating_mul(2) {
                 sink.emit_span(
                     span(u),
                     format!("ulimit-n {} is below twice the global maxconn {}: each proxied connection needs two descriptors, so accept fails first", thousands(n), thousands(m)),
@@ -326,13 +326,13 @@ pub fn conn_004(v: &HaproxyView, sink: &mut Sink) {
             .map(|s| {
                 let c = s.number("maxconn").filter(|&c| c > 0)?;
                 let q = s.number("maxqueue").filter(|&q| q > 0)?;
-                Some(c + q)
+                Some(c.saturating_add(q))
             })
             .collect();
         let (Some(limits), Some(admitted)) = (limits, v.admitted(i)) else {
             continue;
         };
-        let hold: u64 = limits.iter().sum();
+        let hold: u64 = limits.iter().fold(0u64, |t, &l| t.saturating_add(l));
         let largest = limits.iter().copied().max().unwrap_or(0);
         if hold < admitted {
             sink.emit_span(
@@ -464,7 +464,11 @@ pub fn tmo_002(v: &HaproxyView, sink: &mut Sink) {
         let retries = p.number("retries");
         let r = retries.as_ref().map_or(3, |(n, _)| *n);
         let turn = connect.min(Duration::from_secs(1));
-        let worst = connect * (r as u32 + 1) + turn * r as u32;
+        // Numbers from the file can be anything: saturate rather than overflow.
+        let r32 = u32::try_from(r).unwrap_or(u32::MAX);
+        let worst = connect
+            .saturating_mul(r32.saturating_add(1))
+            .saturating_add(turn.saturating_mul(r32));
         if let Some((client, _)) = v.client_timeout(i)
             && worst > client
         {
@@ -540,7 +544,7 @@ pub fn hc_003(v: &HaproxyView, sink: &mut Sink) {
             let inter = s.time("inter").unwrap_or(Duration::from_secs(2));
             let fall = s.number("fall").unwrap_or(3);
             let rise = s.number("rise").unwrap_or(2);
-            let detect = inter * fall as u32;
+            let detect = inter.saturating_mul(u32::try_from(fall).unwrap_or(u32::MAX));
             if detect > Duration::from_secs(30) {
                 sink.emit_span(
                     Some(s.span_of("inter")),

@@ -177,11 +177,11 @@ pub fn skew_012(v: &NginxView, sink: &mut Sink) {
         ) else {
             continue;
         };
-        if max.weight() > 50 * min.weight() {
+        if max.weight() > min.weight().saturating_mul(50) {
             sink.emit_level(
                 Severity::Warning,
                 max.param("weight").map(|(_, w)| w.span.clone()),
-                format!("weights in upstream `{}` go from {} to {}: the small server is nearly idle, and takes {}× its usual load if the large one fails", u.name.text, min.weight(), max.weight(), max.weight() / min.weight()),
+                format!("weights in upstream `{}` go from {} to {}: the small server is nearly idle, and takes {}× its usual load if the large one fails", u.name.text, min.weight(), max.weight(), max.weight() / min.weight().max(1)),
                 "keep weight ratios within 1:50; take servers out with `down`",
             );
         }
@@ -227,7 +227,7 @@ pub fn conn_009(v: &NginxView, sink: &mut Sink) {
 }
 
 pub fn conn_010(v: &NginxView, sink: &mut Sink) {
-    let need = 2 * v.worker_connections;
+    let need = v.worker_connections.saturating_mul(2);
     match v.facts.main("worker_rlimit_nofile") {
         Some(d) => {
             let n: u64 = d.arg(0).and_then(|w| w.text.parse().ok()).unwrap_or(0);
@@ -278,7 +278,10 @@ pub fn conn_012(v: &NginxView, sink: &mut Sink) {
         let unlimited = servers
             .iter()
             .any(|s| s.number("max_conns").is_none_or(|m| m == 0));
-        let sum: u64 = servers.iter().filter_map(|s| s.number("max_conns")).sum();
+        let sum: u64 = servers
+            .iter()
+            .filter_map(|s| s.number("max_conns"))
+            .fold(0u64, u64::saturating_add);
         let mut msg = format!(
             "upstream `{}` limits servers with max_conns and has no queue: at saturation nginx fails at once with 502 \"no live upstreams\"",
             u.name.text
@@ -357,7 +360,7 @@ pub fn conn_014(v: &NginxView, sink: &mut Sink) {
         let Some(k) = d.arg(0).and_then(|w| w.text.parse::<u64>().ok()) else {
             continue;
         };
-        let idle = k * v.workers;
+        let idle = k.saturating_mul(v.workers);
         if let Some(min) = u
             .servers()
             .filter_map(|s| s.number("max_conns"))
@@ -402,7 +405,7 @@ pub fn tmo_003(v: &NginxView, sink: &mut Sink) {
                     .map_or(Duration::from_secs(60), |(t, _)| t);
                 sink.emit_span(
                     span(pass.directive),
-                    format!("requests to upstream `{}` may try all {n} servers in turn (proxy_next_upstream_tries and _timeout unset): up to {} per request, multiplying load during a brownout", u.name.text, human((connect + read) * n)),
+                    format!("requests to upstream `{}` may try all {n} servers in turn (proxy_next_upstream_tries and _timeout unset): up to {} per request, multiplying load during a brownout", u.name.text, human(connect.saturating_add(read).saturating_mul(n))),
                     "set `proxy_next_upstream_tries 2;` and `proxy_next_upstream_timeout 10s;`",
                 );
             }
