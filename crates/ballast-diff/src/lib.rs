@@ -47,7 +47,8 @@ pub struct Diff<'a> {
     pub changes: Vec<Change>,
     /// Diff-only rules (HASH-002, HASH-003).
     pub findings: Vec<SidedFinding>,
-    /// Findings of `ballast check` on the new file that the old file did not have.
+    /// Findings of `ballast check` on the new file that the old file did not have (every
+    /// finding of the new file when the formats differ: their rule sets do not overlap).
     pub introduced: Vec<Finding>,
     /// Findings of `ballast check` on the old file that the new file no longer has.
     pub resolved: Vec<Finding>,

@@ -95,7 +95,17 @@ pub fn text(d: &Diff) -> String {
         .filter(|f| f.severity >= Severity::Warning)
         .collect();
     if !loud.is_empty() {
-        out.push_str("\nintroduced by the change (ballast check on the new file):\n");
+        if d.old.format == d.new.format {
+            out.push_str("\nintroduced by the change (ballast check on the new file):\n");
+        } else {
+            // ballast files and HAProxy/nginx files are judged by different rule sets, so
+            // nothing pairs up: every finding of the new file counts as new.
+            out.push_str(&format!(
+                "\nballast check on the new file (a {} file replaces a {} one, judged by other rules, so every finding counts as new):\n",
+                d.new.format.as_str(),
+                d.old.format.as_str()
+            ));
+        }
         for f in loud {
             out.push_str(&f.to_diagnostic().render(Some(&d.new.loaded.source)));
             out.push('\n');
