@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use std::collections::HashMap;
+
 use ballast_check::Finding;
 use ballast_check::output::{self, FileReport};
-use ballast_core::Severity;
+use ballast_core::{Diagnostic, Severity, SourceFile};
 
 use crate::input::InputArgs;
 
@@ -115,13 +117,11 @@ pub fn run(args: CheckArgs) -> u8 {
             Ok(imported) => {
                 let mut findings = ballast_check::check_imported(&imported);
                 // Directives kept but not modelled are reported, never dropped in silence.
-                findings.extend(imported.notes.iter().map(|n| Finding {
-                    rule: "IMPORT",
-                    severity: n.severity,
-                    message: n.message.clone(),
-                    span: n.span.clone(),
-                    fix: n.fix.clone().unwrap_or_default(),
-                }));
+                if matches!(args.format, Format::Text) {
+                    findings.extend(grouped_notes(&imported.notes, &imported.loaded.source));
+                } else {
+                    findings.extend(imported.notes.iter().map(note_finding));
+                }
                 findings.sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
                 reports.push(FileReport {
                     source: imported.loaded.source,
@@ -149,4 +149,63 @@ pub fn run(args: CheckArgs) -> u8 {
         .flat_map(|r| &r.findings)
         .any(|f| f.severity >= args.deny.level());
     u8::from(denied)
+}
+
+fn note_finding(n: &Diagnostic) -> Finding {
+    Finding {
+        rule: "IMPORT",
+        severity: n.severity,
+        message: n.message.clone(),
+        span: n.span.clone(),
+        fix: n.fix.clone().unwrap_or_default(),
+    }
+}
+
+/// For people: notes about the same directive for the same reason become one finding that
+/// lists every line, so 240 `use_backend` lines give one note instead of 240 snippets. JSON
+/// and SARIF keep one finding per line for tools.
+fn grouped_notes(notes: &[Diagnostic], source: &SourceFile) -> Vec<Finding> {
+    const MARK: &str = "` is kept but not modelled: ";
+    let mut groups: Vec<((String, String), Vec<&Diagnostic>)> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    for n in notes {
+        let key = match n.message.split_once(MARK) {
+            Some((what, why)) => (
+                what.trim_start_matches('`')
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                why.to_string(),
+            ),
+            None => (n.message.clone(), String::new()),
+        };
+        match index.get(&key) {
+            Some(&i) => groups[i].1.push(n),
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key, vec![n]));
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((keyword, why), members)| {
+            if members.len() == 1 {
+                return note_finding(members[0]);
+            }
+            let lines: Vec<String> = members
+                .iter()
+                .filter_map(|n| n.span.as_ref())
+                .map(|s| source.line_col(s.start).line.to_string())
+                .collect();
+            let mut finding = note_finding(members[0]);
+            finding.message = format!(
+                "`{keyword}` is kept but not modelled on {} lines ({}): {why}",
+                members.len(),
+                lines.join(", ")
+            );
+            finding
+        })
+        .collect()
 }

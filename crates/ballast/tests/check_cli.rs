@@ -320,3 +320,47 @@ fn docs_rules_md_is_generated_from_the_catalogue() {
         "docs/rules.md is stale: run `cargo run -q -- check --list-rules --format markdown > docs/rules.md`"
     );
 }
+
+#[test]
+fn text_groups_notes_of_one_directive_and_json_keeps_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.cfg");
+    std::fs::write(
+        &path,
+        "defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend web
+    bind :80
+    default_backend a
+    use_backend b if { path_beg /b }
+    use_backend c if { path_beg /c }
+    use_backend a if { path_beg /a }
+backend a
+    server a1 10.0.0.1:80
+backend b
+    server b1 10.0.0.2:80
+backend c
+    server c1 10.0.0.3:80
+",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let text = String::from_utf8_lossy(&ballast(&["check", p]).stdout).to_string();
+    assert!(
+        text.contains("`use_backend` is kept but not modelled on 3 lines (9, 10, 11)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("info[IMPORT]: `use_backend").count(), 1, "{text}");
+    let json = json_findings(&ballast(&["check", "--format", "json", p]));
+    let lines: Vec<u64> = json
+        .iter()
+        .filter(|f| {
+            f["rule"] == "IMPORT" && f["message"].as_str().unwrap().starts_with("`use_backend")
+        })
+        .map(|f| f["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [9, 10, 11]);
+}
