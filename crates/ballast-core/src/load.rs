@@ -426,23 +426,24 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
         }
         let mut names = HashSet::new();
         for (i, s) in pool.servers.iter().enumerate() {
-            let sp = format!("{p}.servers[{i}]");
+            // Built only for an error: this loop runs for every server of large files.
+            let sp = |field: &str| format!("{p}.servers[{i}].{field}");
             if s.name.is_empty() {
                 err(
-                    &format!("{sp}.name"),
+                    &sp("name"),
                     "server name is empty".into(),
                     "give every server a unique name",
                 );
             } else if !names.insert(s.name.as_str()) {
                 err(
-                    &format!("{sp}.name"),
+                    &sp("name"),
                     format!("server name `{}` appears twice in pool `{name}`", s.name),
                     "server names identify servers across reloads and in reports: make them unique",
                 );
             }
             if !valid_host_port(&s.address) {
                 err(
-                    &format!("{sp}.address"),
+                    &sp("address"),
                     format!(
                         "server `{}` address `{}` is not HOST:PORT",
                         s.name, s.address
@@ -452,7 +453,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
             }
             if s.weight > MAX_WEIGHT {
                 err(
-                    &format!("{sp}.weight"),
+                    &sp("weight"),
                     format!(
                         "weight {} of server `{}` is above the maximum {MAX_WEIGHT}",
                         s.weight, s.name
@@ -462,7 +463,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
             }
             if s.max_connections == Some(0) {
                 err(
-                    &format!("{sp}.max_connections"),
+                    &sp("max_connections"),
                     format!(
                         "server `{}` has max_connections = 0 and could never serve",
                         s.name

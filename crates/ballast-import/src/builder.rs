@@ -31,6 +31,20 @@ pub fn field(base: &str, field: &str) -> String {
     s
 }
 
+/// `base.list[i]` (`pools.app.servers[3]`), built like [`field`].
+pub fn indexed(base: &str, list: &str, i: usize) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(i);
+    let mut s = String::with_capacity(base.len() + list.len() + digits.len() + 3);
+    s.push_str(base);
+    s.push('.');
+    s.push_str(list);
+    s.push('[');
+    s.push_str(digits);
+    s.push(']');
+    s
+}
+
 /// A name safe as a model key: foreign names may hold any character, model paths use `.`
 /// and `[` as separators.
 pub fn model_name(name: &str) -> String {

@@ -133,6 +133,22 @@ fn split_words(line: &str, base: usize) -> Result<Vec<Word>, Box<Diagnostic>> {
             break;
         }
         let start = i;
+        // Most words have no quote or escape: one exact allocation, sliced from the line.
+        let end = bytes[i..]
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .map_or(bytes.len(), |n| i + n);
+        if !bytes[start..end]
+            .iter()
+            .any(|b| matches!(b, b'\\' | b'"' | b'\''))
+        {
+            words.push(Word {
+                text: line[start..end].to_string(),
+                span: base + start..base + end,
+            });
+            i = end;
+            continue;
+        }
         let mut text = Vec::new();
         while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
             match bytes[i] {
@@ -172,7 +188,8 @@ fn split_words(line: &str, base: usize) -> Result<Vec<Word>, Box<Diagnostic>> {
             }
         }
         words.push(Word {
-            text: String::from_utf8_lossy(&text).into_owned(),
+            text: String::from_utf8(text)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             span: base + start..base + i,
         });
     }
@@ -1043,7 +1060,7 @@ fn build_pool(
     }
     let mut model_servers = Vec::new();
     for (i, sv) in servers.iter().enumerate() {
-        let sp = format!("{p}.servers[{i}]");
+        let sp = builder::indexed(p, "servers", i);
         b.at(&sp, sv.span.clone());
         b.at(builder::field(&sp, "name"), sv.name.span.clone());
         b.at(builder::field(&sp, "address"), sv.address.span.clone());

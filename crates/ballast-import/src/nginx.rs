@@ -908,7 +908,7 @@ fn upstream(
                     continue;
                 };
                 let i = servers.len();
-                let sp = format!("{p}.servers[{i}]");
+                let sp = builder::indexed(p, "servers", i);
                 b.at(&sp, d.span.clone());
                 b.at(builder::field(&sp, "address"), addr.span.clone());
                 b.at(builder::field(&sp, "name"), addr.span.clone());

@@ -353,7 +353,11 @@ backend c
         text.contains("`use_backend` is kept but not modelled on 3 lines (9, 10, 11)"),
         "{text}"
     );
-    assert_eq!(text.matches("info[IMPORT]: `use_backend").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("info[IMPORT]: `use_backend").count(),
+        1,
+        "{text}"
+    );
     let json = json_findings(&ballast(&["check", "--format", "json", p]));
     let lines: Vec<u64> = json
         .iter()
