@@ -160,7 +160,7 @@ pub fn check_imported(imported: &Imported) -> Vec<Finding> {
     match &imported.facts {
         Facts::Ballast => check(loaded),
         Facts::Haproxy(facts) => {
-            let view = foreign::HaproxyView::new(facts, loaded);
+            let view = foreign::HaproxyView::new(facts);
             run(loaded, |rule, sink| {
                 if let Check::Foreign {
                     haproxy: Some(f), ..
@@ -171,7 +171,7 @@ pub fn check_imported(imported: &Imported) -> Vec<Finding> {
             })
         }
         Facts::Nginx(facts) => {
-            let view = foreign::NginxView::new(facts, loaded);
+            let view = foreign::NginxView::new(facts);
             run(loaded, |rule, sink| {
                 if let Check::Foreign { nginx: Some(f), .. } = rule.check {
                     f(&view, sink);

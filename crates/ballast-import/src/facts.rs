@@ -58,7 +58,6 @@ pub struct HaproxyServer {
     pub inherited: Arc<[Param]>,
     /// The line's own parameters.
     pub params: Vec<Param>,
-    pub from_template: bool,
     /// The flags rules ask about for every server, resolved once (see [`Self::flag`]).
     pub backup: bool,
     pub disabled: bool,
@@ -77,23 +76,6 @@ pub struct Param {
 impl HaproxyFacts {
     pub fn global(&self, name: &str) -> Option<&Directive> {
         self.global.iter().rev().find(|d| d.name() == name)
-    }
-
-    pub fn proxy(&self, name: &str) -> Option<&HaproxyProxy> {
-        self.proxies
-            .iter()
-            .find(|p| p.name == name && p.kind != "frontend")
-    }
-
-    /// Frontends and listens whose routes (default or conditional) reach `backend`.
-    pub fn feeding<'a>(
-        &'a self,
-        backend: &'a HaproxyProxy,
-    ) -> impl Iterator<Item = &'a HaproxyProxy> {
-        self.proxies.iter().filter(move |p| {
-            (p.kind == "listen" && p.name == backend.name && backend.kind == "listen")
-                || p.routes.iter().any(|(w, _)| w.text == backend.name)
-        })
     }
 }
 
@@ -183,7 +165,6 @@ impl HaproxyServer {
         address: Word,
         span: Range<usize>,
         (inherited, params): (Arc<[Param]>, Vec<Param>),
-        from_template: bool,
     ) -> Self {
         let mut s = Self {
             name,
@@ -191,7 +172,6 @@ impl HaproxyServer {
             span,
             inherited,
             params,
-            from_template,
             backup: false,
             disabled: false,
             check: false,
@@ -322,10 +302,6 @@ impl NginxFacts {
         out
     }
 
-    pub fn upstream(&self, name: &str) -> Option<Upstream<'_>> {
-        self.upstreams().into_iter().find(|u| u.name.text == name)
-    }
-
     /// Every `server` block with its context and enclosing block.
     pub fn servers(&self) -> Vec<(&str, &[Node], &[Node])> {
         let mut out = Vec::new();
@@ -345,14 +321,6 @@ impl NginxFacts {
             collect_proxy_passes(context, vec![outer, body], body, &mut out);
         }
         out
-    }
-
-    /// Upstreams that some `proxy_pass` names, with the passes.
-    pub fn passes_to<'a>(&'a self, upstream: &str) -> Vec<ProxyPass<'a>> {
-        self.proxy_passes()
-            .into_iter()
-            .filter(|p| p.upstream_name() == Some(upstream))
-            .collect()
     }
 }
 
@@ -483,18 +451,23 @@ impl<'a> NginxServer<'a> {
 
     /// Whether the address is a host name (resolved once at start without `resolve`).
     pub fn is_hostname(&self) -> bool {
-        let a = self.address();
-        if a.starts_with("unix:") {
-            return false;
-        }
-        let host = match a.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => h,
-            _ => a,
-        };
-        host.parse::<std::net::IpAddr>().is_err()
-            && !host.starts_with('[')
-            && host.chars().any(|c| c.is_ascii_alphabetic())
+        is_host_name(self.address())
     }
+}
+
+/// Whether an nginx `host[:port]` (a `server` address, a `proxy_pass` host) is a name nginx
+/// resolves rather than an address: not an IP, not a unix socket, not a variable.
+pub fn is_host_name(host_port: &str) -> bool {
+    if host_port.starts_with("unix:") || host_port.contains('$') {
+        return false;
+    }
+    let host = match host_port.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => host_port,
+    };
+    // Anything that does not parse as an address is resolved as a name (`nginx -t` fails
+    // when it does not resolve), digits-only oddities included.
+    host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[')
 }
 
 /// Blocks of the directives named `name`.

@@ -266,7 +266,6 @@ struct ServerLine {
     address: Word,
     params: ServerParams,
     span: Range<usize>,
-    from_template: bool,
 }
 
 /// A proxy section as read: (kind, name, settings, servers, header span, routes, binds).
@@ -568,7 +567,6 @@ pub(crate) fn import(
                             sv.address,
                             sv.span,
                             (sv.params.inherited, sv.params.own),
-                            sv.from_template,
                         )
                     })
                     .collect(),
@@ -705,7 +703,6 @@ fn server_line(
         address: address.clone(),
         params,
         span: d.span.clone(),
-        from_template: false,
     })
 }
 
@@ -746,7 +743,6 @@ fn server_template(
             address: address.clone(),
             params: params.clone(),
             span: d.span.clone(),
-            from_template: true,
         })
         .collect()
 }

@@ -180,12 +180,22 @@ pub fn detect(text: &str, path: &Path) -> Option<Format> {
     }
 }
 
+/// What joins the directive and the reason in a not-modelled note's message.
+const NOT_MODELLED: &str = "` is kept but not modelled: ";
+
+/// The directive text and the reason of a note made by [`not_modelled`], for tools that
+/// group notes (`check`'s text output); `None` for any other message.
+pub fn not_modelled_parts(message: &str) -> Option<(&str, &str)> {
+    let (what, why) = message.split_once(NOT_MODELLED)?;
+    Some((what.strip_prefix('`')?, why))
+}
+
 /// An info note about a directive kept but not modelled.
 pub(crate) fn not_modelled(what: &str, span: std::ops::Range<usize>, why: &str) -> Diagnostic {
     Diagnostic {
         severity: Severity::Info,
         code: Some("IMPORT".into()),
-        message: format!("`{what}` is kept but not modelled: {why}"),
+        message: format!("`{what}{NOT_MODELLED}{why}"),
         span: Some(span),
         label: None,
         fix: Some("nothing to change; ballast's checks and predictions leave it out".into()),

@@ -19,7 +19,7 @@ use ballast_core::emulation::Emulation;
 use ballast_core::source::{Diagnostic, SourceFile, SpanMap};
 
 use crate::builder::{self, Builder, model_name};
-use crate::facts::NginxFacts;
+use crate::facts::{NginxFacts, is_host_name};
 use crate::words::{Directive, Word, parse_time};
 use crate::{Options, not_modelled};
 
@@ -734,15 +734,6 @@ fn proxied_host(target: &str) -> &str {
         .or_else(|| target.strip_prefix("https://"))
         .unwrap_or(target);
     t.split('/').next().unwrap_or("")
-}
-
-/// Whether `host[:port]` is a name to resolve rather than an address.
-fn is_host_name(host_port: &str) -> bool {
-    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
-    host.parse::<std::net::IpAddr>().is_err()
-        && !host.starts_with('[')
-        && !host.starts_with("unix:")
-        && !host.contains('$')
 }
 
 /// Directives of a block that the model reads, besides the inherited proxy settings.

@@ -165,17 +165,12 @@ fn note_finding(n: &Diagnostic) -> Finding {
 /// lists every line, so 240 `use_backend` lines give one note instead of 240 snippets. JSON
 /// and SARIF keep one finding per line for tools.
 fn grouped_notes(notes: &[Diagnostic], source: &SourceFile) -> Vec<Finding> {
-    const MARK: &str = "` is kept but not modelled: ";
     let mut groups: Vec<((String, String), Vec<&Diagnostic>)> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     for n in notes {
-        let key = match n.message.split_once(MARK) {
+        let key = match ballast_import::not_modelled_parts(&n.message) {
             Some((what, why)) => (
-                what.trim_start_matches('`')
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string(),
+                what.split_whitespace().next().unwrap_or("").to_string(),
                 why.to_string(),
             ),
             None => (n.message.clone(), String::new()),

@@ -7,7 +7,7 @@ use ballast_core::Severity;
 use ballast_import::Version;
 use ballast_import::facts::{HaproxyProxy, HaproxyServer};
 
-use super::{HaproxyView, span};
+use super::{HaproxyView, looks_like_cache, span};
 use crate::Sink;
 use crate::context::{human, thousands};
 
@@ -600,14 +600,10 @@ pub fn hash_001(v: &HaproxyView, sink: &mut Sink) {
         if !hashes(alg) || p.consistent() {
             continue;
         }
-        let cache = |t: &str| {
-            let t = t.to_ascii_lowercase();
-            t.contains("cache") || t.contains("varnish")
-        };
-        if cache(&p.name)
+        if looks_like_cache(&p.name)
             || p.servers
                 .iter()
-                .any(|s| cache(&s.name) || cache(&s.address.text))
+                .any(|s| looks_like_cache(&s.name) || looks_like_cache(&s.address.text))
         {
             sink.emit_span(
                 balance_span(p),

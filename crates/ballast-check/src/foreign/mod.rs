@@ -12,7 +12,6 @@ mod nginx;
 use std::collections::HashMap;
 use std::ops::Range;
 
-use ballast_core::Loaded;
 use ballast_import::Directive;
 use ballast_import::facts::{HaproxyFacts, HaproxyProxy, NginxFacts, ProxyPass, Upstream};
 
@@ -22,13 +21,12 @@ pub use catalogue::CATALOGUE;
 /// how many connections each frontend admits.
 pub struct HaproxyView<'a> {
     pub facts: &'a HaproxyFacts,
-    pub loaded: &'a Loaded,
     /// For each proxy (by index), the indices of the frontends and listens routing to it.
     feeders: Vec<Vec<usize>>,
 }
 
 impl<'a> HaproxyView<'a> {
-    pub fn new(facts: &'a HaproxyFacts, loaded: &'a Loaded) -> Self {
+    pub fn new(facts: &'a HaproxyFacts) -> Self {
         let by_name: HashMap<&str, usize> = facts
             .proxies
             .iter()
@@ -55,11 +53,7 @@ impl<'a> HaproxyView<'a> {
                 }
             }
         }
-        Self {
-            facts,
-            loaded,
-            feeders,
-        }
+        Self { facts, feeders }
     }
 
     pub fn proxies(&self) -> impl Iterator<Item = (usize, &'a HaproxyProxy)> {
@@ -125,7 +119,6 @@ impl<'a> HaproxyView<'a> {
 /// the blocks it inherits from, and the worker arithmetic.
 pub struct NginxView<'a> {
     pub facts: &'a NginxFacts,
-    pub loaded: &'a Loaded,
     pub upstreams: Vec<Upstream<'a>>,
     pub passes: Vec<ProxyPass<'a>>,
     /// `worker_processes` (1 when unset, the machine's CPUs for `auto`).
@@ -135,7 +128,7 @@ pub struct NginxView<'a> {
 }
 
 impl<'a> NginxView<'a> {
-    pub fn new(facts: &'a NginxFacts, loaded: &'a Loaded) -> Self {
+    pub fn new(facts: &'a NginxFacts) -> Self {
         let workers = match facts.main("worker_processes").and_then(|d| d.arg(0)) {
             Some(w) if w.text == "auto" => {
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
@@ -150,7 +143,6 @@ impl<'a> NginxView<'a> {
             .unwrap_or(512);
         Self {
             facts,
-            loaded,
             upstreams: facts.upstreams(),
             passes: facts.proxy_passes(),
             workers,
@@ -187,6 +179,12 @@ impl<'a> NginxView<'a> {
             .filter(|(c, _)| *c == "http")
             .find_map(|(_, b)| ballast_import::facts::last(b, name))
     }
+}
+
+/// Whether a pool, server or address name says it is a cache tier (HASH-001).
+pub(crate) fn looks_like_cache(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("cache") || name.contains("varnish")
 }
 
 pub(crate) fn span(d: &Directive) -> Option<Range<usize>> {

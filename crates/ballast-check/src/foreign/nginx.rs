@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use ballast_core::Severity;
 use ballast_import::Version;
-use ballast_import::facts::{NginxServer, Upstream, last, walk};
+use ballast_import::facts::{NginxServer, Upstream, is_host_name, last, walk};
 
-use super::{NginxView, span};
+use super::{NginxView, looks_like_cache, span};
 use crate::Sink;
 use crate::context::{human, thousands};
 
@@ -545,12 +545,8 @@ pub fn hash_001(v: &NginxView, sink: &mut Sink) {
         if consistent(u) {
             continue;
         }
-        let cache = |t: &str| {
-            let t = t.to_ascii_lowercase();
-            t.contains("cache") || t.contains("varnish")
-        };
-        let caches = cache(&u.name.text)
-            || u.servers().any(|s| cache(s.address()))
+        let caches = looks_like_cache(&u.name.text)
+            || u.servers().any(|s| looks_like_cache(s.address()))
             || v.passes_to(&u.name.text).any(|p| {
                 p.effective("proxy_cache")
                     .is_some_and(|d| d.arg(0).is_some_and(|w| w.text != "off"))
@@ -620,15 +616,11 @@ pub fn ops_004(v: &NginxView, sink: &mut Sink) {
         let Some(name) = pass.upstream_name() else {
             continue;
         };
-        if name.contains('$') || v.upstreams.iter().any(|u| u.name.text == name) {
+        if v.upstreams.iter().any(|u| u.name.text == name) {
             continue;
         }
         let host = name.rsplit_once(':').map_or(name, |(h, _)| h);
-        if host.parse::<std::net::IpAddr>().is_err()
-            && host.chars().any(|c| c.is_ascii_alphabetic())
-            && !host.starts_with("unix:")
-            && host != "localhost"
-        {
+        if is_host_name(name) && host != "localhost" {
             sink.emit_span(span(pass.directive), format!("proxy_pass to the host name `{host}` is resolved once at start-up: a changed address is never seen"), "use a variable with a `resolver`, or an upstream with `resolve`");
         }
     }
