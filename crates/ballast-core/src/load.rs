@@ -166,8 +166,26 @@ fn walk_value(
     spans.insert(path, key, value.span());
 }
 
-/// Checks that make a configuration meaningless if they fail.
+/// Where a model came from, which decides what it must hold to mean anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// ballast's own file, which `serve` runs: it needs listeners, pools with servers and
+    /// IP:port addresses.
+    Native,
+    /// An HAProxy or nginx file, judged as its own load balancer would judge it: a proxy that
+    /// balances nothing (a stats page, a redirect), a file without listeners (an nginx
+    /// fragment of upstreams) and unix-socket addresses (`unix:/run/app.sock`) are legal there.
+    Imported,
+}
+
+/// Checks that make a native configuration meaningless if they fail.
 pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
+    validate_as(loaded, Origin::Native)
+}
+
+/// [`validate`] for a model of the given origin.
+pub fn validate_as(loaded: &Loaded, origin: Origin) -> Vec<Diagnostic> {
+    let native = origin == Origin::Native;
     let mut out = Vec::new();
     let c = &loaded.config;
     let at = |path: &str| loaded.locate(path);
@@ -179,14 +197,14 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
         out.push(d);
     };
 
-    if c.listeners.is_empty() {
+    if native && c.listeners.is_empty() {
         err(
             "",
             "no listeners: nothing would accept traffic".into(),
             "add a [listeners.NAME] table with `address` and `pool`",
         );
     }
-    if c.pools.is_empty() {
+    if native && c.pools.is_empty() {
         err(
             "",
             "no pools: there is nowhere to send traffic".into(),
@@ -195,7 +213,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     }
     for (name, l) in &c.listeners {
         let p = format!("listeners.{name}");
-        if l.address.parse::<SocketAddr>().is_err() {
+        if l.address.parse::<SocketAddr>().is_err() && (native || !is_unix_address(&l.address)) {
             err(
                 &format!("{p}.address"),
                 format!(
@@ -320,7 +338,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     }
     for (name, pool) in &c.pools {
         let p = format!("pools.{name}");
-        if pool.servers.is_empty() {
+        if native && pool.servers.is_empty() {
             err(
                 &p,
                 format!("pool `{name}` has no servers"),
@@ -441,7 +459,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
                     "server names identify servers across reloads and in reports: make them unique",
                 );
             }
-            if !valid_host_port(&s.address) {
+            if !valid_host_port(&s.address) && (native || !is_unix_address(&s.address)) {
                 err(
                     &sp("address"),
                     format!(
@@ -482,6 +500,12 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
         ));
     }
     out
+}
+
+/// Whether `s` is a unix-socket address as imported models write it: `unix:/run/app.sock`
+/// (HAProxy's `unix@`, `abns@` and bare paths, nginx's `unix:` are all written so).
+pub fn is_unix_address(s: &str) -> bool {
+    s.strip_prefix("unix:").is_some_and(|p| !p.is_empty())
 }
 
 /// Whether `s` is `HOST:PORT` with a numeric port (IPv6 hosts in brackets).

@@ -447,6 +447,16 @@ pub(crate) fn import(
         if *kind == "frontend" {
             continue;
         }
+        if servers.is_empty() {
+            // HAProxy accepts a proxy without servers: it serves a stats page, redirects or
+            // answers itself (or answers 503). The catalogue rules still read it as written.
+            notes.push(not_modelled(
+                &format!("{kind} {}", name.text),
+                header.clone(),
+                "it has no `server` lines, so it balances nothing (a stats page, a redirect or an answer HAProxy makes itself) and is no pool in the model",
+            ));
+            continue;
+        }
         let pool_name = model_name(&name.text);
         pool_names.insert(name.text.clone(), pool_name.clone());
         let p = format!("pools.{pool_name}");
@@ -479,7 +489,8 @@ pub(crate) fn import(
                 .map(|(w, _)| w.text.clone())
         };
         let Some(pool) = pool.and_then(|p| pool_names.get(&p).cloned()) else {
-            if routes.is_empty() {
+            // A listen without servers was noted with the pools.
+            if routes.is_empty() && *kind == "frontend" {
                 notes.push(not_modelled(
                     &format!("{kind} {}", name.text),
                     header.clone(),

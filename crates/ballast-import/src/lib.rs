@@ -16,7 +16,7 @@ mod words;
 
 use std::path::Path;
 
-use ballast_core::load::validate;
+use ballast_core::load::{Origin, validate_as};
 use ballast_core::source::{Diagnostic, Severity, SourceFile};
 use ballast_core::{LoadError, Loaded};
 
@@ -41,6 +41,17 @@ impl Format {
     }
 }
 
+/// The nginx context a file's top level is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NginxContext {
+    /// A whole `nginx.conf`: `events`, `http`, `stream` at the top.
+    Main,
+    /// A fragment included inside `http { }` (a `conf.d/*.conf` of `upstream`s and `server`s).
+    Http,
+    /// A fragment included inside `stream { }`.
+    Stream,
+}
+
 /// How to read a file.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -48,6 +59,14 @@ pub struct Options {
     pub format: Option<Format>,
     pub haproxy_version: Version,
     pub nginx_version: Version,
+    /// Environment variables HAProxy files may name (`"${VAR}"`, `$VAR`), given on the
+    /// command line (`--env K=V`); they take precedence over the process environment.
+    pub env: Vec<(String, String)>,
+    /// The nginx context of the file's top level; `None` tells it from the content.
+    pub nginx_context: Option<NginxContext>,
+    /// Where nginx's stock files (`mime.types`, `*_params`, `snippets/`) are looked up when
+    /// an include names them and they are not beside the file.
+    pub nginx_prefix: std::path::PathBuf,
 }
 
 impl Default for Options {
@@ -56,6 +75,9 @@ impl Default for Options {
             format: None,
             haproxy_version: Version::new(2, 6, 0),
             nginx_version: Version::new(1, 22, 0),
+            env: Vec::new(),
+            nginx_context: None,
+            nginx_prefix: std::path::PathBuf::from("/etc/nginx"),
         }
     }
 }
@@ -121,7 +143,7 @@ pub fn import_source(source: SourceFile, options: &Options) -> Result<Imported, 
         spans,
         config,
     };
-    let problems = validate(&loaded);
+    let problems = validate_as(&loaded, Origin::Imported);
     if !problems.is_empty() {
         return Err(LoadError {
             source: Some(loaded.source),

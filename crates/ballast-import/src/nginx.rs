@@ -565,6 +565,13 @@ fn context(
         let p = format!("pools.{pool_name}");
         b.at(&p, node.directive.span.clone());
         let pool = upstream(b, &p, body, &settings, errors, notes);
+        if pool.servers.is_empty() {
+            errors.push(
+                Diagnostic::error(format!("no servers are inside upstream `{}`", name.text))
+                    .with_span(node.directive.span.clone())
+                    .with_fix("add a `server ADDRESS;` line: nginx refuses an empty upstream"),
+            );
+        }
         b.config.pools.insert(pool_name, pool);
     }
     let mut listener_count = 0;
