@@ -102,3 +102,13 @@ pub fn with_default_port(address: &str) -> String {
         format!("{address}:80")
     }
 }
+
+/// When an address is a template's placeholder (`<pg-node1-ip>:5432`, `{ip_address}`,
+/// `some-ip:some-port`), what to do about it; `None` for an address that may be real.
+pub fn placeholder(address: &str) -> Option<&'static str> {
+    let bracketed = address.contains(['<', '>', '{', '}']);
+    let spelled = address
+        .split([':', '.'])
+        .any(|part| matches!(part, "some-ip" | "some-port" | "your-ip" | "ip-address" | "hostname-here"));
+    (bracketed || spelled).then_some("put the real address (or a name your resolver knows) in place of the placeholder")
+}

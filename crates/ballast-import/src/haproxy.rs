@@ -59,25 +59,80 @@ pub struct Section {
     pub directives: Vec<Directive>,
 }
 
-/// Splits a file into sections of directives. Errors are what HAProxy refuses outright.
-pub fn parse(text: &str) -> Result<Vec<Section>, Vec<Diagnostic>> {
+/// The environment a file's `$NAME`, `${NAME}` and `${NAME-default}` are expanded from.
+pub struct Env<'a>(pub &'a [(String, String)]);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        // The last definition wins, so `--env` given after the process environment overrides it.
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A file split into sections, with what ballast noted while reading it.
+pub struct Parsed {
+    pub sections: Vec<Section>,
+    /// Lines HAProxy refuses that ballast reads anyway (errors), and lines left out because
+    /// they name an unset environment variable (info).
+    pub notes: Vec<Diagnostic>,
+}
+
+/// Splits a file into sections of directives. Errors are what leaves nothing to read;
+/// what HAProxy refuses but ballast can still read is an error among the notes.
+pub fn parse(text: &str, env: &Env, version: Version) -> Result<Parsed, Vec<Diagnostic>> {
     let mut sections: Vec<Section> = Vec::new();
     let mut errors = Vec::new();
+    let mut notes = Vec::new();
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let start = offset;
         offset += line.len();
-        let words = match split_words(line, start) {
+        let mut unset = Vec::new();
+        let words = match split_words(line, start, env, &mut unset) {
             Ok(w) => w,
             Err(d) => {
                 errors.push(*d);
                 continue;
             }
         };
+        if !line.ends_with('\n') && !line.trim().is_empty() && version >= Version::new(2, 6, 0) {
+            let text_start = start + (line.len() - line.trim_start().len());
+            notes.push(crate::refused(
+                &format!("the last line has no line feed: HAProxy {version} refuses the file (\"Missing LF on last line, file might have been truncated\")"),
+                text_start..start + line.trim_end().len(),
+                "end the file with a newline",
+            ));
+        }
         let Some(first) = words.first() else { continue };
         let span = first.span.start..words.last().map_or(first.span.end, |w| w.span.end);
         let directive = Directive { words, span };
         let keyword = directive.name().to_string();
+        if !unset.is_empty() {
+            // HAProxy would read the variable as empty; ballast cannot know what the
+            // deployment sets, so it reads the file as if the line were absent and says so.
+            unset.dedup();
+            let names: Vec<String> = unset.iter().map(|n| format!("`{n}`")).collect();
+            let mut note = not_modelled(
+                &directive.text(),
+                directive.span.clone(),
+                &format!(
+                    "it names {} that is not set here, so ballast reads the file as if this line were absent (HAProxy's default applies)",
+                    names.join(", ")
+                ),
+            );
+            note.fix = Some(format!(
+                "give the value ballast should assume: --env {}=VALUE",
+                unset[0]
+            ));
+            notes.push(note);
+            if !is_section_keyword(&keyword) {
+                continue;
+            }
+        }
         if is_section_keyword(&keyword) {
             let name = directive.arg(0).filter(|w| w.text != "from").cloned();
             let from = directive
@@ -91,6 +146,20 @@ pub fn parse(text: &str) -> Result<Vec<Section>, Vec<Diagnostic>> {
                         .with_span(directive.span.clone())
                         .with_fix(format!("write `{keyword} <name>`")),
                 );
+            }
+            // `listen NAME ADDR`: the address on the header line, from HAProxy 1.x.
+            if matches!(keyword.as_str(), "frontend" | "listen")
+                && let Some(addr) = directive.arg(1).filter(|w| w.text != "from")
+                && version >= Version::new(2, 6, 0)
+            {
+                notes.push(crate::refused(
+                    &format!(
+                        "an address on the `{keyword}` line (`{}`): HAProxy {version} refuses it (\"please use the 'bind' keyword for listening addresses\")",
+                        addr.text
+                    ),
+                    addr.span.clone(),
+                    &format!("move it to a line of its own inside the section: `bind {}`", addr.text),
+                ));
             }
             sections.push(Section {
                 kind: keyword,
@@ -111,15 +180,22 @@ pub fn parse(text: &str) -> Result<Vec<Section>, Vec<Diagnostic>> {
         }
     }
     if errors.is_empty() {
-        Ok(sections)
+        Ok(Parsed { sections, notes })
     } else {
         Err(errors)
     }
 }
 
 /// HAProxy's word splitting: whitespace separates, `#` starts a comment, `"..."` (with
-/// backslash escapes) and `'...'` quote, a backslash escapes the next character.
-fn split_words(line: &str, base: usize) -> Result<Vec<Word>, Box<Diagnostic>> {
+/// backslash escapes) and `'...'` quote, a backslash escapes the next character, and
+/// `$NAME`, `${NAME}` and `${NAME-default}` outside single quotes are environment variables
+/// (the names of unset ones are pushed to `unset`).
+fn split_words(
+    line: &str,
+    base: usize,
+    env: &Env,
+    unset: &mut Vec<String>,
+) -> Result<Vec<Word>, Box<Diagnostic>> {
     let bytes = line.as_bytes();
     let mut words = Vec::new();
     let mut i = 0;
@@ -140,7 +216,7 @@ fn split_words(line: &str, base: usize) -> Result<Vec<Word>, Box<Diagnostic>> {
             .map_or(bytes.len(), |n| i + n);
         if !bytes[start..end]
             .iter()
-            .any(|b| matches!(b, b'\\' | b'"' | b'\''))
+            .any(|b| matches!(b, b'\\' | b'"' | b'\'' | b'$'))
         {
             words.push(Word {
                 text: line[start..end].to_string(),
@@ -177,10 +253,25 @@ fn split_words(line: &str, base: usize) -> Result<Vec<Word>, Box<Diagnostic>> {
                             i += 2;
                             continue;
                         }
+                        if q == b'"'
+                            && bytes[i] == b'$'
+                            && let Some(n) = expand(&line[i..], env, &mut text, unset)
+                        {
+                            i += n;
+                            continue;
+                        }
                         text.push(bytes[i]);
                         i += 1;
                     }
                 }
+                // `expand` writes nothing when `$` starts no variable.
+                b'$' => match expand(&line[i..], env, &mut text, unset) {
+                    Some(n) => i += n,
+                    None => {
+                        text.push(b'$');
+                        i += 1;
+                    }
+                },
                 other => {
                     text.push(other);
                     i += 1;
@@ -194,6 +285,36 @@ fn split_words(line: &str, base: usize) -> Result<Vec<Word>, Box<Diagnostic>> {
         });
     }
     Ok(words)
+}
+
+/// Expands the variable at the start of `at` (`$NAME`, `${NAME}`, `${NAME-default}`) into
+/// `out`, returning how many bytes it took; `None` when `at` starts no variable (a `$` that
+/// is text, as in a regular expression's `^/api$`).
+fn expand(at: &str, env: &Env, out: &mut Vec<u8>, unset: &mut Vec<String>) -> Option<usize> {
+    let rest = at.strip_prefix('$')?;
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let (name, default, taken) = if let Some(braced) = rest.strip_prefix('{') {
+        let close = braced.find('}')?;
+        let inner = &braced[..close];
+        let (name, default) = match inner.split_once('-') {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        (name, default, close + 3)
+    } else {
+        let len = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());
+        (&rest[..len], None, len + 1)
+    };
+    if name.is_empty() || !name.chars().all(is_name) || name.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return None;
+    }
+    match (env.get(name), default) {
+        (Some(v), _) => out.extend_from_slice(v.as_bytes()),
+        (None, Some(d)) => out.extend_from_slice(d.as_bytes()),
+        (None, None) => unset.push(name.to_string()),
+    }
+    Some(taken)
 }
 
 /// A setting and where it was written.
@@ -283,7 +404,11 @@ pub(crate) fn import(
     source: &SourceFile,
     options: &Options,
 ) -> Result<(Config, SpanMap, Vec<Diagnostic>, HaproxyFacts), Vec<Diagnostic>> {
-    let sections = parse(&source.text)?;
+    let version = options.haproxy_version;
+    let Parsed {
+        sections,
+        mut notes,
+    } = parse(&source.text, &Env(&options.env), version)?;
     let mut facts = HaproxyFacts {
         version: options.haproxy_version,
         global_header: None,
@@ -291,9 +416,7 @@ pub(crate) fn import(
         proxies: Vec::new(),
     };
     let mut errors = Vec::new();
-    let mut notes = Vec::new();
     let mut b = Builder::default();
-    let version = options.haproxy_version;
 
     let mut named_defaults: HashMap<String, Settings> = HashMap::new();
     let mut current = Settings::default();
@@ -304,6 +427,25 @@ pub(crate) fn import(
                 facts.global_header = Some(section.header.span.clone());
                 facts.global.extend(section.directives.iter().cloned());
                 for d in &section.directives {
+                    let removed = match d.name() {
+                        "nbproc" if version >= Version::new(2, 5, 0) => Some((
+                            "`nbproc` is not supported since HAProxy 2.5",
+                            "remove it: HAProxy runs threads on every core it may use (`nbthread` sets how many)",
+                        )),
+                        "debug" if version >= Version::new(2, 6, 0) => Some((
+                            "`debug` is no global keyword in HAProxy 2.6",
+                            "remove it; run `haproxy -d` to debug in the foreground",
+                        )),
+                        _ => None,
+                    };
+                    if let Some((what, fix)) = removed {
+                        notes.push(crate::refused(
+                            &format!("{what}: HAProxy {version} refuses the file"),
+                            d.span.clone(),
+                            fix,
+                        ));
+                        continue;
+                    }
                     match d.name() {
                         "maxconn" => {
                             if let Some(n) = number(d, 0, &mut errors) {
@@ -334,7 +476,7 @@ pub(crate) fn import(
                     None => Settings::default(),
                 };
                 for d in &section.directives {
-                    apply(&mut s, d, &mut errors, &mut notes);
+                    apply(&mut s, d, version, &mut errors, &mut notes);
                 }
                 s.seal();
                 if let Some(n) = &section.name {
@@ -413,7 +555,7 @@ pub(crate) fn import(
                             }
                             None => errors.push(missing_arg(d, "a backend name")),
                         },
-                        _ => apply(&mut s, d, &mut errors, &mut notes),
+                        _ => apply(&mut s, d, version, &mut errors, &mut notes),
                     }
                 }
                 proxies.push((
@@ -595,11 +737,25 @@ pub(crate) fn import(
 fn apply(
     s: &mut Settings,
     d: &Directive,
+    version: Version,
     errors: &mut Vec<Diagnostic>,
     notes: &mut Vec<Diagnostic>,
 ) {
     let at = |span: &Range<usize>| span.clone();
     s.own.push(d.clone());
+    if let Some((since, instead)) = removed_directive(d.name())
+        && version >= since
+    {
+        notes.push(crate::refused(
+            &format!(
+                "`{}` is not supported since HAProxy {since}: HAProxy {version} refuses the file",
+                d.name()
+            ),
+            d.span.clone(),
+            instead,
+        ));
+        return;
+    }
     match d.name() {
         "mode" => match d.arg(0).map(|w| w.text.as_str()) {
             Some("http") => s.mode = Some(At { value: Protocol::Http, span: at(&d.span) }),
@@ -615,13 +771,8 @@ fn apply(
                 s.maxconn = Some(At { value: n, span: at(&d.span) });
             }
         }
-        "balance" => {
-            if d.arg(0).is_none() {
-                errors.push(missing_arg(d, "an algorithm such as roundrobin"));
-            } else {
-                s.balance = Some(d.clone());
-            }
-        }
+        // A bare `balance` is roundrobin, as in HAProxy.
+        "balance" => s.balance = Some(d.clone()),
         "hash-type" => s.hash_type = Some(d.clone()),
         "hash-balance-factor" => {
             if let Some(n) = number(d, 0, errors) {
@@ -648,16 +799,39 @@ fn apply(
             },
             _ => errors.push(missing_arg(d, "a timeout name and a time, such as `timeout connect 5s`")),
         },
-        "contimeout" | "clitimeout" | "srvtimeout" => errors.push(
-            Diagnostic::error(format!("`{}` was removed from HAProxy", d.name()))
-                .with_span(d.span.clone())
-                .with_fix("use `timeout connect`, `timeout client` or `timeout server`"),
-        ),
+        // Before 2.1 (after, `removed_directive` refused them above).
+        old @ ("contimeout" | "clitimeout" | "srvtimeout") => match d.arg(0) {
+            Some(value) => match parse_time(&value.text, 1) {
+                Some(t) => {
+                    let which = match old {
+                        "contimeout" => "connect",
+                        "clitimeout" => "client",
+                        _ => "server",
+                    };
+                    s.timeouts.insert(which.to_string(), At { value: t, span: at(&d.span) });
+                }
+                None => errors.push(
+                    Diagnostic::error(format!("`{}` is not a time", value.text))
+                        .with_span(value.span.clone())
+                        .with_fix("write a number with a unit: 5s, 500ms, 1m (a bare number is milliseconds)"),
+                ),
+            },
+            None => errors.push(missing_arg(d, "a time")),
+        },
         "retries" => {
             if let Some(n) = number(d, 0, errors) {
                 s.retries = Some(At { value: n, span: at(&d.span) });
             }
         }
+        // `no log`, `no option X`: `no` negates the keyword after it.
+        "no" if d.arg(0).is_none_or(|w| w.text != "option") => match d.arg(0) {
+            Some(_) => notes.push(not_modelled(
+                &d.text(),
+                d.span.clone(),
+                "it does not change balancing or capacity",
+            )),
+            None => errors.push(missing_arg(d, "a keyword to negate, such as `no log`")),
+        },
         "option" | "no" => {
             let negate = d.name() == "no";
             let words = if negate { &d.args()[1..] } else { d.args() };
@@ -665,6 +839,19 @@ fn apply(
                 errors.push(missing_arg(d, "an option name"));
                 return;
             };
+            if let Some((since, instead)) = removed_option(&opt.text)
+                && version >= since
+            {
+                notes.push(crate::refused(
+                    &format!(
+                        "`option {}` is not supported since HAProxy {since}: HAProxy {version} refuses the file",
+                        opt.text
+                    ),
+                    d.span.clone(),
+                    instead,
+                ));
+                return;
+            }
             if opt.text == "httpchk" {
                 s.httpchk = (!negate).then(|| d.clone());
             }
@@ -691,7 +878,57 @@ fn apply(
             p.seal();
             s.default_server = p;
         }
+        "cookie" | "stick" | "stick-table" | "stick-on" | "stick-store-request" | "stick-store-response" | "stick-match" | "persist" => notes.push(not_modelled(
+            &d.text(),
+            d.span.clone(),
+            "persistence sends a returning client back to its server before the algorithm is asked, so predictions hold for first requests only; `ballast check`'s catalogue rules read it",
+        )),
+        "fullconn" | "load-server-state-from-file" | "stats" => notes.push(not_modelled(
+            &d.text(),
+            d.span.clone(),
+            "outside the model; `ballast check`'s catalogue rules read it",
+        )),
         _ => notes.push(not_modelled(&d.text(), d.span.clone(), "it does not change balancing or capacity")),
+    }
+}
+
+/// Proxy directives HAProxy removed: the version that refuses them and what to write instead.
+fn removed_directive(name: &str) -> Option<(Version, &'static str)> {
+    let v2_1 = Version::new(2, 1, 0);
+    let instead = match name {
+        "contimeout" => "write `timeout connect` instead",
+        "clitimeout" => "write `timeout client` instead",
+        "srvtimeout" => "write `timeout server` instead",
+        "redispatch" => "write `option redispatch` instead",
+        "block" => "write `http-request deny` instead (same syntax)",
+        "reqadd" => "write `http-request add-header` instead",
+        "rspadd" => "write `http-response add-header` instead",
+        "reqrep" => "write `http-request replace-path`, `replace-uri` or `replace-header` instead",
+        "reqirep" => "write `http-request replace-header` instead",
+        "rsprep" | "rspirep" => "write `http-response replace-header` instead",
+        "reqdel" | "reqidel" => "write `http-request del-header` instead",
+        "rspdel" | "rspidel" => "write `http-response del-header` instead",
+        "reqdeny" | "reqideny" => "write `http-request deny` instead",
+        "rspdeny" | "rspideny" => "write `http-response deny` instead",
+        "reqallow" | "reqiallow" => "write `http-request allow` instead",
+        "reqtarpit" | "reqitarpit" => "write `http-request tarpit` instead",
+        "reqpass" | "reqipass" => "remove it: it has no replacement",
+        "reqsetbe" | "reqisetbe" => "write `use_backend <name> if <condition>` instead",
+        _ => return None,
+    };
+    Some((v2_1, instead))
+}
+
+/// Options HAProxy removed: the version that refuses them and what to do instead.
+fn removed_option(name: &str) -> Option<(Version, &'static str)> {
+    match name {
+        "forceclose" => Some((
+            Version::new(2, 0, 0),
+            "remove it (or write `option httpclose` if you really need the server connection closed)",
+        )),
+        "http-tunnel" => Some((Version::new(2, 1, 0), "remove it: it is no longer needed")),
+        "http-use-htx" => Some((Version::new(2, 1, 0), "remove it: HTX is the only mode")),
+        _ => None,
     }
 }
 
@@ -1095,6 +1332,16 @@ fn build_pool(
             Some(0) | None => 1_000_000,
             Some(n) => n,
         };
+        if let Some(fix) = builder::placeholder(&sv.address.text) {
+            errors.push(
+                Diagnostic::error(format!(
+                    "server `{}` has the address `{}`, which looks like a placeholder left from a template: HAProxy cannot resolve it",
+                    sv.name.text, sv.address.text
+                ))
+                .with_span(sv.address.span.clone())
+                .with_fix(fix),
+            );
+        }
         model_servers.push(Server {
             name: model_name(&sv.name.text),
             address: server_address(&sv.address.text),
@@ -1344,8 +1591,13 @@ fn hash_type(
     (lookup, function, avalanche)
 }
 
-/// `*:80`, `:80`, `0.0.0.0:80`, `ipv4@1.2.3.4:80`, `[::]:80` or `:::80` as an IP:port.
+/// `*:80`, `:80`, `0.0.0.0:80`, `ipv4@1.2.3.4:80`, `[::]:80` or `:::80` as an IP:port;
+/// `unix@/run/x.sock`, `/run/x.sock` and `abns@name` as `unix:/run/x.sock` / `unix:@name`.
+/// `None` for what has no address (`fd@3`, `sockpair@4`) or is not one.
 fn bind_address(text: &str) -> Option<String> {
+    if let Some(unix) = unix_address(text) {
+        return Some(unix);
+    }
     let t = text
         .strip_prefix("ipv4@")
         .or_else(|| text.strip_prefix("ipv6@"))
@@ -1366,11 +1618,29 @@ fn bind_address(text: &str) -> Option<String> {
 /// A server address as the model writes it: HOST:PORT (port 80 when HAProxy would reuse the
 /// client's destination port, which the model cannot express).
 fn server_address(text: &str) -> String {
+    if let Some(unix) = unix_address(text) {
+        return unix;
+    }
     let t = text
         .strip_prefix("ipv4@")
         .or_else(|| text.strip_prefix("ipv6@"))
         .unwrap_or(text);
     builder::with_default_port(t)
+}
+
+/// HAProxy's unix-socket addresses in the model's form: `unix@/p` and `/p` are `unix:/p`,
+/// the abstract namespace's `abns@name` is `unix:@name`.
+fn unix_address(text: &str) -> Option<String> {
+    let path = text.split(',').next()?;
+    if let Some(p) = path.strip_prefix("unix@").filter(|p| !p.is_empty()) {
+        Some(format!("unix:{p}"))
+    } else if path.starts_with('/') {
+        Some(format!("unix:{path}"))
+    } else {
+        path.strip_prefix("abns@")
+            .filter(|p| !p.is_empty())
+            .map(|p| format!("unix:@{p}"))
+    }
 }
 
 fn number(d: &Directive, i: usize, errors: &mut Vec<Diagnostic>) -> Option<u32> {

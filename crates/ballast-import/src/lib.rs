@@ -212,6 +212,20 @@ pub fn not_modelled_parts(message: &str) -> Option<(&str, &str)> {
     Some((what.strip_prefix('`')?, why))
 }
 
+/// What the file's own load balancer refuses (a directive its version removed, a missing
+/// final newline) but ballast can still read: an error at that line, so `check` fails (exit 1)
+/// while every other rule still runs.
+pub(crate) fn refused(message: &str, span: std::ops::Range<usize>, fix: &str) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        code: Some("IMPORT".into()),
+        message: message.to_string(),
+        span: Some(span),
+        label: None,
+        fix: Some(fix.to_string()),
+    }
+}
+
 /// An info note about a directive kept but not modelled.
 pub(crate) fn not_modelled(what: &str, span: std::ops::Range<usize>, why: &str) -> Diagnostic {
     Diagnostic {

@@ -168,13 +168,15 @@ fn grouped_notes(notes: &[Diagnostic], source: &SourceFile) -> Vec<Finding> {
     let mut groups: Vec<((String, String), Vec<&Diagnostic>)> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     for n in notes {
-        let key = match ballast_import::not_modelled_parts(&n.message) {
-            Some((what, why)) => (
-                what.split_whitespace().next().unwrap_or("").to_string(),
-                why.to_string(),
-            ),
-            None => (n.message.clone(), String::new()),
+        let Some((what, why)) = ballast_import::not_modelled_parts(&n.message) else {
+            // Only not-modelled notes are grouped; anything else stands alone.
+            groups.push(((String::new(), String::new()), vec![n]));
+            continue;
         };
+        let key = (
+            what.split_whitespace().next().unwrap_or("").to_string(),
+            why.to_string(),
+        );
         match index.get(&key) {
             Some(&i) => groups[i].1.push(n),
             None => {

@@ -65,7 +65,8 @@ impl InputArgs {
             }),
             haproxy_version: self.haproxy_version,
             nginx_version: self.nginx_version,
-            env: self.env.clone(),
+            // The process environment first, so `--env` (read last) wins.
+            env: std::env::vars().chain(self.env.iter().cloned()).collect(),
             nginx_context: self.context.map(|c| match c {
                 ContextArg::Main => NginxContext::Main,
                 ContextArg::Http => NginxContext::Http,
