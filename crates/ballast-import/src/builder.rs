@@ -107,8 +107,13 @@ pub fn with_default_port(address: &str) -> String {
 /// `some-ip:some-port`), what to do about it; `None` for an address that may be real.
 pub fn placeholder(address: &str) -> Option<&'static str> {
     let bracketed = address.contains(['<', '>', '{', '}']);
-    let spelled = address
-        .split([':', '.'])
-        .any(|part| matches!(part, "some-ip" | "some-port" | "your-ip" | "ip-address" | "hostname-here"));
-    (bracketed || spelled).then_some("put the real address (or a name your resolver knows) in place of the placeholder")
+    let spelled = address.split([':', '.']).any(|part| {
+        matches!(
+            part,
+            "some-ip" | "some-port" | "your-ip" | "ip-address" | "hostname-here"
+        )
+    });
+    (bracketed || spelled).then_some(
+        "put the real address (or a name your resolver knows) in place of the placeholder",
+    )
 }

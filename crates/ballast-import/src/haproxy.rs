@@ -305,7 +305,9 @@ fn expand(at: &str, env: &Env, out: &mut Vec<u8>, unset: &mut Vec<String>) -> Op
         let len = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());
         (&rest[..len], None, len + 1)
     };
-    if name.is_empty() || !name.chars().all(is_name) || name.starts_with(|c: char| c.is_ascii_digit())
+    if name.is_empty()
+        || !name.chars().all(is_name)
+        || name.starts_with(|c: char| c.is_ascii_digit())
     {
         return None;
     }
