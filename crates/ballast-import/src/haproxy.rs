@@ -669,7 +669,8 @@ pub(crate) fn import(
                 b.at(format!("{l}.protocol"), m.span.clone());
             }
             // HAProxy < 2.0 capped a frontend without maxconn at 2000.
-            let max_connections = match &s.maxconn {
+            // `maxconn 0` on a frontend means unset: the process's maxconn applies.
+            let max_connections = match s.maxconn.as_ref().filter(|m| m.value > 0) {
                 Some(m) => {
                     b.at(format!("{l}.max_connections"), m.span.clone());
                     Some(m.value)
@@ -1163,11 +1164,33 @@ fn parse_server_params(
                 i += 2;
             }
             "rise" => {
-                p.rise = num(errors).map(|value| At { value, span });
+                if let Some(0) = num(errors) {
+                    errors.push(
+                        Diagnostic::error("`rise 0`: HAProxy refuses it ('rise' has to be > 0)")
+                            .with_span(span.clone())
+                            .with_fix(
+                                "write `rise <n>` with n of at least 1 (HAProxy's default is 2)",
+                            ),
+                    );
+                }
+                p.rise = num(errors)
+                    .filter(|&n| n > 0)
+                    .map(|value| At { value, span });
                 i += 2;
             }
             "fall" => {
-                p.fall = num(errors).map(|value| At { value, span });
+                if let Some(0) = num(errors) {
+                    errors.push(
+                        Diagnostic::error("`fall 0`: HAProxy refuses it ('fall' has to be > 0)")
+                            .with_span(span.clone())
+                            .with_fix(
+                                "write `fall <n>` with n of at least 1 (HAProxy's default is 3)",
+                            ),
+                    );
+                }
+                p.fall = num(errors)
+                    .filter(|&n| n > 0)
+                    .map(|value| At { value, span });
                 i += 2;
             }
             "id" => {
@@ -1305,6 +1328,7 @@ fn build_pool(
         b.at(format!("{p}.backups"), o.span.clone());
     }
     let mut model_servers = Vec::new();
+    let mut seen: HashMap<&str, &ServerLine> = HashMap::with_capacity(servers.len());
     for (i, sv) in servers.iter().enumerate() {
         let sp = builder::indexed(p, "servers", i);
         b.at(&sp, sv.span.clone());
@@ -1334,6 +1358,16 @@ fn build_pool(
             Some(0) | None => 1_000_000,
             Some(n) => n,
         };
+        if let Some(first) = seen.insert(&sv.name.text, sv) {
+            errors.push(
+                Diagnostic::error(format!(
+                    "another server named `{}` (at {}) is already in this backend: HAProxy refuses two servers of one name",
+                    sv.name.text, first.address.text
+                ))
+                .with_span(sv.name.span.clone())
+                .with_fix("give every server of the backend a distinct name"),
+            );
+        }
         if let Some(fix) = builder::placeholder(&sv.address.text) {
             errors.push(
                 Diagnostic::error(format!(

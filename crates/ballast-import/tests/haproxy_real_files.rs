@@ -216,3 +216,32 @@ fn persistence_is_not_called_harmless() {
         );
     }
 }
+
+#[test]
+fn what_haproxy_refuses_in_server_lines_is_refused_in_its_words() {
+    for (line, expect) in [
+        ("server a 10.0.0.1:80 rise 0", "rise 0"),
+        ("server a 10.0.0.1:80 fall 0", "fall 0"),
+        ("server a 10.0.0.9:80", "another server named `a`"),
+    ] {
+        let text =
+            format!("backend app\n  server a 10.0.0.1:80\n  server b 10.0.0.2:80\n  {line}\n");
+        let text = text.replacen(
+            "  server a 10.0.0.1:80\n",
+            "",
+            usize::from(!expect.starts_with("another")),
+        );
+        let err = import_with(&text, &Options::default()).expect_err(line);
+        assert!(err.contains(expect), "{line}: {err}");
+        assert!(!err.contains("pools."), "HAProxy words: {err}");
+    }
+}
+
+#[test]
+fn frontend_maxconn_0_means_the_process_limit() {
+    let text = format!(
+        "global\n  maxconn 500\n{DEFAULTS}frontend f\n  bind :80\n  maxconn 0\n  default_backend app\nbackend app\n  server a 10.0.0.1:80\n"
+    );
+    let i = import(&text);
+    assert_eq!(i.loaded.config.listeners["f"].max_connections, Some(500));
+}
