@@ -45,10 +45,11 @@ pub fn indexed(base: &str, list: &str, i: usize) -> String {
     s
 }
 
-/// A name safe as a model key: foreign names may hold any character, model paths use `.`
-/// and `[` as separators.
+/// A name safe as a model key: foreign names may hold any character, and model paths index
+/// lists with `[i]`. Dots are kept, so names appear as written (`app.v1`); a path lookup is
+/// an exact match, and its fallback to a parent only ever lands on an enclosing entry.
 pub fn model_name(name: &str) -> String {
-    name.replace(['.', '[', ']'], "_")
+    name.replace(['[', ']'], "_")
 }
 
 /// A listener with the settings HAProxy and nginx have no counterpart for left unset.
