@@ -652,7 +652,7 @@ pub(crate) fn import(
                 notes.push(not_modelled(
                     &bind.text(),
                     bind.span.clone(),
-                    "only IP:port binds are modelled",
+                    "only IP:port and unix-socket binds are modelled (`fd@` and `sockpair@` name an inherited socket, not an address)",
                 ));
                 continue;
             };

@@ -443,3 +443,161 @@ fn whatever_nginx_t_rejects_ballast_refuses_or_notes() {
     let problems = agree("conf", NGINX_BASE, NGINX_MUTATIONS, &[], nginx_check);
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
+
+/// What HAProxy refuses in files from the wild (directives its version removed, a missing
+/// final newline, an address on the `listen` line, placeholders) must be an *error* in
+/// ballast at the line HAProxy names, not an info note; what it accepts (sections that balance
+/// nothing, unix sockets, `no KEYWORD`, a bare `balance`, variables with defaults) must import
+/// without one. Each mutation of the base is judged by `haproxy -c` itself.
+#[test]
+fn haproxy_refusals_from_the_wild_are_errors_at_the_peer_line() {
+    if !peer_available("haproxy") {
+        return;
+    }
+    let mutations: &[(&str, &str, &str)] = &[
+        (
+            "reqadd",
+            "    retries 3",
+            "    retries 3\n    reqadd X-Proto:\\ https",
+        ),
+        (
+            "rspdel",
+            "    retries 3",
+            "    retries 3\n    rspdel ^Server:.*",
+        ),
+        (
+            "block",
+            "    default_backend app",
+            "    default_backend app\n    block if TRUE",
+        ),
+        (
+            "option-forceclose",
+            "    retries 3",
+            "    retries 3\n    option forceclose",
+        ),
+        (
+            "option-http-tunnel",
+            "    retries 3",
+            "    retries 3\n    option http-tunnel",
+        ),
+        ("contimeout", "timeout connect 5s", "contimeout 5s"),
+        (
+            "redispatch-keyword",
+            "    retries 3",
+            "    retries 3\n    redispatch",
+        ),
+        (
+            "global-debug",
+            "    maxconn 4000",
+            "    maxconn 4000\n    debug",
+        ),
+        (
+            "global-nbproc",
+            "    maxconn 4000",
+            "    maxconn 4000\n    nbproc 2",
+        ),
+        (
+            "listen-address",
+            "backend other\n",
+            "listen legacy 127.0.0.1:18081\n    server x 10.0.0.9:80\n\nbackend other\n",
+        ),
+        (
+            "no-final-newline",
+            "10.0.0.3:80 check\n",
+            "10.0.0.3:80 check",
+        ),
+        (
+            "placeholder",
+            "server web3 10.0.0.3:80",
+            "server web3 <web3-ip>:80",
+        ),
+        (
+            "rise-zero",
+            "server web3 10.0.0.3:80 check",
+            "server web3 10.0.0.3:80 check rise 0",
+        ),
+        (
+            "duplicate-server",
+            "server web3 10.0.0.3:80 check",
+            "server web3 10.0.0.3:80 check\n    server web3 10.0.0.4:80",
+        ),
+        // Accepted by HAProxy.
+        (
+            "stats-page",
+            "backend other\n",
+            "listen stats\n    bind 127.0.0.1:18404\n    stats enable\n    stats uri /\n\nbackend other\n",
+        ),
+        (
+            "redirect-only",
+            "backend other\n",
+            "frontend tls\n    bind 127.0.0.1:18443\n    http-request redirect scheme https\n\nbackend other\n",
+        ),
+        (
+            "no-log",
+            "    retries 3",
+            "    retries 3\n    no log\n    no option redispatch",
+        ),
+        ("bare-balance", "balance roundrobin", "balance"),
+        (
+            "unix-server",
+            "server web3 10.0.0.3:80 check",
+            "server web3 unix@/run/web3.sock\n    server web4 /run/web4.sock",
+        ),
+        (
+            "unix-bind",
+            "bind 127.0.0.1:18080",
+            "bind 127.0.0.1:18080\n    bind unix@/tmp/ballast-peer-check.sock",
+        ),
+        (
+            "variable-default",
+            "    maxconn 2000",
+            "    maxconn \"${BALLAST_UNSET_FOR_TEST-2000}\"",
+        ),
+        ("maxconn-zero", "    maxconn 2000", "    maxconn 0"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    let mut refused = 0;
+    for (name, from, to) in mutations {
+        assert!(
+            HAPROXY_BASE.contains(from),
+            "{name}: `{from}` is not in the base"
+        );
+        let path = dir.path().join(format!("{name}.cfg"));
+        std::fs::write(&path, HAPROXY_BASE.replacen(from, to, 1)).unwrap();
+        let (peer_ok, peer_says) = haproxy_check(&path);
+        refused += usize::from(!peer_ok);
+        let ballast = import_file(&path, &Options::default());
+        let error_lines: Vec<usize> = match &ballast {
+            Err(_) => Vec::new(),
+            Ok(i) => i
+                .notes
+                .iter()
+                .filter(|n| n.severity == ballast_core::Severity::Error)
+                .filter_map(|n| n.span.as_ref())
+                .map(|s| i.loaded.source.line_col(s.start).line)
+                .collect(),
+        };
+        match (peer_ok, &ballast) {
+            (true, Err(e)) => problems.push(format!(
+                "{name}: HAProxy accepts it, ballast refuses it:\n{}",
+                e.render()
+            )),
+            (true, Ok(_)) if !error_lines.is_empty() => problems.push(format!(
+                "{name}: HAProxy accepts it, ballast reports errors at {error_lines:?}"
+            )),
+            (false, Ok(_)) => {
+                let at = peer_line(&peer_says, &path);
+                if !at.map_or(!error_lines.is_empty(), |l| error_lines.contains(&l)) {
+                    problems.push(format!(
+                        "{name}: HAProxy refuses it at line {at:?}, ballast's errors are at {error_lines:?}\n  peer: {}",
+                        peer_says.trim()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(refused >= 10, "most of these are refusals: {refused}");
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
