@@ -114,13 +114,14 @@ pub fn parse(text: &str, env: &Env, version: Version) -> Result<Parsed, Vec<Diag
         if !unset.is_empty() {
             // HAProxy would read the variable as empty; ballast cannot know what the
             // deployment sets, so it reads the file as if the line were absent and says so.
+            unset.sort();
             unset.dedup();
             let names: Vec<String> = unset.iter().map(|n| format!("`{n}`")).collect();
             let mut note = not_modelled(
                 &directive.text(),
                 directive.span.clone(),
                 &format!(
-                    "it names {} that is not set here, so ballast reads the file as if this line were absent (HAProxy's default applies)",
+                    "the environment variable {} is not set here, so ballast reads the file as if this line were absent",
                     names.join(", ")
                 ),
             );
