@@ -931,7 +931,6 @@ fn removed_option(name: &str) -> Option<(Version, &'static str)> {
             "remove it (or write `option httpclose` if you really need the server connection closed)",
         )),
         "http-tunnel" => Some((Version::new(2, 1, 0), "remove it: it is no longer needed")),
-        "http-use-htx" => Some((Version::new(2, 1, 0), "remove it: HTX is the only mode")),
         _ => None,
     }
 }
