@@ -366,7 +366,8 @@ pub fn validate_as(loaded: &Loaded, origin: Origin) -> Vec<Diagnostic> {
                 "use a percentage between 0 and 100 (20 is a common choice)",
             );
         }
-        if pool.retries.attempts > 100 {
+        // HAProxy and nginx accept any retry count; the catalogue's rules judge it there.
+        if native && pool.retries.attempts > 100 {
             err(
                 &format!("{p}.retries.attempts"),
                 format!(

@@ -101,7 +101,7 @@ pub fn parse(text: &str, env: &Env, version: Version) -> Result<Parsed, Vec<Diag
         };
         if !line.ends_with('\n') && !line.trim().is_empty() && version >= Version::new(2, 6, 0) {
             let text_start = start + (line.len() - line.trim_start().len());
-            notes.push(crate::refused(
+            notes.push(crate::error_note(
                 &format!("the last line has no line feed: HAProxy {version} refuses the file (\"Missing LF on last line, file might have been truncated\")"),
                 text_start..start + line.trim_end().len(),
                 "end the file with a newline",
@@ -153,7 +153,7 @@ pub fn parse(text: &str, env: &Env, version: Version) -> Result<Parsed, Vec<Diag
                 && let Some(addr) = directive.arg(1).filter(|w| w.text != "from")
                 && version >= Version::new(2, 6, 0)
             {
-                notes.push(crate::refused(
+                notes.push(crate::error_note(
                     &format!(
                         "an address on the `{keyword}` line (`{}`): HAProxy {version} refuses it (\"please use the 'bind' keyword for listening addresses\")",
                         addr.text
@@ -442,7 +442,7 @@ pub(crate) fn import(
                         _ => None,
                     };
                     if let Some((what, fix)) = removed {
-                        notes.push(crate::refused(
+                        notes.push(crate::error_note(
                             &format!("{what}: HAProxy {version} refuses the file"),
                             d.span.clone(),
                             fix,
@@ -750,7 +750,7 @@ fn apply(
     if let Some((since, instead)) = removed_directive(d.name())
         && version >= since
     {
-        notes.push(crate::refused(
+        notes.push(crate::error_note(
             &format!(
                 "`{}` is not supported since HAProxy {since}: HAProxy {version} refuses the file",
                 d.name()
@@ -846,7 +846,7 @@ fn apply(
             if let Some((since, instead)) = removed_option(&opt.text)
                 && version >= since
             {
-                notes.push(crate::refused(
+                notes.push(crate::error_note(
                     &format!(
                         "`option {}` is not supported since HAProxy {since}: HAProxy {version} refuses the file",
                         opt.text
@@ -869,6 +869,11 @@ fn apply(
             let w: Vec<&str> = d.args().iter().map(|w| w.text.as_str()).collect();
             if let ["expect", "status", code, ..] = w.as_slice() {
                 match code.parse::<u16>() {
+                    Ok(c) if !(100..=599).contains(&c) => notes.push(crate::error_note(
+                        &format!("`http-check expect status {c}`: no server answers {c}, so every check fails and every server of the backend is marked down"),
+                        d.span.clone(),
+                        "expect the status a healthy server answers, such as `http-check expect status 200`",
+                    )),
                     Ok(c) => s.expect_status = Some(At { value: c, span: at(&d.span) }),
                     Err(_) => notes.push(not_modelled(&d.text(), d.span.clone(), "only a single expected status is modelled")),
                 }
@@ -1199,6 +1204,17 @@ fn parse_server_params(
             }
             "inter" => {
                 p.inter = time(errors).map(|value| At { value, span });
+                if p.inter.as_ref().is_some_and(|t| t.value.is_zero()) {
+                    errors.push(
+                        Diagnostic::error(
+                            "`inter 0`: HAProxy refuses it (invalid value 0 for argument 'inter')",
+                        )
+                        .with_span(w.span.clone())
+                        .with_fix(
+                            "write the time between checks, such as `inter 2s` (HAProxy's default)",
+                        ),
+                    );
+                }
                 i += 2;
             }
             "slowstart" => {
@@ -1301,7 +1317,11 @@ fn build_pool(
             kind,
             path,
             interval: Dur(inter),
-            timeout: Dur(t("check").map_or(inter, |c| c.value)),
+            // `timeout check 0` is unset: the check then times out after `inter`.
+            timeout: Dur(t("check")
+                .map(|c| c.value)
+                .filter(|c| !c.is_zero())
+                .unwrap_or(inter)),
             rise: sp.rise.as_ref().map_or(2, |r| r.value),
             fall: sp.fall.as_ref().map_or(3, |f| f.value),
             expect_status: match &s.expect_status {

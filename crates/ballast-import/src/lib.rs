@@ -213,9 +213,10 @@ pub fn not_modelled_parts(message: &str) -> Option<(&str, &str)> {
 }
 
 /// What the file's own load balancer refuses (a directive its version removed, a missing
-/// final newline) but ballast can still read: an error at that line, so `check` fails (exit 1)
-/// while every other rule still runs.
-pub(crate) fn refused(message: &str, span: std::ops::Range<usize>, fix: &str) -> Diagnostic {
+/// final newline) but ballast can still read, or accepts although it cannot work (a health
+/// check expecting status 999): an error at that line, so `check` fails (exit 1) while every
+/// other rule still runs.
+pub(crate) fn error_note(message: &str, span: std::ops::Range<usize>, fix: &str) -> Diagnostic {
     Diagnostic {
         severity: Severity::Error,
         code: Some("IMPORT".into()),

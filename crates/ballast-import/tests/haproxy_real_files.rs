@@ -245,3 +245,30 @@ fn frontend_maxconn_0_means_the_process_limit() {
     let i = import(&text);
     assert_eq!(i.loaded.config.listeners["f"].max_connections, Some(500));
 }
+
+#[test]
+fn check_settings_haproxy_accepts_load_and_the_one_that_cannot_work_is_an_error() {
+    // `timeout check 0` is unset (the check times out after `inter`); many retries are legal.
+    let text = format!(
+        "{DEFAULTS}  timeout check 0\n  retries 200\nbackend app\n  option httpchk\n  server a 10.0.0.1:80 check inter 3s\n"
+    );
+    let i = import(&text);
+    let health = i.loaded.config.pools["app"]
+        .health
+        .clone()
+        .expect("checked");
+    assert_eq!(health.timeout.0, std::time::Duration::from_secs(3));
+    assert!(error_lines(&i).is_empty());
+
+    let never = import(&format!(
+        "{DEFAULTS}backend app\n  option httpchk\n  http-check expect status 999\n  server a 10.0.0.1:80 check\n"
+    ));
+    assert_eq!(error_lines(&never), [8]);
+
+    let err = import_with(
+        "backend app\n  server a 10.0.0.1:80 check inter 0\n",
+        &Options::default(),
+    )
+    .expect_err("HAProxy refuses inter 0");
+    assert!(err.contains("inter 0"), "{err}");
+}
