@@ -8,11 +8,13 @@
 
 pub mod balance;
 pub mod config;
+pub mod distribution;
 pub mod emulation;
 pub mod event;
 pub mod health;
 pub mod load;
 pub mod retry;
+pub mod sample;
 pub mod source;
 pub mod traffic;
 

@@ -1,0 +1,165 @@
+//! Samples: a time-stamped snapshot of one running load balancer — every pool and server with
+//! its counters, live weight, state and limits, its frontends and the process — as plain data.
+//!
+//! Every watched load balancer is turned into these (HAProxy's stats, nginx's access log and
+//! `stub_status`, ballast's own counters), so the guard's detectors judge them all the same
+//! way. They live here, beside the events, so `serve` can build them from its counters without
+//! depending on the guard, and the guard never depends on the proxy. Counters are cumulative
+//! (as the load balancers report them); detectors take differences over a window.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Algorithm, Pool};
+use crate::emulation::Emulation;
+
+/// One snapshot of one load balancer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When it was taken, Unix milliseconds (or virtual milliseconds in tests).
+    pub at_ms: u64,
+    /// What kind of load balancer it came from: `ballast`, `haproxy`, `nginx`.
+    pub source: String,
+    /// Which one: an address, a socket path or a file.
+    pub instance: String,
+    pub pools: Vec<PoolSample>,
+    #[serde(default)]
+    pub frontends: Vec<FrontendSample>,
+    pub process: Option<ProcessSample>,
+}
+
+/// One pool (an HAProxy backend, an nginx upstream, a ballast pool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolSample {
+    pub name: String,
+    /// What the pool's algorithm promises, which decides how its distribution is judged.
+    pub promise: Promise,
+    pub servers: Vec<ServerSample>,
+    /// Requests waiting in the pool's own queue (HAProxy queues in the backend too).
+    #[serde(default)]
+    pub queued: u64,
+}
+
+/// One server of a pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerSample {
+    pub name: String,
+    /// Requests (or connections, in TCP mode) the balancer sent it, cumulative.
+    pub requests: u64,
+    /// Connections or requests in flight now.
+    pub active: u64,
+    /// Requests waiting in this server's queue now.
+    #[serde(default)]
+    pub queued: u64,
+    pub max_connections: Option<u64>,
+    pub max_queue: Option<u64>,
+    /// The weight in force now (a runtime change included), not the configured one.
+    pub weight: u32,
+    pub state: ServerState,
+    #[serde(default)]
+    pub backup: bool,
+    /// Responses by class, cumulative.
+    #[serde(default)]
+    pub responses: ResponseClasses,
+    /// Recent mean response time, when the source reports one.
+    pub latency_ms: Option<f64>,
+}
+
+/// Responses by status class, cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseClasses {
+    pub c1xx: u64,
+    pub c2xx: u64,
+    pub c3xx: u64,
+    pub c4xx: u64,
+    pub c5xx: u64,
+    /// Connection errors, timeouts, aborted responses: no status at all.
+    pub other: u64,
+}
+
+/// Whether a server takes new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// Healthy and in rotation.
+    Up,
+    /// Failed its checks (or ejected).
+    Down,
+    /// Kept for current connections, given no new ones (HAProxy DRAIN, weight 0).
+    Drain,
+    /// Taken out by an operator (HAProxy MAINT, nginx `down`).
+    Maintenance,
+}
+
+/// A frontend (HAProxy) or listener (ballast, nginx `listen`): connections against its limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrontendSample {
+    pub name: String,
+    pub active: u64,
+    pub max_connections: Option<u64>,
+    /// Connections refused at its limit, cumulative, when the source counts them.
+    #[serde(default)]
+    pub refused: u64,
+}
+
+/// The process: connections against its limit, and who it is (a reload changes it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSample {
+    pub active: u64,
+    pub max_connections: Option<u64>,
+    /// What changes when the load balancer reloads: a process id, a configuration version.
+    pub generation: Option<String>,
+}
+
+/// What a pool's algorithm promises about its distribution. "Even" means different things:
+/// round-robin and weights promise request shares; least-connections and power-of-two promise
+/// even concurrency per weight (a slow server rightly gets fewer requests there); hashing
+/// promises only what the keys make of it; `first` promises to fill servers in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Promise {
+    /// Requests in proportion to weights.
+    RequestShares,
+    /// In-flight requests in proportion to weights.
+    Concurrency,
+    /// Shares follow the traffic's keys.
+    KeyDependent,
+    /// Servers filled one after the other: shares are not meant to be even.
+    FillInOrder,
+}
+
+impl Promise {
+    /// What a configured pool promises: from the algorithm it emulates, else the native one.
+    pub fn of(pool: &Pool) -> Promise {
+        match &pool.emulate {
+            Some(e) => match e {
+                Emulation::HaproxyRoundrobin
+                | Emulation::HaproxyStaticRr
+                | Emulation::NginxRoundRobin => Promise::RequestShares,
+                Emulation::HaproxyLeastconn | Emulation::NginxLeastConn => Promise::Concurrency,
+                // More than one draw keeps the least loaded: a concurrency promise.
+                Emulation::HaproxyRandom { draws } if *draws > 1 => Promise::Concurrency,
+                Emulation::HaproxyRandom { .. } => Promise::RequestShares,
+                Emulation::NginxRandom { two } if *two => Promise::Concurrency,
+                Emulation::NginxRandom { .. } => Promise::RequestShares,
+                Emulation::HaproxyFirst => Promise::FillInOrder,
+                Emulation::HaproxyHash(_)
+                | Emulation::NginxIpHash
+                | Emulation::NginxHash { .. } => Promise::KeyDependent,
+            },
+            None => match pool.algorithm {
+                Algorithm::RoundRobin | Algorithm::Random => Promise::RequestShares,
+                Algorithm::LeastConnections | Algorithm::PowerOfTwo => Promise::Concurrency,
+                Algorithm::ConsistentHash => Promise::KeyDependent,
+            },
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Promise::RequestShares => "request shares",
+            Promise::Concurrency => "concurrency",
+            Promise::KeyDependent => "key-dependent shares",
+            Promise::FillInOrder => "fill in order",
+        }
+    }
+}
