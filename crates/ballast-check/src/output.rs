@@ -81,9 +81,7 @@ pub fn text(reports: &[FileReport]) -> String {
             }
             out.push_str(&f.to_diagnostic().render(Some(&r.source)));
             out.push('\n');
-            if !shown.contains(&f.rule) {
-                shown.push(f.rule);
-            }
+            shown.push(f.rule);
         }
     }
     let [info, warning, error] = counts;
@@ -103,17 +101,27 @@ pub fn text(reports: &[FileReport]) -> String {
             files - unloadable,
         ));
     }
-    if let Some(first) = shown.first() {
-        out.push_str(&format!(
-            "explain a rule: ballast check --explain {first}{}\n",
-            if shown.len() > 1 {
-                format!(" (rules above: {})", shown.join(", "))
-            } else {
-                String::new()
-            }
-        ));
-    }
+    out.push_str(&explain_pointer(&shown));
     out
+}
+
+/// The line that ends text output with findings: how to read about the rules shown, each
+/// named once (empty when none was shown).
+pub fn explain_pointer(shown: &[&str]) -> String {
+    let mut unique: Vec<&str> = Vec::new();
+    for id in shown {
+        if !unique.contains(id) {
+            unique.push(id);
+        }
+    }
+    match unique.as_slice() {
+        [] => String::new(),
+        [only] => format!("explain a rule: ballast check --explain {only}\n"),
+        [first, ..] => format!(
+            "explain a rule: ballast check --explain {first} (rules above: {})\n",
+            unique.join(", ")
+        ),
+    }
 }
 
 /// Where a rule is documented, relative to the repository root: the anchor of its heading in
