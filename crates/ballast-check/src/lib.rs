@@ -112,7 +112,10 @@ pub static INPUT_RULES: &[Rule] = &[
 
 /// Every rule: ballast's own, then the catalogue's, then the input findings (`LOAD`, `IMPORT`).
 pub fn rules() -> impl Iterator<Item = &'static Rule> {
-    RULES.iter().chain(CATALOGUE.iter()).chain(INPUT_RULES.iter())
+    RULES
+        .iter()
+        .chain(CATALOGUE.iter())
+        .chain(INPUT_RULES.iter())
 }
 
 /// One problem found in a configuration.

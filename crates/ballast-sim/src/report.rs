@@ -111,10 +111,10 @@ impl Report {
     pub(crate) fn new(pool_name: &str, pool: &Pool) -> Self {
         Self {
             pool: pool_name.to_string(),
-            algorithm: pool.emulate.as_ref().map_or_else(
-                || pool.algorithm.as_str().to_string(),
-                |e| e.describe(),
-            ),
+            algorithm: pool
+                .emulate
+                .as_ref()
+                .map_or_else(|| pool.algorithm.as_str().to_string(), |e| e.describe()),
             requests: 0,
             simulated_seconds: 0.0,
             servers: Vec::new(),

@@ -201,7 +201,10 @@ fn configurations_in(arg: &Path) -> Result<Vec<PathBuf>, LoadError> {
                     .is_some_and(|n| CONFIGURATION_SUFFIXES.iter().any(|s| n.ends_with(s)))
         })
         .collect();
-    if files.iter().any(|p| p.file_name().is_some_and(|n| n == "nginx.conf")) {
+    if files
+        .iter()
+        .any(|p| p.file_name().is_some_and(|n| n == "nginx.conf"))
+    {
         files.retain(|p| {
             p.file_name().is_some_and(|n| n == "nginx.conf")
                 || p.extension().is_some_and(|e| e != "conf")

@@ -9,10 +9,10 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use serde_json::json;
 
-use ballast_core::{Diagnostic, SourceFile};
 use ballast_core::config::{Pool, parse_duration};
 use ballast_core::load::parse_with_spans;
 use ballast_core::traffic::Traffic;
+use ballast_core::{Diagnostic, SourceFile};
 
 use ballast_import::{Format as ImportFormat, Imported};
 use ballast_sim::{Simulation, TraceRecord, assert, replay};
@@ -334,10 +334,7 @@ fn balances_nothing(imported: &Imported) -> String {
             "it has no `upstream` with servers and no `proxy_pass` to balance",
             "simulate a file with an `upstream` block of `server` lines",
         ),
-        ImportFormat::Ballast => (
-            "it has no pool",
-            "add a [pools.NAME] table with servers",
-        ),
+        ImportFormat::Ballast => ("it has no pool", "add a [pools.NAME] table with servers"),
     };
     Diagnostic::error(format!(
         "{path} balances nothing: {what}, so there is no pool to simulate"

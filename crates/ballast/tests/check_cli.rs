@@ -487,7 +487,12 @@ fn sarif_rules_link_to_their_heading_in_docs_rules_md() {
     let docs =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/rules.md"))
             .unwrap();
-    let out = ballast(&["check", "--format", "sarif", "tests/fixtures/good-base.toml"]);
+    let out = ballast(&[
+        "check",
+        "--format",
+        "sarif",
+        "tests/fixtures/good-base.toml",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rules = v["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
     assert!(rules.len() >= 25);

@@ -339,14 +339,20 @@ fn imported_pools_show_the_algorithm_they_emulate_and_backups_apart() {
         cfg.to_str().unwrap(),
     ]);
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v["algorithm"], "HAProxy balance source, hash-type map-based");
+    assert_eq!(
+        v["algorithm"],
+        "HAProxy balance source, hash-type map-based"
+    );
     let spare = v["servers"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["name"] == "spare")
         .unwrap();
-    assert_eq!((spare["weight"].as_u64(), spare["backup"].as_bool()), (Some(5), Some(true)));
+    assert_eq!(
+        (spare["weight"].as_u64(), spare["backup"].as_bool()),
+        (Some(5), Some(true))
+    );
 
     let nginx = tmp("iphash.conf");
     std::fs::write(
@@ -354,7 +360,13 @@ fn imported_pools_show_the_algorithm_they_emulate_and_backups_apart() {
         "events {}\nhttp {\n    upstream app {\n        ip_hash;\n        server 10.0.0.1:80;\n        server 10.0.0.2:80;\n    }\n    server {\n        listen 80;\n        location / { proxy_pass http://app; }\n    }\n}\n",
     )
     .unwrap();
-    let out = ballast(&["simulate", "-q", "--duration", "2s", nginx.to_str().unwrap()]);
+    let out = ballast(&[
+        "simulate",
+        "-q",
+        "--duration",
+        "2s",
+        nginx.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines().next().unwrap().contains("(nginx ip_hash)"),
@@ -376,7 +388,10 @@ fn a_file_that_balances_nothing_says_so_and_exits_2() {
         "events {}\nhttp {\n    server {\n        listen 80;\n        location / { return 200; }\n    }\n}\n",
     )
     .unwrap();
-    for (path, words) in [(&stats, "no backend or listen section has a server"), (&nginx, "no `upstream`")] {
+    for (path, words) in [
+        (&stats, "no backend or listen section has a server"),
+        (&nginx, "no `upstream`"),
+    ] {
         let out = ballast(&["simulate", "-q", path.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
@@ -402,7 +417,10 @@ fn upstreams_without_a_listener_are_simulated_and_pool_picks_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(text.starts_with("pool `app` (nginx round-robin)"), "{text}");
-    assert!(err.contains("--pool"), "the choice among two pools is said: {err}");
+    assert!(
+        err.contains("--pool"),
+        "the choice among two pools is said: {err}"
+    );
     let b = row(&text, "10_0_0_2:80");
     assert_eq!(b[1], "3", "{b:?}");
     let out = ballast(&["simulate", "-q", "--duration", "2s", "--pool", "web", p]);
@@ -411,7 +429,10 @@ fn upstreams_without_a_listener_are_simulated_and_pool_picks_one() {
     let out = ballast(&["simulate", "-q", "--pool", "nope", p]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains("no pool `nope`") && err.contains("`app`, `web`"), "{err}");
+    assert!(
+        err.contains("no pool `nope`") && err.contains("`app`, `web`"),
+        "{err}"
+    );
 }
 
 /// Runs ballast with stdout on a pipe whose reader reads `lines` lines and then closes it.
@@ -441,12 +462,24 @@ fn a_reader_that_goes_away_ends_simulate_quietly() {
     let report = with_reader_gone(&["simulate", "-q", "examples/ballast.toml"], 0);
     // The trace is far larger than a pipe's buffer: writes fail mid-run.
     let trace = with_reader_gone(
-        &["simulate", "-q", "examples/ballast.toml", "--trace", "/dev/stdout"],
+        &[
+            "simulate",
+            "-q",
+            "examples/ballast.toml",
+            "--trace",
+            "/dev/stdout",
+        ],
         1,
     );
     // The verdict still reaches the exit code.
     let failing = with_reader_gone(
-        &["simulate", "-q", "examples/skewed-hash.toml", "--assert", "peak_ratio<1.5"],
+        &[
+            "simulate",
+            "-q",
+            "examples/skewed-hash.toml",
+            "--assert",
+            "peak_ratio<1.5",
+        ],
         0,
     );
     for (out, code) in [(report, 0), (trace, 0), (failing, 1)] {
