@@ -288,3 +288,55 @@ fn grouped_notes(notes: &[Diagnostic], source: &SourceFile) -> Vec<Finding> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(severity: Severity, code: Option<&str>, message: &str, at: usize) -> Diagnostic {
+        Diagnostic {
+            severity,
+            code: code.map(str::to_string),
+            message: message.into(),
+            span: Some(at..at + 1),
+            label: None,
+            fix: Some("fix it".into()),
+        }
+    }
+
+    #[test]
+    fn importer_notes_keep_their_severity_and_code() {
+        let missing = note(
+            Severity::Warning,
+            Some("IMPORT"),
+            "include conf.d/*.conf matches no file",
+            0,
+        );
+        let f = note_finding(&missing);
+        assert_eq!((f.rule, f.severity), ("IMPORT", Severity::Warning));
+        let by_rule = note_finding(&note(Severity::Info, Some("SKEW-001"), "x", 0));
+        assert_eq!(by_rule.rule, "SKEW-001");
+        let unknown = note_finding(&note(Severity::Info, Some("NOPE-9"), "x", 0));
+        assert_eq!(unknown.rule, "IMPORT");
+    }
+
+    #[test]
+    fn grouping_never_merges_notes_of_different_severity() {
+        let source = SourceFile::new("x.cfg", "a\nb\nc\n");
+        let message = "`x y` is kept but not modelled: why";
+        assert!(ballast_import::not_modelled_parts(message).is_some());
+        let notes = [
+            note(Severity::Warning, Some("IMPORT"), message, 0),
+            note(Severity::Info, Some("IMPORT"), message, 2),
+            note(Severity::Info, Some("IMPORT"), message, 4),
+        ];
+        let grouped = grouped_notes(&notes, &source);
+        assert_eq!(grouped.len(), 2, "{grouped:?}");
+        assert_eq!(grouped[0].severity, Severity::Warning);
+        assert_eq!(grouped[1].severity, Severity::Info);
+        assert!(
+            grouped[1].message.contains("on 2 lines (2, 3)"),
+            "{grouped:?}"
+        );
+    }
+}
