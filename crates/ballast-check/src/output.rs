@@ -212,6 +212,10 @@ pub fn sarif(reports: &[FileReport]) -> Value {
                 "rules": driver_rules,
             }},
             "results": results,
+            // False when a file could not be loaded: the run did not check everything.
+            "invocations": [{
+                "executionSuccessful": reports.iter().all(|r| r.loaded),
+            }],
         }],
     })
 }

@@ -311,8 +311,14 @@ fn choose_pool<'a>(
                 .next()
                 .ok_or_else(|| InputError(balances_nothing(imported)))?;
             if config.pools.len() > 1 {
+                // In the file's own words: what feeds a pool, and what a pool is called.
+                let (unfed, pools) = match imported.format {
+                    ImportFormat::Haproxy => ("no frontend has a default_backend", "backends"),
+                    ImportFormat::Nginx => ("no server block proxies to an upstream", "upstreams"),
+                    ImportFormat::Ballast => ("no listener", "pools"),
+                };
                 eprintln!(
-                    "note: {} has no listener; simulating `{k}`, the first of its pools ({}): --pool NAME picks another",
+                    "note: {}: {unfed}; simulating `{k}`, the first of its {pools} ({}): --pool NAME picks another",
                     args.file.display(),
                     names(config.pools.keys().collect())
                 );

@@ -288,6 +288,7 @@ fn sarif_is_2_1_0_with_rules_and_located_results() {
     assert_eq!(result["level"], "error");
     let index = result["ruleIndex"].as_u64().unwrap() as usize;
     assert_eq!(rules[index]["id"], "TMO-102");
+    assert_eq!(run["invocations"][0]["executionSuccessful"], true);
     let region = &result["locations"][0]["physicalLocation"]["region"];
     assert!(region["startLine"].as_u64().unwrap() >= 1);
 }
@@ -429,6 +430,7 @@ fn an_unloadable_file_is_a_load_finding_per_reason_in_json_and_sarif() {
     let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
     let results = run["results"].as_array().unwrap();
     assert_eq!(results.len(), 2, "{results:#?}");
+    assert_eq!(run["invocations"][0]["executionSuccessful"], false);
     for r in results {
         assert_eq!(r["ruleId"], "LOAD");
         assert_eq!(r["level"], "error");
