@@ -51,6 +51,9 @@ pub(crate) enum Check {
     },
     /// A change between two files: only `ballast diff` judges it.
     Diff,
+    /// Reading the file itself (`LOAD`, `IMPORT`): reported by `ballast check` as it loads
+    /// each file, not judged over a model. Holds the formats it concerns.
+    Input(&'static str),
 }
 
 impl Rule {
@@ -68,13 +71,51 @@ impl Rule {
             Check::Foreign { nginx: Some(_), .. } => "nginx",
             Check::Foreign { .. } => "none",
             Check::Diff => "diff",
+            Check::Input(formats) => formats,
         }
     }
 }
 
-/// Every rule: ballast's own, then the catalogue's.
+/// The ids of findings about reading a file rather than about what it configures, listed
+/// with the rules so `--explain`, `--list-rules`, docs/rules.md and SARIF's rule table cover
+/// every id a finding can carry.
+pub static INPUT_RULES: &[Rule] = &[
+    Rule {
+        id: "LOAD",
+        name: "file-cannot-be-loaded",
+        severity: Severity::Error,
+        category: "input",
+        summary: "the file cannot be read or parsed, so nothing in it was checked",
+        explain: "The file could not be read (missing, unreadable, not UTF-8) or does not mean \
+            anything as a configuration: a syntax error, an unknown directive or key, a value of the \
+            wrong type, a reference to a backend, upstream or pool that does not exist. The \
+            load balancer would refuse it too. No rule ran on this file, so its other faults are \
+            unknown until it loads; `ballast check` exits 2. Each reason is one finding at the line \
+            at fault with the fix; fix them and check again.",
+        check: Check::Input("ballast, haproxy, nginx"),
+    },
+    Rule {
+        id: "IMPORT",
+        name: "not-modelled",
+        severity: Severity::Info,
+        category: "input",
+        summary: "a directive is kept by the load balancer but not modelled by ballast",
+        explain: "ballast reads HAProxy and nginx files into its own model. A directive it does not \
+            model (content routing such as `use_backend ... if`, rewrites, caching) is listed at \
+            info level, so nothing is dropped in silence: the rules and `simulate` do not take it \
+            into account. A note at warning level is one whose absence can change the result, \
+            such as an `include` whose files do not exist. Nothing to fix unless the note says \
+            so; the note names what was not taken into account.",
+        check: Check::Input("haproxy, nginx"),
+    },
+];
+
+/// Every rule: ballast's own, then the catalogue's, then the input findings (`LOAD`, `IMPORT`).
 pub fn rules() -> impl Iterator<Item = &'static Rule> {
-    RULES.iter().chain(CATALOGUE.iter())
+    RULES
+        .iter()
+        .chain(CATALOGUE.iter())
+        .chain(INPUT_RULES.iter())
 }
 
 /// One problem found in a configuration.

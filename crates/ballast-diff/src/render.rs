@@ -152,6 +152,13 @@ pub fn text(d: &Diff) -> String {
             }
         }
     }
+    let mut shown: Vec<&str> = d.findings.iter().map(|f| f.finding.rule).collect();
+    shown.extend(
+        d.introduced
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+            .map(|f| f.rule),
+    );
     let errors = failing(d, Severity::Error);
     let warnings = failing(d, Severity::Warning) - errors;
     let largest = d
@@ -166,6 +173,7 @@ pub fn text(d: &Diff) -> String {
         if errors == 1 { "" } else { "s" },
         if warnings == 1 { "" } else { "s" },
     ));
+    out.push_str(&ballast_check::output::explain_pointer(&shown));
     out
 }
 

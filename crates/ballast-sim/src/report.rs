@@ -79,6 +79,8 @@ pub struct ServerReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub pool: String,
+    /// The algorithm that makes the decisions: the emulated one for a pool imported from
+    /// HAProxy or nginx (`HAProxy balance source, hash-type map-based`), else ballast's own.
     pub algorithm: String,
     pub requests: u64,
     pub simulated_seconds: f64,
@@ -109,7 +111,10 @@ impl Report {
     pub(crate) fn new(pool_name: &str, pool: &Pool) -> Self {
         Self {
             pool: pool_name.to_string(),
-            algorithm: pool.algorithm.as_str().to_string(),
+            algorithm: pool
+                .emulate
+                .as_ref()
+                .map_or_else(|| pool.algorithm.as_str().to_string(), |e| e.describe()),
             requests: 0,
             simulated_seconds: 0.0,
             servers: Vec::new(),
@@ -205,7 +210,7 @@ impl Report {
             self.pool, self.algorithm, self.requests, self.simulated_seconds
         );
         out += &format!(
-            "{:<16} {:>6} {:>8} {:>8} {:>6} {:>11} {:>9} {:>9} {:>9} {:>9}\n",
+            "{:<16} {:>6} {:>8} {:>8} {:>6} {:>11} {:>9} {:>9} {:>9} {:>9}  {}\n",
             "server",
             "weight",
             "share",
@@ -215,18 +220,15 @@ impl Report {
             "wait p50",
             "wait p99",
             "wait max",
-            "rejected"
+            "rejected",
+            "tier"
         );
         for s in &self.servers {
             let limit = s.limit.map_or("∞".to_string(), |l| l.to_string());
             out += &format!(
-                "{:<16} {:>6} {:>7.2}% {:>7.2}% {:>6} {:>11} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>9}\n",
+                "{:<16} {:>6} {:>7.2}% {:>7.2}% {:>6} {:>11} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>9}  {}\n",
                 truncate(&s.name, 16),
-                if s.backup {
-                    format!("b{}", s.weight)
-                } else {
-                    s.weight.to_string()
-                },
+                s.weight,
                 s.share * 100.0,
                 s.expected_share * 100.0,
                 s.ratio.map_or("-".to_string(), |r| format!("{r:.2}")),
@@ -235,6 +237,8 @@ impl Report {
                 s.queue_wait_p99_ms,
                 s.queue_wait_max_ms,
                 s.rejected_queue_full + s.rejected_queue_timeout,
+                // Backups take traffic only when no primary can, so their expected share is 0.
+                if s.backup { "backup" } else { "primary" },
             );
         }
         out += &format!(

@@ -1,17 +1,16 @@
 //! `ballast check`: load each file, run the catalogue, print findings, choose the exit code.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
-use std::collections::HashMap;
-
 use ballast_check::Finding;
 use ballast_check::output::{self, FileReport};
-use ballast_core::{Diagnostic, Severity, SourceFile};
+use ballast_core::{Diagnostic, LoadError, Severity, SourceFile};
 
 use crate::input::InputArgs;
+use crate::stdout;
 
 /// Check configurations for misconfigurations that cause outages.
 ///
@@ -19,12 +18,19 @@ use crate::input::InputArgs;
 /// ballast files are judged by ballast's own rules (SKEW-101 ...); HAProxy and nginx files by
 /// the misconfiguration catalogue's (SKEW-001 ... SEC-005), which read the directives as
 /// written. Each finding names a rule, says what would happen in operational terms, points at
-/// the line at fault and says how to fix it. Directives ballast does not model are listed at
-/// info level.
+/// the line at fault and says how to fix it; `--explain RULE` says why the rule matters.
+/// Directives ballast does not model are listed at info level (IMPORT). A file that cannot
+/// be loaded is reported on stderr, counted in the summary and, in JSON and SARIF, given as
+/// LOAD findings (one per reason, with line and fix), and the exit code is 2.
+///
+/// A directory is read as the *.toml, *.cfg and *.conf files directly in it (not its
+/// subdirectories); beside an nginx.conf the other *.conf files are its includes and are
+/// read through it, not on their own.
 ///
 /// Examples:
 ///   ballast check ballast.toml
 ///   ballast check /etc/haproxy/haproxy.cfg /etc/nginx/nginx.conf
+///   ballast check conf/                               # every configuration in conf/
 ///   ballast check --as haproxy --haproxy-version 1.8 old.cfg
 ///   ballast check --format sarif conf/*.toml > ballast.sarif
 ///   ballast check --deny warnings ballast.toml     # fail CI on warnings too
@@ -37,13 +43,16 @@ use crate::input::InputArgs;
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CheckArgs {
-    /// Configuration files to check.
+    /// Configuration files to check, or directories of them.
     #[arg(required_unless_present_any = ["explain", "list_rules"])]
     files: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Lowest severity that fails the check (exit 1).
+    /// Lowest severity that fails the check (exit 1). Errors by default: `check` judges
+    /// everything in the file, old faults included, and a warning is worth reading but not
+    /// always worth blocking a deployment over. `ballast diff` fails on warnings by default
+    /// because it judges only what a change introduces.
     #[arg(long, value_enum, default_value_t = Deny::Errors)]
     deny: Deny,
     /// Explain a rule (by id, such as LIM-102, or by name) and exit.
@@ -84,13 +93,9 @@ impl Deny {
 }
 
 pub fn run(args: CheckArgs) -> u8 {
-    let mut stdout = std::io::stdout().lock();
     if let Some(id) = &args.explain {
         return match ballast_check::find_rule(id) {
-            Some(rule) => {
-                let _ = write!(stdout, "{}", output::explain(rule));
-                0
-            }
+            Some(rule) => exit_after(&output::explain(rule), 0),
             None => {
                 eprintln!("error: no rule `{id}`; `ballast check --list-rules` lists them");
                 2
@@ -103,34 +108,41 @@ pub fn run(args: CheckArgs) -> u8 {
             Format::Markdown => output::rules_markdown(),
             Format::Text => output::rules_text(),
         };
-        let _ = write!(stdout, "{text}");
-        return 0;
+        return exit_after(&text, 0);
     }
     if matches!(args.format, Format::Markdown) {
         eprintln!("error: --format markdown is only for --list-rules");
         return 2;
     }
     let mut reports = Vec::new();
-    let mut unreadable = false;
-    for path in &args.files {
-        match args.input.load(path) {
-            Ok(imported) => {
-                let mut findings = ballast_check::check_imported(&imported);
-                // Directives kept but not modelled are reported, never dropped in silence.
-                if matches!(args.format, Format::Text) {
-                    findings.extend(grouped_notes(&imported.notes, &imported.loaded.source));
-                } else {
-                    findings.extend(imported.notes.iter().map(note_finding));
-                }
-                findings.sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
-                reports.push(FileReport {
-                    source: imported.loaded.source,
-                    findings,
-                });
-            }
+    for arg in &args.files {
+        let files = match configurations_in(arg) {
+            Ok(files) => files,
             Err(e) => {
-                unreadable = true;
                 eprintln!("{}", e.render());
+                reports.push(FileReport::unloadable(arg, &e));
+                continue;
+            }
+        };
+        for path in files {
+            match args.input.load(&path) {
+                Ok(imported) => {
+                    let mut findings = ballast_check::check_imported(&imported);
+                    // Directives kept but not modelled are reported, never dropped in silence.
+                    if matches!(args.format, Format::Text) {
+                        findings.extend(grouped_notes(&imported.notes, &imported.loaded.source));
+                    } else {
+                        findings.extend(imported.notes.iter().map(note_finding));
+                    }
+                    findings.sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
+                    reports.push(FileReport::checked(imported.loaded.source, findings));
+                }
+                Err(e) => {
+                    // People read the reasons on stderr as it happens; tools read them as
+                    // LOAD findings in the report.
+                    eprintln!("{}", e.render());
+                    reports.push(FileReport::unloadable(&path, &e));
+                }
             }
         }
     }
@@ -140,20 +152,90 @@ pub fn run(args: CheckArgs) -> u8 {
         Format::Sarif => format!("{:#}\n", output::sarif(&reports)),
         Format::Markdown => unreachable!("refused above"),
     };
-    let _ = write!(stdout, "{rendered}");
-    if unreadable {
-        return 2;
-    }
-    let denied = reports
-        .iter()
-        .flat_map(|r| &r.findings)
-        .any(|f| f.severity >= args.deny.level());
-    u8::from(denied)
+    let code = if reports.iter().any(|r| !r.loaded) {
+        2
+    } else {
+        let denied = reports
+            .iter()
+            .flat_map(|r| &r.findings)
+            .any(|f| f.severity >= args.deny.level());
+        u8::from(denied)
+    };
+    exit_after(&rendered, code)
 }
 
+/// Prints `text` and returns `code`, or 2 when the output could not be written.
+fn exit_after(text: &str, code: u8) -> u8 {
+    if stdout::print(text) { code } else { 2 }
+}
+
+/// The file names that say what a file is: `check DIR` reads these.
+const CONFIGURATION_SUFFIXES: [&str; 3] = [".toml", ".cfg", ".conf"];
+
+/// The files an argument names: a file is itself; a directory gives the configurations
+/// directly in it (`*.toml`, `*.cfg`, `*.conf`, in name order; subdirectories are not
+/// entered). Beside an `nginx.conf`, the other `*.conf` files are taken as what it includes
+/// (`fastcgi.conf`, …) and read through it, as nginx does, not on their own. A directory
+/// without any is refused with what to name instead.
+fn configurations_in(arg: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    if !arg.is_dir() {
+        return Ok(vec![arg.to_path_buf()]);
+    }
+    let refuse = |message: String, fix: String| LoadError {
+        source: None,
+        diagnostics: vec![Diagnostic::error(message).with_fix(fix)],
+    };
+    let entries = std::fs::read_dir(arg).map_err(|e| {
+        refuse(
+            format!("cannot read directory {}: {e}", arg.display()),
+            "check the path and its permissions".into(),
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| CONFIGURATION_SUFFIXES.iter().any(|s| n.ends_with(s)))
+        })
+        .collect();
+    if files
+        .iter()
+        .any(|p| p.file_name().is_some_and(|n| n == "nginx.conf"))
+    {
+        files.retain(|p| {
+            p.file_name().is_some_and(|n| n == "nginx.conf")
+                || p.extension().is_some_and(|e| e != "conf")
+        });
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(refuse(
+            format!(
+                "{} holds no configuration ballast can read: in a directory it checks the *.toml, *.cfg and *.conf files, not those of its subdirectories",
+                arg.display()
+            ),
+            format!(
+                "name the files to check, such as `ballast check {}/*/*.conf`, or the main file (haproxy.cfg, nginx.conf), which reads its includes",
+                arg.display().to_string().trim_end_matches('/')
+            ),
+        ));
+    }
+    Ok(files)
+}
+
+/// An importer's note as a finding: its own rule id (`IMPORT` unless it names another rule)
+/// and its own severity (a missing include file is a warning, a directive not modelled info).
 fn note_finding(n: &Diagnostic) -> Finding {
+    let rule = n
+        .code
+        .as_deref()
+        .and_then(ballast_check::find_rule)
+        .map_or("IMPORT", |r| r.id);
     Finding {
-        rule: "IMPORT",
+        rule,
         severity: n.severity,
         message: n.message.clone(),
         span: n.span.clone(),
@@ -165,17 +247,19 @@ fn note_finding(n: &Diagnostic) -> Finding {
 /// lists every line, so 240 `use_backend` lines give one note instead of 240 snippets. JSON
 /// and SARIF keep one finding per line for tools.
 fn grouped_notes(notes: &[Diagnostic], source: &SourceFile) -> Vec<Finding> {
-    let mut groups: Vec<((String, String), Vec<&Diagnostic>)> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    type Key = (String, String, Severity);
+    let mut groups: Vec<(Key, Vec<&Diagnostic>)> = Vec::new();
+    let mut index: HashMap<Key, usize> = HashMap::new();
     for n in notes {
         let Some((what, why)) = ballast_import::not_modelled_parts(&n.message) else {
             // Only not-modelled notes are grouped; anything else stands alone.
-            groups.push(((String::new(), String::new()), vec![n]));
+            groups.push(((String::new(), String::new(), n.severity), vec![n]));
             continue;
         };
         let key = (
             what.split_whitespace().next().unwrap_or("").to_string(),
             why.to_string(),
+            n.severity,
         );
         match index.get(&key) {
             Some(&i) => groups[i].1.push(n),
@@ -187,7 +271,7 @@ fn grouped_notes(notes: &[Diagnostic], source: &SourceFile) -> Vec<Finding> {
     }
     groups
         .into_iter()
-        .map(|((keyword, why), members)| {
+        .map(|((keyword, why, _), members)| {
             if members.len() == 1 {
                 return note_finding(members[0]);
             }
@@ -205,4 +289,56 @@ fn grouped_notes(notes: &[Diagnostic], source: &SourceFile) -> Vec<Finding> {
             finding
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(severity: Severity, code: Option<&str>, message: &str, at: usize) -> Diagnostic {
+        Diagnostic {
+            severity,
+            code: code.map(str::to_string),
+            message: message.into(),
+            span: Some(at..at + 1),
+            label: None,
+            fix: Some("fix it".into()),
+        }
+    }
+
+    #[test]
+    fn importer_notes_keep_their_severity_and_code() {
+        let missing = note(
+            Severity::Warning,
+            Some("IMPORT"),
+            "include conf.d/*.conf matches no file",
+            0,
+        );
+        let f = note_finding(&missing);
+        assert_eq!((f.rule, f.severity), ("IMPORT", Severity::Warning));
+        let by_rule = note_finding(&note(Severity::Info, Some("SKEW-001"), "x", 0));
+        assert_eq!(by_rule.rule, "SKEW-001");
+        let unknown = note_finding(&note(Severity::Info, Some("NOPE-9"), "x", 0));
+        assert_eq!(unknown.rule, "IMPORT");
+    }
+
+    #[test]
+    fn grouping_never_merges_notes_of_different_severity() {
+        let source = SourceFile::new("x.cfg", "a\nb\nc\n");
+        let message = "`x y` is kept but not modelled: why";
+        assert!(ballast_import::not_modelled_parts(message).is_some());
+        let notes = [
+            note(Severity::Warning, Some("IMPORT"), message, 0),
+            note(Severity::Info, Some("IMPORT"), message, 2),
+            note(Severity::Info, Some("IMPORT"), message, 4),
+        ];
+        let grouped = grouped_notes(&notes, &source);
+        assert_eq!(grouped.len(), 2, "{grouped:?}");
+        assert_eq!(grouped[0].severity, Severity::Warning);
+        assert_eq!(grouped[1].severity, Severity::Info);
+        assert!(
+            grouped[1].message.contains("on 2 lines (2, 3)"),
+            "{grouped:?}"
+        );
+    }
 }

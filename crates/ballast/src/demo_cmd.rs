@@ -16,6 +16,8 @@ use ballast_core::config::parse_duration;
 use ballast_proxy::demo_backend::DemoBackend;
 use ballast_proxy::{Options, Proxy};
 
+use crate::stdout::say;
+
 /// The configuration the demo runs (also in examples/demo.toml, checked by the tests).
 const DEMO_CONFIG: &str = include_str!("../../../examples/demo.toml");
 
@@ -109,16 +111,16 @@ async fn demo(args: DemoArgs, duration: Option<Duration>) -> u8 {
     let Some(listener) = proxy.listener_addr("web") else {
         return 1;
     };
-    println!(
+    say!(
         "ballast demo: four servers (fast-1 2ms, fast-2 2ms, medium 10ms, slow 40ms), least-connections"
     );
-    println!("  balancer   http://{listener}/            (try: curl -i http://{listener}/)");
+    say!("  balancer   http://{listener}/            (try: curl -i http://{listener}/)");
     if let Some(admin) = proxy.admin_addr() {
-        println!("  status     http://{admin}/status");
-        println!("  metrics    http://{admin}/metrics");
+        say!("  status     http://{admin}/status");
+        say!("  metrics    http://{admin}/metrics");
     }
-    println!("  config     {} (from examples/demo.toml)", path.display());
-    println!("  traffic    {} requests/s; Ctrl-C stops\n", args.rate);
+    say!("  config     {} (from examples/demo.toml)", path.display());
+    say!("  traffic    {} requests/s; Ctrl-C stops\n", args.rate);
 
     let traffic = tokio::spawn(send_traffic(listener, args.rate));
     let started = Instant::now();
@@ -173,7 +175,7 @@ fn print_summary(proxy: &Proxy, elapsed: Duration) {
         return;
     };
     let mut rows = BTreeMap::new();
-    println!(
+    say!(
         "{:>5.0}s  pool `{}` ({}), last {}s: peak ratio R {:.2}",
         elapsed.as_secs_f64(),
         pool["name"].as_str().unwrap_or(""),
@@ -187,7 +189,7 @@ fn print_summary(proxy: &Proxy, elapsed: Duration) {
     for (name, s) in rows {
         let share = s["recent_share"].as_f64().unwrap_or(0.0);
         let bar = "#".repeat((share * 40.0).round() as usize);
-        println!(
+        say!(
             "        {name:<7} {:>5.1}%  {bar:<40} in flight {:>3}  {}",
             share * 100.0,
             s["in_flight"].as_u64().unwrap_or(0),

@@ -1,7 +1,6 @@
 //! `ballast diff`: compare two configurations of any formats, judge the change, predict its
 //! effect on the distribution, and choose the exit code for CI.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -12,6 +11,7 @@ use ballast_diff::render;
 use crate::check_cmd::Deny;
 use crate::input::InputArgs;
 use crate::simulate_cmd::read_traffic;
+use crate::stdout;
 
 /// Compare two configurations and predict what the change does.
 ///
@@ -41,7 +41,10 @@ pub struct DiffArgs {
     /// Output: text for people, json for tools.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Lowest severity of a diff rule, or of a finding the change introduces, that fails (exit 1).
+    /// Lowest severity of a diff rule, or of a finding the change introduces, that fails (exit
+    /// 1). Warnings by default, unlike `ballast check` (errors): a diff judges only what the
+    /// change adds, so old faults never fail it, and its own rules (HASH-002, HASH-003: keys
+    /// moving to other servers) are warnings a change should not ship with unnoticed.
     #[arg(long, value_enum, default_value_t = Deny::Warnings)]
     deny: Deny,
     /// Fail (exit 1) when a server's predicted share moves by more than this many percentage points.
@@ -113,7 +116,9 @@ pub fn run(args: DiffArgs) -> u8 {
         Format::Text => render::text(&d),
         Format::Json => format!("{:#}\n", render::json(&d)),
     };
-    let _ = std::io::stdout().lock().write_all(rendered.as_bytes());
+    if !stdout::print(&rendered) {
+        return 2;
+    }
     let level = args.deny.level();
     let shifted = args
         .max_shift

@@ -7,6 +7,7 @@ mod diff_cmd;
 mod input;
 mod serve_cmd;
 mod simulate_cmd;
+mod stdout;
 
 use std::process::ExitCode;
 

@@ -8,6 +8,8 @@ use clap::Args;
 use ballast_core::config::parse_duration;
 use ballast_proxy::{Options, Proxy, ReloadOutcome};
 
+use crate::stdout::say;
+
 /// Run the load balancer.
 ///
 /// The configuration is checked first: one with error-level findings is refused, here and on
@@ -70,21 +72,21 @@ async fn serve(args: ServeArgs, drain: Duration) -> u8 {
         .unwrap_or_default();
     for name in config.listeners.keys() {
         if let Some(addr) = proxy.listener_addr(name) {
-            println!("listener `{name}` on {addr}");
+            say!("listener `{name}` on {addr}");
         }
     }
     if let Some(admin) = proxy.admin_addr() {
-        println!("admin API on http://{admin}/status (also /metrics, /config, /healthz)");
+        say!("admin API on http://{admin}/status (also /metrics, /config, /healthz)");
     }
-    println!(
+    say!(
         "configuration {} applied; SIGHUP reloads, SIGTERM drains",
         proxy.version()
     );
     wait_for_signals(&proxy).await;
-    println!("draining for up to {drain:?}");
+    say!("draining for up to {drain:?}");
     let open = proxy.drain(drain).await;
     if open > 0 {
-        println!("{open} connections still open at the end of the drain");
+        say!("{open} connections still open at the end of the drain");
     }
     0
 }
@@ -102,8 +104,8 @@ async fn wait_for_signals(proxy: &std::sync::Arc<Proxy>) {
     loop {
         tokio::select! {
             _ = hup.recv() => match proxy.reload().await {
-                ReloadOutcome::Applied { version } => println!("reloaded: configuration {version} applied"),
-                ReloadOutcome::Unchanged { version } => println!("reload: {version} is already running"),
+                ReloadOutcome::Applied { version } => say!("reloaded: configuration {version} applied"),
+                ReloadOutcome::Unchanged { version } => say!("reload: {version} is already running"),
                 ReloadOutcome::Refused { reasons } => {
                     eprintln!("reload refused; the running configuration keeps serving:");
                     for r in reasons {

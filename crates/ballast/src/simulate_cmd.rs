@@ -9,13 +9,16 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use serde_json::json;
 
-use ballast_core::SourceFile;
-use ballast_core::config::parse_duration;
+use ballast_core::config::{Pool, parse_duration};
 use ballast_core::load::parse_with_spans;
 use ballast_core::traffic::Traffic;
+use ballast_core::{Diagnostic, SourceFile};
+
+use ballast_import::{Format as ImportFormat, Imported};
+use ballast_sim::{Simulation, TraceRecord, assert, replay};
 
 use crate::input::InputArgs;
-use ballast_sim::{Simulation, TraceRecord, assert, replay};
+use crate::stdout;
 
 /// Predict how a configuration distributes traffic, with its own balancing code.
 ///
@@ -29,6 +32,12 @@ use ballast_sim::{Simulation, TraceRecord, assert, replay};
 ///   ballast simulate examples/ballast.toml
 ///   ballast simulate examples/skewed-hash.toml --assert 'peak_ratio<1.5,rejected==0'
 ///   ballast simulate ballast.toml --replay access.jsonl --trace choices.jsonl
+///   ballast simulate /etc/haproxy/haproxy.cfg --pool app   # the backend `app`
+///
+/// The pool simulated is the one of --pool, else of --listener, else of the traffic model's
+/// listener, else of the first listener; a file without listeners simulates its first pool.
+/// A file that balances nothing (an HAProxy stats page, nginx without upstreams) exits 2.
+/// Pools imported from HAProxy and nginx run the emulated algorithm (shown in the report).
 ///
 /// Metrics for --assert: peak_ratio, jain, chi2_p, rejected, no_server, failed, retries,
 /// requests, queue_wait_p99_ms, queue_wait_max_ms, peak_concurrency_ratio.
@@ -47,9 +56,13 @@ pub struct SimulateArgs {
     /// Replay recorded requests (JSON lines) instead of generating traffic.
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
-    /// The listener whose pool to simulate (default: the model's, else the first).
-    #[arg(long)]
+    /// The listener whose pool to simulate (default: the traffic model's, else the first).
+    #[arg(long, conflicts_with = "pool")]
     listener: Option<String>,
+    /// The pool to simulate, by name (an HAProxy backend, an nginx upstream): for a file
+    /// without listeners (an nginx fragment of upstreams) or a pool no listener names.
+    #[arg(long)]
+    pool: Option<String>,
     /// Override the arrival rate (requests per second).
     #[arg(long, allow_negative_numbers = true)]
     rate: Option<f64>,
@@ -99,12 +112,11 @@ pub fn run(args: SimulateArgs) -> u8 {
 }
 
 fn simulate(args: &SimulateArgs) -> Result<u8, InputError> {
-    let loaded = args
+    let imported = args
         .input
         .load(&args.file)
-        .map_err(|e| InputError(e.render()))?
-        .loaded;
-    let config = &loaded.config;
+        .map_err(|e| InputError(e.render()))?;
+    let config = &imported.loaded.config;
     let mut traffic = match &args.traffic {
         Some(path) => read_traffic(path, config)?,
         None => config.simulate.clone().unwrap_or_default(),
@@ -124,24 +136,7 @@ fn simulate(args: &SimulateArgs) -> Result<u8, InputError> {
     if let Some(p) = problems.first() {
         return Err(InputError(p.render(None)));
     }
-    let listener_name = args
-        .listener
-        .clone()
-        .or_else(|| traffic.listener.clone())
-        .or_else(|| config.listeners.keys().next().cloned())
-        .ok_or_else(|| InputError("error: the configuration has no listener".into()))?;
-    let listener = config.listeners.get(&listener_name).ok_or_else(|| {
-        InputError(format!(
-            "error: no listener `{listener_name}`; the configuration has: {}",
-            config
-                .listeners
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
-    let pool = &config.pools[&listener.pool];
+    let (pool_name, pool) = choose_pool(args, &imported, traffic.listener.as_deref())?;
     let conditions = match &args.assertions {
         Some(spec) => {
             assert::parse(spec).map_err(|e| InputError(format!("error: --assert: {e}")))?
@@ -168,14 +163,18 @@ fn simulate(args: &SimulateArgs) -> Result<u8, InputError> {
     let mut trace_error = None;
     let mut write_trace = |r: &TraceRecord| {
         if let Some(w) = trace_out.as_mut()
-            && trace_error.is_none()
             && let Err(e) = writeln!(
                 w,
                 "{}",
                 json!({"seq": r.seq, "t": r.t, "server": r.server, "address": r.address, "outcome": r.outcome.as_str()})
             )
         {
-            trace_error = Some(e);
+            // The trace's reader went away (`--trace /dev/stdout | head`): stop tracing
+            // quietly and finish the run. Any other error is reported.
+            if !stdout::is_broken_pipe(&e) {
+                trace_error = Some(e);
+            }
+            trace_out = None;
         }
     };
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
@@ -193,7 +192,7 @@ fn simulate(args: &SimulateArgs) -> Result<u8, InputError> {
             b.set_position((f * 1000.0) as u64);
         }
     };
-    let sim = Simulation::new(&listener.pool, pool, &traffic);
+    let sim = Simulation::new(pool_name, pool, &traffic);
     let trace_cb: Option<&mut dyn FnMut(&TraceRecord)> = if args.trace.is_some() {
         Some(&mut write_trace)
     } else {
@@ -211,31 +210,143 @@ fn simulate(args: &SimulateArgs) -> Result<u8, InputError> {
     }
     if let Some(mut w) = trace_out
         && let Err(e) = w.flush()
+        && !stdout::is_broken_pipe(&e)
     {
         return Err(InputError(format!("error: writing the trace failed: {e}")));
     }
 
     let verdicts = assert::evaluate(&conditions, &report);
     let failed = verdicts.iter().any(|v| !v.passed);
-    match args.format {
+    let rendered = match args.format {
         Format::Text => {
-            print!("{}", report.text());
+            let mut out = report.text();
             for v in &verdicts {
-                println!(
-                    "assert {:<28} {} (actual {})",
+                out += &format!(
+                    "assert {:<28} {} (actual {})\n",
                     v.condition,
                     if v.passed { "ok" } else { "FAILED" },
                     fmt_num(v.actual)
                 );
             }
+            out
         }
         Format::Json => {
             let mut value = serde_json::to_value(&report).unwrap_or_default();
             value["assertions"] = json!(verdicts.iter().map(|v| json!({"condition": v.condition, "actual": v.actual, "passed": v.passed})).collect::<Vec<_>>());
-            println!("{value:#}");
+            format!("{value:#}\n")
         }
+    };
+    // A reader that stops early (`| head -1`) still gets the verdict in the exit code.
+    if !stdout::print(&rendered) {
+        return Ok(2);
     }
     Ok(u8::from(failed))
+}
+
+/// The pool to simulate: `--pool`, else the pool of `--listener`, of the traffic model's
+/// listener or of the first listener; without listeners (an nginx fragment of upstreams),
+/// the first pool. A file without any pool balances nothing and is refused.
+fn choose_pool<'a>(
+    args: &SimulateArgs,
+    imported: &'a Imported,
+    traffic_listener: Option<&str>,
+) -> Result<(&'a str, &'a Pool), InputError> {
+    let config = &imported.loaded.config;
+    let names = |keys: Vec<&String>| {
+        keys.into_iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if config.pools.is_empty() {
+        return Err(InputError(balances_nothing(imported)));
+    }
+    if let Some(name) = &args.pool {
+        return config
+            .pools
+            .get_key_value(name)
+            .map(|(k, p)| (k.as_str(), p))
+            .ok_or_else(|| {
+                InputError(format!(
+                    "error: no pool `{name}` in {}; it has: {}",
+                    args.file.display(),
+                    names(config.pools.keys().collect())
+                ))
+            });
+    }
+    let listener = args.listener.as_deref().or(traffic_listener);
+    let listener = match listener {
+        Some(name) => Some((
+            name,
+            config.listeners.get(name).ok_or_else(|| {
+                InputError(format!(
+                    "error: no listener `{name}` in {}; it has: {}",
+                    args.file.display(),
+                    if config.listeners.is_empty() {
+                        "none (name a pool with --pool)".to_string()
+                    } else {
+                        names(config.listeners.keys().collect())
+                    }
+                ))
+            })?,
+        )),
+        None => config.listeners.iter().next().map(|(k, l)| (k.as_str(), l)),
+    };
+    match listener {
+        Some((name, l)) => config
+            .pools
+            .get_key_value(&l.pool)
+            .map(|(k, p)| (k.as_str(), p))
+            .ok_or_else(|| {
+                InputError(format!(
+                    "error: listener `{name}` sends to `{}`, which is not a pool of the file; name one with --pool: {}",
+                    l.pool,
+                    names(config.pools.keys().collect())
+                ))
+            }),
+        None => {
+            let (k, p) = config
+                .pools
+                .iter()
+                .next()
+                .ok_or_else(|| InputError(balances_nothing(imported)))?;
+            if config.pools.len() > 1 {
+                // In the file's own words: what feeds a pool, and what a pool is called.
+                let (unfed, pools) = match imported.format {
+                    ImportFormat::Haproxy => ("no frontend has a default_backend", "backends"),
+                    ImportFormat::Nginx => ("no server block proxies to an upstream", "upstreams"),
+                    ImportFormat::Ballast => ("no listener", "pools"),
+                };
+                eprintln!(
+                    "note: {}: {unfed}; simulating `{k}`, the first of its {pools} ({}): --pool NAME picks another",
+                    args.file.display(),
+                    names(config.pools.keys().collect())
+                );
+            }
+            Ok((k.as_str(), p))
+        }
+    }
+}
+
+/// Why a file with no pool cannot be simulated, in the file's own words.
+fn balances_nothing(imported: &Imported) -> String {
+    let path = imported.loaded.source.path.display();
+    let (what, fix) = match imported.format {
+        ImportFormat::Haproxy => (
+            "no backend or listen section has a server (a stats page or a redirect balances nothing)",
+            "simulate a file with a `backend` (or `listen`) that has `server` lines",
+        ),
+        ImportFormat::Nginx => (
+            "it has no `upstream` with servers and no `proxy_pass` to balance",
+            "simulate a file with an `upstream` block of `server` lines",
+        ),
+        ImportFormat::Ballast => ("it has no pool", "add a [pools.NAME] table with servers"),
+    };
+    Diagnostic::error(format!(
+        "{path} balances nothing: {what}, so there is no pool to simulate"
+    ))
+    .with_fix(fix)
+    .render(None)
 }
 
 fn fmt_num(x: f64) -> String {

@@ -288,6 +288,7 @@ fn sarif_is_2_1_0_with_rules_and_located_results() {
     assert_eq!(result["level"], "error");
     let index = result["ruleIndex"].as_u64().unwrap() as usize;
     assert_eq!(rules[index]["id"], "TMO-102");
+    assert_eq!(run["invocations"][0]["executionSuccessful"], true);
     let region = &result["locations"][0]["physicalLocation"]["region"];
     assert!(region["startLine"].as_u64().unwrap() >= 1);
 }
@@ -367,4 +368,256 @@ backend c
         .map(|f| f["line"].as_u64().unwrap())
         .collect();
     assert_eq!(lines, [9, 10, 11]);
+}
+
+/// The clean base with two servers' addresses broken: a file that cannot be loaded, for two
+/// reasons, at lines 20 and 26.
+fn two_load_errors(dir: &Path) -> PathBuf {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good-base.toml"),
+    )
+    .unwrap();
+    let broken = base
+        .replace("\"10.0.0.1:80\"", "\"10.0.0.1\"")
+        .replace("\"10.0.0.2:80\"", "\"10.0.0.2\"");
+    assert_ne!(broken, base);
+    let path = dir.join("broken.toml");
+    std::fs::write(&path, broken).unwrap();
+    path
+}
+
+#[test]
+fn an_unloadable_file_is_a_load_finding_per_reason_in_json_and_sarif() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = two_load_errors(dir.path());
+    let broken = broken.to_str().unwrap();
+    let good = "tests/fixtures/faults/lim-101-capacity-below-listener.toml";
+    let missing = "tests/fixtures/does-not-exist.toml";
+
+    let out = ballast(&["check", "--format", "json", good, broken, missing]);
+    assert_eq!(out.status.code(), Some(2));
+    let findings = json_findings(&out);
+    assert!(findings.iter().any(|f| f["rule"] == "LIM-101"));
+    let load: Vec<&Value> = findings.iter().filter(|f| f["rule"] == "LOAD").collect();
+    let in_broken: Vec<u64> = load
+        .iter()
+        .filter(|f| f["file"] == broken)
+        .map(|f| f["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(in_broken, [20, 26], "{load:#?}");
+    for f in &load {
+        assert_eq!(f["severity"], "error");
+        assert!(!f["message"].as_str().unwrap().is_empty());
+        assert!(!f["fix"].as_str().unwrap().is_empty(), "{f}");
+    }
+    let unread = load
+        .iter()
+        .find(|f| f["file"] == missing)
+        .expect("a LOAD finding for the missing file");
+    assert!(unread["message"].as_str().unwrap().contains("cannot read"));
+    assert_eq!(unread["line"], 0, "no line without the file's text");
+    for f in load.iter().filter(|f| f["file"] == broken) {
+        assert!(f["message"].as_str().unwrap().contains("is not HOST:PORT"));
+        assert!(f["column"].as_u64().unwrap() >= 1);
+    }
+    // People still read the reasons on stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not HOST:PORT"));
+
+    let out = ballast(&["check", "--format", "sarif", broken]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &v["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{results:#?}");
+    assert_eq!(run["invocations"][0]["executionSuccessful"], false);
+    for r in results {
+        assert_eq!(r["ruleId"], "LOAD");
+        assert_eq!(r["level"], "error");
+        let index = r["ruleIndex"].as_u64().expect("LOAD is in the rule table") as usize;
+        assert_eq!(rules[index]["id"], "LOAD");
+        let region = &r["locations"][0]["physicalLocation"]["region"];
+        assert!([20, 26].contains(&region["startLine"].as_u64().unwrap()));
+    }
+}
+
+#[test]
+fn the_text_summary_counts_files_that_could_not_be_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = two_load_errors(dir.path());
+    let out = ballast(&[
+        "check",
+        "tests/fixtures/good-base.toml",
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2 files: 1 checked, 1 could not be loaded: 2 errors"),
+        "{text}"
+    );
+    assert!(!text.contains("0 errors"), "{text}");
+    let alone = ballast(&["check", broken.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&alone.stdout);
+    assert!(
+        text.contains("1 file: 0 checked, 1 could not be loaded: 2 errors"),
+        "{text}"
+    );
+}
+
+#[test]
+fn load_and_import_are_explained_and_listed() {
+    for id in ["LOAD", "IMPORT"] {
+        let out = ballast(&["check", "--explain", id]);
+        assert_eq!(out.status.code(), Some(0), "{id}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(id));
+    }
+    let listed: Value =
+        serde_json::from_slice(&ballast(&["check", "--list-rules", "--format", "json"]).stdout)
+            .unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"LOAD") && ids.contains(&"IMPORT"));
+}
+
+#[test]
+fn sarif_rules_link_to_their_heading_in_docs_rules_md() {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/rules.md"))
+            .unwrap();
+    let out = ballast(&[
+        "check",
+        "--format",
+        "sarif",
+        "tests/fixtures/good-base.toml",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules = v["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 25);
+    for r in rules {
+        let id = r["id"].as_str().unwrap();
+        let uri = r["helpUri"].as_str().expect("helpUri");
+        let (file, anchor) = uri.split_once('#').expect("an anchor");
+        assert_eq!(file, "docs/rules.md");
+        // GitHub's anchor of a heading `## SKEW-101` is `skew-101`.
+        let heading = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("## "))
+            .find(|h| h.to_lowercase() == anchor);
+        assert_eq!(heading, Some(id), "{uri}");
+    }
+}
+
+#[test]
+fn text_output_points_once_at_the_explanation_of_each_rule_shown() {
+    let out = ballast(&["check", "tests/fixtures/faults/lim-102-n-minus-one.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("warning[LIM-102]"), "{text}");
+    let pointer = text.lines().last().unwrap();
+    assert!(
+        pointer.starts_with("explain a rule: ballast check --explain LIM-102"),
+        "{text}"
+    );
+    assert_eq!(text.matches("--explain").count(), 1, "{text}");
+    let quiet = ballast(&["check", "tests/fixtures/good-base.toml"]);
+    assert!(!String::from_utf8_lossy(&quiet.stdout).contains("--explain"));
+}
+
+#[test]
+fn a_directory_is_checked_as_the_configurations_directly_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good-base.toml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("a.toml"), &base).unwrap();
+    std::fs::write(
+        dir.path().join("lb.cfg"),
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nfrontend web\n    bind :80\n    default_backend app\nbackend app\n    server a1 10.0.0.1:80\n    server a2 10.0.0.2:80\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("README.md"), "not a configuration").unwrap();
+    std::fs::create_dir(dir.path().join("old")).unwrap();
+    std::fs::write(dir.path().join("old/broken.toml"), "not = [toml").unwrap();
+    let d = dir.path().to_str().unwrap();
+
+    let out = ballast(&["check", "--format", "json", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: std::collections::BTreeSet<String> = json_findings(&out)
+        .iter()
+        .map(|f| f["file"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        files.into_iter().collect::<Vec<_>>(),
+        [format!("{d}/lb.cfg")],
+        "a.toml is clean; README.md and old/ are not read"
+    );
+    let text = String::from_utf8_lossy(&ballast(&["check", d]).stdout).into_owned();
+    assert!(text.contains("2 files checked"), "{text}");
+
+    // Beside nginx.conf, the other *.conf files are its includes.
+    let nginx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        nginx.path().join("nginx.conf"),
+        "events {}\nhttp {\n    upstream app { server 10.0.0.1:80; }\n    server { listen 80; location / { proxy_pass http://app; } }\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        nginx.path().join("fastcgi.conf"),
+        "fastcgi_param QUERY_STRING $query_string;\n",
+    )
+    .unwrap();
+    let out = ballast(&["check", nginx.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 file checked"), "{text}");
+    assert_ne!(out.status.code(), Some(2), "{text}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = ballast(&["check", empty.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds no configuration") && err.contains("help: name the files"),
+        "{err}"
+    );
+}
+
+#[test]
+fn deny_defaults_are_explained_in_both_helps() {
+    let check = String::from_utf8_lossy(&ballast(&["check", "--help"]).stdout).into_owned();
+    let diff = String::from_utf8_lossy(&ballast(&["diff", "--help"]).stdout).into_owned();
+    assert!(check.contains("Errors by default") && check.contains("ballast diff"));
+    assert!(diff.contains("Warnings by default") && diff.contains("ballast check"));
+}
+
+#[test]
+fn a_closed_pipe_ends_check_quietly() {
+    use std::process::Stdio;
+    for args in [
+        &["check", "--list-rules", "--format", "markdown"][..],
+        &["check", "tests/fixtures/faults/lim-102-n-minus-one.toml"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: quiet, but said {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}");
+    }
 }

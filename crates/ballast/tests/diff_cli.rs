@@ -282,3 +282,60 @@ fn identical_files_have_no_change_and_unreadable_ones_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.conf"));
 }
+
+#[test]
+fn text_points_at_the_explanation_of_the_rules_it_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(dir.path(), "old.conf", NGINX_IP_HASH);
+    let new = write(
+        dir.path(),
+        "new.conf",
+        &NGINX_IP_HASH.replace("        server 10.0.0.3:80;\n", ""),
+    );
+    let out = ballast(&[
+        "diff",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--duration",
+        "2s",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("warning[HASH-002]"), "{text}");
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.starts_with("explain a rule: ballast check --explain HASH-002"),
+        "{text}"
+    );
+    // The finding the change introduces is named too, and each rule once.
+    assert!(
+        text.contains("warning[HC-004]") && last.contains("HC-004"),
+        "{text}"
+    );
+    assert_eq!(text.matches("--explain").count(), 1, "{text}");
+    let same = ballast(&["diff", old.to_str().unwrap(), old.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&same.stdout).contains("--explain"));
+}
+
+#[test]
+fn a_closed_pipe_ends_diff_quietly() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(dir.path(), "old.conf", NGINX_IP_HASH);
+    let new = write(
+        dir.path(),
+        "new.conf",
+        &NGINX_IP_HASH.replace("server 10.0.0.3:80;", "server 10.0.0.3:80 weight=4;"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["diff", old.to_str().unwrap(), new.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The prediction runs before anything is written: the reader is gone by then.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "quiet, but said: {err}");
+    assert_ne!(out.status.code(), Some(101));
+}

@@ -284,3 +284,208 @@ fn a_failed_server_is_detected_and_traffic_moves_to_the_others() {
     // Requests lost are those in flight at the failure plus a few refused before detection.
     assert!(v["failed"].as_u64().unwrap() < 200, "{}", v["failed"]);
 }
+
+const HAPROXY_SOURCE: &str = "defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend web
+    bind :80
+    default_backend app
+backend app
+    balance source
+    server a 10.0.0.1:80
+    server b 10.0.0.2:80 weight 3
+    server spare 10.0.0.3:80 backup weight 5
+";
+
+/// The report's table row of server `name`, split into its columns.
+fn row(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name} in {text}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn imported_pools_show_the_algorithm_they_emulate_and_backups_apart() {
+    let cfg = tmp("source.cfg");
+    std::fs::write(&cfg, HAPROXY_SOURCE).unwrap();
+    let out = ballast(&["simulate", "-q", "--duration", "2s", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let title = text.lines().next().unwrap();
+    assert!(
+        title.contains("(HAProxy balance source, hash-type map-based)"),
+        "{title}"
+    );
+    assert!(!text.contains("consistent-hash"), "{text}");
+    // Weight and tier are separate columns: `5 ... backup`, never `b5`.
+    let spare = row(&text, "spare");
+    assert_eq!(spare[1], "5", "{spare:?}");
+    assert_eq!(spare.last().unwrap(), "backup", "{spare:?}");
+    assert!(!text.contains("b5") && !text.contains(" b1 "), "{text}");
+    assert_eq!(row(&text, "b").last().unwrap(), "primary");
+    let json = ballast(&[
+        "simulate",
+        "-q",
+        "--format",
+        "json",
+        "--duration",
+        "2s",
+        cfg.to_str().unwrap(),
+    ]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        v["algorithm"],
+        "HAProxy balance source, hash-type map-based"
+    );
+    let spare = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "spare")
+        .unwrap();
+    assert_eq!(
+        (spare["weight"].as_u64(), spare["backup"].as_bool()),
+        (Some(5), Some(true))
+    );
+
+    let nginx = tmp("iphash.conf");
+    std::fs::write(
+        &nginx,
+        "events {}\nhttp {\n    upstream app {\n        ip_hash;\n        server 10.0.0.1:80;\n        server 10.0.0.2:80;\n    }\n    server {\n        listen 80;\n        location / { proxy_pass http://app; }\n    }\n}\n",
+    )
+    .unwrap();
+    let out = ballast(&[
+        "simulate",
+        "-q",
+        "--duration",
+        "2s",
+        nginx.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().next().unwrap().contains("(nginx ip_hash)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_file_that_balances_nothing_says_so_and_exits_2() {
+    let stats = tmp("stats.cfg");
+    std::fs::write(
+        &stats,
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nlisten stats\n    bind :8404\n    stats enable\n    stats uri /\n",
+    )
+    .unwrap();
+    let nginx = tmp("static.conf");
+    std::fs::write(
+        &nginx,
+        "events {}\nhttp {\n    server {\n        listen 80;\n        location / { return 200; }\n    }\n}\n",
+    )
+    .unwrap();
+    for (path, words) in [
+        (&stats, "no backend or listen section has a server"),
+        (&nginx, "no `upstream`"),
+    ] {
+        let out = ballast(&["simulate", "-q", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("balances nothing") && err.contains(words) && err.contains("help:"),
+            "{err}"
+        );
+        assert!(!err.contains("no listener"), "{err}");
+    }
+}
+
+#[test]
+fn upstreams_without_a_listener_are_simulated_and_pool_picks_one() {
+    let nginx = tmp("upstreams.conf");
+    std::fs::write(
+        &nginx,
+        "events {}\nhttp {\n    upstream app {\n        server 10.0.0.1:80;\n        server 10.0.0.2:80 weight=3;\n    }\n    upstream web {\n        least_conn;\n        server 10.0.1.1:80;\n    }\n}\n",
+    )
+    .unwrap();
+    let p = nginx.to_str().unwrap();
+    let out = ballast(&["simulate", "-q", "--duration", "2s", p]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(text.starts_with("pool `app` (nginx round-robin)"), "{text}");
+    assert!(
+        err.contains("--pool"),
+        "the choice among two pools is said: {err}"
+    );
+    let b = row(&text, "10.0.0.2:80");
+    assert_eq!(b[1], "3", "{b:?}");
+    let out = ballast(&["simulate", "-q", "--duration", "2s", "--pool", "web", p]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("pool `web` (nginx least_conn)"), "{text}");
+    let out = ballast(&["simulate", "-q", "--pool", "nope", p]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("no pool `nope`") && err.contains("`app`, `web`"),
+        "{err}"
+    );
+}
+
+/// Runs ballast with stdout on a pipe whose reader reads `lines` lines and then closes it.
+fn with_reader_gone(args: &[&str], lines: usize) -> Output {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ballast");
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..lines {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "{args:?}: output ended early");
+    }
+    drop(reader);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_simulate_quietly() {
+    // The report is written after the run, so the reader has gone before the first byte.
+    let report = with_reader_gone(&["simulate", "-q", "examples/ballast.toml"], 0);
+    // The trace is far larger than a pipe's buffer: writes fail mid-run.
+    let trace = with_reader_gone(
+        &[
+            "simulate",
+            "-q",
+            "examples/ballast.toml",
+            "--trace",
+            "/dev/stdout",
+        ],
+        1,
+    );
+    // The verdict still reaches the exit code.
+    let failing = with_reader_gone(
+        &[
+            "simulate",
+            "-q",
+            "examples/skewed-hash.toml",
+            "--assert",
+            "peak_ratio<1.5",
+        ],
+        0,
+    );
+    for (out, code) in [(report, 0), (trace, 0), (failing, 1)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.is_empty(), "quiet, but said: {err}");
+        assert_eq!(out.status.code(), Some(code), "{err}");
+    }
+}
