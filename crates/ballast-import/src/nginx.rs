@@ -1042,10 +1042,15 @@ fn context(
             continue;
         };
         let s = settings.inherit(body, errors);
+        // A server-level proxy_pass is stream's; http proxies from locations.
+        let server_misplaced: &[&str] = match protocol {
+            Protocol::Http => &["upstream", "server", "proxy_pass"],
+            _ => &["upstream", "server"],
+        };
         note_unread(
             body,
             &["listen", "location", "proxy_pass"],
-            &["upstream", "server"],
+            server_misplaced,
             errors,
             notes,
         );
@@ -1804,4 +1809,351 @@ fn listen_address(text: &str) -> Option<String> {
         format!("{text}:80")
     };
     addr.parse::<std::net::SocketAddr>().ok().map(|_| addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Facts, Imported, import_file};
+
+    /// Writes `text` as `nginx.conf` in a fresh directory (plus `files` beside it) and imports it.
+    fn import_with(
+        text: &str,
+        files: &[(&str, &str)],
+        options: &Options,
+    ) -> (tempfile::TempDir, Result<Imported, ballast_core::LoadError>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, text).unwrap();
+        let imported = import_file(&path, options);
+        (dir, imported)
+    }
+
+    /// Options with an empty stock prefix, so the machine's /etc/nginx plays no part.
+    fn options(prefix: &Path) -> Options {
+        Options {
+            format: Some(crate::Format::Nginx),
+            nginx_prefix: prefix.to_path_buf(),
+            ..Options::default()
+        }
+    }
+
+    fn import(text: &str) -> Result<Imported, ballast_core::LoadError> {
+        let prefix = tempfile::tempdir().unwrap();
+        import_with(text, &[], &options(prefix.path())).1
+    }
+
+    fn imported(text: &str) -> Imported {
+        import(text).unwrap_or_else(|e| panic!("refused:\n{}", e.render()))
+    }
+
+    /// The errors of a refused file, each with its line.
+    fn refused(text: &str) -> Vec<(usize, String)> {
+        let e = match import(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        };
+        let source = SourceFile::new("nginx.conf", text);
+        e.diagnostics
+            .iter()
+            .map(|d| {
+                let line = d.span.as_ref().map_or(0, |s| source.line_col(s.start).line);
+                (line, d.message.clone())
+            })
+            .collect()
+    }
+
+    fn listener_addresses(i: &Imported) -> Vec<(&str, &str)> {
+        i.loaded
+            .config
+            .listeners
+            .values()
+            .map(|l| (l.address.as_str(), l.pool.as_str()))
+            .collect()
+    }
+
+    fn has_note(i: &Imported, part: &str) -> bool {
+        i.notes.iter().any(|n| n.message.contains(part))
+    }
+
+    const FRAGMENT: &str = "upstream app {
+    server 10.0.0.1:8080;
+    server 10.0.0.2:8080;
+}
+server {
+    listen 8080;
+    location / {
+        proxy_pass http://app;
+    }
+}
+";
+
+    #[test]
+    fn a_conf_d_fragment_is_read_inside_http_with_a_note() {
+        let i = imported(FRAGMENT);
+        assert_eq!(listener_addresses(&i), vec![("0.0.0.0:8080", "app")]);
+        assert_eq!(i.loaded.config.pools["app"].servers.len(), 2);
+        assert!(has_note(&i, "read as a fragment included inside `http { }`"));
+        let Facts::Nginx(facts) = &i.facts else {
+            panic!("nginx facts")
+        };
+        assert_eq!(facts.context, NginxContext::Http);
+        assert_eq!(facts.upstreams().len(), 1);
+        assert_eq!(facts.proxy_passes()[0].upstream_name(), Some("app"));
+        // A whole nginx.conf keeps its own rules.
+        let whole = format!("events {{}}\nhttp {{\n{FRAGMENT}}}\n");
+        let i = imported(&whole);
+        assert!(!has_note(&i, "read as a fragment"));
+        assert_eq!(listener_addresses(&i), vec![("0.0.0.0:8080", "app")]);
+    }
+
+    #[test]
+    fn context_option_overrides_detection() {
+        let prefix = tempfile::tempdir().unwrap();
+        let main = Options {
+            nginx_context: Some(NginxContext::Main),
+            ..options(prefix.path())
+        };
+        let (_d, r) = import_with(FRAGMENT, &[], &main);
+        let e = r.err().expect("--context main refuses a fragment");
+        assert!(e.diagnostics.iter().any(|d| d.message.contains("no `events`")));
+        // A stream fragment is told by servers that proxy without locations.
+        let stream = "upstream db { server 10.0.0.1:5432; }\nserver { listen 5432; proxy_pass db; }\n";
+        let i = imported(stream);
+        assert!(has_note(&i, "inside `stream { }`"));
+        let l = i.loaded.config.listeners.values().next().unwrap();
+        assert_eq!(l.protocol, Protocol::Tcp);
+        // The same file read as http: nginx refuses proxy_pass at server level there.
+        let http = Options {
+            nginx_context: Some(NginxContext::Http),
+            ..options(prefix.path())
+        };
+        let (_d, r) = import_with(stream, &[], &http);
+        let e = r.err().expect("proxy_pass in an http server is refused");
+        assert!(e.diagnostics.iter().any(|d| d.message.contains("`proxy_pass` is not allowed here")));
+    }
+
+    #[test]
+    fn a_server_without_listen_listens_on_port_80() {
+        let i = imported("upstream app { server 10.0.0.1; }\nserver {\n    location / { proxy_pass http://app; }\n}\n");
+        assert_eq!(listener_addresses(&i), vec![("0.0.0.0:80", "app")]);
+        assert!(has_note(&i, "has no `listen`: nginx listens on *:80"));
+        // The server without a port is on 80, its ring key as written.
+        let s = &i.loaded.config.pools["app"].servers[0];
+        assert_eq!(s.address, "10.0.0.1:80");
+        assert_eq!(s.ring_key.as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn proxy_pass_through_variables_is_resolved_when_constant_and_noted_otherwise() {
+        let base = "upstream app { server 10.0.0.1:80; }\nupstream other { server 10.0.0.2:80; }\n";
+        let set = format!("{base}server {{ listen 80; location / {{ set $backend app; proxy_pass http://$backend; }} }}\n");
+        assert_eq!(listener_addresses(&imported(&set)), vec![("0.0.0.0:80", "app")]);
+        let whole_url = format!("{base}server {{ listen 80; set $to http://other:80; location / {{ proxy_pass $to; }} }}\n");
+        let i = imported(&whole_url);
+        // `other:80` is not the upstream `other`: nginx would resolve the host name.
+        assert_eq!(listener_addresses(&i), vec![("0.0.0.0:80", "other:80")]);
+        let map = format!("{base}map $host $pool {{ default app; example.com app; }}\nserver {{ listen 80; location / {{ proxy_pass http://$pool; }} }}\n");
+        assert_eq!(listener_addresses(&imported(&map)), vec![("0.0.0.0:80", "app")]);
+        let varying = format!("{base}map $host $pool {{ default app; example.com other; }}\nserver {{ listen 80; location / {{ proxy_pass http://$pool; }} }}\n");
+        let i = imported(&varying);
+        assert!(i.loaded.config.listeners.is_empty());
+        assert!(has_note(&i, "chosen per request"));
+        assert!(i.notes.iter().all(|n| n.severity == Severity::Info));
+        let lua = "server { listen 80; location / { set_by_lua_block $to { return 'app' } proxy_pass http://$to; } }\n";
+        let i = imported(lua);
+        assert!(has_note(&i, "chosen per request"));
+    }
+
+    #[test]
+    fn code_blocks_are_kept_unread() {
+        let text = r#"events {}
+http {
+    server {
+        listen 80;
+        location / {
+            content_by_lua_block {
+                local t = { a = "}", b = '{' }  -- a comment with } and "
+                --[[ a long comment
+                     with } ]]
+                local s = [==[ ]] } ]==]
+                if not t then return ngx.exit(404) end
+                ngx.say("ok")
+            }
+            js_content main.hello;
+        }
+        location /x {
+            access_by_lua_block { ngx.exit(ngx.OK) }
+            proxy_pass http://127.0.0.1:8080;
+        }
+    }
+}
+"#;
+        let i = imported(text);
+        assert!(has_note(&i, "Lua code that runs per request"));
+        assert!(has_note(&i, "njs code that runs per request"));
+        assert_eq!(listener_addresses(&i).len(), 1);
+        let Facts::Nginx(facts) = &i.facts else {
+            panic!("nginx facts")
+        };
+        let mut all = Vec::new();
+        crate::facts::walk(&facts.tree, &mut all);
+        assert!(all.iter().all(|(d, _)| d.name() != "local" && d.name() != "ngx.say"));
+        let code = all
+            .iter()
+            .find(|(d, _)| d.name() == "content_by_lua_block")
+            .map(|(d, b)| b.iter().find(|n| &n.directive == *d).unwrap().code.clone());
+        let body = &text[code.flatten().expect("the code's span")];
+        assert!(body.contains("ngx.say(\"ok\")") && body.trim_end().ends_with("ngx.say(\"ok\")"));
+        let unclosed = "events {}\nhttp { server { location / { content_by_lua_block { if x then\n";
+        assert!(refused(unclosed).iter().any(|(line, m)| *line == 2 && m.contains("not closed")));
+    }
+
+    #[test]
+    fn unix_sockets_are_addresses() {
+        let text = "events {}
+http {
+    upstream app { server unix:/run/app.sock; server 10.0.0.1:80; }
+    server {
+        listen unix:/run/nginx.sock;
+        location / { proxy_pass http://app; }
+        location /b { proxy_pass http://unix:/run/b.sock:/api; }
+    }
+    server {
+        listen unix:/run/only.sock;
+        location / { proxy_pass http://unix:/run/b.sock:/; }
+    }
+}
+";
+        let i = imported(text);
+        let mut listeners = listener_addresses(&i);
+        listeners.sort();
+        assert_eq!(listeners[0].0, "unix:/run/nginx.sock");
+        assert_eq!(listeners[1].0, "unix:/run/only.sock");
+        assert_eq!(i.loaded.config.pools["app"].servers[0].address, "unix:/run/app.sock");
+        let direct = &i.loaded.config.pools[listeners[1].1];
+        assert_eq!(direct.servers[0].address, "unix:/run/b.sock");
+    }
+
+    #[test]
+    fn missing_includes_are_warnings_and_stock_files_come_from_the_prefix() {
+        let prefix = tempfile::tempdir().unwrap();
+        let text = "events {}
+http {
+    include mime.types;
+    include conf.d/*.conf;
+    include sites/app.conf;
+    server {
+        listen 80;
+        location / { include uwsgi_params; uwsgi_pass 127.0.0.1:3031; }
+    }
+}
+";
+        let (_d, r) = import_with(text, &[], &options(prefix.path()));
+        let i = r.unwrap_or_else(|e| panic!("{}", e.render()));
+        let warnings: Vec<_> = i
+            .notes
+            .iter()
+            .filter(|n| n.severity == Severity::Warning)
+            .collect();
+        // Only the site's own file: stock files absent from the prefix are skipped, and a
+        // glob that matches nothing is fine, as in nginx.
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].message.contains("sites/app.conf"));
+        assert_eq!(warnings[0].code.as_deref(), Some("IMPORT"));
+        let source = SourceFile::new("x", text);
+        assert_eq!(source.line_col(warnings[0].span.clone().unwrap().start).line, 5);
+        // A stock file installed under the prefix is read, at its include line.
+        std::fs::write(prefix.path().join("uwsgi_params"), "uwsgi_param QUERY_STRING $query_string;\n").unwrap();
+        let (_d, r) = import_with(text, &[("conf.d/a.conf", "upstream a { server 10.0.0.9:80; }\n")], &options(prefix.path()));
+        let i = r.unwrap();
+        assert!(i.notes.iter().any(|n| n.message.contains("uwsgi_param QUERY_STRING")
+            && source.line_col(n.span.clone().unwrap().start).line == 8));
+        assert!(i.loaded.config.pools.contains_key("a"));
+        // A file beside the main one wins over the prefix.
+        let (_d, r) = import_with(text, &[("uwsgi_params", "uwsgi_param LOCAL 1;\n")], &options(prefix.path()));
+        assert!(has_note(&r.unwrap(), "uwsgi_param LOCAL"));
+    }
+
+    #[test]
+    fn nginx_plus_directives_are_refused_at_their_line() {
+        for (line, directive) in [
+            ("least_time header;", "least_time"),
+            ("sticky cookie srv_id expires=1h;", "sticky"),
+            ("queue 100 timeout=70;", "queue"),
+            ("ntlm;", "ntlm"),
+        ] {
+            let text = format!("events {{}}\nhttp {{\n    upstream app {{\n        {line}\n        server 10.0.0.1:80;\n    }}\n}}\n");
+            let errors = refused(&text);
+            assert!(
+                errors.iter().any(|(l, m)| *l == 4 && m.contains(&format!("`{directive}`")) && m.contains("NGINX Plus only")),
+                "{directive}: {errors:?}"
+            );
+        }
+        let check = "events {}\nhttp {\n  server {\n    location / {\n      health_check;\n      proxy_pass http://10.0.0.1;\n    }\n  }\n}\n";
+        assert!(refused(check).iter().any(|(l, m)| *l == 5 && m.contains("NGINX Plus only")));
+        let slow = "events {}\nhttp {\n  upstream app {\n    server 10.0.0.1:80 slow_start=30s;\n  }\n}\n";
+        assert!(refused(slow).iter().any(|(l, m)| *l == 4 && m.contains("slow_start=30s") && m.contains("NGINX Plus only")));
+        // `resolve` is open source from 1.27.3.
+        let resolve = "events {}\nhttp {\n  resolver 10.0.0.53;\n  upstream app {\n    zone app 64k;\n    server app.internal:80 resolve;\n  }\n}\n";
+        assert!(refused(resolve).iter().any(|(l, m)| *l == 6 && m.contains("NGINX Plus only")));
+        let prefix = tempfile::tempdir().unwrap();
+        let newer = Options {
+            nginx_version: Version::new(1, 27, 3),
+            ..options(prefix.path())
+        };
+        assert!(import_with(resolve, &[], &newer).1.is_ok());
+        // `queue` outside an upstream is some other module's word.
+        assert!(import("events {}\nrtmp { queue 10; }\n").is_ok());
+    }
+
+    #[test]
+    fn placeholders_are_named_and_addresses_quoted_as_written() {
+        let angle = "events {}\nhttp {\n  upstream k3s {\n    server <master_node_ip_address>:6443;\n  }\n}\n";
+        let errors = refused(angle);
+        assert!(errors.iter().any(|(l, m)| *l == 4
+            && m.contains("`<master_node_ip_address>:6443`")
+            && m.contains("placeholder left from a template: put the real address")), "{errors:?}");
+        let doubled = "events {}\nhttp {\n  upstream app {\n    server 10.0.0.1:80:80;\n    server app.internal;\n  }\n}\n";
+        let errors = refused(doubled);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].1.contains("invalid port in upstream `10.0.0.1:80:80`"));
+        assert!(!errors[0].1.contains("10_0_0_1"));
+        let words = "server {\n  listen 80;\n  location / {\n    proxy_pass http://some-ip:some-port;\n  }\n}\n";
+        assert!(refused(words).iter().any(|(l, m)| *l == 4 && m.contains("`some-ip:some-port`") && m.contains("placeholder")));
+        let braces = "events {}\nhttp {\n  upstream app {\n    server {ip_address}:8080;\n  }\n}\n";
+        let errors = refused(braces);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].0 == 4 && errors[0].1.contains("`{ip_address}:8080` looks like a placeholder"));
+    }
+
+    #[test]
+    fn what_nginx_refuses_by_name_is_refused() {
+        let colon = "server {\n  listen:80;\n  location / { proxy_pass http://10.0.0.1; }\n}\n";
+        let e = import(colon).err().unwrap();
+        let d = e.diagnostics.iter().find(|d| d.message == "unknown directive `listen:80`").unwrap();
+        assert!(d.fix.as_deref().unwrap().contains("`listen 80;`"));
+        let no_port = "server {\n  listen 80;\n  location / {\n    uwsgi_pass app_uwsgi;\n  }\n}\n";
+        assert!(refused(no_port).iter().any(|(l, m)| *l == 4 && m == "no port in upstream `app_uwsgi`"));
+        let upstream = format!("upstream app_uwsgi {{ server 10.0.0.1:3031; }}\n{no_port}");
+        assert!(import(&upstream).is_ok());
+        let prefix = "server {\n  listen 80;\n  location / {\n    proxy_pass 10.0.0.1:8080;\n  }\n}\n";
+        assert!(refused(prefix).iter().any(|(l, m)| *l == 4 && m.contains("invalid URL prefix")));
+    }
+
+    #[test]
+    fn notes_do_not_claim_that_what_the_catalogue_reads_changes_nothing() {
+        let text = "events {}\nhttp {\n  upstream app { server 10.0.0.1:80; }\n  server {\n    listen 80;\n    location / {\n      proxy_next_upstream error timeout http_502;\n      gzip on;\n      proxy_pass http://app;\n    }\n  }\n}\n";
+        let i = imported(text);
+        let next = i.notes.iter().find(|n| n.message.contains("proxy_next_upstream")).unwrap();
+        assert!(!next.message.contains("does not change"), "{}", next.message);
+        assert!(next.message.contains("the catalogue rules read it"));
+        let gzip = i.notes.iter().find(|n| n.message.contains("gzip")).unwrap();
+        assert!(gzip.message.contains("does not change balancing"));
+    }
 }
