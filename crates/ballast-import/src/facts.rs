@@ -560,12 +560,14 @@ fn variable_constant<'a>(name: &str, levels: &[&'a [Node]], maps: &'a [Node]) ->
         .iter()
         .rev()
         .find(|n| n.directive.name() == "map" && is_var(n.directive.arg(1)))?;
-    let mut values = map.block.as_deref()?.iter().filter_map(|entry| {
-        match entry.directive.name() {
-            "hostnames" | "volatile" => None,
-            _ => Some(entry.directive.arg(0).map(|w| w.text.as_str())),
-        }
-    });
+    let mut values =
+        map.block
+            .as_deref()?
+            .iter()
+            .filter_map(|entry| match entry.directive.name() {
+                "hostnames" | "volatile" => None,
+                _ => Some(entry.directive.arg(0).map(|w| w.text.as_str())),
+            });
     let first = values.next()??;
     values.all(|v| v == Some(first)).then_some(first)
 }

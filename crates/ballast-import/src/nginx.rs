@@ -149,7 +149,10 @@ fn tokenize(text: &str, errors: &mut Vec<Diagnostic>) -> Vec<Token> {
                 out.push(Token::Word(w));
             }
             b'{' => {
-                match name.as_ref().and_then(|(n, span)| Some((code_block(n)?, n, span))) {
+                match name
+                    .as_ref()
+                    .and_then(|(n, span)| Some((code_block(n)?, n, span)))
+                {
                     Some((language, n, span)) => match skip_code(b, i + 1, language) {
                         Some(close) => {
                             out.push(Token::Code(i, close));
@@ -157,11 +160,9 @@ fn tokenize(text: &str, errors: &mut Vec<Diagnostic>) -> Vec<Token> {
                         }
                         None => {
                             errors.push(
-                                Diagnostic::error(format!(
-                                    "the code block of `{n}` is not closed"
-                                ))
-                                .with_span(span.clone())
-                                .with_fix("close it with `}` after the last line of code"),
+                                Diagnostic::error(format!("the code block of `{n}` is not closed"))
+                                    .with_span(span.clone())
+                                    .with_fix("close it with `}` after the last line of code"),
                             );
                             i = b.len();
                         }
@@ -914,31 +915,75 @@ pub(crate) fn import(
 /// instead. Only directives of the blocks ballast reads (`http`, `server`, `location`,
 /// `upstream`, `stream`) are judged, so a third-party module's block keeps its own words.
 const PLUS_ONLY: &[(&str, &str)] = &[
-    ("least_time", "use `least_conn;`, the nearest method of nginx open source"),
-    ("sticky", "use `ip_hash;` or `hash $cookie_NAME consistent;` to keep clients on one server"),
-    ("sticky_cookie_insert", "use `ip_hash;` or `hash $cookie_NAME consistent;` to keep clients on one server"),
-    ("queue", "remove it: nginx open source answers 502 at once when every server is at max_conns"),
-    ("ntlm", "remove it: nginx open source cannot proxy NTLM authentication"),
+    (
+        "least_time",
+        "use `least_conn;`, the nearest method of nginx open source",
+    ),
+    (
+        "sticky",
+        "use `ip_hash;` or `hash $cookie_NAME consistent;` to keep clients on one server",
+    ),
+    (
+        "sticky_cookie_insert",
+        "use `ip_hash;` or `hash $cookie_NAME consistent;` to keep clients on one server",
+    ),
+    (
+        "queue",
+        "remove it: nginx open source answers 502 at once when every server is at max_conns",
+    ),
+    (
+        "ntlm",
+        "remove it: nginx open source cannot proxy NTLM authentication",
+    ),
     ("state", "list the servers in the upstream block"),
-    ("health_check", "remove it: nginx open source checks servers passively, through max_fails and fail_timeout"),
-    ("health_check_timeout", "remove it: nginx open source checks servers passively, through max_fails and fail_timeout"),
+    (
+        "health_check",
+        "remove it: nginx open source checks servers passively, through max_fails and fail_timeout",
+    ),
+    (
+        "health_check_timeout",
+        "remove it: nginx open source checks servers passively, through max_fails and fail_timeout",
+    ),
     ("match", "remove it with the `health_check` that uses it"),
-    ("zone_sync", "remove it: nginx open source shares no state between instances"),
-    ("api", "use `stub_status;` for the counters nginx open source has"),
-    ("status_zone", "remove it: nginx open source has only `stub_status`"),
+    (
+        "zone_sync",
+        "remove it: nginx open source shares no state between instances",
+    ),
+    (
+        "api",
+        "use `stub_status;` for the counters nginx open source has",
+    ),
+    (
+        "status_zone",
+        "remove it: nginx open source has only `stub_status`",
+    ),
     ("keyval", "remove it, or use a `map`"),
     ("keyval_zone", "remove it, or use a `map`"),
-    ("internal_redirect", "use `rewrite ... last;` or `error_page`"),
+    (
+        "internal_redirect",
+        "use `rewrite ... last;` or `error_page`",
+    ),
     ("session_log", "remove it"),
     ("session_log_format", "remove it"),
     ("session_log_zone", "remove it"),
     ("mp4_limit_rate", "remove it, or use `limit_rate`"),
-    ("mp4_limit_rate_after", "remove it, or use `limit_rate_after`"),
+    (
+        "mp4_limit_rate_after",
+        "remove it, or use `limit_rate_after`",
+    ),
 ];
 
 /// The blocks whose directives ballast judges by name.
 const KNOWN_BLOCKS: &[&str] = &[
-    "main", "http", "stream", "server", "location", "upstream", "if", "events", "limit_except",
+    "main",
+    "http",
+    "stream",
+    "server",
+    "location",
+    "upstream",
+    "if",
+    "events",
+    "limit_except",
 ];
 
 /// Refuses what nginx open source refuses by name: NGINX Plus directives, and names that
@@ -947,12 +992,18 @@ fn refuse_unknown(block: &[Node], parent: &str, errors: &mut Vec<Diagnostic>) {
     for n in block {
         let d = &n.directive;
         let name = d.name();
-        let plus = PLUS_ONLY.iter().find(|(p, _)| *p == name).map(|(_, fix)| *fix).or_else(|| {
-            (name.starts_with("zone_sync_") || name.starts_with("auth_jwt"))
-                .then_some("remove it: nginx open source does not have it")
-        });
+        let plus = PLUS_ONLY
+            .iter()
+            .find(|(p, _)| *p == name)
+            .map(|(_, fix)| *fix)
+            .or_else(|| {
+                (name.starts_with("zone_sync_") || name.starts_with("auth_jwt"))
+                    .then_some("remove it: nginx open source does not have it")
+            });
         // `queue` and `state` are NGINX Plus words only inside `upstream`.
-        let plus = plus.filter(|_| !matches!(name, "queue" | "state" | "ntlm" | "sticky") || parent == "upstream");
+        let plus = plus.filter(|_| {
+            !matches!(name, "queue" | "state" | "ntlm" | "sticky") || parent == "upstream"
+        });
         if let Some(fix) = plus {
             errors.push(
                 Diagnostic::error(format!(
@@ -961,13 +1012,12 @@ fn refuse_unknown(block: &[Node], parent: &str, errors: &mut Vec<Diagnostic>) {
                 .with_span(d.span.clone())
                 .with_fix(fix),
             );
-        } else if !name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_')
-        {
+        } else if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
             let fix = match name.split_once(':') {
                 Some((directive, value)) if !directive.is_empty() => {
-                    format!("put a space between the directive and its value: `{directive} {value};`")
+                    format!(
+                        "put a space between the directive and its value: `{directive} {value};`"
+                    )
                 }
                 _ => "check the spelling: nginx directive names are letters, digits and `_`".into(),
             };
@@ -1026,7 +1076,8 @@ fn context(
         }
         let p = format!("pools.{pool_name}");
         b.at(&p, node.directive.span.clone());
-        let pool = upstream(b, &p, body, &settings, protocol, version, errors, notes);
+        let dialect = Dialect { protocol, version };
+        let pool = upstream(b, &p, body, &settings, dialect, errors, notes);
         if pool.servers.is_empty() && find(body, "server").next().is_none() {
             errors.push(
                 Diagnostic::error(format!("no servers are inside upstream `{}`", name.text))
@@ -1181,7 +1232,13 @@ fn context(
             b.at(format!("{l}.pool"), target.span.clone());
             b.config.listeners.insert(
                 lname,
-                builder::listener(address, protocol, Some(capacity), pool.clone(), timeouts.clone()),
+                builder::listener(
+                    address,
+                    protocol,
+                    Some(capacity),
+                    pool.clone(),
+                    timeouts.clone(),
+                ),
             );
         };
         let mut listens = find(body, "listen").peekable();
@@ -1345,9 +1402,17 @@ fn looks_like_placeholder(text: &str) -> bool {
         || text
             .split_once(':')
             .is_some_and(|(_, port)| port.bytes().any(|c| c.is_ascii_alphabetic()))
-        || ["some-", "some_", "your-", "your_", "ip_address", "ip-address", "hostname"]
-            .iter()
-            .any(|p| lower.contains(p))
+        || [
+            "some-",
+            "some_",
+            "your-",
+            "your_",
+            "ip_address",
+            "ip-address",
+            "hostname",
+        ]
+        .iter()
+        .any(|p| lower.contains(p))
 }
 
 /// An address as nginx's upstream module reads it (`host[:port]`, `[v6][:port]`,
@@ -1487,14 +1552,21 @@ fn note_unread(
     }
 }
 
+/// What an `upstream`'s words mean depends on: its block (`stream` servers need a port) and
+/// the nginx version (`resolve` is open source from 1.27.3).
+#[derive(Debug, Clone, Copy)]
+struct Dialect {
+    protocol: Protocol,
+    version: Version,
+}
+
 /// An `upstream` block as a pool.
 fn upstream(
     b: &mut Builder,
     p: &str,
     body: &[Node],
     settings: &ProxySettings,
-    protocol: Protocol,
-    version: Version,
+    Dialect { protocol, version }: Dialect,
     errors: &mut Vec<Diagnostic>,
     notes: &mut Vec<Diagnostic>,
 ) -> Pool {
@@ -1898,7 +1970,10 @@ server {
         let i = imported(FRAGMENT);
         assert_eq!(listener_addresses(&i), vec![("0.0.0.0:8080", "app")]);
         assert_eq!(i.loaded.config.pools["app"].servers.len(), 2);
-        assert!(has_note(&i, "read as a fragment included inside `http { }`"));
+        assert!(has_note(
+            &i,
+            "read as a fragment included inside `http { }`"
+        ));
         let Facts::Nginx(facts) = &i.facts else {
             panic!("nginx facts")
         };
@@ -1920,10 +1995,15 @@ server {
             ..options(prefix.path())
         };
         let (_d, r) = import_with(FRAGMENT, &[], &main);
-        let e = r.err().expect("--context main refuses a fragment");
-        assert!(e.diagnostics.iter().any(|d| d.message.contains("no `events`")));
+        let e = r.expect_err("--context main refuses a fragment");
+        assert!(
+            e.diagnostics
+                .iter()
+                .any(|d| d.message.contains("no `events`"))
+        );
         // A stream fragment is told by servers that proxy without locations.
-        let stream = "upstream db { server 10.0.0.1:5432; }\nserver { listen 5432; proxy_pass db; }\n";
+        let stream =
+            "upstream db { server 10.0.0.1:5432; }\nserver { listen 5432; proxy_pass db; }\n";
         let i = imported(stream);
         assert!(has_note(&i, "inside `stream { }`"));
         let l = i.loaded.config.listeners.values().next().unwrap();
@@ -1934,13 +2014,19 @@ server {
             ..options(prefix.path())
         };
         let (_d, r) = import_with(stream, &[], &http);
-        let e = r.err().expect("proxy_pass in an http server is refused");
-        assert!(e.diagnostics.iter().any(|d| d.message.contains("`proxy_pass` is not allowed here")));
+        let e = r.expect_err("proxy_pass in an http server is refused");
+        assert!(
+            e.diagnostics
+                .iter()
+                .any(|d| d.message.contains("`proxy_pass` is not allowed here"))
+        );
     }
 
     #[test]
     fn a_server_without_listen_listens_on_port_80() {
-        let i = imported("upstream app { server 10.0.0.1; }\nserver {\n    location / { proxy_pass http://app; }\n}\n");
+        let i = imported(
+            "upstream app { server 10.0.0.1; }\nserver {\n    location / { proxy_pass http://app; }\n}\n",
+        );
         assert_eq!(listener_addresses(&i), vec![("0.0.0.0:80", "app")]);
         assert!(has_note(&i, "has no `listen`: nginx listens on *:80"));
         // The server without a port is on 80, its ring key as written.
@@ -1952,15 +2038,29 @@ server {
     #[test]
     fn proxy_pass_through_variables_is_resolved_when_constant_and_noted_otherwise() {
         let base = "upstream app { server 10.0.0.1:80; }\nupstream other { server 10.0.0.2:80; }\n";
-        let set = format!("{base}server {{ listen 80; location / {{ set $backend app; proxy_pass http://$backend; }} }}\n");
-        assert_eq!(listener_addresses(&imported(&set)), vec![("0.0.0.0:80", "app")]);
-        let whole_url = format!("{base}server {{ listen 80; set $to http://other:80; location / {{ proxy_pass $to; }} }}\n");
+        let set = format!(
+            "{base}server {{ listen 80; location / {{ set $backend app; proxy_pass http://$backend; }} }}\n"
+        );
+        assert_eq!(
+            listener_addresses(&imported(&set)),
+            vec![("0.0.0.0:80", "app")]
+        );
+        let whole_url = format!(
+            "{base}server {{ listen 80; set $to http://other:80; location / {{ proxy_pass $to; }} }}\n"
+        );
         let i = imported(&whole_url);
         // `other:80` is not the upstream `other`: nginx would resolve the host name.
         assert_eq!(listener_addresses(&i), vec![("0.0.0.0:80", "other:80")]);
-        let map = format!("{base}map $host $pool {{ default app; example.com app; }}\nserver {{ listen 80; location / {{ proxy_pass http://$pool; }} }}\n");
-        assert_eq!(listener_addresses(&imported(&map)), vec![("0.0.0.0:80", "app")]);
-        let varying = format!("{base}map $host $pool {{ default app; example.com other; }}\nserver {{ listen 80; location / {{ proxy_pass http://$pool; }} }}\n");
+        let map = format!(
+            "{base}map $host $pool {{ default app; example.com app; }}\nserver {{ listen 80; location / {{ proxy_pass http://$pool; }} }}\n"
+        );
+        assert_eq!(
+            listener_addresses(&imported(&map)),
+            vec![("0.0.0.0:80", "app")]
+        );
+        let varying = format!(
+            "{base}map $host $pool {{ default app; example.com other; }}\nserver {{ listen 80; location / {{ proxy_pass http://$pool; }} }}\n"
+        );
         let i = imported(&varying);
         assert!(i.loaded.config.listeners.is_empty());
         assert!(has_note(&i, "chosen per request"));
@@ -2003,7 +2103,10 @@ http {
         };
         let mut all = Vec::new();
         crate::facts::walk(&facts.tree, &mut all);
-        assert!(all.iter().all(|(d, _)| d.name() != "local" && d.name() != "ngx.say"));
+        assert!(
+            all.iter()
+                .all(|(d, _)| d.name() != "local" && d.name() != "ngx.say")
+        );
         let code = all
             .iter()
             .find(|(d, _)| d.name() == "content_by_lua_block")
@@ -2011,7 +2114,11 @@ http {
         let body = &text[code.flatten().expect("the code's span")];
         assert!(body.contains("ngx.say(\"ok\")") && body.trim_end().ends_with("ngx.say(\"ok\")"));
         let unclosed = "events {}\nhttp { server { location / { content_by_lua_block { if x then\n";
-        assert!(refused(unclosed).iter().any(|(line, m)| *line == 2 && m.contains("not closed")));
+        assert!(
+            refused(unclosed)
+                .iter()
+                .any(|(line, m)| *line == 2 && m.contains("not closed"))
+        );
     }
 
     #[test]
@@ -2035,7 +2142,10 @@ http {
         listeners.sort();
         assert_eq!(listeners[0].0, "unix:/run/nginx.sock");
         assert_eq!(listeners[1].0, "unix:/run/only.sock");
-        assert_eq!(i.loaded.config.pools["app"].servers[0].address, "unix:/run/app.sock");
+        assert_eq!(
+            i.loaded.config.pools["app"].servers[0].address,
+            "unix:/run/app.sock"
+        );
         let direct = &i.loaded.config.pools[listeners[1].1];
         assert_eq!(direct.servers[0].address, "unix:/run/b.sock");
     }
@@ -2067,16 +2177,37 @@ http {
         assert!(warnings[0].message.contains("sites/app.conf"));
         assert_eq!(warnings[0].code.as_deref(), Some("IMPORT"));
         let source = SourceFile::new("x", text);
-        assert_eq!(source.line_col(warnings[0].span.clone().unwrap().start).line, 5);
+        assert_eq!(
+            source
+                .line_col(warnings[0].span.clone().unwrap().start)
+                .line,
+            5
+        );
         // A stock file installed under the prefix is read, at its include line.
-        std::fs::write(prefix.path().join("uwsgi_params"), "uwsgi_param QUERY_STRING $query_string;\n").unwrap();
-        let (_d, r) = import_with(text, &[("conf.d/a.conf", "upstream a { server 10.0.0.9:80; }\n")], &options(prefix.path()));
+        std::fs::write(
+            prefix.path().join("uwsgi_params"),
+            "uwsgi_param QUERY_STRING $query_string;\n",
+        )
+        .unwrap();
+        let (_d, r) = import_with(
+            text,
+            &[("conf.d/a.conf", "upstream a { server 10.0.0.9:80; }\n")],
+            &options(prefix.path()),
+        );
         let i = r.unwrap();
-        assert!(i.notes.iter().any(|n| n.message.contains("uwsgi_param QUERY_STRING")
-            && source.line_col(n.span.clone().unwrap().start).line == 8));
+        assert!(
+            i.notes
+                .iter()
+                .any(|n| n.message.contains("uwsgi_param QUERY_STRING")
+                    && source.line_col(n.span.clone().unwrap().start).line == 8)
+        );
         assert!(i.loaded.config.pools.contains_key("a"));
         // A file beside the main one wins over the prefix.
-        let (_d, r) = import_with(text, &[("uwsgi_params", "uwsgi_param LOCAL 1;\n")], &options(prefix.path()));
+        let (_d, r) = import_with(
+            text,
+            &[("uwsgi_params", "uwsgi_param LOCAL 1;\n")],
+            &options(prefix.path()),
+        );
         assert!(has_note(&r.unwrap(), "uwsgi_param LOCAL"));
     }
 
@@ -2088,20 +2219,35 @@ http {
             ("queue 100 timeout=70;", "queue"),
             ("ntlm;", "ntlm"),
         ] {
-            let text = format!("events {{}}\nhttp {{\n    upstream app {{\n        {line}\n        server 10.0.0.1:80;\n    }}\n}}\n");
+            let text = format!(
+                "events {{}}\nhttp {{\n    upstream app {{\n        {line}\n        server 10.0.0.1:80;\n    }}\n}}\n"
+            );
             let errors = refused(&text);
             assert!(
-                errors.iter().any(|(l, m)| *l == 4 && m.contains(&format!("`{directive}`")) && m.contains("NGINX Plus only")),
+                errors.iter().any(|(l, m)| *l == 4
+                    && m.contains(&format!("`{directive}`"))
+                    && m.contains("NGINX Plus only")),
                 "{directive}: {errors:?}"
             );
         }
         let check = "events {}\nhttp {\n  server {\n    location / {\n      health_check;\n      proxy_pass http://10.0.0.1;\n    }\n  }\n}\n";
-        assert!(refused(check).iter().any(|(l, m)| *l == 5 && m.contains("NGINX Plus only")));
-        let slow = "events {}\nhttp {\n  upstream app {\n    server 10.0.0.1:80 slow_start=30s;\n  }\n}\n";
-        assert!(refused(slow).iter().any(|(l, m)| *l == 4 && m.contains("slow_start=30s") && m.contains("NGINX Plus only")));
+        assert!(
+            refused(check)
+                .iter()
+                .any(|(l, m)| *l == 5 && m.contains("NGINX Plus only"))
+        );
+        let slow =
+            "events {}\nhttp {\n  upstream app {\n    server 10.0.0.1:80 slow_start=30s;\n  }\n}\n";
+        assert!(refused(slow).iter().any(|(l, m)| *l == 4
+            && m.contains("slow_start=30s")
+            && m.contains("NGINX Plus only")));
         // `resolve` is open source from 1.27.3.
         let resolve = "events {}\nhttp {\n  resolver 10.0.0.53;\n  upstream app {\n    zone app 64k;\n    server app.internal:80 resolve;\n  }\n}\n";
-        assert!(refused(resolve).iter().any(|(l, m)| *l == 6 && m.contains("NGINX Plus only")));
+        assert!(
+            refused(resolve)
+                .iter()
+                .any(|(l, m)| *l == 6 && m.contains("NGINX Plus only"))
+        );
         let prefix = tempfile::tempdir().unwrap();
         let newer = Options {
             nginx_version: Version::new(1, 27, 3),
@@ -2116,42 +2262,77 @@ http {
     fn placeholders_are_named_and_addresses_quoted_as_written() {
         let angle = "events {}\nhttp {\n  upstream k3s {\n    server <master_node_ip_address>:6443;\n  }\n}\n";
         let errors = refused(angle);
-        assert!(errors.iter().any(|(l, m)| *l == 4
-            && m.contains("`<master_node_ip_address>:6443`")
-            && m.contains("placeholder left from a template: put the real address")), "{errors:?}");
+        assert!(
+            errors.iter().any(|(l, m)| *l == 4
+                && m.contains("`<master_node_ip_address>:6443`")
+                && m.contains("placeholder left from a template: put the real address")),
+            "{errors:?}"
+        );
         let doubled = "events {}\nhttp {\n  upstream app {\n    server 10.0.0.1:80:80;\n    server app.internal;\n  }\n}\n";
         let errors = refused(doubled);
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].1.contains("invalid port in upstream `10.0.0.1:80:80`"));
+        assert!(
+            errors[0]
+                .1
+                .contains("invalid port in upstream `10.0.0.1:80:80`")
+        );
         assert!(!errors[0].1.contains("10_0_0_1"));
         let words = "server {\n  listen 80;\n  location / {\n    proxy_pass http://some-ip:some-port;\n  }\n}\n";
-        assert!(refused(words).iter().any(|(l, m)| *l == 4 && m.contains("`some-ip:some-port`") && m.contains("placeholder")));
+        assert!(refused(words).iter().any(|(l, m)| *l == 4
+            && m.contains("`some-ip:some-port`")
+            && m.contains("placeholder")));
         let braces = "events {}\nhttp {\n  upstream app {\n    server {ip_address}:8080;\n  }\n}\n";
         let errors = refused(braces);
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].0 == 4 && errors[0].1.contains("`{ip_address}:8080` looks like a placeholder"));
+        assert!(
+            errors[0].0 == 4
+                && errors[0]
+                    .1
+                    .contains("`{ip_address}:8080` looks like a placeholder")
+        );
     }
 
     #[test]
     fn what_nginx_refuses_by_name_is_refused() {
         let colon = "server {\n  listen:80;\n  location / { proxy_pass http://10.0.0.1; }\n}\n";
         let e = import(colon).err().unwrap();
-        let d = e.diagnostics.iter().find(|d| d.message == "unknown directive `listen:80`").unwrap();
+        let d = e
+            .diagnostics
+            .iter()
+            .find(|d| d.message == "unknown directive `listen:80`")
+            .unwrap();
         assert!(d.fix.as_deref().unwrap().contains("`listen 80;`"));
         let no_port = "server {\n  listen 80;\n  location / {\n    uwsgi_pass app_uwsgi;\n  }\n}\n";
-        assert!(refused(no_port).iter().any(|(l, m)| *l == 4 && m == "no port in upstream `app_uwsgi`"));
+        assert!(
+            refused(no_port)
+                .iter()
+                .any(|(l, m)| *l == 4 && m == "no port in upstream `app_uwsgi`")
+        );
         let upstream = format!("upstream app_uwsgi {{ server 10.0.0.1:3031; }}\n{no_port}");
         assert!(import(&upstream).is_ok());
-        let prefix = "server {\n  listen 80;\n  location / {\n    proxy_pass 10.0.0.1:8080;\n  }\n}\n";
-        assert!(refused(prefix).iter().any(|(l, m)| *l == 4 && m.contains("invalid URL prefix")));
+        let prefix =
+            "server {\n  listen 80;\n  location / {\n    proxy_pass 10.0.0.1:8080;\n  }\n}\n";
+        assert!(
+            refused(prefix)
+                .iter()
+                .any(|(l, m)| *l == 4 && m.contains("invalid URL prefix"))
+        );
     }
 
     #[test]
     fn notes_do_not_claim_that_what_the_catalogue_reads_changes_nothing() {
         let text = "events {}\nhttp {\n  upstream app { server 10.0.0.1:80; }\n  server {\n    listen 80;\n    location / {\n      proxy_next_upstream error timeout http_502;\n      gzip on;\n      proxy_pass http://app;\n    }\n  }\n}\n";
         let i = imported(text);
-        let next = i.notes.iter().find(|n| n.message.contains("proxy_next_upstream")).unwrap();
-        assert!(!next.message.contains("does not change"), "{}", next.message);
+        let next = i
+            .notes
+            .iter()
+            .find(|n| n.message.contains("proxy_next_upstream"))
+            .unwrap();
+        assert!(
+            !next.message.contains("does not change"),
+            "{}",
+            next.message
+        );
         assert!(next.message.contains("the catalogue rules read it"));
         let gzip = i.notes.iter().find(|n| n.message.contains("gzip")).unwrap();
         assert!(gzip.message.contains("does not change balancing"));

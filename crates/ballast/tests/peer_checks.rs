@@ -448,7 +448,11 @@ const NGINX_MUTATIONS: &[(&str, &str, &str)] = &[
         "proxy_pass http://other;",
         "proxy_pass http://some-ip:some-port;",
     ),
-    ("doubled-port", "server 10.0.0.2:80;", "server 10.0.0.2:80:80;"),
+    (
+        "doubled-port",
+        "server 10.0.0.2:80;",
+        "server 10.0.0.2:80:80;",
+    ),
     (
         "listen-without-space",
         "listen 127.0.0.1:18080;",
