@@ -1088,6 +1088,7 @@ fn context(
         b.config.pools.insert(pool_name, pool);
     }
     let mut listener_count = 0;
+    let mut default_servers: Vec<String> = Vec::new();
     for (si, server) in find(block, "server").enumerate() {
         let Some(body) = server.block.as_deref() else {
             continue;
@@ -1105,6 +1106,7 @@ fn context(
             errors,
             notes,
         );
+        check_listens(body, &mut default_servers, errors);
         // The upstream this server proxies to: its own proxy_pass (stream) or its locations'.
         let mut passes: Vec<Pass> = Vec::new();
         if let Some(d) = last(body, "proxy_pass")
@@ -1281,6 +1283,40 @@ fn context(
             };
             add_listener(b, address, d.span.clone(), addr.span.clone());
         }
+    }
+}
+
+/// Refuses what nginx refuses among a server's `listen`s: the same address twice in one
+/// server, and `default_server` on an address that another server already has it for
+/// (`default_servers`, the addresses seen so far in this block).
+fn check_listens(body: &[Node], default_servers: &mut Vec<String>, errors: &mut Vec<Diagnostic>) {
+    let mut own: Vec<String> = Vec::new();
+    for d in find(body, "listen").map(|n| &n.directive) {
+        let Some(address) = d.arg(0).and_then(|w| listen_address(&w.text)) else {
+            continue;
+        };
+        if own.contains(&address) {
+            errors.push(
+                Diagnostic::error(format!("a duplicate listen {address}"))
+                    .with_span(d.span.clone())
+                    .with_fix("remove one of this server's two `listen` lines for the address"),
+            );
+        }
+        let default = d.args()[1..]
+            .iter()
+            .any(|w| w.text == "default_server" || w.text == "default");
+        if default {
+            if default_servers.contains(&address) {
+                errors.push(
+                    Diagnostic::error(format!("a duplicate default server for {address}"))
+                        .with_span(d.span.clone())
+                        .with_fix("keep `default_server` on one server per address"),
+                );
+            } else {
+                default_servers.push(address.clone());
+            }
+        }
+        own.push(address);
     }
 }
 
@@ -2316,6 +2352,29 @@ http {
             refused(prefix)
                 .iter()
                 .any(|(l, m)| *l == 4 && m.contains("invalid URL prefix"))
+        );
+    }
+
+    #[test]
+    fn duplicate_listens_are_refused_as_nginx_refuses_them() {
+        let twice = "server {\n  listen 8080;\n  listen *:8080;\n}\n";
+        assert!(
+            refused(twice)
+                .iter()
+                .any(|(l, m)| *l == 3 && m == "a duplicate listen 0.0.0.0:8080")
+        );
+        let defaults = "server {\n  listen 127.0.0.1:8080 default_server;\n}\nserver {\n  listen 127.0.0.1:8080 default_server;\n}\n";
+        assert!(
+            refused(defaults)
+                .iter()
+                .any(|(l, m)| *l == 5 && m.contains("duplicate default server"))
+        );
+        // Two servers on one address (virtual hosts), or one server on IPv4 and IPv6, are fine.
+        assert!(
+            import(
+                "server {\n  listen 8080;\n  listen [::]:8080;\n}\nserver {\n  listen 8080;\n}\n"
+            )
+            .is_ok()
         );
     }
 

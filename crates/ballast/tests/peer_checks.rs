@@ -478,6 +478,16 @@ const NGINX_MUTATIONS: &[(&str, &str, &str)] = &[
         "    server {\n",
         "    include /nonexistent-ballast-dir/site.conf;\n    server {\n",
     ),
+    (
+        "duplicate-listen",
+        "listen 127.0.0.1:18080;",
+        "listen 127.0.0.1:18080;\n        listen 127.0.0.1:18080;",
+    ),
+    (
+        "duplicate-default-server",
+        "listen 127.0.0.1:18080;",
+        "listen 127.0.0.1:18080 default_server;\n    }\n    server {\n        listen 127.0.0.1:18080 default_server;",
+    ),
     // Valid variations.
     (
         "valid-glob-include-matching-nothing",
