@@ -36,6 +36,9 @@ pub struct Node {
     /// The body of a block of code (`content_by_lua_block { ... }`), kept unread: it is Lua or
     /// JavaScript, not nginx directives.
     pub code: Option<Range<usize>>,
+    /// Read from one of nginx's own stock files (`fastcgi_params`, `mime.types`): its
+    /// directives are not noted one by one, since the site did not write them.
+    pub stock: bool,
 }
 
 /// Where `include`s are looked for.
@@ -398,6 +401,7 @@ fn build(
                     },
                     block: None,
                     code: None,
+                    stock: false,
                 });
             }
             Token::Code(open, close) => {
@@ -410,6 +414,7 @@ fn build(
                     },
                     block: None,
                     code: Some(open + 1..close),
+                    stock: false,
                 });
             }
             Token::Open(at) => {
@@ -430,6 +435,7 @@ fn build(
                         },
                         block: Some(block),
                         code: None,
+                        stock: false,
                     });
                 }
             }
@@ -514,6 +520,7 @@ fn expand_includes(
                     .map(|b| expand_includes(b, at, depth, errors, notes)),
                 directive: node.directive,
                 code: node.code,
+                stock: node.stock,
             });
             continue;
         }
@@ -551,6 +558,7 @@ fn expand_includes(
                 continue;
             }
         };
+        let stock = stock_include(&pattern.text).is_some();
         if paths.is_empty() && !has_glob {
             match stock_include(&pattern.text) {
                 Some(stock) => {
@@ -603,14 +611,14 @@ fn expand_includes(
                         .with_fix(e.fix.unwrap_or_default()),
                 );
             }
-            let inner = relocate(inner, &span);
+            let inner = relocate(inner, &span, stock);
             out.extend(expand_includes(inner, at, depth + 1, errors, notes));
         }
     }
     out
 }
 
-fn relocate(nodes: Vec<Node>, span: &Range<usize>) -> Vec<Node> {
+fn relocate(nodes: Vec<Node>, span: &Range<usize>, stock: bool) -> Vec<Node> {
     nodes
         .into_iter()
         .map(|mut n| {
@@ -619,7 +627,8 @@ fn relocate(nodes: Vec<Node>, span: &Range<usize>) -> Vec<Node> {
                 w.span = span.clone();
             }
             n.code = n.code.map(|_| span.clone());
-            n.block = n.block.map(|b| relocate(b, span));
+            n.stock |= stock;
+            n.block = n.block.map(|b| relocate(b, span, stock));
             n
         })
         .collect()
@@ -753,6 +762,7 @@ fn wrap(tree: Vec<Node>, block: &str) -> Vec<Node> {
         },
         block: Some(tree),
         code: None,
+        stock: false,
     }]
 }
 
@@ -1544,6 +1554,9 @@ const CATALOGUE_READS: &[&str] = &[
 /// read it or it is a block of code.
 fn note_directive(d: &Directive, node: &Node, reason: &str, notes: &mut Vec<Diagnostic>) {
     let name = d.name();
+    if node.stock {
+        return;
+    }
     if node.code.is_some() || name.starts_with("js_") {
         let language = if name.contains("lua") { "Lua" } else { "njs" };
         notes.push(not_modelled(
@@ -2231,12 +2244,20 @@ http {
             &options(prefix.path()),
         );
         let i = r.unwrap();
-        assert!(
-            i.notes
-                .iter()
-                .any(|n| n.message.contains("uwsgi_param QUERY_STRING")
-                    && source.line_col(n.span.clone().unwrap().start).line == 8)
-        );
+        let directives = |i: &Imported| {
+            let Facts::Nginx(facts) = &i.facts else {
+                panic!("nginx facts")
+            };
+            let mut all = Vec::new();
+            crate::facts::walk(&facts.tree, &mut all);
+            all.iter()
+                .map(|(d, _)| (d.text(), source.line_col(d.span.start).line))
+                .collect::<Vec<_>>()
+        };
+        let read = directives(&i);
+        assert!(read.contains(&("uwsgi_param QUERY_STRING $query_string".to_string(), 8)));
+        // nginx's own lines are not noted one by one.
+        assert!(!has_note(&i, "uwsgi_param"));
         assert!(i.loaded.config.pools.contains_key("a"));
         // A file beside the main one wins over the prefix.
         let (_d, r) = import_with(
@@ -2244,7 +2265,9 @@ http {
             &[("uwsgi_params", "uwsgi_param LOCAL 1;\n")],
             &options(prefix.path()),
         );
-        assert!(has_note(&r.unwrap(), "uwsgi_param LOCAL"));
+        let read = directives(&r.unwrap());
+        assert!(read.iter().any(|(d, _)| d == "uwsgi_param LOCAL 1"));
+        assert!(!read.iter().any(|(d, _)| d.contains("QUERY_STRING")));
     }
 
     #[test]
