@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::NginxContext;
 use crate::nginx::Node;
 use crate::words::{Directive, Version, Word, parse_time};
 
@@ -238,7 +239,13 @@ impl HaproxyServer {
 #[derive(Debug, Clone)]
 pub struct NginxFacts {
     pub version: Version,
+    /// The tree as nginx reads it: a fragment (a conf.d file) is wrapped in the `http` or
+    /// `stream` block that includes it, so the tree always starts at the main context.
     pub tree: Vec<Node>,
+    /// The context the file's own top level was read in: `Main` for a whole nginx.conf;
+    /// `Http` or `Stream` for a fragment, whose main-context settings (`worker_processes`,
+    /// `events`) live in a file ballast has not seen.
+    pub context: NginxContext,
 }
 
 /// An `upstream` block.
@@ -256,6 +263,9 @@ pub struct Upstream<'a> {
 #[derive(Debug)]
 pub struct ProxyPass<'a> {
     pub directive: &'a Directive,
+    /// The upstream name or address it reaches, variables replaced by the one constant that
+    /// `set` or `map` gives them (see [`resolve_pass_host`]); `None` when chosen per request.
+    pub host: Option<String>,
     pub levels: Vec<&'a [Node]>,
     /// The enclosing `server` block.
     pub server: &'a [Node],
@@ -332,8 +342,12 @@ fn collect_proxy_passes<'a>(
 ) {
     let here = *levels.last().expect("a level");
     if let Some(d) = last(here, "proxy_pass") {
+        let maps = levels.first().copied().unwrap_or_default();
         out.push(ProxyPass {
             directive: d,
+            host: d
+                .arg(0)
+                .and_then(|w| resolve_pass_host(&w.text, &levels[1..], maps)),
             levels: levels.clone(),
             server,
             context,
@@ -349,14 +363,10 @@ fn collect_proxy_passes<'a>(
 }
 
 impl<'a> ProxyPass<'a> {
-    /// The target host part: `backend` of `http://backend/path`.
-    pub fn upstream_name(&self) -> Option<&'a str> {
-        let t = self.directive.arg(0)?.text.as_str();
-        let t = t
-            .strip_prefix("http://")
-            .or_else(|| t.strip_prefix("https://"))
-            .unwrap_or(t);
-        t.split('/').next()
+    /// The target host part: `backend` of `http://backend/path` (variables resolved when a
+    /// `set` or `map` makes them one constant).
+    pub fn upstream_name(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 
     pub fn is_https(&self) -> bool {
@@ -468,6 +478,98 @@ pub fn is_host_name(host_port: &str) -> bool {
     // Anything that does not parse as an address is resolved as a name (`nginx -t` fails
     // when it does not resolve), digits-only oddities included.
     host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[')
+}
+
+/// The upstream name or address a `proxy_pass` (or `uwsgi_pass`, `fastcgi_pass`...) names, as
+/// written: `app` of `http://app/path`, `unix:/run/app.sock` of
+/// `http://unix:/run/app.sock:/path`, `10.0.0.1:8080` of a stream `proxy_pass 10.0.0.1:8080;`.
+pub fn pass_host(target: &str) -> &str {
+    let t = target.find("://").map_or(target, |i| &target[i + 3..]);
+    if let Some(path) = t.strip_prefix("unix:") {
+        // The socket path ends at the `:` that starts the URI, if any.
+        let end = path.find(':').map_or(t.len(), |i| i + "unix:".len());
+        return &t[..end];
+    }
+    t.split('/').next().unwrap_or("")
+}
+
+/// The host a `proxy_pass` reaches once its variables are replaced: `set $backend app;` in the
+/// location or server (innermost first, the last `set` of a level), or a `map` of the `http`
+/// or `stream` block (`maps`) whose every value is the same. `None` when a variable has no
+/// such constant (a `map` of several upstreams, `set_by_lua_block`, `$host`): nginx chooses per
+/// request. `levels` are the `server` and `location` blocks, outermost first.
+pub fn resolve_pass_host(target: &str, levels: &[&[Node]], maps: &[Node]) -> Option<String> {
+    let host = pass_host(target);
+    if !host.contains('$') {
+        return Some(host.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = host;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced.find('}')?;
+                (&braced[..end], &braced[end + 1..])
+            }
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        let value = variable_constant(name, levels, maps)?;
+        if value.contains('$') {
+            return None;
+        }
+        out.push_str(value);
+        rest = tail;
+    }
+    out.push_str(rest);
+    // `set $upstream http://app:8080;` holds a whole URL.
+    Some(pass_host(&out).to_string())
+}
+
+/// The one value `set` or `map` gives `$name`, if there is one.
+fn variable_constant<'a>(name: &str, levels: &[&'a [Node]], maps: &'a [Node]) -> Option<&'a str> {
+    let is_var = |w: Option<&Word>| {
+        w.is_some_and(|w| {
+            let t = w.text.strip_prefix('$').unwrap_or("");
+            t == name || t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) == Some(name)
+        })
+    };
+    for level in levels.iter().rev() {
+        if let Some(n) = level
+            .iter()
+            .rev()
+            .find(|n| n.directive.name() == "set" && is_var(n.directive.arg(0)))
+        {
+            return n.directive.arg(1).map(|w| w.text.as_str());
+        }
+        // A variable another module sets per request (`set_by_lua_block $v { ... }`).
+        if level
+            .iter()
+            .any(|n| n.directive.name().starts_with("set_by_") && is_var(n.directive.arg(0)))
+        {
+            return None;
+        }
+    }
+    let map = maps
+        .iter()
+        .rev()
+        .find(|n| n.directive.name() == "map" && is_var(n.directive.arg(1)))?;
+    let mut values =
+        map.block
+            .as_deref()?
+            .iter()
+            .filter_map(|entry| match entry.directive.name() {
+                "hostnames" | "volatile" => None,
+                _ => Some(entry.directive.arg(0).map(|w| w.text.as_str())),
+            });
+    let first = values.next()??;
+    values.all(|v| v == Some(first)).then_some(first)
 }
 
 /// Blocks of the directives named `name`.

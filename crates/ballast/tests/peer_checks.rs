@@ -410,7 +410,106 @@ const NGINX_MUTATIONS: &[(&str, &str, &str)] = &[
     ("random-bad-argument", "least_conn;", "random three;"),
     ("bad-port", "server 10.0.0.2:80;", "server 10.0.0.2:99999;"),
     ("unknown-block", "    server {\n", "    sever {\n"),
+    // NGINX Plus directives, which nginx open source does not know.
+    ("plus-least-time", "least_conn;", "least_time header;"),
+    (
+        "plus-sticky",
+        "least_conn;",
+        "least_conn;\n        sticky cookie srv_id;",
+    ),
+    (
+        "plus-queue",
+        "least_conn;",
+        "least_conn;\n        queue 100 timeout=70;",
+    ),
+    (
+        "plus-health-check",
+        "proxy_connect_timeout 5s;",
+        "proxy_connect_timeout 5s;\n            health_check;",
+    ),
+    (
+        "plus-slow-start",
+        "server 10.0.0.2:80;",
+        "server 10.0.0.2:80 slow_start=30s;",
+    ),
+    // Template placeholders and mangled addresses.
+    (
+        "placeholder-angle",
+        "server 10.0.0.2:80;",
+        "server <backend_ip>:80;",
+    ),
+    (
+        "placeholder-braces",
+        "server 10.0.0.2:80;",
+        "server {backend_ip}:80;",
+    ),
+    (
+        "placeholder-port",
+        "proxy_pass http://other;",
+        "proxy_pass http://some-ip:some-port;",
+    ),
+    (
+        "doubled-port",
+        "server 10.0.0.2:80;",
+        "server 10.0.0.2:80:80;",
+    ),
+    (
+        "listen-without-space",
+        "listen 127.0.0.1:18080;",
+        "listen:18080;",
+    ),
+    (
+        "uwsgi-pass-without-port",
+        "proxy_pass http://other;",
+        "uwsgi_pass other_uwsgi;",
+    ),
+    (
+        "proxy-pass-without-scheme",
+        "proxy_pass http://other;",
+        "proxy_pass 10.0.0.3:80;",
+    ),
+    (
+        "proxy-pass-in-server",
+        "        listen 127.0.0.1:18080;",
+        "        listen 127.0.0.1:18080;\n        proxy_pass http://app;",
+    ),
+    (
+        "missing-include",
+        "    server {\n",
+        "    include /nonexistent-ballast-dir/site.conf;\n    server {\n",
+    ),
+    (
+        "duplicate-listen",
+        "listen 127.0.0.1:18080;",
+        "listen 127.0.0.1:18080;\n        listen 127.0.0.1:18080;",
+    ),
+    (
+        "duplicate-default-server",
+        "listen 127.0.0.1:18080;",
+        "listen 127.0.0.1:18080 default_server;\n    }\n    server {\n        listen 127.0.0.1:18080 default_server;",
+    ),
     // Valid variations.
+    (
+        "valid-glob-include-matching-nothing",
+        "    server {\n",
+        "    include /nonexistent-ballast-dir/*.conf;\n    server {\n",
+    ),
+    (
+        "valid-listen-unix",
+        "listen 127.0.0.1:18080;",
+        "listen unix:/tmp/ballast-peer-check.sock;",
+    ),
+    ("valid-no-listen", "        listen 127.0.0.1:18080;\n", ""),
+    (
+        "valid-proxy-pass-variable",
+        "proxy_pass http://other;",
+        "set $pool other;\n            proxy_pass http://$pool;",
+    ),
+    (
+        "valid-unix-server",
+        "server 10.0.0.4:80;",
+        "server unix:/tmp/ballast-app.sock;",
+    ),
     ("valid-ip-hash", "least_conn;", "ip_hash;"),
     ("valid-random-two", "least_conn;", "random two;"),
     ("valid-backup-round-robin", "        least_conn;\n", ""),
