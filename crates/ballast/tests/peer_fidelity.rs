@@ -8,12 +8,12 @@
 //! skip on a machine without them; CI never sets it.
 
 mod common;
-use common::peer_available;
+use common::{PeerGroup, peer_available};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -100,16 +100,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A running peer, killed on drop.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_for(port: u16) {
@@ -321,18 +311,13 @@ fn run_nginx(
 /// Starts the peer, sends the requests through it on `port`, stops it, then asks ballast for
 /// its prediction on the same configuration: (real choices, predicted choices).
 fn measure_and_predict(
-    mut peer: Command,
+    peer: Command,
     config: &Path,
     dir: &Path,
     port: u16,
     reqs: &[Req],
 ) -> (Vec<String>, Vec<String>) {
-    let peer = Peer(
-        peer.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the peer"),
-    );
+    let peer = PeerGroup::spawn(peer);
     wait_for(port);
     let real = send_all(port, reqs);
     drop(peer);

@@ -1,4 +1,6 @@
 //! What the integration tests against real HAProxy and nginx share.
+// Each test binary includes this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::process::{Command, Stdio};
 
@@ -18,4 +20,44 @@ pub fn peer_available(binary: &str) -> bool {
         );
     }
     found
+}
+
+/// A peer started in a process group of its own, stopped as a whole group on drop: an nginx
+/// master killed alone orphans its workers, which keep listening.
+pub struct PeerGroup(std::process::Child);
+
+impl PeerGroup {
+    pub fn spawn(mut command: Command) -> PeerGroup {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the peer");
+        PeerGroup(child)
+    }
+}
+
+impl Drop for PeerGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Whatever is left of the group (workers still finishing), and the master if it hung.
+        signal("-KILL");
+        let _ = self.0.wait();
+    }
 }
