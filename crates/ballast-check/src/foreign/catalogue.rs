@@ -158,7 +158,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Info,
         category: "skew",
         summary: "roundrobin for tunnels or TCP connections",
-        explain: "roundrobin equalises the number of connections, not their duration; with long-lived connections (websockets, databases) slow servers accumulate them. leastconn balances what is open now.\nSource: catalogue SKEW-013; HAProxy manual §4.2 `balance`; haproxy/haproxy#1099.",
+        explain: "roundrobin equalises the number of new connections each server is given, not how long they last; with long-lived connections (websockets, databases) slow servers accumulate them. leastconn balances what is open now. A backend with one server (backups aside) has nothing to balance.\nSource: catalogue SKEW-013; HAProxy manual §4.2 `balance`; haproxy/haproxy#1099.",
         check: Check::Foreign {
             haproxy: Some(haproxy::skew_013),
             nginx: None,
@@ -218,7 +218,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "limits",
         summary: "servers hold less than their frontends admit (also with the largest down)",
-        explain: "The servers' maxconn plus maxqueue is what a backend can hold; the frontends routing to it (use_backend, default_backend) admit up to their maxconn, capped by the global one. The difference gets 503 at saturation. The check is repeated with the largest server down (N−1).\nSource: catalogue CONN-004; HAProxy manual §5.2 `maxconn`, `maxqueue`.",
+        explain: "The servers' maxconn plus maxqueue is what a backend can hold; the frontends routing to it (use_backend, default_backend) admit up to their maxconn, capped by the global one. The difference gets 503 at saturation (a closed connection in `mode tcp`). The check is repeated with the largest server down (N−1).\nSource: catalogue CONN-004; HAProxy manual §5.2 `maxconn`, `maxqueue`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::conn_004),
             nginx: None,
@@ -230,7 +230,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "limits",
         summary: "servers with maxconn and no timeout queue (or one beyond timeout client)",
-        explain: "A request waiting for a server slot waits `timeout queue`, which defaults to `timeout connect` (often 3–5 s): a brief saturation becomes 503s. A queue timeout longer than timeout client serves requests whose clients have left.\nSource: catalogue CONN-005; HAProxy manual §4.2 `timeout queue`.",
+        explain: "A request waiting for a server slot waits `timeout queue`, which defaults to `timeout connect` (often 3–5 s): a brief saturation becomes 503s. With neither set, queued requests wait forever and hold their client connections. A queue timeout longer than timeout client serves requests whose clients have left.\nSource: catalogue CONN-005; HAProxy manual §4.2 `timeout queue`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::conn_005),
             nginx: None,
@@ -326,7 +326,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "limits",
         summary: "no upstream keepalive (or not usable) before nginx 1.29.7",
-        explain: "Before 1.29.7, nginx opens a new upstream connection per request unless the upstream has `keepalive` and the location sets `proxy_http_version 1.1` and clears `Connection`; TIME_WAIT piles up and ephemeral ports run out. The balancing directive also had to come before keepalive. Check with --nginx-version.\nSource: catalogue CONN-013; nginx upstream module `keepalive`; F5 top-10 mistakes #3.",
+        explain: "Before 1.29.7, nginx opens a new upstream connection per request unless the upstream has `keepalive` and the location sets `proxy_http_version 1.1` and clears `Connection` (a WebSocket location that passes `Connection upgrade` on is a tunnel and is left alone); TIME_WAIT piles up and ephemeral ports run out. The balancing directive also had to come before keepalive. Check with --nginx-version.\nSource: catalogue CONN-013; nginx upstream module `keepalive`; F5 top-10 mistakes #3.",
         check: Check::Foreign {
             haproxy: None,
             nginx: Some(nginx::conn_013),
@@ -374,7 +374,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "timeouts",
         summary: "proxy_next_upstream_tries and _timeout unset on a large upstream",
-        explain: "Both default to 0 (unlimited): one request can try every server in turn, taking N × (connect + read timeout) and multiplying load during a brownout.\nSource: catalogue TMO-003; nginx proxy module `proxy_next_upstream_tries`, `proxy_next_upstream_timeout`.",
+        explain: "Both default to 0 (unlimited): one request can try every server in turn, taking N × (connect + read timeout) and multiplying load during a brownout. In `stream`, nginx moves on only when connecting fails, so the bound there is N × proxy_connect_timeout.\nSource: catalogue TMO-003; nginx proxy module `proxy_next_upstream_tries`, `proxy_next_upstream_timeout`.",
         check: Check::Foreign {
             haproxy: None,
             nginx: Some(nginx::tmo_003),
@@ -434,7 +434,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "health",
         summary: "slow detection, flapping thresholds, slowstart without steps",
-        explain: "Detection takes about inter × fall (2 s × 3 by default); large values mean long failover. fall 1 or rise 1 flip a server's state on one result. slowstart must exceed inter or the ramp has no steps.\nSource: catalogue HC-003; HAProxy manual §5.2 `inter`, `fall`, `rise`, `slowstart`.",
+        explain: "HAProxy checks every `inter` while a server is fully up, every `fastinter` in transition (from the first failure until `fall`, from the first success until `rise`) and every `downinter` while it is fully down; both default to inter. Detection of a failure takes about inter + (fall − 1) × fastinter (6 s by default), recovery about downinter + (rise − 1) × fastinter; large values mean long failover. fall 1 or rise 1 flip a server's state on one result. slowstart must exceed inter or the ramp has no steps.\nSource: catalogue HC-003; HAProxy manual §5.2 `inter`, `fall`, `rise`, `slowstart`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::hc_003),
             nginx: None,
@@ -469,8 +469,8 @@ pub static CATALOGUE: &[Rule] = &[
         name: "single-server-exemption-lost",
         severity: Warning,
         category: "health",
-        summary: "one live server next to down or backup entries",
-        explain: "nginx never marks a lone server failed, but the count includes down and backup entries: with placeholders next to one live server, one error gives \"no live upstreams\" for fail_timeout.\nSource: catalogue HC-006; `ngx_http_upstream_round_robin.c`; nginx-proxy/nginx-proxy#1495.",
+        summary: "one live server next to `down` entries",
+        explain: "nginx never marks a lone server failed, but it counts the primary servers, `down` ones included (backups are not counted): with `down` placeholders next to one live server, one error gives \"no live upstreams\" for fail_timeout.\nSource: catalogue HC-006; `ngx_http_upstream_round_robin.c`; nginx-proxy/nginx-proxy#1495.",
         check: Check::Foreign {
             haproxy: None,
             nginx: Some(nginx::hc_006),
@@ -572,7 +572,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "operations",
         summary: "reloads forget server state",
-        explain: "Without server-state-file and load-server-state-from-file, a reload forgets health, drain (MAINT) and weights: drained or failed servers come back into rotation.\nSource: catalogue OPS-001; HAProxy manual §3.1 `server-state-file`, §4.2 `load-server-state-from-file`.",
+        explain: "Without server-state-file and load-server-state-from-file, a reload forgets health, drain (MAINT) and weights: drained or failed servers come back into rotation. A warning when the file shows state worth keeping (servers with `check` or `agent-check`, slowstart, an admin stats socket or `stats admin`); otherwise information.\nSource: catalogue OPS-001; HAProxy manual §3.1 `server-state-file`, §4.2 `load-server-state-from-file`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::ops_001),
             nginx: None,
@@ -620,7 +620,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "operations",
         summary: "HAProxy FQDN servers without resolvers",
-        explain: "The default init-addr (last,libc) resolves names at start-up only; without `resolvers` an address change is never seen.\nSource: catalogue OPS-005; HAProxy manual §5.2 `init-addr`, `resolvers`.",
+        explain: "The default init-addr (last,libc) resolves names at start-up only; without `resolvers` an address change is never seen. `localhost` is not reported: it always means this machine.\nSource: catalogue OPS-005; HAProxy manual §5.2 `init-addr`, `resolvers`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::ops_005),
             nginx: None,
@@ -680,7 +680,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "security",
         summary: "TLS 1.0 or 1.1 allowed",
-        explain: "TLS 1.0 and 1.1 are deprecated and weak; both HAProxy and nginx default to TLS 1.2+ and an explicit setting that allows older versions undoes it.\nSource: catalogue SEC-003; nginx ssl module `ssl_protocols`; HAProxy manual §5.1 `ssl-min-ver`.",
+        explain: "TLS 1.0 and 1.1 are deprecated and weak; both HAProxy and nginx default to TLS 1.2+ and an explicit setting that allows older versions undoes it (nginx reads protocol names without case: `tlsv1` is TLSv1).\nSource: catalogue SEC-003; nginx ssl module `ssl_protocols`; HAProxy manual §5.1 `ssl-min-ver`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::sec_003),
             nginx: Some(nginx::sec_003),
@@ -692,7 +692,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "security",
         summary: "stats or stub_status without authentication",
-        explain: "A status page without authentication leaks the topology; HAProxy's stats admin can even disable servers.\nSource: catalogue SEC-004; HAProxy manual §4.2 `stats auth`; Gixy-Next `status_page_exposed`.",
+        explain: "A status page without authentication leaks the topology; HAProxy's stats admin can even disable servers. HAProxy serves stats only in `mode http` (it ignores them in `mode tcp`), and a page bound only to loopback addresses is not reported.\nSource: catalogue SEC-004; HAProxy manual §4.2 `stats auth`; Gixy-Next `status_page_exposed`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::sec_004),
             nginx: Some(nginx::sec_004),

@@ -334,14 +334,24 @@ pub fn conn_013(v: &NginxView, sink: &mut Sink) {
                 .effective("proxy_http_version")
                 .and_then(|d| d.arg(0))
                 .is_some_and(|w| w.text == "1.1");
-            let connection_cleared = pass.effective_all("proxy_set_header").iter().any(|d| {
-                d.arg(0)
-                    .is_some_and(|w| w.text.eq_ignore_ascii_case("connection"))
-                    && d.arg(1).is_some_and(|w| {
-                        w.text.is_empty() || w.text.eq_ignore_ascii_case("keep-alive")
-                    })
+            let connection = pass
+                .effective_all("proxy_set_header")
+                .into_iter()
+                .rev()
+                .find(|d| {
+                    d.arg(0)
+                        .is_some_and(|w| w.text.eq_ignore_ascii_case("connection"))
+                })
+                .and_then(|d| d.arg(1));
+            let connection_cleared = connection.is_some_and(|w| {
+                w.text.is_empty() || w.text.eq_ignore_ascii_case("keep-alive")
             });
-            if !http11 || !connection_cleared {
+            // A WebSocket location passes the client's upgrade on (`upgrade`, or a `map`
+            // such as $connection_upgrade): an upgraded connection is a tunnel, never reused.
+            let websocket = connection.is_some_and(|w| {
+                w.text.eq_ignore_ascii_case("upgrade") || w.text.starts_with('$')
+            });
+            if !http11 || !(connection_cleared || websocket) {
                 sink.emit_span(
                     span(pass.directive),
                     format!("upstream `{}` has keepalive but this location {}: before 1.29.7 the connections are not reused", u.name.text, if http11 { "does not clear the Connection header" } else { "speaks HTTP/1.0 to it" }),
@@ -385,6 +395,7 @@ pub fn tmo_003(v: &NginxView, sink: &mut Sink) {
         if n < 3 {
             continue;
         }
+        let stream = u.context == "stream";
         for pass in v.passes_to(&u.name.text) {
             let tries = pass
                 .effective("proxy_next_upstream_tries")
@@ -396,10 +407,21 @@ pub fn tmo_003(v: &NginxView, sink: &mut Sink) {
             let off = pass
                 .effective("proxy_next_upstream")
                 .is_some_and(|d| d.arg(0).is_some_and(|w| w.text == "off"));
-            if tries == 0 && limit.is_zero() && !off {
-                let connect = pass
-                    .time("proxy_connect_timeout")
-                    .map_or(Duration::from_secs(60), |(t, _)| t);
+            if tries != 0 || !limit.is_zero() || off {
+                continue;
+            }
+            let connect = pass
+                .time("proxy_connect_timeout")
+                .map_or(Duration::from_secs(60), |(t, _)| t);
+            if stream {
+                // The stream module moves on only when connecting fails: once connected,
+                // the session stays with that server.
+                sink.emit_span(
+                    span(pass.directive),
+                    format!("connections to upstream `{}` may try all {n} servers in turn when connecting fails (proxy_next_upstream_tries and _timeout unset): up to {} (proxy_connect_timeout {} × {n}) before the client is connected or dropped", u.name.text, human(connect.saturating_mul(n)), human(connect)),
+                    "set `proxy_next_upstream_tries 2;` and `proxy_next_upstream_timeout 10s;` (or a shorter proxy_connect_timeout)",
+                );
+            } else {
                 let read = pass
                     .time("proxy_read_timeout")
                     .map_or(Duration::from_secs(60), |(t, _)| t);
@@ -490,22 +512,20 @@ pub fn hc_005(v: &NginxView, sink: &mut Sink) {
 
 pub fn hc_006(v: &NginxView, sink: &mut Sink) {
     for u in &v.upstreams {
-        let all: Vec<NginxServer> = u.servers().collect();
-        let live: Vec<&NginxServer> = all
-            .iter()
-            .filter(|s| !s.flag("down") && !s.flag("backup"))
-            .collect();
-        if live.len() != 1 || all.len() < 2 {
+        // nginx counts the primary servers (`down` ones included, backups not) to decide
+        // whether an upstream is a single server that is never marked failed.
+        let primary: Vec<NginxServer> = u.servers().filter(|s| !s.flag("backup")).collect();
+        let live = primary.iter().filter(|s| !s.flag("down")).count();
+        let Some(placeholder) = primary.iter().find(|s| s.flag("down")) else {
+            continue;
+        };
+        if live != 1 {
             continue;
         }
-        let extra = all
-            .iter()
-            .find(|s| s.flag("down") || s.flag("backup"))
-            .expect("len ≥ 2");
         sink.emit_span(
-            span(extra.directive),
-            format!("upstream `{}` has one live server next to down or backup entries: nginx no longer treats it as a single server, so one error marks it failed and gives \"no live upstreams\" for fail_timeout", u.name.text),
-            "remove placeholder `down` entries, or add a second live server",
+            span(placeholder.directive),
+            format!("upstream `{}` has one live server next to `down` entries: nginx no longer treats it as a single server, so one error marks it failed and gives \"no live upstreams\" for fail_timeout", u.name.text),
+            "remove the placeholder `down` entries, or add a second live server",
         );
     }
 }
@@ -599,11 +619,21 @@ pub fn ops_003(v: &NginxView, sink: &mut Sink) {
     }
 }
 
+/// Whether `host[:port]` names this machine (RFC 6761: `localhost` never changes address).
+fn is_localhost(host_port: &str) -> bool {
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(h, _)| h)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
 pub fn ops_004(v: &NginxView, sink: &mut Sink) {
     for u in &v.upstreams {
         for s in u
             .servers()
-            .filter(|s| s.is_hostname() && !s.flag("resolve"))
+            .filter(|s| s.is_hostname() && !is_localhost(s.address()) && !s.flag("resolve"))
         {
             sink.emit_span(
                 span(s.directive),
@@ -620,7 +650,7 @@ pub fn ops_004(v: &NginxView, sink: &mut Sink) {
             continue;
         }
         let host = name.rsplit_once(':').map_or(name, |(h, _)| h);
-        if is_host_name(name) && host != "localhost" {
+        if is_host_name(name) && !is_localhost(name) {
             sink.emit_span(span(pass.directive), format!("proxy_pass to the host name `{host}` is resolved once at start-up: a changed address is never seen"), "use a variable with a `resolver`, or an upstream with `resolve`");
         }
     }
@@ -649,7 +679,12 @@ pub fn sec_003(v: &NginxView, sink: &mut Sink) {
     {
         if d.args()
             .iter()
-            .any(|w| matches!(w.text.as_str(), "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1"))
+            // nginx reads protocol names without case (`tlsv1` is TLSv1).
+            .any(|w| {
+                ["SSLv2", "SSLv3", "TLSv1", "TLSv1.1"]
+                    .iter()
+                    .any(|old| old.eq_ignore_ascii_case(&w.text))
+            })
         {
             sink.emit_span(
                 span(d),
