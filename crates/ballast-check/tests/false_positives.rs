@@ -232,7 +232,6 @@ fn ops_005_leaves_localhost_and_addresses_alone() {
         "backend app
     server a localhost:8080 check
     server b LOCALHOST:8081 check
-    server c web.localhost:8082 check
     server d 127.0.0.1:8083 check
     server e [::1]:8084 check
     server f ipv6@::1:8085 check
@@ -455,4 +454,90 @@ http {
     assert_eq!(nginx("OPS-004", text), vec![]);
     let named = text.replace("localhost:8080", "app.internal:8080");
     assert_eq!(nginx("OPS-004", &named).len(), 1);
+}
+
+/// nginx never marks the only primary server of an upstream failed (backups are not
+/// counted): max_fails and the responses counted as failures do not apply to it.
+#[test]
+fn hc_004_and_hc_005_leave_single_primary_upstreams_alone() {
+    let text = "events {}
+http {
+    upstream app {
+        server 10.0.0.1:80;
+        server 10.0.0.2:80 backup;
+    }
+    server {
+        listen 80;
+        location / {
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_next_upstream_tries 2;
+            proxy_pass http://app;
+        }
+    }
+}
+";
+    assert_eq!(nginx("HC-004", text), vec![]);
+    assert_eq!(nginx("HC-005", text), vec![]);
+    let two = text.replace("10.0.0.2:80 backup", "10.0.0.2:80");
+    assert_eq!(nginx("HC-004", &two).len(), 1);
+    assert_eq!(nginx("HC-005", &two).len(), 1);
+    let all_zero = text.replace(";\n        server 10.0.0.2", " max_fails=0;\n        server 10.0.0.2");
+    let all_zero = all_zero.replace("backup;", "backup max_fails=0;");
+    assert_eq!(nginx("HC-004", &all_zero), vec![]);
+}
+
+#[test]
+fn conn_013_without_keepalive_ignores_websocket_only_upstreams() {
+    let text = "events {}
+http {
+    upstream ws {
+        server 10.0.0.1:80;
+        server 10.0.0.2:80;
+    }
+    server {
+        listen 80;
+        location /socket {
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection \"upgrade\";
+            proxy_pass http://ws;
+        }
+    }
+}
+";
+    assert_eq!(nginx("CONN-013", text), vec![]);
+    let plain = text.replace(
+        "    }\n}\n",
+        "        location / { proxy_pass http://ws; }\n    }\n}\n",
+    );
+    let found = nginx("CONN-013", &plain);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].2.contains("no keepalive"), "{found:?}");
+}
+
+#[test]
+fn conn_013_says_when_an_outer_connection_header_is_not_inherited() {
+    let text = "events {}
+http {
+    upstream app {
+        server 10.0.0.1:80;
+        server 10.0.0.2:80;
+        keepalive 16;
+    }
+    server {
+        listen 80;
+        proxy_http_version 1.1;
+        proxy_set_header Connection \"\";
+        location / {
+            proxy_set_header Host $host;
+            proxy_pass http://app;
+        }
+    }
+}
+";
+    let found = nginx("CONN-013", text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].2.contains("not inherited"), "{found:?}");
+    let inherited = text.replace("            proxy_set_header Host $host;\n", "");
+    assert_eq!(nginx("CONN-013", &inherited), vec![]);
 }

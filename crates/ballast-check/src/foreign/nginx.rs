@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ballast_core::Severity;
 use ballast_import::Version;
-use ballast_import::facts::{NginxServer, Upstream, is_host_name, last, walk};
+use ballast_import::facts::{NginxServer, ProxyPass, Upstream, is_host_name, last, walk};
 
 use super::{NginxView, looks_like_cache, span};
 use crate::Sink;
@@ -297,6 +297,26 @@ pub fn conn_012(v: &NginxView, sink: &mut Sink) {
     }
 }
 
+/// The `Connection` header a `proxy_pass` sends, as set by the `proxy_set_header`s in force.
+fn connection_header<'a>(pass: &ProxyPass<'a>) -> Option<&'a ballast_import::Word> {
+    pass.effective_all("proxy_set_header")
+        .into_iter()
+        .rev()
+        .find(|d| {
+            d.arg(0)
+                .is_some_and(|w| w.text.eq_ignore_ascii_case("connection"))
+        })
+        .and_then(|d| d.arg(1))
+}
+
+/// Whether a location passes the client's upgrade on (`Connection upgrade`, or a `map` such
+/// as `$connection_upgrade`): an upgraded connection is a tunnel, never reused, so upstream
+/// keepalive does not apply to it.
+fn is_websocket(pass: &ProxyPass) -> bool {
+    connection_header(pass)
+        .is_some_and(|w| w.text.eq_ignore_ascii_case("upgrade") || w.text.starts_with('$'))
+}
+
 pub fn conn_013(v: &NginxView, sink: &mut Sink) {
     if v.facts.version >= Version::new(1, 29, 7) {
         return;
@@ -307,7 +327,7 @@ pub fn conn_013(v: &NginxView, sink: &mut Sink) {
             .iter()
             .position(|n| n.directive.name() == "keepalive");
         let Some(k) = keepalive else {
-            if v.passes_to(&u.name.text).next().is_some() {
+            if v.passes_to(&u.name.text).any(|p| !is_websocket(p)) {
                 sink.emit_span(
                     span(u.directive),
                     format!("upstream `{}` has no keepalive: before nginx 1.29.7 every request opens a new connection to a server, piling up TIME_WAIT and exhausting ephemeral ports", u.name.text),
@@ -334,27 +354,34 @@ pub fn conn_013(v: &NginxView, sink: &mut Sink) {
                 .effective("proxy_http_version")
                 .and_then(|d| d.arg(0))
                 .is_some_and(|w| w.text == "1.1");
-            let connection = pass
-                .effective_all("proxy_set_header")
-                .into_iter()
-                .rev()
-                .find(|d| {
-                    d.arg(0)
-                        .is_some_and(|w| w.text.eq_ignore_ascii_case("connection"))
-                })
-                .and_then(|d| d.arg(1));
+            let connection = connection_header(pass);
             let connection_cleared = connection.is_some_and(|w| {
                 w.text.is_empty() || w.text.eq_ignore_ascii_case("keep-alive")
             });
-            // A WebSocket location passes the client's upgrade on (`upgrade`, or a `map`
-            // such as $connection_upgrade): an upgraded connection is a tunnel, never reused.
-            let websocket = connection.is_some_and(|w| {
-                w.text.eq_ignore_ascii_case("upgrade") || w.text.starts_with('$')
-            });
+            let websocket = is_websocket(pass);
+            // proxy_set_header is inherited only by blocks with none of their own: a
+            // `Connection ""` further out is lost as soon as the location sets any header.
+            let lost_outer = !connection_cleared
+                && pass.levels.iter().any(|b| {
+                    b.iter().any(|n| {
+                        n.directive.name() == "proxy_set_header"
+                            && n.directive
+                                .arg(0)
+                                .is_some_and(|w| w.text.eq_ignore_ascii_case("connection"))
+                            && n.directive.arg(1).is_some_and(|w| w.text.is_empty())
+                    })
+                });
             if !http11 || !(connection_cleared || websocket) {
+                let why = if !http11 {
+                    "speaks HTTP/1.0 to it"
+                } else if lost_outer {
+                    "does not clear the Connection header (it sets proxy_set_header of its own, so the outer `proxy_set_header Connection \"\"` is not inherited)"
+                } else {
+                    "does not clear the Connection header"
+                };
                 sink.emit_span(
                     span(pass.directive),
-                    format!("upstream `{}` has keepalive but this location {}: before 1.29.7 the connections are not reused", u.name.text, if http11 { "does not clear the Connection header" } else { "speaks HTTP/1.0 to it" }),
+                    format!("upstream `{}` has keepalive but this location {why}: before 1.29.7 the connections are not reused", u.name.text),
                     "add `proxy_http_version 1.1;` and `proxy_set_header Connection \"\";` here",
                 );
             }
@@ -450,8 +477,16 @@ pub fn tmo_004(v: &NginxView, sink: &mut Sink) {
 
 // ---- health ----
 
+/// Whether nginx treats the upstream as a single server: one primary `server` line (`down`
+/// included, backups not). nginx never marks that server failed, so max_fails and the
+/// responses counted as failures do not apply to it. (A host name resolving to several
+/// addresses would be several servers; like the model, a line counts as one.)
+fn single(u: &Upstream) -> bool {
+    u.servers().filter(|s| !s.flag("backup")).count() == 1
+}
+
 pub fn hc_004(v: &NginxView, sink: &mut Sink) {
-    for u in &v.upstreams {
+    for u in v.upstreams.iter().filter(|u| !single(u)) {
         let servers: Vec<NginxServer> = u.servers().filter(|s| !s.flag("down")).collect();
         if servers.is_empty() {
             continue;
@@ -496,6 +531,7 @@ pub fn hc_005(v: &NginxView, sink: &mut Sink) {
             continue;
         };
         if codes.is_empty()
+            || single(u)
             || seen.contains(&d.span)
             || u.servers().all(|s| s.number("max_fails") == Some(0))
         {
