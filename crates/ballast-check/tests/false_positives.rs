@@ -541,3 +541,43 @@ http {
     let inherited = text.replace("            proxy_set_header Host $host;\n", "");
     assert_eq!(nginx("CONN-013", &inherited), vec![]);
 }
+
+/// HAProxy 2.6 derives maxconn from the hard descriptor limit, not the soft `ulimit -n`
+/// (measured: `show info` says Maxconn 9986 under `ulimit -Sn 1024` with a hard limit of
+/// 20000).
+#[test]
+fn conn_003_names_the_hard_descriptor_limit() {
+    let text = "global
+    log stdout local0
+defaults
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+listen app
+    bind :80
+    server a 10.0.0.1:80
+";
+    let found = haproxy("CONN-003", text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].2.contains("ulimit -Hn"), "{found:?}");
+    assert!(!found[0].2.contains("with `ulimit -n 1024`"), "{found:?}");
+}
+
+#[test]
+fn ops_002_quotes_the_directive_once() {
+    let text = "global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 3h
+    timeout server 3h
+listen mq
+    bind :5672
+    server a 10.0.0.1:5672 check
+";
+    let found = haproxy("OPS-002", text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    // Was "timeout client 3h of 180m and no hard-stop-after".
+    assert!(found[0].2.starts_with("`timeout client 3h` and no hard-stop-after"), "{found:?}");
+}

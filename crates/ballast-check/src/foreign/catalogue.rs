@@ -206,7 +206,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "limits",
         summary: "no global maxconn (or ulimit-n below 2 × maxconn)",
-        explain: "Without a global maxconn HAProxy derives it from the descriptor limit of the machine it runs on: with `ulimit -n 1024` about 500 connections. With both set, ulimit-n must be at least twice maxconn since every proxied connection holds two descriptors.\nSource: catalogue CONN-003; HAProxy manual §3.2 `maxconn`; haproxy/haproxy#440.",
+        explain: "Without a global maxconn HAProxy derives it from the descriptor limit of the machine it runs on, about half of it (HAProxy 2.6 uses the hard limit, `ulimit -Hn`): about 500 connections where that is 1,024, half a million where it is a million. With both set, ulimit-n must be at least twice maxconn since every proxied connection holds two descriptors.\nSource: catalogue CONN-003; HAProxy manual §3.2 `maxconn`; haproxy/haproxy#440.",
         check: Check::Foreign {
             haproxy: Some(haproxy::conn_003),
             nginx: None,

@@ -310,9 +310,15 @@ pub fn conn_003(v: &HaproxyView, sink: &mut Sink) {
     let ulimit = v.facts.global("ulimit-n");
     let at = v.facts.global_header.clone();
     match (maxconn, ulimit) {
+        // HAProxy 2.6 raises its soft descriptor limit to the hard one and derives maxconn
+        // from that (`show info` reports Maxconn 9986 under `ulimit -Sn 1024 -Hn 20000`).
         (None, None) => sink.emit_span(
             at,
-            "no global maxconn and no ulimit-n: HAProxy derives its connection limit from the file-descriptor limit of wherever it runs (about 500 with `ulimit -n 1024`)",
+            if v.facts.version >= Version::new(2, 6, 0) {
+                "no global maxconn and no ulimit-n: HAProxy derives its connection limit from the hard file-descriptor limit (`ulimit -Hn`) of wherever it runs, about half of it: about 500 connections where that is 1,024, half a million where it is a million, so the same file admits very different loads on different machines"
+            } else {
+                "no global maxconn and no ulimit-n: HAProxy derives its connection limit from the file-descriptor limit of wherever it runs, about half of it (about 500 connections where `ulimit -n` is 1,024), so the same file admits very different loads on different machines"
+            },
             "set `maxconn` in `global` (and `ulimit-n` if the environment's limit is low)",
         ),
         (Some(m), Some(u)) => {
@@ -788,13 +794,13 @@ pub fn ops_002(v: &HaproxyView, sink: &mut Sink) {
             .iter()
             .filter_map(|t| p.timeout(t))
             .find(|(t, _)| *t > Duration::from_secs(300));
-        if let Some((t, d)) = long
+        if let Some((_, d)) = long
             && !seen.contains(&d.span)
         {
             seen.push(d.span.clone());
             sink.emit_span(
                 span(d),
-                format!("{} of {} and no hard-stop-after: after each reload the old process lives on with its connections, piling up memory, descriptors and connections to the servers", d.text(), human(t)),
+                format!("`{}` and no hard-stop-after: after each reload the old process lives on as long as its connections do, piling up memory, descriptors and connections to the servers", d.text()),
                 "set `hard-stop-after` in global (for example 30m)",
             );
         }
