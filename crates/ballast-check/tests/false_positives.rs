@@ -581,3 +581,52 @@ listen mq
     // Was "timeout client 3h of 180m and no hard-stop-after".
     assert!(found[0].2.starts_with("`timeout client 3h` and no hard-stop-after"), "{found:?}");
 }
+
+/// A `stream` proxy has no HTTP status to give: clients see a closed connection.
+#[test]
+fn stream_findings_do_not_promise_http_statuses() {
+    let text = "events {}
+stream {
+    upstream db {
+        server 10.0.0.1:5432 max_conns=50;
+        server 10.0.0.2:5432 max_conns=50;
+    }
+    server {
+        listen 5432;
+        proxy_pass db;
+    }
+}
+";
+    for rule in ["HC-004", "CONN-012"] {
+        let found = nginx(rule, text);
+        assert_eq!(found.len(), 1, "{rule}: {found:?}");
+        assert!(!found[0].2.contains("502"), "{rule}: {found:?}");
+        assert!(found[0].2.contains("closed"), "{rule}: {found:?}");
+    }
+    let http = text.replace("stream {", "http {").replace("proxy_pass db;", "location / { proxy_pass http://db; }");
+    for rule in ["HC-004", "CONN-012"] {
+        let found = nginx(rule, &http);
+        assert_eq!(found.len(), 1, "{rule}: {found:?}");
+        assert!(found[0].2.contains("502"), "{rule}: {found:?}");
+    }
+}
+
+#[test]
+fn tcp_backends_are_told_about_connections_not_503s() {
+    let text = "global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+listen db
+    bind :5432
+    server a 10.0.0.1:5432 check maxconn 50
+    server b 10.0.0.2:5432 check maxconn 50
+";
+    let found = haproxy("CONN-005", text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(!found[0].2.contains("503") && !found[0].2.contains("requests"), "{found:?}");
+    assert!(found[0].2.contains("closed connection"), "{found:?}");
+}

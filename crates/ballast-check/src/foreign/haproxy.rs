@@ -383,12 +383,12 @@ pub fn conn_005(v: &HaproxyView, sink: &mut Sink) {
             None => match p.timeout("connect").filter(|(t, _)| !t.is_zero()) {
                 Some((connect, _)) => sink.emit_span(
                     Some(server.span_of("maxconn")),
-                    format!("servers of backend `{}` have maxconn but there is no `timeout queue`: queued requests wait only `timeout connect` ({}) before {}, so a brief saturation becomes errors", p.name, human(connect), refusal(p)),
+                    format!("servers of backend `{}` have maxconn but there is no `timeout queue`: queued {} wait only `timeout connect` ({}) before {}, so a brief saturation becomes errors", p.name, if p.http() { "requests" } else { "connections" }, human(connect), refusal(p)),
                     "set `timeout queue` to how long a client may wait for a slot (and below timeout client)",
                 ),
                 None => sink.emit_span(
                     Some(server.span_of("maxconn")),
-                    format!("servers of backend `{}` have maxconn but neither `timeout queue` nor `timeout connect` is set: when the servers are full, requests wait in the queue forever, holding their client connections until maxconn is exhausted", p.name),
+                    format!("servers of backend `{}` have maxconn but neither `timeout queue` nor `timeout connect` is set: when the servers are full, {} wait in the queue forever, holding their client connections until maxconn is exhausted", p.name, if p.http() { "requests" } else { "connections" }),
                     "set `timeout queue` to how long a client may wait for a slot (below timeout client), and `timeout connect`",
                 ),
             },

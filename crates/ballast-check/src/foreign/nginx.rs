@@ -283,8 +283,9 @@ pub fn conn_012(v: &NginxView, sink: &mut Sink) {
             .filter_map(|s| s.number("max_conns"))
             .fold(0u64, u64::saturating_add);
         let mut msg = format!(
-            "upstream `{}` limits servers with max_conns and has no queue: at saturation nginx fails at once with 502 \"no live upstreams\"",
-            u.name.text
+            "upstream `{}` limits servers with max_conns and has no queue: at saturation nginx fails at once with \"no live upstreams\" ({})",
+            u.name.text,
+            if u.context == "stream" { "the connection is closed" } else { "502" }
         );
         if !unlimited && sum < v.capacity() {
             msg.push_str(&format!(
@@ -293,7 +294,12 @@ pub fn conn_012(v: &NginxView, sink: &mut Sink) {
                 thousands(v.capacity())
             ));
         }
-        sink.emit_span(span(u.directive), msg, "size max_conns for the expected concurrency, and make the clients retry 502 with backoff");
+        let fix = if u.context == "stream" {
+            "size max_conns for the expected concurrency, and make the clients reconnect with backoff"
+        } else {
+            "size max_conns for the expected concurrency, and make the clients retry 502 with backoff"
+        };
+        sink.emit_span(span(u.directive), msg, fix);
     }
 }
 
@@ -485,6 +491,16 @@ fn single(u: &Upstream) -> bool {
     u.servers().filter(|s| !s.flag("backup")).count() == 1
 }
 
+/// What clients get when no server of the upstream is live: 502s over HTTP, closed
+/// connections in `stream`.
+fn refusals(u: &Upstream) -> &'static str {
+    if u.context == "stream" {
+        "closed connections"
+    } else {
+        "502s"
+    }
+}
+
 pub fn hc_004(v: &NginxView, sink: &mut Sink) {
     for u in v.upstreams.iter().filter(|u| !single(u)) {
         let servers: Vec<NginxServer> = u.servers().filter(|s| !s.flag("down")).collect();
@@ -500,7 +516,7 @@ pub fn hc_004(v: &NginxView, sink: &mut Sink) {
         {
             sink.emit_span(
                 span(u.directive),
-                format!("upstream `{}` has {} servers on the defaults max_fails=1 fail_timeout=10s: one error takes a server out for 10s, and a correlated blip gives \"no live upstreams\" 502s", u.name.text, servers.len()),
+                format!("upstream `{}` has {} servers on the defaults max_fails=1 fail_timeout=10s: one error takes a server out for 10s, and a correlated blip gives \"no live upstreams\" {}", u.name.text, servers.len(), refusals(u)),
                 "set max_fails=3 fail_timeout=10s (or more servers)",
             );
         }
