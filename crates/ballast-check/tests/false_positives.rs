@@ -630,3 +630,55 @@ listen db
     assert!(!found[0].2.contains("503") && !found[0].2.contains("requests"), "{found:?}");
     assert!(found[0].2.contains("closed connection"), "{found:?}");
 }
+
+/// With `set_real_ip_from unix:` the realip module gives each request the address the
+/// proxy in front sends, and ip_hash hashes that: clients are not one pseudo address.
+#[test]
+fn skew_003_trusts_realip_on_unix_sockets() {
+    let text = "events {}
+http {
+    upstream app {
+        ip_hash;
+        server 10.0.0.1:80 max_fails=3;
+        server 10.0.0.2:80 max_fails=3;
+    }
+    server {
+        listen unix:/run/nginx.sock;
+        set_real_ip_from unix:;
+        real_ip_header X-Forwarded-For;
+        location / { proxy_pass http://app; }
+    }
+}
+";
+    assert_eq!(nginx("SKEW-003", text), vec![]);
+    let untrusted = text.replace("        set_real_ip_from unix:;\n", "");
+    let found = nginx("SKEW-003", &untrusted);
+    assert_eq!(found.len(), 1, "{found:?}");
+    // The fix no longer suggests hashing a client-chosen header (which HASH-006 reports).
+    let (_, findings) = check("t.conf", &untrusted);
+    let fix = &findings.iter().find(|f| f.rule == "SKEW-003").expect("SKEW-003").fix;
+    assert!(!fix.contains("$http_x_forwarded_for"), "{fix}");
+}
+
+#[test]
+fn skew_001_sees_set_real_ip_from_in_a_server_block() {
+    let text = "events {}
+http {
+    upstream app {
+        ip_hash;
+        server 10.0.0.1:80;
+        server 10.0.0.2:80;
+    }
+    server {
+        listen 80;
+        set_real_ip_from 10.0.0.0/8;
+        location / { proxy_pass http://app; }
+    }
+}
+";
+    let found = nginx("SKEW-001", text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(!found[0].2.contains("there is no set_real_ip_from"), "{found:?}");
+    let without = text.replace("        set_real_ip_from 10.0.0.0/8;\n", "");
+    assert!(nginx("SKEW-001", &without)[0].2.contains("there is no set_real_ip_from"));
+}

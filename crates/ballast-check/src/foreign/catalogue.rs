@@ -13,7 +13,7 @@ pub static CATALOGUE: &[Rule] = &[
         name: "source-ip-hash",
         severity: Warning,
         category: "skew",
-        summary: "a pool hashes on the client address",
+        summary: "a backend or upstream hashes on the client address",
         explain: "Hashing on the client address (HAProxy `balance source`, nginx `ip_hash` or `hash $remote_addr`) spreads load only as well as client addresses vary. Behind NAT, a CDN, a Kubernetes Service or another load balancer, many clients share a few addresses and one server takes most of the traffic. Hash on a per-user value, or tell nginx the real client address (set_real_ip_from).\nSource: catalogue SKEW-001; F5 \"Avoiding the top 10 NGINX configuration mistakes\" #9; openshift/openshift-docs#1069.",
         check: Check::Foreign {
             haproxy: Some(haproxy::skew_001),
@@ -446,7 +446,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "health",
         summary: "small upstream on default max_fails/fail_timeout, or max_fails=0 everywhere",
-        explain: "Open-source nginx checks passively: by default one failure takes a server out for 10 s. On a pool of two or three servers a correlated blip gives \"no live upstreams\" 502s. max_fails=0 on every server never takes a dead one out.\nSource: catalogue HC-004; nginx upstream module `max_fails`; aptible/docker-nginx PR#131.",
+        explain: "Open-source nginx checks passively: by default one failure takes a server out for 10 s. On an upstream of two or three servers a correlated blip gives \"no live upstreams\" 502s. max_fails=0 on every server never takes a dead one out.\nSource: catalogue HC-004; nginx upstream module `max_fails`; aptible/docker-nginx PR#131.",
         check: Check::Foreign {
             haproxy: None,
             nginx: Some(nginx::hc_004),
@@ -517,8 +517,8 @@ pub static CATALOGUE: &[Rule] = &[
         name: "hash-server-removed",
         severity: Warning,
         category: "hashing",
-        summary: "diff: a server removed from a hash pool instead of marked down",
-        explain: "Removing a server from a hash pool changes the total weight and remaps keys of every server; marking it `down` (nginx) or disabled keeps the others' keys in place.\nSource: catalogue HASH-002; nginx upstream module `ip_hash` (\"should be marked with the down parameter\").",
+        summary: "diff: a server removed from a hashing pool (backend, upstream) instead of marked down",
+        explain: "Removing a server from a hashing pool (an HAProxy backend, an nginx upstream) changes the total weight and remaps keys of every server; marking it `down` (nginx) or disabled keeps the others' keys in place.\nSource: catalogue HASH-002; nginx upstream module `ip_hash` (\"should be marked with the down parameter\").",
         check: Check::Diff,
     },
     Rule {
@@ -526,7 +526,7 @@ pub static CATALOGUE: &[Rule] = &[
         name: "ketama-server-renamed",
         severity: Info,
         category: "hashing",
-        summary: "diff: a server's text changed in a consistent-hash pool",
+        summary: "diff: a server's text changed in a consistent-hash pool (backend, upstream)",
         explain: "nginx places ketama points by the server text (\"HOST\\0PORT\"), HAProxy by id: `10.0.0.1` → `10.0.0.1:80`, an IP → a name, or a changed id moves that server's keys though nothing real changed.\nSource: catalogue HASH-003; `ngx_http_upstream_hash_module.c` `init_chash`.",
         check: Check::Diff,
     },

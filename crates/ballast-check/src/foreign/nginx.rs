@@ -54,7 +54,13 @@ fn client_chosen(key: &str) -> bool {
 // ---- distribution skew ----
 
 pub fn skew_001(v: &NginxView, sink: &mut Sink) {
-    let realip = v.http("set_real_ip_from").is_some() || v.http("real_ip_header").is_some();
+    // realip may be set in `http`, `server` or `location`: any of them tells nginx the
+    // real client address somewhere.
+    let mut all = Vec::new();
+    walk(&v.facts.tree, &mut all);
+    let realip = all
+        .iter()
+        .any(|(d, _)| matches!(d.name(), "set_real_ip_from" | "real_ip_header"));
     for u in &v.upstreams {
         let Some(d) = u.method() else { continue };
         let on_address = d.name() == "ip_hash"
@@ -97,7 +103,16 @@ pub fn skew_003(v: &NginxView, sink: &mut Sink) {
                 .iter()
                 .filter(|n| n.directive.name() == "listen")
                 .collect();
-            if !listens.is_empty()
+            // `set_real_ip_from unix:` trusts the proxy on the socket: the realip module
+            // then replaces the connection's address, which ip_hash reads.
+            let real_ip = pass.levels.iter().any(|b| {
+                b.iter().any(|n| {
+                    n.directive.name() == "set_real_ip_from"
+                        && n.directive.arg(0).is_some_and(|w| w.text == "unix:")
+                })
+            });
+            if !real_ip
+                && !listens.is_empty()
                 && listens.iter().all(|n| {
                     n.directive
                         .arg(0)
@@ -107,7 +122,7 @@ pub fn skew_003(v: &NginxView, sink: &mut Sink) {
                 sink.emit_span(
                     span(d),
                     format!("upstream `{}` uses ip_hash but is reached from a server listening only on a unix socket: every client has the same pseudo address, so one server takes all requests", u.name.text),
-                    "hash on a header the proxy in front sets (`hash $http_x_forwarded_for consistent;`) or use round-robin",
+                    "take the client address from the proxy in front (`set_real_ip_from unix:;` with `real_ip_header X-Forwarded-For;`), or use round-robin",
                 );
                 break;
             }
