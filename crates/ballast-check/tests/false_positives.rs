@@ -21,9 +21,10 @@ fn of(name: &str, text: &str, rule: &str) -> Vec<(usize, Severity, String)> {
         .iter()
         .filter(|f| f.rule == rule)
         .map(|f| {
-            let line = f.span.as_ref().map_or(0, |s| {
-                imported.loaded.source.line_col(s.start).line
-            });
+            let line = f
+                .span
+                .as_ref()
+                .map_or(0, |s| imported.loaded.source.line_col(s.start).line);
             (line, f.severity, f.message.clone())
         })
         .collect()
@@ -93,7 +94,10 @@ fn skew_013_says_what_roundrobin_does() {
     let found = haproxy("SKEW-013", &two);
     assert_eq!(found.len(), 1);
     // roundrobin hands out new connections in turn; it does not equalise open connections.
-    assert!(!found[0].2.contains("equalises connection counts"), "{found:?}");
+    assert!(
+        !found[0].2.contains("equalises connection counts"),
+        "{found:?}"
+    );
     assert!(found[0].2.contains("in turn"), "{found:?}");
 }
 
@@ -129,7 +133,11 @@ backend app
         ));
         let two = format!("{one}    server b 10.0.0.2:80 check maxconn 100\n");
         for rule in rules {
-            assert_eq!(haproxy(rule, &one), vec![], "{rule} on one server, {balance}");
+            assert_eq!(
+                haproxy(rule, &one),
+                vec![],
+                "{rule} on one server, {balance}"
+            );
             assert!(
                 !haproxy(rule, &two).is_empty(),
                 "{rule} no longer reports two servers, {balance}"
@@ -221,7 +229,10 @@ fn hc_003_reports_slow_recovery_from_downinter_at_info() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].1, Severity::Info);
     // downinter 5m to the first good check, then one more at fastinter (= inter 2s).
-    assert!(found[0].2.contains("302s") || found[0].2.contains("5m2s"), "{found:?}");
+    assert!(
+        found[0].2.contains("302s") || found[0].2.contains("5m2s"),
+        "{found:?}"
+    );
     let quick = text.replace("downinter 5m", "downinter 5s");
     assert_eq!(haproxy("HC-003", &quick), vec![]);
 }
@@ -264,10 +275,16 @@ backend app
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].2.contains("forever"), "{found:?}");
     assert!(!found[0].2.contains("unset"), "{found:?}");
-    let with_connect = text.replace("timeout client 30s", "timeout client 30s\n    timeout connect 4s");
+    let with_connect = text.replace(
+        "timeout client 30s",
+        "timeout client 30s\n    timeout connect 4s",
+    );
     let found = haproxy("CONN-005", &with_connect);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].2.contains("4s") && found[0].2.contains("503"), "{found:?}");
+    assert!(
+        found[0].2.contains("4s") && found[0].2.contains("503"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -283,7 +300,10 @@ fn ops_001_is_a_warning_only_when_there_is_state_to_keep() {
     assert_eq!(found[0].1, Severity::Info);
     for (what, text) in [
         ("check", plain.replace(":80\n", ":80 check\n")),
-        ("agent-check", plain.replace(":80\n", ":80 agent-check agent-port 9999\n")),
+        (
+            "agent-check",
+            plain.replace(":80\n", ":80 agent-check agent-port 9999\n"),
+        ),
         ("slowstart", plain.replace(":80\n", ":80 slowstart 30s\n")),
         (
             "admin socket",
@@ -407,7 +427,10 @@ stream {
     // 3 × proxy_connect_timeout 5s, nothing of a read timeout.
     assert!(found[0].2.contains("15s"), "{found:?}");
     assert!(found[0].2.contains("connecting fails"), "{found:?}");
-    let bounded = text.replace("proxy_pass db;", "proxy_next_upstream_tries 2;\n        proxy_pass db;");
+    let bounded = text.replace(
+        "proxy_pass db;",
+        "proxy_next_upstream_tries 2;\n        proxy_pass db;",
+    );
     assert_eq!(nginx("TMO-003", &bounded), vec![]);
 }
 
@@ -481,7 +504,10 @@ http {
     let two = text.replace("10.0.0.2:80 backup", "10.0.0.2:80");
     assert_eq!(nginx("HC-004", &two).len(), 1);
     assert_eq!(nginx("HC-005", &two).len(), 1);
-    let all_zero = text.replace(";\n        server 10.0.0.2", " max_fails=0;\n        server 10.0.0.2");
+    let all_zero = text.replace(
+        ";\n        server 10.0.0.2",
+        " max_fails=0;\n        server 10.0.0.2",
+    );
     let all_zero = all_zero.replace("backup;", "backup max_fails=0;");
     assert_eq!(nginx("HC-004", &all_zero), vec![]);
 }
@@ -579,7 +605,12 @@ listen mq
     let found = haproxy("OPS-002", text);
     assert_eq!(found.len(), 1, "{found:?}");
     // Was "timeout client 3h of 180m and no hard-stop-after".
-    assert!(found[0].2.starts_with("`timeout client 3h` and no hard-stop-after"), "{found:?}");
+    assert!(
+        found[0]
+            .2
+            .starts_with("`timeout client 3h` and no hard-stop-after"),
+        "{found:?}"
+    );
 }
 
 /// A `stream` proxy has no HTTP status to give: clients see a closed connection.
@@ -603,7 +634,9 @@ stream {
         assert!(!found[0].2.contains("502"), "{rule}: {found:?}");
         assert!(found[0].2.contains("closed"), "{rule}: {found:?}");
     }
-    let http = text.replace("stream {", "http {").replace("proxy_pass db;", "location / { proxy_pass http://db; }");
+    let http = text
+        .replace("stream {", "http {")
+        .replace("proxy_pass db;", "location / { proxy_pass http://db; }");
     for rule in ["HC-004", "CONN-012"] {
         let found = nginx(rule, &http);
         assert_eq!(found.len(), 1, "{rule}: {found:?}");
@@ -627,7 +660,10 @@ listen db
 ";
     let found = haproxy("CONN-005", text);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(!found[0].2.contains("503") && !found[0].2.contains("requests"), "{found:?}");
+    assert!(
+        !found[0].2.contains("503") && !found[0].2.contains("requests"),
+        "{found:?}"
+    );
     assert!(found[0].2.contains("closed connection"), "{found:?}");
 }
 
@@ -656,7 +692,11 @@ http {
     assert_eq!(found.len(), 1, "{found:?}");
     // The fix no longer suggests hashing a client-chosen header (which HASH-006 reports).
     let (_, findings) = check("t.conf", &untrusted);
-    let fix = &findings.iter().find(|f| f.rule == "SKEW-003").expect("SKEW-003").fix;
+    let fix = &findings
+        .iter()
+        .find(|f| f.rule == "SKEW-003")
+        .expect("SKEW-003")
+        .fix;
     assert!(!fix.contains("$http_x_forwarded_for"), "{fix}");
 }
 
@@ -678,7 +718,14 @@ http {
 ";
     let found = nginx("SKEW-001", text);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(!found[0].2.contains("there is no set_real_ip_from"), "{found:?}");
+    assert!(
+        !found[0].2.contains("there is no set_real_ip_from"),
+        "{found:?}"
+    );
     let without = text.replace("        set_real_ip_from 10.0.0.0/8;\n", "");
-    assert!(nginx("SKEW-001", &without)[0].2.contains("there is no set_real_ip_from"));
+    assert!(
+        nginx("SKEW-001", &without)[0]
+            .2
+            .contains("there is no set_real_ip_from")
+    );
 }

@@ -46,7 +46,11 @@ fn balances(p: &HaproxyProxy) -> bool {
 /// What a client gets when the backend refuses it: an HTTP 503, or a closed connection in
 /// `mode tcp`.
 fn refusal(p: &HaproxyProxy) -> &'static str {
-    if p.http() { "a 503" } else { "a closed connection" }
+    if p.http() {
+        "a 503"
+    } else {
+        "a closed connection"
+    }
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -584,11 +588,20 @@ pub fn hc_003(v: &HaproxyView, sink: &mut Sink) {
             if detect > Duration::from_secs(30) {
                 let later = after_first(Duration::ZERO, fall);
                 let how = if fall > 1 && fastinter != inter {
-                    format!("up to inter {} to the first failed check, then {} more at fastinter {}", human(inter), fall.saturating_sub(1), human(fastinter))
+                    format!(
+                        "up to inter {} to the first failed check, then {} more at fastinter {}",
+                        human(inter),
+                        fall.saturating_sub(1),
+                        human(fastinter)
+                    )
                 } else {
                     format!("inter {} × fall {fall}", human(inter))
                 };
-                let at = if later > inter && s.param("fastinter").is_some() { "fastinter" } else { "inter" };
+                let at = if later > inter && s.param("fastinter").is_some() {
+                    "fastinter"
+                } else {
+                    "inter"
+                };
                 sink.emit_span(
                     Some(s.span_of(at)),
                     format!("server `{}` is declared down only about {} after it fails ({how}): requests keep failing on it meanwhile", s.name, human(detect)),
@@ -686,7 +699,7 @@ pub fn hash_004(v: &HaproxyView, sink: &mut Sink) {
 
 pub fn hash_005(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
-        if !(p.consistent() && hashes(algorithm(v, p))) || !balances(p) {
+        if !(p.consistent() && hashes(algorithm(v, p)) && balances(p)) {
             continue;
         }
         match factor(p) {
@@ -745,7 +758,9 @@ pub fn ops_001(v: &HaproxyView, sink: &mut Sink) {
     let admin_socket = v.facts.global.iter().any(|d| {
         d.name() == "stats"
             && d.arg(0).is_some_and(|w| w.text == "socket")
-            && d.args().windows(2).any(|w| w[0].text == "level" && w[1].text == "admin")
+            && d.args()
+                .windows(2)
+                .any(|w| w[0].text == "level" && w[1].text == "admin")
     });
     let admin_page = v.facts.proxies.iter().any(|p| {
         p.settings()
@@ -843,7 +858,10 @@ fn needs_resolving(s: &HaproxyServer) -> bool {
         Some(_) => return false,
         None => t,
     };
-    let host = t.rsplit_once(':').map_or(t, |(h, _)| h).to_ascii_lowercase();
+    let host = t
+        .rsplit_once(':')
+        .map_or(t, |(h, _)| h)
+        .to_ascii_lowercase();
     let host = host.trim_end_matches('.');
     host != "localhost" && !host.ends_with(".localhost")
 }
@@ -908,23 +926,24 @@ pub fn sec_003(v: &HaproxyView, sink: &mut Sink) {
             .any(|w| w.eq_ignore_ascii_case(t))
     };
     let allows_old = |args: &[ballast_import::Word]| -> Option<&'static str> {
-        args.windows(2).find_map(|w| {
-            let key = match w[0].text.as_str() {
-                "ssl-min-ver" => "ssl-min-ver",
-                "ssl-max-ver" => "ssl-max-ver",
-                _ => return None,
-            };
-            weak(&w[1].text).then_some(key)
-        })
-        .or_else(|| {
-            args.iter()
-                .find(|w| {
-                    ["force-sslv3", "force-tlsv10", "force-tlsv11"]
-                        .iter()
-                        .any(|f| f.eq_ignore_ascii_case(&w.text))
-                })
-                .map(|_| "force")
-        })
+        args.windows(2)
+            .find_map(|w| {
+                let key = match w[0].text.as_str() {
+                    "ssl-min-ver" => "ssl-min-ver",
+                    "ssl-max-ver" => "ssl-max-ver",
+                    _ => return None,
+                };
+                weak(&w[1].text).then_some(key)
+            })
+            .or_else(|| {
+                args.iter()
+                    .find(|w| {
+                        ["force-sslv3", "force-tlsv10", "force-tlsv11"]
+                            .iter()
+                            .any(|f| f.eq_ignore_ascii_case(&w.text))
+                    })
+                    .map(|_| "force")
+            })
     };
     let report = |at, what: &str, key: &str, sink: &mut Sink| {
         let only = if key == "ssl-max-ver" { "only " } else { "" };
@@ -955,9 +974,7 @@ fn loopback(addr: &str) -> bool {
     if addr.starts_with('/') || addr.starts_with("unix@") || addr.starts_with("abns@") {
         return true;
     }
-    let addr = addr
-        .trim_start_matches("ipv4@")
-        .trim_start_matches("ipv6@");
+    let addr = addr.trim_start_matches("ipv4@").trim_start_matches("ipv6@");
     let host = match addr.rsplit_once(':') {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
         None => addr,
@@ -980,7 +997,11 @@ pub fn sec_004(v: &HaproxyView, sink: &mut Sink) {
         } else {
             v.feeders(i).flat_map(|f| &f.binds).collect()
         };
-        if !binds.is_empty() && binds.iter().all(|b| b.arg(0).is_some_and(|w| loopback(&w.text))) {
+        if !binds.is_empty()
+            && binds
+                .iter()
+                .all(|b| b.arg(0).is_some_and(|w| loopback(&w.text)))
+        {
             continue;
         }
         let stats = |w: &str| {

@@ -300,7 +300,11 @@ pub fn conn_012(v: &NginxView, sink: &mut Sink) {
         let mut msg = format!(
             "upstream `{}` limits servers with max_conns and has no queue: at saturation nginx fails at once with \"no live upstreams\" ({})",
             u.name.text,
-            if u.context == "stream" { "the connection is closed" } else { "502" }
+            if u.context == "stream" {
+                "the connection is closed"
+            } else {
+                "502"
+            }
         );
         if !unlimited && sum < v.capacity() {
             msg.push_str(&format!(
@@ -376,9 +380,8 @@ pub fn conn_013(v: &NginxView, sink: &mut Sink) {
                 .and_then(|d| d.arg(0))
                 .is_some_and(|w| w.text == "1.1");
             let connection = connection_header(pass);
-            let connection_cleared = connection.is_some_and(|w| {
-                w.text.is_empty() || w.text.eq_ignore_ascii_case("keep-alive")
-            });
+            let connection_cleared = connection
+                .is_some_and(|w| w.text.is_empty() || w.text.eq_ignore_ascii_case("keep-alive"));
             let websocket = is_websocket(pass);
             // proxy_set_header is inherited only by blocks with none of their own: a
             // `Connection ""` further out is lost as soon as the location sets any header.
