@@ -729,3 +729,30 @@ http {
             .contains("there is no set_real_ip_from")
     );
 }
+
+/// Measured on HAProxy 2.6 with `timeout client 1s`, `timeout connect 1s`, `retries 3` and
+/// a server refusing connections: over HTTP the client gets a 503 after 3s (all retries
+/// ran); in tcp mode the connection is closed after 1s.
+#[test]
+fn tmo_002_only_where_timeout_client_runs_during_retries() {
+    let http = "global
+    maxconn 1000
+defaults
+    mode http
+    timeout connect 10s
+    timeout client 5s
+    timeout server 10s
+    timeout http-request 5s
+frontend web
+    bind :80
+    default_backend app
+backend app
+    server a 10.0.0.1:80 check
+    server b 10.0.0.2:80 check
+";
+    assert_eq!(haproxy("TMO-002", http), vec![]);
+    let tcp = http.replace("mode http", "mode tcp");
+    let found = haproxy("TMO-002", &tcp);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].2.contains("43s"), "{found:?}");
+}

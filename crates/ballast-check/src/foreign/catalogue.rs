@@ -361,8 +361,8 @@ pub static CATALOGUE: &[Rule] = &[
         name: "retries-beyond-client",
         severity: Warning,
         category: "timeouts",
-        summary: "(retries+1) × connect exceeds timeout client",
-        explain: "A failing connection is retried `retries` times, each up to timeout connect, with turn-around delays of min(connect, 1s) between them. When that exceeds the client's timeout the client gives up before the retry that would have worked.\nSource: catalogue TMO-002; HAProxy manual §4.2 `retries`.",
+        summary: "(retries+1) × connect exceeds timeout client (mode tcp)",
+        explain: "A failing connection is retried `retries` times, each up to timeout connect, with turn-around delays of min(connect, 1s) between them. In `mode tcp`, where the client's inactivity timeout keeps running meanwhile, a total beyond timeout client drops the client before the retry that would have worked. (In HTTP mode HAProxy does not apply timeout client while it retries, so the rule stays silent there.)\nSource: catalogue TMO-002; HAProxy manual §4.2 `retries`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::tmo_002),
             nginx: None,

@@ -488,7 +488,11 @@ pub fn tmo_001(v: &HaproxyView, sink: &mut Sink) {
 }
 
 pub fn tmo_002(v: &HaproxyView, sink: &mut Sink) {
-    for (i, p) in v.backends() {
+    // Only `mode tcp` runs the client's inactivity timeout while HAProxy retries: in HTTP
+    // mode the request has been read and the client is expected to send nothing, so the
+    // retries complete (measured on 2.6: `timeout client 1s`, three refused retries, a 503
+    // after 3s over HTTP, the connection closed after 1s in tcp mode).
+    for (i, p) in v.backends().filter(|(_, p)| !p.http()) {
         let Some((connect, cd)) = p.timeout("connect") else {
             continue;
         };
@@ -505,7 +509,7 @@ pub fn tmo_002(v: &HaproxyView, sink: &mut Sink) {
         {
             sink.emit_span(
                 retries.and_then(|(_, d)| span(d)).or_else(|| span(cd)),
-                format!("backend `{}`: {} retries of timeout connect {} take up to {} in the worst case, beyond timeout client {}: clients give up before the last retry", p.name, r, human(connect), human(worst), human(client)),
+                format!("backend `{}`: {} retries of timeout connect {} take up to {} in the worst case, beyond timeout client {}: the idle client is dropped before the last retry", p.name, r, human(connect), human(worst), human(client)),
                 "lower retries or timeout connect so that (retries+1) × connect fits in timeout client",
             );
         }
