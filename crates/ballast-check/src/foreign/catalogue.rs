@@ -584,7 +584,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "operations",
         summary: "long client/tunnel timeouts without hard-stop-after",
-        explain: "After a reload the old process lives as long as its connections; with long timeouts old processes pile up with their memory, descriptors and connections to the servers.\nSource: catalogue OPS-002; HAProxy manual §3.1 `hard-stop-after`; haproxy/haproxy#2758.",
+        explain: "After a reload the old process lives as long as its connections; with long timeouts old processes pile up with their memory, descriptors and connections to the servers. `timeout tunnel` governs established connections once set, else timeout client; over HTTP a reload closes idle keep-alive connections at once, so only tunnels (WebSocket, CONNECT) keep an old process alive there.\nSource: catalogue OPS-002; HAProxy manual §3.1 `hard-stop-after`; haproxy/haproxy#2758.",
         check: Check::Foreign {
             haproxy: Some(haproxy::ops_002),
             nginx: None,

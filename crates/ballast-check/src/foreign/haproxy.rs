@@ -809,20 +809,33 @@ pub fn ops_002(v: &HaproxyView, sink: &mut Sink) {
     // A `defaults` line is inherited by many proxies: report it once.
     let mut seen = Vec::new();
     for (_, p) in v.proxies() {
-        let long = ["tunnel", "client"]
-            .iter()
-            .filter_map(|t| p.timeout(t))
-            .find(|(t, _)| *t > Duration::from_secs(300));
-        if let Some((_, d)) = long
-            && !seen.contains(&d.span)
-        {
-            seen.push(d.span.clone());
-            sink.emit_span(
-                span(d),
-                format!("`{}` and no hard-stop-after: after each reload the old process lives on as long as its connections do, piling up memory, descriptors and connections to the servers", d.text()),
-                "set `hard-stop-after` in global (for example 30m)",
-            );
+        // What keeps an old process alive is an established connection: `timeout tunnel`
+        // governs those once set (it supersedes client and server), else timeout client.
+        // Over HTTP a soft-stop closes idle keep-alive connections at once (measured on
+        // 2.6: the old process left within 0.1s despite `timeout client 30m`), so there
+        // only tunnels (WebSocket, CONNECT) stay, on timeout client when no tunnel is set.
+        let (tunnel, governing) = match p.timeout("tunnel") {
+            Some(t) => (true, t),
+            None => match p.timeout("client") {
+                Some(t) => (false, t),
+                None => continue,
+            },
+        };
+        let (t, d) = governing;
+        if t <= Duration::from_secs(300) || seen.contains(&d.span) {
+            continue;
         }
+        seen.push(d.span.clone());
+        let what = if tunnel || !p.http() {
+            "its connections"
+        } else {
+            "its tunnels (WebSocket and CONNECT use timeout client when no `timeout tunnel` is set)"
+        };
+        sink.emit_span(
+            span(d),
+            format!("`{}` and no hard-stop-after: after each reload the old process lives on as long as {what} do, piling up memory, descriptors and connections to the servers", d.text()),
+            "set `hard-stop-after` in global (for example 30m)",
+        );
     }
 }
 
