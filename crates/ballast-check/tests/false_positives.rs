@@ -787,3 +787,26 @@ backend app
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].2.starts_with("`timeout tunnel 1h`"), "{found:?}");
 }
+
+#[test]
+fn ops_002_on_a_shared_defaults_line_speaks_for_its_tcp_proxies() {
+    let text = "global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30m
+    timeout server 30m
+listen stats
+    mode http
+    bind :8080
+    stats enable
+    stats auth admin:secret
+listen db
+    bind :5432
+    server a 10.0.0.1:5432 check
+";
+    let found = haproxy("OPS-002", text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].2.contains("its connections"), "{found:?}");
+}

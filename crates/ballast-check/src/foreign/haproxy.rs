@@ -806,27 +806,33 @@ pub fn ops_002(v: &HaproxyView, sink: &mut Sink) {
     if v.facts.global("hard-stop-after").is_some() {
         return;
     }
-    // A `defaults` line is inherited by many proxies: report it once.
-    let mut seen = Vec::new();
+    // A `defaults` line is inherited by many proxies: report it once, saying the worst of
+    // what it does to any of them.
+    let mut lines: Vec<(&ballast_import::Directive, bool)> = Vec::new();
     for (_, p) in v.proxies() {
         // What keeps an old process alive is an established connection: `timeout tunnel`
         // governs those once set (it supersedes client and server), else timeout client.
         // Over HTTP a soft-stop closes idle keep-alive connections at once (measured on
         // 2.6: the old process left within 0.1s despite `timeout client 30m`), so there
         // only tunnels (WebSocket, CONNECT) stay, on timeout client when no tunnel is set.
-        let (tunnel, governing) = match p.timeout("tunnel") {
+        let (tunnel, (t, d)) = match p.timeout("tunnel") {
             Some(t) => (true, t),
             None => match p.timeout("client") {
                 Some(t) => (false, t),
                 None => continue,
             },
         };
-        let (t, d) = governing;
-        if t <= Duration::from_secs(300) || seen.contains(&d.span) {
+        if t <= Duration::from_secs(300) {
             continue;
         }
-        seen.push(d.span.clone());
-        let what = if tunnel || !p.http() {
+        let every_connection = tunnel || !p.http();
+        match lines.iter_mut().find(|(l, _)| l.span == d.span) {
+            Some((_, all)) => *all |= every_connection,
+            None => lines.push((d, every_connection)),
+        }
+    }
+    for (d, every_connection) in lines {
+        let what = if every_connection {
             "its connections"
         } else {
             "its tunnels (WebSocket and CONNECT use timeout client when no `timeout tunnel` is set)"
