@@ -810,3 +810,34 @@ listen db
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].2.contains("its connections"), "{found:?}");
 }
+
+/// allow/deny are inherited from the server block by a location that sets none, and a
+/// server listening on loopback only is reached from this machine only.
+#[test]
+fn sec_004_nginx_sees_inherited_rules_and_loopback_listeners() {
+    let inherited = "events {}
+http {
+    server {
+        listen 8080;
+        allow 10.0.0.0/8;
+        deny all;
+        location = /status { stub_status; }
+    }
+}
+";
+    assert_eq!(nginx("SEC-004", inherited), vec![]);
+    let local = "events {}
+http {
+    server {
+        listen 127.0.0.1:8080;
+        listen [::1]:8080;
+        location = /status { stub_status; }
+    }
+}
+";
+    assert_eq!(nginx("SEC-004", local), vec![]);
+    let open = local.replace("listen [::1]:8080;", "listen 8081;");
+    assert_eq!(nginx("SEC-004", &open).len(), 1);
+    let unguarded = inherited.replace("        allow 10.0.0.0/8;\n        deny all;\n", "");
+    assert_eq!(nginx("SEC-004", &unguarded).len(), 1);
+}

@@ -692,7 +692,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "security",
         summary: "stats or stub_status without authentication",
-        explain: "A status page without authentication leaks the topology; HAProxy's stats admin can even disable servers. HAProxy serves stats only in `mode http` (it ignores them in `mode tcp`), and a page bound only to loopback addresses is not reported.\nSource: catalogue SEC-004; HAProxy manual §4.2 `stats auth`; Gixy-Next `status_page_exposed`.",
+        explain: "A status page without authentication leaks the topology; HAProxy's stats admin can even disable servers. HAProxy serves stats only in `mode http` (it ignores them in `mode tcp`), and a page served only on loopback addresses (HAProxy `bind`, nginx `listen`) is not reported; nginx locations inherit allow/deny and auth_basic from enclosing blocks.\nSource: catalogue SEC-004; HAProxy manual §4.2 `stats auth`; Gixy-Next `status_page_exposed`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::sec_004),
             nginx: Some(nginx::sec_004),

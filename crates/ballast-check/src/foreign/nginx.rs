@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use ballast_core::Severity;
-use ballast_import::Version;
 use ballast_import::facts::{NginxServer, ProxyPass, Upstream, is_host_name, last, walk};
+use ballast_import::nginx::Node;
+use ballast_import::{Directive, Version};
 
 use super::{NginxView, looks_like_cache, span};
 use crate::Sink;
@@ -768,14 +769,65 @@ pub fn sec_003(v: &NginxView, sink: &mut Sink) {
     }
 }
 
+/// Each `stub_status` with the blocks around it, outermost first (`http`, `server`,
+/// `location`...).
+fn stub_statuses<'a>(
+    nodes: &'a [Node],
+    chain: &mut Vec<&'a [Node]>,
+    out: &mut Vec<(&'a Directive, Vec<&'a [Node]>)>,
+) {
+    chain.push(nodes);
+    for n in nodes {
+        if n.directive.name() == "stub_status" {
+            out.push((&n.directive, chain.clone()));
+        }
+        if let Some(b) = &n.block {
+            stub_statuses(b, chain, out);
+        }
+    }
+    chain.pop();
+}
+
+/// Whether an nginx `listen` address is reachable from this machine only.
+fn local_listen(d: &Directive) -> bool {
+    let Some(a) = d.arg(0) else { return false };
+    let a = a.text.as_str();
+    if a.starts_with("unix:") {
+        return true;
+    }
+    let host = match a.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => a,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn sec_004(v: &NginxView, sink: &mut Sink) {
-    let mut all = Vec::new();
-    walk(&v.facts.tree, &mut all);
-    for (d, block) in all.iter().filter(|(d, _)| d.name() == "stub_status") {
-        let guarded = last(block, "allow").is_some()
-            || last(block, "deny").is_some()
-            || last(block, "auth_basic").is_some();
-        if !guarded {
+    let mut found = Vec::new();
+    stub_statuses(&v.facts.tree, &mut Vec::new(), &mut found);
+    for (d, chain) in found {
+        // allow/deny and auth_basic are inherited by blocks that set none of their own: a
+        // rule in any enclosing block guards the page.
+        let guarded = chain.iter().any(|b| {
+            last(b, "allow").is_some()
+                || last(b, "deny").is_some()
+                || last(b, "auth_basic").is_some()
+        });
+        // Served by a server that listens on loopback addresses only: only this machine
+        // reaches it. The `server` block is the one holding `listen`s.
+        let local = chain.iter().rev().find_map(|b| {
+            let listens: Vec<&Directive> = b
+                .iter()
+                .filter(|n| n.directive.name() == "listen")
+                .map(|n| &n.directive)
+                .collect();
+            (!listens.is_empty()).then(|| listens.iter().all(|l| local_listen(l)))
+        });
+        if !guarded && local != Some(true) {
             sink.emit_span(span(d), "stub_status without allow/deny: anyone who reaches it reads the connection counters", "add `allow 127.0.0.1; deny all;` to the location");
         }
     }
