@@ -13,7 +13,7 @@ pub static CATALOGUE: &[Rule] = &[
         name: "source-ip-hash",
         severity: Warning,
         category: "skew",
-        summary: "a pool hashes on the client address",
+        summary: "a backend or upstream hashes on the client address",
         explain: "Hashing on the client address (HAProxy `balance source`, nginx `ip_hash` or `hash $remote_addr`) spreads load only as well as client addresses vary. Behind NAT, a CDN, a Kubernetes Service or another load balancer, many clients share a few addresses and one server takes most of the traffic. Hash on a per-user value, or tell nginx the real client address (set_real_ip_from).\nSource: catalogue SKEW-001; F5 \"Avoiding the top 10 NGINX configuration mistakes\" #9; openshift/openshift-docs#1069.",
         check: Check::Foreign {
             haproxy: Some(haproxy::skew_001),
@@ -158,7 +158,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Info,
         category: "skew",
         summary: "roundrobin for tunnels or TCP connections",
-        explain: "roundrobin equalises the number of connections, not their duration; with long-lived connections (websockets, databases) slow servers accumulate them. leastconn balances what is open now.\nSource: catalogue SKEW-013; HAProxy manual §4.2 `balance`; haproxy/haproxy#1099.",
+        explain: "roundrobin equalises the number of new connections each server is given, not how long they last; with long-lived connections (websockets, databases) slow servers accumulate them. leastconn balances what is open now. A backend with one server (backups aside) has nothing to balance.\nSource: catalogue SKEW-013; HAProxy manual §4.2 `balance`; haproxy/haproxy#1099.",
         check: Check::Foreign {
             haproxy: Some(haproxy::skew_013),
             nginx: None,
@@ -206,7 +206,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "limits",
         summary: "no global maxconn (or ulimit-n below 2 × maxconn)",
-        explain: "Without a global maxconn HAProxy derives it from the descriptor limit of the machine it runs on: with `ulimit -n 1024` about 500 connections. With both set, ulimit-n must be at least twice maxconn since every proxied connection holds two descriptors.\nSource: catalogue CONN-003; HAProxy manual §3.2 `maxconn`; haproxy/haproxy#440.",
+        explain: "Without a global maxconn HAProxy derives it from the descriptor limit of the machine it runs on, about half of it (HAProxy 2.6 uses the hard limit, `ulimit -Hn`): about 500 connections where that is 1,024, half a million where it is a million. With both set, ulimit-n must be at least twice maxconn since every proxied connection holds two descriptors.\nSource: catalogue CONN-003; HAProxy manual §3.2 `maxconn`; haproxy/haproxy#440.",
         check: Check::Foreign {
             haproxy: Some(haproxy::conn_003),
             nginx: None,
@@ -218,7 +218,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "limits",
         summary: "servers hold less than their frontends admit (also with the largest down)",
-        explain: "The servers' maxconn plus maxqueue is what a backend can hold; the frontends routing to it (use_backend, default_backend) admit up to their maxconn, capped by the global one. The difference gets 503 at saturation. The check is repeated with the largest server down (N−1).\nSource: catalogue CONN-004; HAProxy manual §5.2 `maxconn`, `maxqueue`.",
+        explain: "The servers' maxconn plus maxqueue is what a backend can hold; the frontends routing to it (use_backend, default_backend) admit up to their maxconn, capped by the global one. The difference gets 503 at saturation (a closed connection in `mode tcp`). The check is repeated with the largest server down (N−1).\nSource: catalogue CONN-004; HAProxy manual §5.2 `maxconn`, `maxqueue`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::conn_004),
             nginx: None,
@@ -230,7 +230,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "limits",
         summary: "servers with maxconn and no timeout queue (or one beyond timeout client)",
-        explain: "A request waiting for a server slot waits `timeout queue`, which defaults to `timeout connect` (often 3–5 s): a brief saturation becomes 503s. A queue timeout longer than timeout client serves requests whose clients have left.\nSource: catalogue CONN-005; HAProxy manual §4.2 `timeout queue`.",
+        explain: "A request waiting for a server slot waits `timeout queue`, which defaults to `timeout connect` (often 3–5 s): a brief saturation becomes 503s. With neither set, queued requests wait forever and hold their client connections. A queue timeout longer than timeout client serves requests whose clients have left.\nSource: catalogue CONN-005; HAProxy manual §4.2 `timeout queue`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::conn_005),
             nginx: None,
@@ -326,7 +326,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "limits",
         summary: "no upstream keepalive (or not usable) before nginx 1.29.7",
-        explain: "Before 1.29.7, nginx opens a new upstream connection per request unless the upstream has `keepalive` and the location sets `proxy_http_version 1.1` and clears `Connection`; TIME_WAIT piles up and ephemeral ports run out. The balancing directive also had to come before keepalive. Check with --nginx-version.\nSource: catalogue CONN-013; nginx upstream module `keepalive`; F5 top-10 mistakes #3.",
+        explain: "Before 1.29.7, nginx opens a new upstream connection per request unless the upstream has `keepalive` and the location sets `proxy_http_version 1.1` and clears `Connection` (a WebSocket location that passes `Connection upgrade` on is a tunnel and is left alone); TIME_WAIT piles up and ephemeral ports run out. The balancing directive also had to come before keepalive. Check with --nginx-version.\nSource: catalogue CONN-013; nginx upstream module `keepalive`; F5 top-10 mistakes #3.",
         check: Check::Foreign {
             haproxy: None,
             nginx: Some(nginx::conn_013),
@@ -361,8 +361,8 @@ pub static CATALOGUE: &[Rule] = &[
         name: "retries-beyond-client",
         severity: Warning,
         category: "timeouts",
-        summary: "(retries+1) × connect exceeds timeout client",
-        explain: "A failing connection is retried `retries` times, each up to timeout connect, with turn-around delays of min(connect, 1s) between them. When that exceeds the client's timeout the client gives up before the retry that would have worked.\nSource: catalogue TMO-002; HAProxy manual §4.2 `retries`.",
+        summary: "(retries+1) × connect exceeds timeout client (mode tcp)",
+        explain: "A failing connection is retried `retries` times, each up to timeout connect, with turn-around delays of min(connect, 1s) between them. In `mode tcp`, where the client's inactivity timeout keeps running meanwhile, a total beyond timeout client drops the client before the retry that would have worked. (In HTTP mode HAProxy does not apply timeout client while it retries, so the rule stays silent there.)\nSource: catalogue TMO-002; HAProxy manual §4.2 `retries`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::tmo_002),
             nginx: None,
@@ -374,7 +374,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "timeouts",
         summary: "proxy_next_upstream_tries and _timeout unset on a large upstream",
-        explain: "Both default to 0 (unlimited): one request can try every server in turn, taking N × (connect + read timeout) and multiplying load during a brownout.\nSource: catalogue TMO-003; nginx proxy module `proxy_next_upstream_tries`, `proxy_next_upstream_timeout`.",
+        explain: "Both default to 0 (unlimited): one request can try every server in turn, taking N × (connect + read timeout) and multiplying load during a brownout. In `stream`, nginx moves on only when connecting fails, so the bound there is N × proxy_connect_timeout.\nSource: catalogue TMO-003; nginx proxy module `proxy_next_upstream_tries`, `proxy_next_upstream_timeout`.",
         check: Check::Foreign {
             haproxy: None,
             nginx: Some(nginx::tmo_003),
@@ -434,7 +434,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "health",
         summary: "slow detection, flapping thresholds, slowstart without steps",
-        explain: "Detection takes about inter × fall (2 s × 3 by default); large values mean long failover. fall 1 or rise 1 flip a server's state on one result. slowstart must exceed inter or the ramp has no steps.\nSource: catalogue HC-003; HAProxy manual §5.2 `inter`, `fall`, `rise`, `slowstart`.",
+        explain: "HAProxy checks every `inter` while a server is fully up, every `fastinter` in transition (from the first failure until `fall`, from the first success until `rise`) and every `downinter` while it is fully down; both default to inter. Detection of a failure takes about inter + (fall − 1) × fastinter (6 s by default), recovery about downinter + (rise − 1) × fastinter; large values mean long failover. fall 1 or rise 1 flip a server's state on one result. slowstart must exceed inter or the ramp has no steps.\nSource: catalogue HC-003; HAProxy manual §5.2 `inter`, `fall`, `rise`, `slowstart`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::hc_003),
             nginx: None,
@@ -446,7 +446,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "health",
         summary: "small upstream on default max_fails/fail_timeout, or max_fails=0 everywhere",
-        explain: "Open-source nginx checks passively: by default one failure takes a server out for 10 s. On a pool of two or three servers a correlated blip gives \"no live upstreams\" 502s. max_fails=0 on every server never takes a dead one out.\nSource: catalogue HC-004; nginx upstream module `max_fails`; aptible/docker-nginx PR#131.",
+        explain: "Open-source nginx checks passively: by default one failure takes a server out for 10 s. On an upstream of two or three servers a correlated blip gives \"no live upstreams\" 502s. max_fails=0 on every server never takes a dead one out.\nSource: catalogue HC-004; nginx upstream module `max_fails`; aptible/docker-nginx PR#131.",
         check: Check::Foreign {
             haproxy: None,
             nginx: Some(nginx::hc_004),
@@ -469,8 +469,8 @@ pub static CATALOGUE: &[Rule] = &[
         name: "single-server-exemption-lost",
         severity: Warning,
         category: "health",
-        summary: "one live server next to down or backup entries",
-        explain: "nginx never marks a lone server failed, but the count includes down and backup entries: with placeholders next to one live server, one error gives \"no live upstreams\" for fail_timeout.\nSource: catalogue HC-006; `ngx_http_upstream_round_robin.c`; nginx-proxy/nginx-proxy#1495.",
+        summary: "one live server next to `down` entries",
+        explain: "nginx never marks a lone server failed, but it counts the primary servers, `down` ones included (backups are not counted): with `down` placeholders next to one live server, one error gives \"no live upstreams\" for fail_timeout.\nSource: catalogue HC-006; `ngx_http_upstream_round_robin.c`; nginx-proxy/nginx-proxy#1495.",
         check: Check::Foreign {
             haproxy: None,
             nginx: Some(nginx::hc_006),
@@ -517,8 +517,8 @@ pub static CATALOGUE: &[Rule] = &[
         name: "hash-server-removed",
         severity: Warning,
         category: "hashing",
-        summary: "diff: a server removed from a hash pool instead of marked down",
-        explain: "Removing a server from a hash pool changes the total weight and remaps keys of every server; marking it `down` (nginx) or disabled keeps the others' keys in place.\nSource: catalogue HASH-002; nginx upstream module `ip_hash` (\"should be marked with the down parameter\").",
+        summary: "diff: a server removed from a hashing pool (backend, upstream) instead of marked down",
+        explain: "Removing a server from a hashing pool (an HAProxy backend, an nginx upstream) changes the total weight and remaps keys of every server; marking it `down` (nginx) or disabled keeps the others' keys in place.\nSource: catalogue HASH-002; nginx upstream module `ip_hash` (\"should be marked with the down parameter\").",
         check: Check::Diff,
     },
     Rule {
@@ -526,7 +526,7 @@ pub static CATALOGUE: &[Rule] = &[
         name: "ketama-server-renamed",
         severity: Info,
         category: "hashing",
-        summary: "diff: a server's text changed in a consistent-hash pool",
+        summary: "diff: a server's text changed in a consistent-hash pool (backend, upstream)",
         explain: "nginx places ketama points by the server text (\"HOST\\0PORT\"), HAProxy by id: `10.0.0.1` → `10.0.0.1:80`, an IP → a name, or a changed id moves that server's keys though nothing real changed.\nSource: catalogue HASH-003; `ngx_http_upstream_hash_module.c` `init_chash`.",
         check: Check::Diff,
     },
@@ -572,7 +572,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "operations",
         summary: "reloads forget server state",
-        explain: "Without server-state-file and load-server-state-from-file, a reload forgets health, drain (MAINT) and weights: drained or failed servers come back into rotation.\nSource: catalogue OPS-001; HAProxy manual §3.1 `server-state-file`, §4.2 `load-server-state-from-file`.",
+        explain: "Without server-state-file and load-server-state-from-file, a reload forgets health, drain (MAINT) and weights: drained or failed servers come back into rotation. A warning when the file shows state worth keeping (servers with `check` or `agent-check`, slowstart, an admin stats socket or `stats admin`); otherwise information.\nSource: catalogue OPS-001; HAProxy manual §3.1 `server-state-file`, §4.2 `load-server-state-from-file`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::ops_001),
             nginx: None,
@@ -584,7 +584,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "operations",
         summary: "long client/tunnel timeouts without hard-stop-after",
-        explain: "After a reload the old process lives as long as its connections; with long timeouts old processes pile up with their memory, descriptors and connections to the servers.\nSource: catalogue OPS-002; HAProxy manual §3.1 `hard-stop-after`; haproxy/haproxy#2758.",
+        explain: "After a reload the old process lives as long as its connections; with long timeouts old processes pile up with their memory, descriptors and connections to the servers. `timeout tunnel` governs established connections once set, else timeout client; over HTTP a reload closes idle keep-alive connections at once, so only tunnels (WebSocket, CONNECT) keep an old process alive there.\nSource: catalogue OPS-002; HAProxy manual §3.1 `hard-stop-after`; haproxy/haproxy#2758.",
         check: Check::Foreign {
             haproxy: Some(haproxy::ops_002),
             nginx: None,
@@ -620,7 +620,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "operations",
         summary: "HAProxy FQDN servers without resolvers",
-        explain: "The default init-addr (last,libc) resolves names at start-up only; without `resolvers` an address change is never seen.\nSource: catalogue OPS-005; HAProxy manual §5.2 `init-addr`, `resolvers`.",
+        explain: "The default init-addr (last,libc) resolves names at start-up only; without `resolvers` an address change is never seen. `localhost` is not reported: it always means this machine.\nSource: catalogue OPS-005; HAProxy manual §5.2 `init-addr`, `resolvers`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::ops_005),
             nginx: None,
@@ -680,7 +680,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "security",
         summary: "TLS 1.0 or 1.1 allowed",
-        explain: "TLS 1.0 and 1.1 are deprecated and weak; both HAProxy and nginx default to TLS 1.2+ and an explicit setting that allows older versions undoes it.\nSource: catalogue SEC-003; nginx ssl module `ssl_protocols`; HAProxy manual §5.1 `ssl-min-ver`.",
+        explain: "TLS 1.0 and 1.1 are deprecated and weak; both HAProxy and nginx default to TLS 1.2+ and an explicit setting that allows older versions undoes it (nginx reads protocol names without case: `tlsv1` is TLSv1).\nSource: catalogue SEC-003; nginx ssl module `ssl_protocols`; HAProxy manual §5.1 `ssl-min-ver`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::sec_003),
             nginx: Some(nginx::sec_003),
@@ -692,7 +692,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "security",
         summary: "stats or stub_status without authentication",
-        explain: "A status page without authentication leaks the topology; HAProxy's stats admin can even disable servers.\nSource: catalogue SEC-004; HAProxy manual §4.2 `stats auth`; Gixy-Next `status_page_exposed`.",
+        explain: "A status page without authentication leaks the topology; HAProxy's stats admin can even disable servers. HAProxy serves stats only in `mode http` (it ignores them in `mode tcp`), and a page served only on loopback addresses (HAProxy `bind`, nginx `listen`) is not reported; nginx locations inherit allow/deny and auth_basic from enclosing blocks.\nSource: catalogue SEC-004; HAProxy manual §4.2 `stats auth`; Gixy-Next `status_page_exposed`.",
         check: Check::Foreign {
             haproxy: Some(haproxy::sec_004),
             nginx: Some(nginx::sec_004),

@@ -37,6 +37,22 @@ fn factor(p: &HaproxyProxy) -> Option<(u64, &ballast_import::Directive)> {
     p.number("hash-balance-factor").filter(|(n, _)| *n > 0)
 }
 
+/// Whether the backend has a choice to make: with fewer than two servers in normal
+/// operation no algorithm can skew, pile up or hot-spot anything.
+fn balances(p: &HaproxyProxy) -> bool {
+    p.active_servers().nth(1).is_some()
+}
+
+/// What a client gets when the backend refuses it: an HTTP 503, or a closed connection in
+/// `mode tcp`.
+fn refusal(p: &HaproxyProxy) -> &'static str {
+    if p.http() {
+        "a 503"
+    } else {
+        "a closed connection"
+    }
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
@@ -44,7 +60,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 // ---- distribution skew ----
 
 pub fn skew_001(v: &HaproxyView, sink: &mut Sink) {
-    for (_, p) in v.backends() {
+    for (_, p) in v.backends().filter(|(_, p)| balances(p)) {
         if let Some(("source", d)) = p.balance() {
             let proxied = v
                 .facts
@@ -68,7 +84,7 @@ pub fn skew_001(v: &HaproxyView, sink: &mut Sink) {
 pub fn skew_005(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
         let alg = algorithm(v, p);
-        if matches!(alg, "hdr" | "url_param" | "rdp-cookie") {
+        if matches!(alg, "hdr" | "url_param" | "rdp-cookie") && balances(p) {
             let d = p.balance().map(|(_, d)| d);
             sink.emit_span(
                 d.and_then(span),
@@ -84,6 +100,9 @@ pub fn skew_006(v: &HaproxyView, sink: &mut Sink) {
         let Some(("source", d)) = p.balance() else {
             continue;
         };
+        if !balances(p) {
+            continue;
+        }
         let ht = p.setting("hash-type");
         let avalanche = match ht {
             Some(h) => {
@@ -242,14 +261,14 @@ pub fn skew_012(v: &HaproxyView, sink: &mut Sink) {
 
 pub fn skew_013(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
-        if algorithm(v, p) != "roundrobin" {
+        if algorithm(v, p) != "roundrobin" || !balances(p) {
             continue;
         }
         let tunnel = p.timeout("tunnel");
         if tunnel.is_some() || !p.http() {
             sink.emit_span(
                 tunnel.and_then(|(_, d)| span(d)).or_else(|| balance_span(p)),
-                format!("backend `{}` balances {} by roundrobin: it equalises connection counts, so long-lived connections pile up on the slowest servers", p.name, if tunnel.is_some() { "tunnels" } else { "TCP connections" }),
+                format!("backend `{}` balances {} by roundrobin: it hands out new connections in turn whatever each server still holds, so long-lived connections pile up on the slowest servers", p.name, if tunnel.is_some() { "tunnels" } else { "TCP connections" }),
                 "consider `balance leastconn` for long-lived connections",
             );
         }
@@ -295,9 +314,15 @@ pub fn conn_003(v: &HaproxyView, sink: &mut Sink) {
     let ulimit = v.facts.global("ulimit-n");
     let at = v.facts.global_header.clone();
     match (maxconn, ulimit) {
+        // HAProxy 2.6 raises its soft descriptor limit to the hard one and derives maxconn
+        // from that (`show info` reports Maxconn 9986 under `ulimit -Sn 1024 -Hn 20000`).
         (None, None) => sink.emit_span(
             at,
-            "no global maxconn and no ulimit-n: HAProxy derives its connection limit from the file-descriptor limit of wherever it runs (about 500 with `ulimit -n 1024`)",
+            if v.facts.version >= Version::new(2, 6, 0) {
+                "no global maxconn and no ulimit-n: HAProxy derives its connection limit from the hard file-descriptor limit (`ulimit -Hn`) of wherever it runs, about half of it: about 500 connections where that is 1,024, half a million where it is a million, so the same file admits very different loads on different machines"
+            } else {
+                "no global maxconn and no ulimit-n: HAProxy derives its connection limit from the file-descriptor limit of wherever it runs, about half of it (about 500 connections where `ulimit -n` is 1,024), so the same file admits very different loads on different machines"
+            },
             "set `maxconn` in `global` (and `ulimit-n` if the environment's limit is low)",
         ),
         (Some(m), Some(u)) => {
@@ -337,7 +362,7 @@ pub fn conn_004(v: &HaproxyView, sink: &mut Sink) {
         if hold < admitted {
             sink.emit_span(
                 Some(p.header.clone()),
-                format!("backend `{}` holds {} connections (servers' maxconn + maxqueue) but its frontends admit {}: the other {} get 503 at saturation", p.name, thousands(hold), thousands(admitted), thousands(admitted - hold)),
+                format!("backend `{}` holds {} connections (servers' maxconn + maxqueue) but its frontends admit {}: the other {} get {} at saturation", p.name, thousands(hold), thousands(admitted), thousands(admitted - hold), refusal(p)),
                 "raise the servers' maxconn/maxqueue or add servers, or lower the frontends' maxconn to what the backend can hold",
             );
         } else if active.len() > 1 && hold - largest < admitted {
@@ -358,14 +383,19 @@ pub fn conn_005(v: &HaproxyView, sink: &mut Sink) {
             .find(|s| s.number("maxconn").is_some_and(|m| m > 0));
         let Some(server) = limited else { continue };
         match p.timeout("queue") {
-            None => {
-                let connect = p.timeout("connect").map(|(t, _)| human(t));
-                sink.emit_span(
+            // Unset, HAProxy waits `timeout connect` in the queue; with neither, forever.
+            None => match p.timeout("connect").filter(|(t, _)| !t.is_zero()) {
+                Some((connect, _)) => sink.emit_span(
                     Some(server.span_of("maxconn")),
-                    format!("servers of backend `{}` have maxconn but there is no `timeout queue`: queued requests wait only `timeout connect` ({}) before a 503, so a brief saturation becomes errors", p.name, connect.as_deref().unwrap_or("unset")),
+                    format!("servers of backend `{}` have maxconn but there is no `timeout queue`: queued {} wait only `timeout connect` ({}) before {}, so a brief saturation becomes errors", p.name, if p.http() { "requests" } else { "connections" }, human(connect), refusal(p)),
                     "set `timeout queue` to how long a client may wait for a slot (and below timeout client)",
-                );
-            }
+                ),
+                None => sink.emit_span(
+                    Some(server.span_of("maxconn")),
+                    format!("servers of backend `{}` have maxconn but neither `timeout queue` nor `timeout connect` is set: when the servers are full, {} wait in the queue forever, holding their client connections until maxconn is exhausted", p.name, if p.http() { "requests" } else { "connections" }),
+                    "set `timeout queue` to how long a client may wait for a slot (below timeout client), and `timeout connect`",
+                ),
+            },
             Some((q, d)) => {
                 if let Some((c, _)) = v.client_timeout(i)
                     && q > c
@@ -384,6 +414,7 @@ pub fn conn_005(v: &HaproxyView, sink: &mut Sink) {
 pub fn conn_006(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
         if !hashes(algorithm(v, p))
+            || !balances(p)
             || factor(p).is_some()
             || p.setting("hash-preserve-affinity").is_some()
         {
@@ -457,7 +488,11 @@ pub fn tmo_001(v: &HaproxyView, sink: &mut Sink) {
 }
 
 pub fn tmo_002(v: &HaproxyView, sink: &mut Sink) {
-    for (i, p) in v.backends() {
+    // Only `mode tcp` runs the client's inactivity timeout while HAProxy retries: in HTTP
+    // mode the request has been read and the client is expected to send nothing, so the
+    // retries complete (measured on 2.6: `timeout client 1s`, three refused retries, a 503
+    // after 3s over HTTP, the connection closed after 1s in tcp mode).
+    for (i, p) in v.backends().filter(|(_, p)| !p.http()) {
         let Some((connect, cd)) = p.timeout("connect") else {
             continue;
         };
@@ -474,7 +509,7 @@ pub fn tmo_002(v: &HaproxyView, sink: &mut Sink) {
         {
             sink.emit_span(
                 retries.and_then(|(_, d)| span(d)).or_else(|| span(cd)),
-                format!("backend `{}`: {} retries of timeout connect {} take up to {} in the worst case, beyond timeout client {}: clients give up before the last retry", p.name, r, human(connect), human(worst), human(client)),
+                format!("backend `{}`: {} retries of timeout connect {} take up to {} in the worst case, beyond timeout client {}: the idle client is dropped before the last retry", p.name, r, human(connect), human(worst), human(client)),
                 "lower retries or timeout connect so that (retries+1) × connect fits in timeout client",
             );
         }
@@ -542,14 +577,48 @@ pub fn hc_003(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
         for s in p.servers.iter().filter(|s| s.check) {
             let inter = s.time("inter").unwrap_or(Duration::from_secs(2));
+            // HAProxy checks every `inter` while a server is fully up, every `fastinter`
+            // in transition (after a first failure until `fall`, after a first success
+            // until `rise`) and every `downinter` while fully down; unset, both are inter.
+            let fastinter = s.time("fastinter").unwrap_or(inter);
+            let downinter = s.time("downinter").unwrap_or(inter);
             let fall = s.number("fall").unwrap_or(3);
             let rise = s.number("rise").unwrap_or(2);
-            let detect = inter.saturating_mul(u32::try_from(fall).unwrap_or(u32::MAX));
+            let after_first = |first: Duration, count: u64| {
+                let more = u32::try_from(count.saturating_sub(1)).unwrap_or(u32::MAX);
+                first.saturating_add(fastinter.saturating_mul(more))
+            };
+            let detect = after_first(inter, fall);
             if detect > Duration::from_secs(30) {
+                let later = after_first(Duration::ZERO, fall);
+                let how = if fall > 1 && fastinter != inter {
+                    format!(
+                        "up to inter {} to the first failed check, then {} more at fastinter {}",
+                        human(inter),
+                        fall.saturating_sub(1),
+                        human(fastinter)
+                    )
+                } else {
+                    format!("inter {} × fall {fall}", human(inter))
+                };
+                let at = if later > inter && s.param("fastinter").is_some() {
+                    "fastinter"
+                } else {
+                    "inter"
+                };
                 sink.emit_span(
-                    Some(s.span_of("inter")),
-                    format!("server `{}` is declared down only after {} (inter {} × fall {fall}): requests keep failing on it meanwhile", s.name, human(detect), human(inter)),
-                    "keep inter × fall under about 10s (for example inter 2s fall 3)",
+                    Some(s.span_of(at)),
+                    format!("server `{}` is declared down only about {} after it fails ({how}): requests keep failing on it meanwhile", s.name, human(detect)),
+                    "keep the detection time under about 10s (for example inter 2s fall 3, or a short fastinter)",
+                );
+            }
+            let recover = after_first(downinter, rise);
+            if recover > Duration::from_secs(120) {
+                sink.emit_level(
+                    Severity::Info,
+                    Some(s.span_of(if s.param("downinter").is_some() { "downinter" } else { "inter" })),
+                    format!("server `{}` comes back only about {} after it recovers (up to downinter {} to the first good check, then {} more at fastinter {} for rise {rise}): the backend runs without it meanwhile", s.name, human(recover), human(downinter), rise.saturating_sub(1), human(fastinter)),
+                    "shorten downinter (or inter), or set a short fastinter",
                 );
             }
             if fall == 1 || rise == 1 {
@@ -634,7 +703,7 @@ pub fn hash_004(v: &HaproxyView, sink: &mut Sink) {
 
 pub fn hash_005(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
-        if !(p.consistent() && hashes(algorithm(v, p))) {
+        if !(p.consistent() && hashes(algorithm(v, p)) && balances(p)) {
             continue;
         }
         match factor(p) {
@@ -658,6 +727,7 @@ pub fn hash_006(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
         if let Some((w, d)) = p.balance()
             && (w.starts_with("hdr(") || w == "url_param")
+            && balances(p)
         {
             sink.emit_span(
                 span(d),
@@ -680,11 +750,54 @@ pub fn ops_001(v: &HaproxyView, sink: &mut Sink) {
         .proxies
         .iter()
         .any(|p| p.setting("load-server-state-from-file").is_some());
-    if !(state_file && loads) {
+    if state_file && loads {
+        return;
+    }
+    // The state is worth keeping when it differs from the file's: health learnt by checks
+    // (and a slowstart ramp), or weights and drains set at run time over an admin socket
+    // or the stats page's admin mode. Without any, a reload loses little: say so softly.
+    let servers = || v.facts.proxies.iter().flat_map(|p| &p.servers);
+    let checked = servers().any(|s| s.check || s.flag("agent-check"));
+    let ramped = servers().any(|s| s.param("slowstart").is_some());
+    let admin_socket = v.facts.global.iter().any(|d| {
+        d.name() == "stats"
+            && d.arg(0).is_some_and(|w| w.text == "socket")
+            && d.args()
+                .windows(2)
+                .any(|w| w[0].text == "level" && w[1].text == "admin")
+    });
+    let admin_page = v.facts.proxies.iter().any(|p| {
+        p.settings()
+            .any(|d| d.name() == "stats" && d.arg(0).is_some_and(|w| w.text == "admin"))
+    });
+    let mut kept = Vec::new();
+    if checked {
+        kept.push("health");
+    }
+    if ramped {
+        kept.push("slowstart ramps");
+    }
+    if admin_socket || admin_page {
+        kept.push("drains and weights set at run time");
+    }
+    let at = v
+        .facts
+        .global_header
+        .clone()
+        .or_else(|| v.facts.proxies.first().map(|p| p.header.clone()));
+    let fix = "set `server-state-file` in global and `load-server-state-from-file global` in defaults, and save the state (`show servers state` on the stats socket) before each reload";
+    if kept.is_empty() {
+        sink.emit_level(
+            Severity::Info,
+            at,
+            "no server-state-file with load-server-state-from-file: a reload starts every server from the file's settings (nothing here checks health or changes weights at run time, so little is lost today)",
+            fix,
+        );
+    } else {
         sink.emit_span(
-            v.facts.global_header.clone().or_else(|| v.facts.proxies.first().map(|p| p.header.clone())),
-            "no server-state-file with load-server-state-from-file: a reload forgets health, drain and weights, so drained or failed servers come back into rotation",
-            "set `server-state-file` in global and `load-server-state-from-file global` in defaults, and save the state before each reload",
+            at,
+            format!("no server-state-file with load-server-state-from-file: a reload forgets {}, so failed or drained servers come back into rotation", kept.join(", ")),
+            fix,
         );
     }
 }
@@ -693,23 +806,42 @@ pub fn ops_002(v: &HaproxyView, sink: &mut Sink) {
     if v.facts.global("hard-stop-after").is_some() {
         return;
     }
-    // A `defaults` line is inherited by many proxies: report it once.
-    let mut seen = Vec::new();
+    // A `defaults` line is inherited by many proxies: report it once, saying the worst of
+    // what it does to any of them.
+    let mut lines: Vec<(&ballast_import::Directive, bool)> = Vec::new();
     for (_, p) in v.proxies() {
-        let long = ["tunnel", "client"]
-            .iter()
-            .filter_map(|t| p.timeout(t))
-            .find(|(t, _)| *t > Duration::from_secs(300));
-        if let Some((t, d)) = long
-            && !seen.contains(&d.span)
-        {
-            seen.push(d.span.clone());
-            sink.emit_span(
-                span(d),
-                format!("{} of {} and no hard-stop-after: after each reload the old process lives on with its connections, piling up memory, descriptors and connections to the servers", d.text(), human(t)),
-                "set `hard-stop-after` in global (for example 30m)",
-            );
+        // What keeps an old process alive is an established connection: `timeout tunnel`
+        // governs those once set (it supersedes client and server), else timeout client.
+        // Over HTTP a soft-stop closes idle keep-alive connections at once (measured on
+        // 2.6: the old process left within 0.1s despite `timeout client 30m`), so there
+        // only tunnels (WebSocket, CONNECT) stay, on timeout client when no tunnel is set.
+        let (tunnel, (t, d)) = match p.timeout("tunnel") {
+            Some(t) => (true, t),
+            None => match p.timeout("client") {
+                Some(t) => (false, t),
+                None => continue,
+            },
+        };
+        if t <= Duration::from_secs(300) {
+            continue;
         }
+        let every_connection = tunnel || !p.http();
+        match lines.iter_mut().find(|(l, _)| l.span == d.span) {
+            Some((_, all)) => *all |= every_connection,
+            None => lines.push((d, every_connection)),
+        }
+    }
+    for (d, every_connection) in lines {
+        let what = if every_connection {
+            "its connections"
+        } else {
+            "its tunnels (WebSocket and CONNECT use timeout client when no `timeout tunnel` is set)"
+        };
+        sink.emit_span(
+            span(d),
+            format!("`{}` and no hard-stop-after: after each reload the old process lives on as long as {what} do, piling up memory, descriptors and connections to the servers", d.text()),
+            "set `hard-stop-after` in global (for example 30m)",
+        );
     }
 }
 
@@ -719,7 +851,7 @@ pub fn ops_005(v: &HaproxyView, sink: &mut Sink) {
         for s in p
             .servers
             .iter()
-            .filter(|s| s.is_fqdn() && s.param("resolvers").is_none())
+            .filter(|s| needs_resolving(s) && s.param("resolvers").is_none())
         {
             // A server-template's servers share one line: report it once.
             if reported == Some(&s.span) {
@@ -733,6 +865,28 @@ pub fn ops_005(v: &HaproxyView, sink: &mut Sink) {
             );
         }
     }
+}
+
+/// Whether a server's address is a name whose address can change: not an IP, not a socket,
+/// and not `localhost` (RFC 6761: it always means this machine).
+fn needs_resolving(s: &HaproxyServer) -> bool {
+    if !s.is_fqdn() {
+        return false;
+    }
+    let t = s.address.text.as_str();
+    // `ipv4@name` and `ipv6@name` are resolved; other prefixes (`abns@`, `sockpair@`, `fd@`)
+    // are not network addresses.
+    let t = match t.split_once('@') {
+        Some(("ipv4" | "ipv6" | "tcp" | "tcp4" | "tcp6", rest)) => rest,
+        Some(_) => return false,
+        None => t,
+    };
+    let host = t
+        .rsplit_once(':')
+        .map_or(t, |(h, _)| h)
+        .to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    host != "localhost" && !host.ends_with(".localhost")
 }
 
 pub fn ops_006(v: &HaproxyView, sink: &mut Sink) {
@@ -787,41 +941,92 @@ pub fn sec_002(v: &HaproxyView, sink: &mut Sink) {
 }
 
 pub fn sec_003(v: &HaproxyView, sink: &mut Sink) {
-    let weak = |t: &str| matches!(t, "SSLv3" | "TLSv1.0" | "TLSv1.1");
-    let report = |at, what: &str, sink: &mut Sink| {
+    // HAProxy itself refuses other spellings than `TLSv1.0`; matching without case still
+    // reads what the file means.
+    let weak = |t: &str| {
+        ["SSLv3", "TLSv1.0", "TLSv1.1"]
+            .iter()
+            .any(|w| w.eq_ignore_ascii_case(t))
+    };
+    let allows_old = |args: &[ballast_import::Word]| -> Option<&'static str> {
+        args.windows(2)
+            .find_map(|w| {
+                let key = match w[0].text.as_str() {
+                    "ssl-min-ver" => "ssl-min-ver",
+                    "ssl-max-ver" => "ssl-max-ver",
+                    _ => return None,
+                };
+                weak(&w[1].text).then_some(key)
+            })
+            .or_else(|| {
+                args.iter()
+                    .find(|w| {
+                        ["force-sslv3", "force-tlsv10", "force-tlsv11"]
+                            .iter()
+                            .any(|f| f.eq_ignore_ascii_case(&w.text))
+                    })
+                    .map(|_| "force")
+            })
+    };
+    let report = |at, what: &str, key: &str, sink: &mut Sink| {
+        let only = if key == "ssl-max-ver" { "only " } else { "" };
         sink.emit_span(
             at,
-            format!("{what} allows TLS versions below 1.2, which are broken"),
-            "use `ssl-min-ver TLSv1.2`",
+            format!("{what} allows {only}TLS versions below 1.2, which are broken"),
+            "use `ssl-min-ver TLSv1.2` (and no ssl-max-ver or force- option below it)",
         );
     };
     for d in &v.facts.global {
         if d.name().starts_with("ssl-default-")
-            && d.args()
-                .windows(2)
-                .any(|w| w[0].text == "ssl-min-ver" && weak(&w[1].text))
+            && let Some(key) = allows_old(d.args())
         {
-            report(span(d), d.name(), sink);
+            report(span(d), d.name(), key, sink);
         }
     }
     for p in &v.facts.proxies {
         for b in &p.binds {
-            let args = b.args();
-            if args
-                .windows(2)
-                .any(|w| w[0].text == "ssl-min-ver" && weak(&w[1].text))
-                || args
-                    .iter()
-                    .any(|w| w.text == "force-tlsv10" || w.text == "force-tlsv11")
-            {
-                report(span(b), "this bind", sink);
+            if let Some(key) = allows_old(b.args()) {
+                report(span(b), "this bind", key, sink);
             }
         }
     }
 }
 
+/// Whether a `bind` address is reachable from this machine only (loopback or a unix socket).
+fn loopback(addr: &str) -> bool {
+    if addr.starts_with('/') || addr.starts_with("unix@") || addr.starts_with("abns@") {
+        return true;
+    }
+    let addr = addr.trim_start_matches("ipv4@").trim_start_matches("ipv6@");
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => addr,
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn sec_004(v: &HaproxyView, sink: &mut Sink) {
-    for (_, p) in v.proxies() {
+    for (i, p) in v.proxies() {
+        // HAProxy ignores `stats` outside `mode http` (and says so at start-up).
+        if !p.http() {
+            continue;
+        }
+        // Served only on loopback addresses: only this machine reaches the page.
+        let binds: Vec<&ballast_import::Directive> = if p.is_frontend() {
+            p.binds.iter().collect()
+        } else {
+            v.feeders(i).flat_map(|f| &f.binds).collect()
+        };
+        if !binds.is_empty()
+            && binds
+                .iter()
+                .all(|b| b.arg(0).is_some_and(|w| loopback(&w.text)))
+        {
+            continue;
+        }
         let stats = |w: &str| {
             p.settings()
                 .find(|d| d.name() == "stats" && d.arg(0).is_some_and(|a| a.text == w))

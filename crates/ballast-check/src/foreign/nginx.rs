@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use ballast_core::Severity;
-use ballast_import::Version;
-use ballast_import::facts::{NginxServer, Upstream, is_host_name, last, walk};
+use ballast_import::facts::{NginxServer, ProxyPass, Upstream, is_host_name, last, walk};
+use ballast_import::nginx::Node;
+use ballast_import::{Directive, Version};
 
 use super::{NginxView, looks_like_cache, span};
 use crate::Sink;
@@ -54,7 +55,13 @@ fn client_chosen(key: &str) -> bool {
 // ---- distribution skew ----
 
 pub fn skew_001(v: &NginxView, sink: &mut Sink) {
-    let realip = v.http("set_real_ip_from").is_some() || v.http("real_ip_header").is_some();
+    // realip may be set in `http`, `server` or `location`: any of them tells nginx the
+    // real client address somewhere.
+    let mut all = Vec::new();
+    walk(&v.facts.tree, &mut all);
+    let realip = all
+        .iter()
+        .any(|(d, _)| matches!(d.name(), "set_real_ip_from" | "real_ip_header"));
     for u in &v.upstreams {
         let Some(d) = u.method() else { continue };
         let on_address = d.name() == "ip_hash"
@@ -97,7 +104,16 @@ pub fn skew_003(v: &NginxView, sink: &mut Sink) {
                 .iter()
                 .filter(|n| n.directive.name() == "listen")
                 .collect();
-            if !listens.is_empty()
+            // `set_real_ip_from unix:` trusts the proxy on the socket: the realip module
+            // then replaces the connection's address, which ip_hash reads.
+            let real_ip = pass.levels.iter().any(|b| {
+                b.iter().any(|n| {
+                    n.directive.name() == "set_real_ip_from"
+                        && n.directive.arg(0).is_some_and(|w| w.text == "unix:")
+                })
+            });
+            if !real_ip
+                && !listens.is_empty()
                 && listens.iter().all(|n| {
                     n.directive
                         .arg(0)
@@ -107,7 +123,7 @@ pub fn skew_003(v: &NginxView, sink: &mut Sink) {
                 sink.emit_span(
                     span(d),
                     format!("upstream `{}` uses ip_hash but is reached from a server listening only on a unix socket: every client has the same pseudo address, so one server takes all requests", u.name.text),
-                    "hash on a header the proxy in front sets (`hash $http_x_forwarded_for consistent;`) or use round-robin",
+                    "take the client address from the proxy in front (`set_real_ip_from unix:;` with `real_ip_header X-Forwarded-For;`), or use round-robin",
                 );
                 break;
             }
@@ -283,8 +299,13 @@ pub fn conn_012(v: &NginxView, sink: &mut Sink) {
             .filter_map(|s| s.number("max_conns"))
             .fold(0u64, u64::saturating_add);
         let mut msg = format!(
-            "upstream `{}` limits servers with max_conns and has no queue: at saturation nginx fails at once with 502 \"no live upstreams\"",
-            u.name.text
+            "upstream `{}` limits servers with max_conns and has no queue: at saturation nginx fails at once with \"no live upstreams\" ({})",
+            u.name.text,
+            if u.context == "stream" {
+                "the connection is closed"
+            } else {
+                "502"
+            }
         );
         if !unlimited && sum < v.capacity() {
             msg.push_str(&format!(
@@ -293,8 +314,33 @@ pub fn conn_012(v: &NginxView, sink: &mut Sink) {
                 thousands(v.capacity())
             ));
         }
-        sink.emit_span(span(u.directive), msg, "size max_conns for the expected concurrency, and make the clients retry 502 with backoff");
+        let fix = if u.context == "stream" {
+            "size max_conns for the expected concurrency, and make the clients reconnect with backoff"
+        } else {
+            "size max_conns for the expected concurrency, and make the clients retry 502 with backoff"
+        };
+        sink.emit_span(span(u.directive), msg, fix);
     }
+}
+
+/// The `Connection` header a `proxy_pass` sends, as set by the `proxy_set_header`s in force.
+fn connection_header<'a>(pass: &ProxyPass<'a>) -> Option<&'a ballast_import::Word> {
+    pass.effective_all("proxy_set_header")
+        .into_iter()
+        .rev()
+        .find(|d| {
+            d.arg(0)
+                .is_some_and(|w| w.text.eq_ignore_ascii_case("connection"))
+        })
+        .and_then(|d| d.arg(1))
+}
+
+/// Whether a location passes the client's upgrade on (`Connection upgrade`, or a `map` such
+/// as `$connection_upgrade`): an upgraded connection is a tunnel, never reused, so upstream
+/// keepalive does not apply to it.
+fn is_websocket(pass: &ProxyPass) -> bool {
+    connection_header(pass)
+        .is_some_and(|w| w.text.eq_ignore_ascii_case("upgrade") || w.text.starts_with('$'))
 }
 
 pub fn conn_013(v: &NginxView, sink: &mut Sink) {
@@ -307,7 +353,7 @@ pub fn conn_013(v: &NginxView, sink: &mut Sink) {
             .iter()
             .position(|n| n.directive.name() == "keepalive");
         let Some(k) = keepalive else {
-            if v.passes_to(&u.name.text).next().is_some() {
+            if v.passes_to(&u.name.text).any(|p| !is_websocket(p)) {
                 sink.emit_span(
                     span(u.directive),
                     format!("upstream `{}` has no keepalive: before nginx 1.29.7 every request opens a new connection to a server, piling up TIME_WAIT and exhausting ephemeral ports", u.name.text),
@@ -334,17 +380,33 @@ pub fn conn_013(v: &NginxView, sink: &mut Sink) {
                 .effective("proxy_http_version")
                 .and_then(|d| d.arg(0))
                 .is_some_and(|w| w.text == "1.1");
-            let connection_cleared = pass.effective_all("proxy_set_header").iter().any(|d| {
-                d.arg(0)
-                    .is_some_and(|w| w.text.eq_ignore_ascii_case("connection"))
-                    && d.arg(1).is_some_and(|w| {
-                        w.text.is_empty() || w.text.eq_ignore_ascii_case("keep-alive")
+            let connection = connection_header(pass);
+            let connection_cleared = connection
+                .is_some_and(|w| w.text.is_empty() || w.text.eq_ignore_ascii_case("keep-alive"));
+            let websocket = is_websocket(pass);
+            // proxy_set_header is inherited only by blocks with none of their own: a
+            // `Connection ""` further out is lost as soon as the location sets any header.
+            let lost_outer = !connection_cleared
+                && pass.levels.iter().any(|b| {
+                    b.iter().any(|n| {
+                        n.directive.name() == "proxy_set_header"
+                            && n.directive
+                                .arg(0)
+                                .is_some_and(|w| w.text.eq_ignore_ascii_case("connection"))
+                            && n.directive.arg(1).is_some_and(|w| w.text.is_empty())
                     })
-            });
-            if !http11 || !connection_cleared {
+                });
+            if !http11 || !(connection_cleared || websocket) {
+                let why = if !http11 {
+                    "speaks HTTP/1.0 to it"
+                } else if lost_outer {
+                    "does not clear the Connection header (it sets proxy_set_header of its own, so the outer `proxy_set_header Connection \"\"` is not inherited)"
+                } else {
+                    "does not clear the Connection header"
+                };
                 sink.emit_span(
                     span(pass.directive),
-                    format!("upstream `{}` has keepalive but this location {}: before 1.29.7 the connections are not reused", u.name.text, if http11 { "does not clear the Connection header" } else { "speaks HTTP/1.0 to it" }),
+                    format!("upstream `{}` has keepalive but this location {why}: before 1.29.7 the connections are not reused", u.name.text),
                     "add `proxy_http_version 1.1;` and `proxy_set_header Connection \"\";` here",
                 );
             }
@@ -385,6 +447,7 @@ pub fn tmo_003(v: &NginxView, sink: &mut Sink) {
         if n < 3 {
             continue;
         }
+        let stream = u.context == "stream";
         for pass in v.passes_to(&u.name.text) {
             let tries = pass
                 .effective("proxy_next_upstream_tries")
@@ -396,10 +459,21 @@ pub fn tmo_003(v: &NginxView, sink: &mut Sink) {
             let off = pass
                 .effective("proxy_next_upstream")
                 .is_some_and(|d| d.arg(0).is_some_and(|w| w.text == "off"));
-            if tries == 0 && limit.is_zero() && !off {
-                let connect = pass
-                    .time("proxy_connect_timeout")
-                    .map_or(Duration::from_secs(60), |(t, _)| t);
+            if tries != 0 || !limit.is_zero() || off {
+                continue;
+            }
+            let connect = pass
+                .time("proxy_connect_timeout")
+                .map_or(Duration::from_secs(60), |(t, _)| t);
+            if stream {
+                // The stream module moves on only when connecting fails: once connected,
+                // the session stays with that server.
+                sink.emit_span(
+                    span(pass.directive),
+                    format!("connections to upstream `{}` may try all {n} servers in turn when connecting fails (proxy_next_upstream_tries and _timeout unset): up to {} (proxy_connect_timeout {} × {n}) before the client is connected or dropped", u.name.text, human(connect.saturating_mul(n)), human(connect)),
+                    "set `proxy_next_upstream_tries 2;` and `proxy_next_upstream_timeout 10s;` (or a shorter proxy_connect_timeout)",
+                );
+            } else {
                 let read = pass
                     .time("proxy_read_timeout")
                     .map_or(Duration::from_secs(60), |(t, _)| t);
@@ -428,8 +502,26 @@ pub fn tmo_004(v: &NginxView, sink: &mut Sink) {
 
 // ---- health ----
 
+/// Whether nginx treats the upstream as a single server: one primary `server` line (`down`
+/// included, backups not). nginx never marks that server failed, so max_fails and the
+/// responses counted as failures do not apply to it. (A host name resolving to several
+/// addresses would be several servers; like the model, a line counts as one.)
+fn single(u: &Upstream) -> bool {
+    u.servers().filter(|s| !s.flag("backup")).count() == 1
+}
+
+/// What clients get when no server of the upstream is live: 502s over HTTP, closed
+/// connections in `stream`.
+fn refusals(u: &Upstream) -> &'static str {
+    if u.context == "stream" {
+        "closed connections"
+    } else {
+        "502s"
+    }
+}
+
 pub fn hc_004(v: &NginxView, sink: &mut Sink) {
-    for u in &v.upstreams {
+    for u in v.upstreams.iter().filter(|u| !single(u)) {
         let servers: Vec<NginxServer> = u.servers().filter(|s| !s.flag("down")).collect();
         if servers.is_empty() {
             continue;
@@ -443,7 +535,7 @@ pub fn hc_004(v: &NginxView, sink: &mut Sink) {
         {
             sink.emit_span(
                 span(u.directive),
-                format!("upstream `{}` has {} servers on the defaults max_fails=1 fail_timeout=10s: one error takes a server out for 10s, and a correlated blip gives \"no live upstreams\" 502s", u.name.text, servers.len()),
+                format!("upstream `{}` has {} servers on the defaults max_fails=1 fail_timeout=10s: one error takes a server out for 10s, and a correlated blip gives \"no live upstreams\" {}", u.name.text, servers.len(), refusals(u)),
                 "set max_fails=3 fail_timeout=10s (or more servers)",
             );
         }
@@ -474,6 +566,7 @@ pub fn hc_005(v: &NginxView, sink: &mut Sink) {
             continue;
         };
         if codes.is_empty()
+            || single(u)
             || seen.contains(&d.span)
             || u.servers().all(|s| s.number("max_fails") == Some(0))
         {
@@ -490,22 +583,20 @@ pub fn hc_005(v: &NginxView, sink: &mut Sink) {
 
 pub fn hc_006(v: &NginxView, sink: &mut Sink) {
     for u in &v.upstreams {
-        let all: Vec<NginxServer> = u.servers().collect();
-        let live: Vec<&NginxServer> = all
-            .iter()
-            .filter(|s| !s.flag("down") && !s.flag("backup"))
-            .collect();
-        if live.len() != 1 || all.len() < 2 {
+        // nginx counts the primary servers (`down` ones included, backups not) to decide
+        // whether an upstream is a single server that is never marked failed.
+        let primary: Vec<NginxServer> = u.servers().filter(|s| !s.flag("backup")).collect();
+        let live = primary.iter().filter(|s| !s.flag("down")).count();
+        let Some(placeholder) = primary.iter().find(|s| s.flag("down")) else {
+            continue;
+        };
+        if live != 1 {
             continue;
         }
-        let extra = all
-            .iter()
-            .find(|s| s.flag("down") || s.flag("backup"))
-            .expect("len ≥ 2");
         sink.emit_span(
-            span(extra.directive),
-            format!("upstream `{}` has one live server next to down or backup entries: nginx no longer treats it as a single server, so one error marks it failed and gives \"no live upstreams\" for fail_timeout", u.name.text),
-            "remove placeholder `down` entries, or add a second live server",
+            span(placeholder.directive),
+            format!("upstream `{}` has one live server next to `down` entries: nginx no longer treats it as a single server, so one error marks it failed and gives \"no live upstreams\" for fail_timeout", u.name.text),
+            "remove the placeholder `down` entries, or add a second live server",
         );
     }
 }
@@ -599,11 +690,21 @@ pub fn ops_003(v: &NginxView, sink: &mut Sink) {
     }
 }
 
+/// Whether `host[:port]` names this machine (RFC 6761: `localhost` never changes address).
+fn is_localhost(host_port: &str) -> bool {
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(h, _)| h)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
 pub fn ops_004(v: &NginxView, sink: &mut Sink) {
     for u in &v.upstreams {
         for s in u
             .servers()
-            .filter(|s| s.is_hostname() && !s.flag("resolve"))
+            .filter(|s| s.is_hostname() && !is_localhost(s.address()) && !s.flag("resolve"))
         {
             sink.emit_span(
                 span(s.directive),
@@ -620,7 +721,7 @@ pub fn ops_004(v: &NginxView, sink: &mut Sink) {
             continue;
         }
         let host = name.rsplit_once(':').map_or(name, |(h, _)| h);
-        if is_host_name(name) && host != "localhost" {
+        if is_host_name(name) && !is_localhost(name) {
             sink.emit_span(span(pass.directive), format!("proxy_pass to the host name `{host}` is resolved once at start-up: a changed address is never seen"), "use a variable with a `resolver`, or an upstream with `resolve`");
         }
     }
@@ -649,7 +750,12 @@ pub fn sec_003(v: &NginxView, sink: &mut Sink) {
     {
         if d.args()
             .iter()
-            .any(|w| matches!(w.text.as_str(), "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1"))
+            // nginx reads protocol names without case (`tlsv1` is TLSv1).
+            .any(|w| {
+                ["SSLv2", "SSLv3", "TLSv1", "TLSv1.1"]
+                    .iter()
+                    .any(|old| old.eq_ignore_ascii_case(&w.text))
+            })
         {
             sink.emit_span(
                 span(d),
@@ -663,14 +769,65 @@ pub fn sec_003(v: &NginxView, sink: &mut Sink) {
     }
 }
 
+/// Each `stub_status` with the blocks around it, outermost first (`http`, `server`,
+/// `location`...).
+fn stub_statuses<'a>(
+    nodes: &'a [Node],
+    chain: &mut Vec<&'a [Node]>,
+    out: &mut Vec<(&'a Directive, Vec<&'a [Node]>)>,
+) {
+    chain.push(nodes);
+    for n in nodes {
+        if n.directive.name() == "stub_status" {
+            out.push((&n.directive, chain.clone()));
+        }
+        if let Some(b) = &n.block {
+            stub_statuses(b, chain, out);
+        }
+    }
+    chain.pop();
+}
+
+/// Whether an nginx `listen` address is reachable from this machine only.
+fn local_listen(d: &Directive) -> bool {
+    let Some(a) = d.arg(0) else { return false };
+    let a = a.text.as_str();
+    if a.starts_with("unix:") {
+        return true;
+    }
+    let host = match a.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => a,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn sec_004(v: &NginxView, sink: &mut Sink) {
-    let mut all = Vec::new();
-    walk(&v.facts.tree, &mut all);
-    for (d, block) in all.iter().filter(|(d, _)| d.name() == "stub_status") {
-        let guarded = last(block, "allow").is_some()
-            || last(block, "deny").is_some()
-            || last(block, "auth_basic").is_some();
-        if !guarded {
+    let mut found = Vec::new();
+    stub_statuses(&v.facts.tree, &mut Vec::new(), &mut found);
+    for (d, chain) in found {
+        // allow/deny and auth_basic are inherited by blocks that set none of their own: a
+        // rule in any enclosing block guards the page.
+        let guarded = chain.iter().any(|b| {
+            last(b, "allow").is_some()
+                || last(b, "deny").is_some()
+                || last(b, "auth_basic").is_some()
+        });
+        // Served by a server that listens on loopback addresses only: only this machine
+        // reaches it. The `server` block is the one holding `listen`s.
+        let local = chain.iter().rev().find_map(|b| {
+            let listens: Vec<&Directive> = b
+                .iter()
+                .filter(|n| n.directive.name() == "listen")
+                .map(|n| &n.directive)
+                .collect();
+            (!listens.is_empty()).then(|| listens.iter().all(|l| local_listen(l)))
+        });
+        if !guarded && local != Some(true) {
             sink.emit_span(span(d), "stub_status without allow/deny: anyone who reaches it reads the connection counters", "add `allow 127.0.0.1; deny all;` to the location");
         }
     }
