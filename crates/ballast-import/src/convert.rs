@@ -72,7 +72,10 @@ pub struct Summary {
 
 /// Converts an imported HAProxy or nginx configuration to a native ballast file, or says why
 /// it cannot (diagnostics located in the input file, with the option that resolves each).
-pub fn convert(imported: &Imported, options: &ConvertOptions) -> Result<Converted, Vec<Diagnostic>> {
+pub fn convert(
+    imported: &Imported,
+    options: &ConvertOptions,
+) -> Result<Converted, Vec<Diagnostic>> {
     let lb = match imported.format {
         Format::Haproxy => "HAProxy",
         Format::Nginx => "nginx",
@@ -154,7 +157,11 @@ impl Writer<'_> {
     }
 
     fn span(&self, path: &str) -> Option<std::ops::Range<usize>> {
-        self.imported.loaded.spans.value(path).or_else(|| self.imported.loaded.spans.key(path))
+        self.imported
+            .loaded
+            .spans
+            .value(path)
+            .or_else(|| self.imported.loaded.spans.key(path))
     }
 
     /// `line N: <the line as written>` for a model path that came from the file.
@@ -162,7 +169,10 @@ impl Writer<'_> {
         let span = self.span(path)?;
         let source = &self.imported.loaded.source;
         let line = source.line_col(span.start).line;
-        Some(format!("line {line}: {}", quote_line(source.line_text(line))))
+        Some(format!(
+            "line {line}: {}",
+            quote_line(source.line_text(line))
+        ))
     }
 
     /// Nothing to balance: refused, since a native file needs pools with servers.
@@ -269,7 +279,11 @@ impl Writer<'_> {
         for (pname, pool) in &self.config.pools {
             for (i, s) in pool.servers.iter().enumerate() {
                 if !valid_host_port(&s.address) {
-                    found.push((format!("pools.{pname}.servers[{i}]"), s.name.clone(), s.address.clone()));
+                    found.push((
+                        format!("pools.{pname}.servers[{i}]"),
+                        s.name.clone(),
+                        s.address.clone(),
+                    ));
                 }
             }
         }
@@ -293,7 +307,12 @@ impl Writer<'_> {
     /// `--listen`: a listener for every pool no listener routes to, on consecutive ports.
     /// Without it, a file with no listener at all is refused (native ballast needs one).
     fn add_listeners(&mut self, listen: Option<SocketAddr>) {
-        let routed: BTreeSet<&str> = self.config.listeners.values().map(|l| l.pool.as_str()).collect();
+        let routed: BTreeSet<&str> = self
+            .config
+            .listeners
+            .values()
+            .map(|l| l.pool.as_str())
+            .collect();
         let unrouted: Vec<String> = self
             .config
             .pools
@@ -304,8 +323,13 @@ impl Writer<'_> {
         let Some(first) = listen else {
             if self.config.listeners.is_empty() && !self.config.pools.is_empty() {
                 let (what, pools) = match self.imported.format {
-                    Format::Haproxy => ("no frontend or listen section binds an address", "backend"),
-                    _ => ("no server block listens and passes to an upstream (an included fragment?)", "upstream"),
+                    Format::Haproxy => {
+                        ("no frontend or listen section binds an address", "backend")
+                    }
+                    _ => (
+                        "no server block listens and passes to an upstream (an included fragment?)",
+                        "upstream",
+                    ),
                 };
                 self.errors.push(
                     Diagnostic::error(format!(
@@ -431,7 +455,10 @@ impl Writer<'_> {
                 e.base_ejection = base.unwrap_or(e.base_ejection);
             }
             for (i, s) in pool.servers.iter_mut().enumerate() {
-                cap(&mut s.queue_timeout, format!("{p}.servers[{i}].queue_timeout"));
+                cap(
+                    &mut s.queue_timeout,
+                    format!("{p}.servers[{i}].queue_timeout"),
+                );
                 cap(&mut s.slow_start, format!("{p}.servers[{i}].slow_start"));
             }
         }
@@ -467,7 +494,7 @@ impl Writer<'_> {
                 found.push((
                     format!("{p}.emulate"),
                     format!(
-                        "{}, exactly: `ballast serve` and `simulate` run this emulation; `algorithm` is the nearest native one, read only by `ballast check`'s rules",
+                        "{}, emulated exactly by `ballast serve` and `simulate`; `algorithm` is the nearest native one, for `ballast check`'s rules",
                         e.describe()
                     ),
                 ));
@@ -548,8 +575,8 @@ impl Writer<'_> {
         }
         self.summary.not_translated = notes.len();
         // (keyword, reason) -> members (line, directive text), in order of first appearance.
-        let mut groups: Vec<((String, String), Vec<(Option<usize>, String)>)> = Vec::new();
-        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        let mut groups: Vec<(NoteGroup, Vec<NoteMember>)> = Vec::new();
+        let mut index: HashMap<NoteGroup, usize> = HashMap::new();
         for n in notes {
             let line = n.span.as_ref().map(|s| source.line_col(s.start).line);
             let (key, text) = match not_modelled_parts(&n.message) {
@@ -573,11 +600,13 @@ impl Writer<'_> {
         let _ = writeln!(
             out,
             "#\n# Not translated: {} directive{} of {} {} no counterpart in this file, so ballast\n\
-             # does not do what they do. Review each before switching.",
+             # does not do what {} {}. Review each before switching.",
             notes.len(),
             if notes.len() == 1 { "" } else { "s" },
             sanitize(&source.path.display().to_string()),
             if notes.len() == 1 { "has" } else { "have" },
+            if notes.len() == 1 { "it" } else { "they" },
+            if notes.len() == 1 { "does" } else { "do" },
         );
         for ((keyword, why), members) in groups {
             if keyword.is_empty() {
@@ -608,6 +637,11 @@ impl Writer<'_> {
         }
     }
 }
+
+/// Notes listed together: the directive's keyword and the reason it is not modelled.
+type NoteGroup = (String, String);
+/// One note of a group: its line, when located, and the directive as written.
+type NoteMember = (Option<usize>, String);
 
 /// A list of line numbers, wrapped into comment lines.
 fn wrap_list(items: &[String]) -> String {
@@ -884,7 +918,9 @@ fn write_comments(out: &mut String, lines: Option<&Vec<String>>) {
         }
         let mut current = String::new();
         for word in line.split(' ') {
-            if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > COMMENT_WIDTH {
+            if !current.is_empty()
+                && current.chars().count() + 1 + word.chars().count() > COMMENT_WIDTH
+            {
                 let _ = writeln!(out, "# {current}");
                 current = String::from(" ");
             }
@@ -934,8 +970,7 @@ fn header(path: &[(String, Option<usize>)]) -> String {
 /// A key, bare when TOML allows it, else quoted.
 fn toml_key(k: &str) -> String {
     if !k.is_empty()
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         k.to_string()
@@ -1038,7 +1073,11 @@ backend app
         let imported = import("lb.cfg", HAPROXY);
         let c = convert_ok(&imported, &ConvertOptions::default());
         let native = reload(&c);
-        assert_eq!(native, imported.loaded.config, "the model changed:\n{}", c.text);
+        assert_eq!(
+            native, imported.loaded.config,
+            "the model changed:\n{}",
+            c.text
+        );
         let pool = &native.pools["app"];
         assert_eq!(pool.emulate, Some(Emulation::HaproxyRoundrobin));
         let weights: Vec<u32> = pool.servers.iter().map(|s| s.weight).collect();
@@ -1047,24 +1086,49 @@ backend app
         assert_eq!(pool.servers[1].max_connections, Some(20));
         let health = pool.health.as_ref().expect("health check kept");
         assert_eq!(health.path, "/healthz");
-        assert_eq!(pool.connect_timeout.map(|d| d.0), Some(Duration::from_secs(3)));
+        assert_eq!(
+            pool.connect_timeout.map(|d| d.0),
+            Some(Duration::from_secs(3))
+        );
         // Each server names its line; the pool says its algorithm is emulated.
         let above = comments_above(&c.text, "name = \"web2\"");
         assert!(
-            above.iter().any(|l| l.starts_with("# line 16: server web2 10.0.0.2:80")),
+            above
+                .iter()
+                .any(|l| l.starts_with("# line 16: server web2 10.0.0.2:80")),
             "{above:?}"
         );
         let above = comments_above(&c.text, "[pools.app]");
-        assert!(above.iter().any(|l| l.starts_with("# line 12: backend app")), "{above:?}");
+        assert!(
+            above
+                .iter()
+                .any(|l| l.starts_with("# line 12: backend app")),
+            "{above:?}"
+        );
         let above = comments_above(&c.text, "emulate = { lb = \"haproxy-roundrobin\" }");
-        assert!(above.iter().any(|l| l.contains("HAProxy balance roundrobin, exactly")), "{above:?}");
+        assert!(
+            above
+                .iter()
+                .any(|l| l.contains("HAProxy balance roundrobin, emulated exactly")),
+            "{above:?}"
+        );
         let above = comments_above(&c.text, "[listeners.web]");
-        assert!(above.iter().any(|l| l.starts_with("# line 9: bind :8080")), "{above:?}");
+        assert!(
+            above.iter().any(|l| l.starts_with("# line 9: bind :8080")),
+            "{above:?}"
+        );
         // What does not translate is listed with its line.
-        assert!(c.text.contains("#     line 6: option httplog"), "{}", c.text);
+        assert!(
+            c.text.contains("#     line 6: option httplog"),
+            "{}",
+            c.text
+        );
         assert_eq!(c.summary.not_translated, imported.notes.len());
         assert!(c.summary.not_translated > 0);
-        assert_eq!((c.summary.listeners, c.summary.pools, c.summary.servers), (1, 1, 3));
+        assert_eq!(
+            (c.summary.listeners, c.summary.pools, c.summary.servers),
+            (1, 1, 3)
+        );
     }
 
     #[test]
@@ -1072,12 +1136,22 @@ backend app
         let imported = import("lb.cfg", HAPROXY);
         let c = convert_ok(&imported, &ConvertOptions::default());
         let pool = &reload(&c).pools["app"];
-        let spare = pool.servers.iter().find(|s| s.name == "spare").expect("spare kept");
+        let spare = pool
+            .servers
+            .iter()
+            .find(|s| s.name == "spare")
+            .expect("spare kept");
         assert!(spare.backup);
         assert!(!pool.servers[0].backup);
         // HAProxy without `option allbackups` sends to the first backup only.
         assert_eq!(pool.backups, BackupMode::First);
-        let with_all = import("lb.cfg", &HAPROXY.replace("    balance roundrobin\n", "    balance roundrobin\n    option allbackups\n"));
+        let with_all = import(
+            "lb.cfg",
+            &HAPROXY.replace(
+                "    balance roundrobin\n",
+                "    balance roundrobin\n    option allbackups\n",
+            ),
+        );
         let c = convert_ok(&with_all, &ConvertOptions::default());
         assert_eq!(reload(&c).pools["app"].backups, BackupMode::All);
     }
@@ -1119,7 +1193,11 @@ http {
         let imported = import("nginx.conf", NGINX);
         let c = convert_ok(&imported, &ConvertOptions::default());
         let native = reload(&c);
-        assert_eq!(native, imported.loaded.config, "the model changed:\n{}", c.text);
+        assert_eq!(
+            native, imported.loaded.config,
+            "the model changed:\n{}",
+            c.text
+        );
         assert_eq!(native.pools["sticky"].emulate, Some(Emulation::NginxIpHash));
         assert_eq!(
             native.pools["cache"].emulate,
@@ -1130,28 +1208,54 @@ http {
         );
         // ketama places `10.0.1.1` (as written, no port) on the ring: that text survives.
         let first = &native.pools["cache"].servers[0];
-        assert_eq!(first.ring_key.as_deref().unwrap_or(&first.address), "10.0.1.1");
+        assert_eq!(
+            first.ring_key.as_deref().unwrap_or(&first.address),
+            "10.0.1.1"
+        );
         let sticky = &native.pools["sticky"];
         assert_eq!(sticky.servers[0].weight, 2);
         assert_eq!(sticky.servers[1].max_connections, Some(100));
         let plain = &native.pools["plain"];
         assert!(plain.servers[1].backup && !plain.servers[0].backup);
-        assert!(c.text.contains("nginx ip_hash, exactly"), "{}", c.text);
-        assert!(c.text.contains("nginx hash $request_uri consistent, exactly"), "{}", c.text);
+        assert!(
+            c.text.contains("nginx ip_hash, emulated exactly"),
+            "{}",
+            c.text
+        );
+        assert!(
+            c.text
+                .contains("nginx hash $request_uri consistent, emulated exactly"),
+            "{}",
+            c.text
+        );
     }
 
     #[test]
     fn a_unix_socket_server_is_refused_until_mapped_to_tcp() {
         let text = NGINX.replace("server 10.0.1.1;", "server unix:/run/app.sock;");
-        assert!(text.lines().nth(13).is_some_and(|l| l.contains("unix:")), "{text}");
+        assert!(
+            text.lines().nth(13).is_some_and(|l| l.contains("unix:")),
+            "{text}"
+        );
         let imported = import("nginx.conf", &text);
         let problems = convert(&imported, &ConvertOptions::default()).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         let p = &problems[0];
-        assert!(p.message.contains("unix:/run/app.sock") && p.message.contains("unix socket"), "{}", p.message);
+        assert!(
+            p.message.contains("unix:/run/app.sock") && p.message.contains("unix socket"),
+            "{}",
+            p.message
+        );
         let fix = p.fix.as_deref().unwrap_or("");
-        assert!(fix.contains("--map-address unix:/run/app.sock=127.0.0.1:8000"), "{fix}");
-        let line = imported.loaded.source.line_col(p.span.clone().expect("located").start).line;
+        assert!(
+            fix.contains("--map-address unix:/run/app.sock=127.0.0.1:8000"),
+            "{fix}"
+        );
+        let line = imported
+            .loaded
+            .source
+            .line_col(p.span.clone().expect("located").start)
+            .line;
         assert_eq!(line, 14);
 
         let options = ConvertOptions {
@@ -1166,7 +1270,12 @@ http {
         assert_eq!(s.ring_key.as_deref(), Some("unix:/run/app.sock"));
         assert_eq!(c.summary.mapped_addresses, 1);
         let above = comments_above(&c.text, "address = \"127.0.0.1:8000\"");
-        assert!(above.iter().any(|l| l.contains("STAND-IN given by --map-address")), "{above:?}");
+        assert!(
+            above
+                .iter()
+                .any(|l| l.contains("STAND-IN given by --map-address")),
+            "{above:?}"
+        );
         // Everything else is the imported model.
         let mut expected = imported.loaded.config.clone();
         let e = &mut expected.pools.get_mut("cache").unwrap().servers[0];
@@ -1180,7 +1289,10 @@ http {
             ..ConvertOptions::default()
         };
         let problems = convert(&imported, &typo).unwrap_err();
-        assert!(problems.iter().any(|d| d.message.contains("no server has the address `unix:/run/ap.sock`")));
+        assert!(problems.iter().any(|d| {
+            d.message
+                .contains("no server has the address `unix:/run/ap.sock`")
+        }));
     }
 
     #[test]
@@ -1195,8 +1307,18 @@ backend web
 ";
         let imported = import("backends.cfg", text);
         let problems = convert(&imported, &ConvertOptions::default()).unwrap_err();
-        assert!(problems[0].message.contains("has no listener"), "{:?}", problems[0]);
-        assert!(problems[0].fix.as_deref().unwrap_or("").contains("--listen 127.0.0.1:8080"));
+        assert!(
+            problems[0].message.contains("has no listener"),
+            "{:?}",
+            problems[0]
+        );
+        assert!(
+            problems[0]
+                .fix
+                .as_deref()
+                .unwrap_or("")
+                .contains("--listen 127.0.0.1:8080")
+        );
 
         let options = ConvertOptions {
             listen: Some("127.0.0.1:8080".parse().unwrap()),
@@ -1205,11 +1327,21 @@ backend web
         let c = convert_ok(&imported, &options);
         let native = reload(&c);
         let db = &native.listeners["db"];
-        assert_eq!((db.address.as_str(), db.pool.as_str(), db.protocol), ("127.0.0.1:8080", "db", Protocol::Tcp));
+        assert_eq!(
+            (db.address.as_str(), db.pool.as_str(), db.protocol),
+            ("127.0.0.1:8080", "db", Protocol::Tcp)
+        );
         let web = &native.listeners["web"];
-        assert_eq!((web.address.as_str(), web.pool.as_str(), web.protocol), ("127.0.0.1:8081", "web", Protocol::Http));
+        assert_eq!(
+            (web.address.as_str(), web.pool.as_str(), web.protocol),
+            ("127.0.0.1:8081", "web", Protocol::Http)
+        );
         assert_eq!(c.summary.added_listeners, 2);
-        assert!(comments_above(&c.text, "[listeners.db]").iter().any(|l| l.contains("STAND-IN added by --listen")));
+        assert!(
+            comments_above(&c.text, "[listeners.db]")
+                .iter()
+                .any(|l| l.contains("STAND-IN added by --listen"))
+        );
         // The pools are untouched.
         assert_eq!(native.pools, imported.loaded.config.pools);
     }
@@ -1228,7 +1360,11 @@ backend other
         let imported = import("lb.cfg", text);
         // Without --listen the unrouted pool is kept and says how to give it a listener.
         let c = convert_ok(&imported, &ConvertOptions::default());
-        assert!(comments_above(&c.text, "[pools.other]").iter().any(|l| l.contains("no listener routes to this pool")));
+        assert!(
+            comments_above(&c.text, "[pools.other]")
+                .iter()
+                .any(|l| l.contains("no listener routes to this pool"))
+        );
         let options = ConvertOptions {
             listen: Some("127.0.0.1:8080".parse().unwrap()),
             ..ConvertOptions::default()
@@ -1245,9 +1381,16 @@ backend other
         let imported = import("lb.cfg", &text);
         let c = convert_ok(&imported, &ConvertOptions::default());
         let native = reload(&c);
-        assert_eq!(native.pools["app"].response_timeout.map(|d| d.0), Some(LONGEST_TIMEOUT));
+        assert_eq!(
+            native.pools["app"].response_timeout.map(|d| d.0),
+            Some(LONGEST_TIMEOUT)
+        );
         assert_eq!(c.summary.capped_timeouts, 1);
-        assert!(c.text.contains("STAND-IN: HAProxy has 259200s here"), "{}", c.text);
+        assert!(
+            c.text.contains("STAND-IN: HAProxy has 259200s here"),
+            "{}",
+            c.text
+        );
     }
 
     #[test]
@@ -1281,17 +1424,24 @@ backend be.v2
 
     #[test]
     fn a_ballast_file_or_a_file_that_balances_nothing_is_refused() {
-        let native = import("a.toml", "[listeners.a]\naddress = \"127.0.0.1:1\"\npool = \"p\"\n[pools.p]\n[[pools.p.servers]]\nname = \"s\"\naddress = \"127.0.0.1:2\"\n");
+        let native = import(
+            "a.toml",
+            "[listeners.a]\naddress = \"127.0.0.1:1\"\npool = \"p\"\n[pools.p]\n[[pools.p.servers]]\nname = \"s\"\naddress = \"127.0.0.1:2\"\n",
+        );
         let e = convert(&native, &ConvertOptions::default()).unwrap_err();
         assert!(e[0].message.contains("already a ballast configuration"));
-        let stats = import("stats.cfg", "listen stats\n    mode http\n    bind :9000\n    stats enable\n");
+        let stats = import(
+            "stats.cfg",
+            "listen stats\n    mode http\n    bind :9000\n    stats enable\n",
+        );
         let e = convert(&stats, &ConvertOptions::default()).unwrap_err();
         assert!(e[0].message.contains("balances no traffic"), "{:?}", e[0]);
     }
 
     #[test]
     fn long_not_translated_groups_still_name_every_line() {
-        let mut text = String::from("frontend web\n    mode http\n    bind :80\n    default_backend app\n");
+        let mut text =
+            String::from("frontend web\n    mode http\n    bind :80\n    default_backend app\n");
         for i in 0..30 {
             text.push_str(&format!("    http-request set-header X-N{i} v\n"));
         }

@@ -28,6 +28,7 @@ use crate::input::InputArgs;
 ///   - a unix-socket server (HAProxy `unix@/run/app.sock`, nginx `unix:/run/app.sock`):
 ///     ballast connects over TCP only; --map-address unix:/run/app.sock=127.0.0.1:8000
 ///     names the TCP address to use instead.
+///
 /// Timeouts longer than a day are written as a day. Each such value is marked STAND-IN in a
 /// comment, to be confirmed before serving.
 ///

@@ -33,7 +33,15 @@ fn s(p: &Path) -> &str {
 
 /// The changes `ballast diff OLD NEW --format json` lists.
 fn diff_changes(old: &Path, new: &Path) -> Vec<Value> {
-    let out = ballast(&["diff", s(old), s(new), "--format", "json", "--duration", "1s"]);
+    let out = ballast(&[
+        "diff",
+        s(old),
+        s(new),
+        "--format",
+        "json",
+        "--duration",
+        "1s",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "diff {} {} is not JSON ({e}): {}{}",
@@ -90,7 +98,10 @@ fn converts_to_stdout_a_file_that_check_loads_and_diff_finds_equivalent() {
     let out = ballast(&["convert", s(&cfg)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let toml = text(&out.stdout);
-    assert!(toml.starts_with("# ballast configuration converted from"), "{toml}");
+    assert!(
+        toml.starts_with("# ballast configuration converted from"),
+        "{toml}"
+    );
     let report = text(&out.stderr);
     assert!(report.contains("1 listener, 1 pool, 3 servers"), "{report}");
     let converted = write(dir.path(), "lb.toml", &toml);
@@ -119,7 +130,11 @@ fn an_existing_output_is_replaced_only_with_force() {
     let o = write(dir.path(), "lb.toml", "keep me\n");
     let out = ballast(&["convert", s(&cfg), "-o", s(&o)]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--force"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--force"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&o).unwrap(), "keep me\n");
     let out = ballast(&["convert", s(&cfg), "-o", s(&o), "--force"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -131,9 +146,17 @@ fn unreadable_or_unconvertible_input_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let out = ballast(&["convert", s(&dir.path().join("missing.cfg"))]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(out.stdout.is_empty());
-    let broken = write(dir.path(), "bad.cfg", "backend app\n    balance\n    server a 10.0.0.1:80\n");
+    let broken = write(
+        dir.path(),
+        "bad.cfg",
+        "backend app\n    balance\n    server a 10.0.0.1:80\n",
+    );
     assert_eq!(ballast(&["convert", s(&broken)]).status.code(), Some(2));
     let native = write(
         dir.path(),
@@ -156,10 +179,20 @@ fn a_file_without_listeners_is_refused_until_listen_is_given() {
     let out = ballast(&["convert", s(&cfg)]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("has no listener") && err.contains("--listen 127.0.0.1:8080"), "{err}");
+    assert!(
+        err.contains("has no listener") && err.contains("--listen 127.0.0.1:8080"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
     let o = dir.path().join("out.toml");
-    let out = ballast(&["convert", s(&cfg), "--listen", "127.0.0.1:9080", "-o", s(&o)]);
+    let out = ballast(&[
+        "convert",
+        s(&cfg),
+        "--listen",
+        "127.0.0.1:9080",
+        "-o",
+        s(&o),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("1 STAND-IN value to confirm"));
     let changes = diff_changes(&cfg, &o);
@@ -191,8 +224,14 @@ fn a_unix_socket_server_is_refused_until_mapped_and_only_its_address_changes() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("unix socket"), "{err}");
-    assert!(err.contains("--map-address unix:/run/app.sock=127.0.0.1:8000"), "{err}");
-    assert!(err.contains("nginx.conf:6"), "the refusal points at the server line: {err}");
+    assert!(
+        err.contains("--map-address unix:/run/app.sock=127.0.0.1:8000"),
+        "{err}"
+    );
+    assert!(
+        err.contains("nginx.conf:6"),
+        "the refusal points at the server line: {err}"
+    );
     assert!(out.stdout.is_empty());
     let o = dir.path().join("out.toml");
     let out = ballast(&[
@@ -215,7 +254,9 @@ fn a_unix_socket_server_is_refused_until_mapped_and_only_its_address_changes() {
 #[test]
 fn a_closed_pipe_ends_the_output_quietly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = String::from("frontend web\n    mode http\n    bind :80\n    default_backend app\nbackend app\n    mode http\n");
+    let mut cfg = String::from(
+        "frontend web\n    mode http\n    bind :80\n    default_backend app\nbackend app\n    mode http\n",
+    );
     for i in 0..3000 {
         cfg.push_str(&format!(
             "    server s{i} 10.{}.{}.{}:80 weight {} check\n",
@@ -288,10 +329,7 @@ fn every_corpus_file_that_loads_converts_to_an_equivalent_ballast_file() {
             .collect();
         files.sort();
         for file in files {
-            let name = format!(
-                "{format}/{}",
-                file.file_name().unwrap().to_string_lossy()
-            );
+            let name = format!("{format}/{}", file.file_name().unwrap().to_string_lossy());
             let check = ballast(&["check", s(&file)]);
             if !matches!(check.status.code(), Some(0 | 1)) {
                 not_loaded += 1;
