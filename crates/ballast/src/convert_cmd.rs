@@ -30,7 +30,8 @@ use crate::input::InputArgs;
 ///     names the TCP address to use instead.
 ///
 /// Timeouts longer than a day are written as a day. Each such value is marked STAND-IN in a
-/// comment, to be confirmed before serving.
+/// comment, to be confirmed before serving. A file that proxies nothing (a static site, a
+/// stats page) has nothing to convert and is refused.
 ///
 /// Examples:
 ///   ballast convert /etc/haproxy/haproxy.cfg > ballast.toml
@@ -96,6 +97,15 @@ pub fn run(args: ConvertArgs) -> u8 {
         );
         return 2;
     }
+    if let Some(out) = &args.output
+        && same_file(out, &args.file)
+    {
+        eprintln!(
+            "error: -o {} is the input file; write the translation beside it, such as -o ballast.toml",
+            out.display()
+        );
+        return 2;
+    }
     let imported = match args.input.load(&args.file) {
         Ok(i) => i,
         Err(e) => {
@@ -149,6 +159,14 @@ pub fn run(args: ConvertArgs) -> u8 {
     }
     eprintln!("{}", report(&args.file, args.output.as_deref(), &converted));
     0
+}
+
+/// Whether two paths name one existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Writes through a temporary file in the same directory, so a reader never sees half a

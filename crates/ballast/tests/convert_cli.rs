@@ -139,6 +139,11 @@ fn an_existing_output_is_replaced_only_with_force() {
     let out = ballast(&["convert", s(&cfg), "-o", s(&o), "--force"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(std::fs::read_to_string(&o).unwrap().contains("[pools.app]"));
+    // Not even --force writes over the input.
+    let out = ballast(&["convert", s(&cfg), "-o", s(&cfg), "--force"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is the input file"));
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), HAPROXY);
 }
 
 #[test]
