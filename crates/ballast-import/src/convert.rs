@@ -220,6 +220,12 @@ impl Writer<'_> {
                 );
                 continue;
             }
+            // HAProxy writes `unix@/run/app.sock`; the model (and the refusal) `unix:`.
+            let from = match from.strip_prefix("unix@") {
+                Some(path) => format!("unix:{path}"),
+                None => from.clone(),
+            };
+            let from = &from;
             let mut matched = Vec::new();
             for (pname, pool) in &mut self.config.pools {
                 // nginx's consistent hash places a server by its text as written: keep that
@@ -1283,6 +1289,13 @@ http {
         e.address = "127.0.0.1:8000".into();
         assert_eq!(native, expected);
 
+        // HAProxy's spelling of the same socket is understood.
+        let haproxy_spelling = ConvertOptions {
+            map_address: vec![("unix@/run/app.sock".into(), "127.0.0.1:8000".into())],
+            ..ConvertOptions::default()
+        };
+        assert_eq!(reload(&convert_ok(&imported, &haproxy_spelling)), expected);
+
         // A mapping that matches nothing is a typo, not a silent no-op.
         let typo = ConvertOptions {
             map_address: vec![("unix:/run/ap.sock".into(), "127.0.0.1:8000".into())],
@@ -1436,6 +1449,35 @@ backend be.v2
         );
         let e = convert(&stats, &ConvertOptions::default()).unwrap_err();
         assert!(e[0].message.contains("balances no traffic"), "{:?}", e[0]);
+    }
+
+    /// Every prefix of the sample files that imports either converts to a file that loads as
+    /// the same model or is refused with a message; none panics.
+    #[test]
+    fn every_importable_prefix_converts_or_is_refused() {
+        let options = ConvertOptions {
+            listen: Some("127.0.0.1:8080".parse().unwrap()),
+            ..ConvertOptions::default()
+        };
+        for (name, text) in [("lb.cfg", HAPROXY), ("nginx.conf", NGINX)] {
+            let cuts = text.match_indices('\n').map(|(i, _)| i + 1);
+            for cut in cuts {
+                let Ok(imported) =
+                    import_source(SourceFile::new(name, &text[..cut]), &Options::default())
+                else {
+                    continue;
+                };
+                match convert(&imported, &options) {
+                    Ok(c) => {
+                        let native = reload(&c);
+                        assert_eq!(native.pools, imported.loaded.config.pools, "{}", c.text);
+                    }
+                    Err(problems) => assert!(
+                        !problems.is_empty() && problems.iter().all(|p| !p.message.is_empty())
+                    ),
+                }
+            }
+        }
     }
 
     #[test]
