@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+pub mod convert;
 pub mod facts;
 pub mod haproxy;
 pub mod nginx;

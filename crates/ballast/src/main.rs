@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod check_cmd;
+mod convert_cmd;
 mod demo_cmd;
 mod diff_cmd;
 mod input;
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
 ///   ballast simulate examples/skewed-hash.toml        # the distribution this config will produce
 ///   ballast check --explain LIM-102                   # why a rule matters, with its source
 ///   ballast diff old.cfg new.cfg                      # what a change does, before it ships
+///   ballast convert haproxy.cfg -o ballast.toml       # an HAProxy or nginx file in ballast's format
 ///
 /// Exit codes: 0 when all is well, 1 when a check or an assertion fails, 2 when an input
 /// cannot be read or parsed.
@@ -43,6 +45,7 @@ enum Command {
     Check(check_cmd::CheckArgs),
     Simulate(simulate_cmd::SimulateArgs),
     Diff(diff_cmd::DiffArgs),
+    Convert(convert_cmd::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::Diff(args) => diff_cmd::run(args),
+        Command::Convert(args) => convert_cmd::run(args),
     };
     ExitCode::from(code)
 }
