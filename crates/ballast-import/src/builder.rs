@@ -114,7 +114,11 @@ pub fn placeholder(address: &str) -> Option<&'static str> {
             "some-ip" | "some-port" | "your-ip" | "ip-address" | "hostname-here"
         )
     });
-    (bracketed || spelled).then_some(
+    // `192.168.122.XXX`: a part written as X's stands for digits to fill in.
+    let exes = address
+        .split([':', '.'])
+        .any(|part| part.len() >= 2 && part.chars().all(|c| c == 'X' || c == 'x'));
+    (bracketed || spelled || exes).then_some(
         "put the real address (or a name your resolver knows) in place of the placeholder",
     )
 }

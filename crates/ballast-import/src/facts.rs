@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::NginxContext;
 use crate::nginx::Node;
-use crate::words::{Directive, Version, Word, parse_time};
+use crate::words::{Directive, Version, Word, haproxy_time, parse_time};
 
 /// Facts of an imported file, by format.
 #[derive(Debug, Clone)]
@@ -119,11 +119,7 @@ impl HaproxyProxy {
     pub fn timeout(&self, name: &str) -> Option<(Duration, &Directive)> {
         self.settings().rev().find_map(|d| {
             (d.name() == "timeout" && d.arg(0).is_some_and(|w| w.text == name))
-                .then(|| {
-                    d.arg(1)
-                        .and_then(|w| parse_time(&w.text, 1))
-                        .map(|t| (t, d))
-                })
+                .then(|| d.arg(1).and_then(|w| haproxy_time(&w.text)).map(|t| (t, d)))
                 .flatten()
         })
     }
@@ -205,7 +201,7 @@ impl HaproxyServer {
     }
 
     pub fn time(&self, keyword: &str) -> Option<Duration> {
-        parse_time(&self.param(keyword)?.value.as_ref()?.text, 1)
+        haproxy_time(&self.param(keyword)?.value.as_ref()?.text)
     }
 
     /// Where a keyword is written, else the server line.

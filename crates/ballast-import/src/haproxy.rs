@@ -20,7 +20,7 @@ use ballast_core::source::{Diagnostic, SourceFile, SpanMap};
 
 use crate::builder::{self, Builder, model_name};
 use crate::facts::{HaproxyFacts, HaproxyProxy, HaproxyServer, Param};
-use crate::words::{Directive, Version, Word, parse_time};
+use crate::words::{Directive, Version, Word, haproxy_time, haproxy_time_read_part, parse_time};
 use crate::{Options, not_modelled};
 
 /// Sections whose directives ballast reads.
@@ -99,11 +99,12 @@ pub fn parse(text: &str, env: &Env, version: Version) -> Result<Parsed, Vec<Diag
                 continue;
             }
         };
-        if !line.ends_with('\n') && !line.trim().is_empty() && version >= Version::new(2, 6, 0) {
-            let text_start = start + (line.len() - line.trim_start().len());
+        // HAProxy refuses a last line without LF even when it holds only blanks.
+        if !line.ends_with('\n') && !line.is_empty() && version >= Version::new(2, 6, 0) {
+            let text_start = start + (line.len() - line.trim_start().len()).min(line.len() - 1);
             notes.push(crate::error_note(
                 &format!("the last line has no line feed: HAProxy {version} refuses the file (\"Missing LF on last line, file might have been truncated\")"),
-                text_start..start + line.trim_end().len(),
+                text_start..start + line.trim_end().len().max(text_start - start + 1),
                 "end the file with a newline",
             ));
         }
@@ -133,6 +134,15 @@ pub fn parse(text: &str, env: &Env, version: Version) -> Result<Parsed, Vec<Diag
             if !is_section_keyword(&keyword) {
                 continue;
             }
+        }
+        if let Some(since) = section_since(&keyword)
+            && version < since
+        {
+            notes.push(crate::error_note(
+                &format!("the `{keyword}` section needs HAProxy {since}: HAProxy {version} refuses it (unknown keyword)"),
+                directive.span.clone(),
+                &format!("remove the section, or check with --haproxy-version {since} if you run that version"),
+            ));
         }
         if is_section_keyword(&keyword) {
             let name = directive.arg(0).filter(|w| w.text != "from").cloned();
@@ -791,8 +801,19 @@ fn apply(
             }
         }
         "timeout" => match (d.arg(0), d.arg(1)) {
-            (Some(which), Some(value)) => match parse_time(&value.text, 1) {
+            (Some(which), Some(value)) => match haproxy_time(&value.text) {
                 Some(t) => {
+                    if let Some(read) = haproxy_time_read_part(&value.text) {
+                        let mut note = Diagnostic::error(format!(
+                            "`{}`: HAProxy reads `{read}` and warns that the letters after the unit will be an error in later versions",
+                            value.text
+                        ))
+                        .with_span(value.span.clone())
+                        .with_fix(format!("write `{read}`"));
+                        note.severity = ballast_core::Severity::Warning;
+                        note.code = Some("IMPORT".into());
+                        notes.push(note);
+                    }
                     s.timeouts.insert(which.text.clone(), At { value: t, span: at(&d.span) });
                 }
                 None => errors.push(
@@ -843,6 +864,19 @@ fn apply(
                 errors.push(missing_arg(d, "an option name"));
                 return;
             };
+            if let Some(since) = option_since(&opt.text)
+                && version < since
+            {
+                notes.push(crate::error_note(
+                    &format!(
+                        "`option {}` needs HAProxy {since}: HAProxy {version} refuses it (unknown option)",
+                        opt.text
+                    ),
+                    d.span.clone(),
+                    &format!("remove it, or check with --haproxy-version {since} if you run that version"),
+                ));
+                return;
+            }
             if let Some((since, instead)) = removed_option(&opt.text)
                 && version >= since
             {
@@ -926,6 +960,23 @@ fn removed_directive(name: &str) -> Option<(Version, &'static str)> {
         _ => return None,
     };
     Some((v2_1, instead))
+}
+
+/// Sections newer than some versions: the first version that knows them.
+fn section_since(keyword: &str) -> Option<Version> {
+    match keyword {
+        "crt-store" => Some(Version::new(3, 0, 0)),
+        "traces" => Some(Version::new(3, 1, 0)),
+        _ => None,
+    }
+}
+
+/// Options newer than some versions: the first version that knows them.
+fn option_since(name: &str) -> Option<Version> {
+    match name {
+        "forwarded" => Some(Version::new(2, 9, 0)),
+        _ => None,
+    }
 }
 
 /// Options HAProxy removed: the version that refuses them and what to do instead.
@@ -1128,7 +1179,7 @@ fn parse_server_params(
             }
         };
         let time = |errors: &mut Vec<Diagnostic>| -> Option<Duration> {
-            match args.get(i + 1).and_then(|v| parse_time(&v.text, 1)) {
+            match args.get(i + 1).and_then(|v| haproxy_time(&v.text)) {
                 Some(t) => Some(t),
                 None => {
                     errors.push(

@@ -78,6 +78,28 @@ impl std::fmt::Display for Version {
     }
 }
 
+/// A HAProxy time (a bare number is milliseconds), read as HAProxy 2.6 reads it: letters
+/// after a valid unit are warned about, not refused (`15min` is `15m`, `5sec` is `5s`).
+pub fn haproxy_time(text: &str) -> Option<Duration> {
+    parse_time(text, 1).or_else(|| parse_time(haproxy_time_read_part(text)?, 1))
+}
+
+/// The part HAProxy reads of a time with letters after its unit (`15m` of `15min`); `None`
+/// when there are no such letters.
+pub fn haproxy_time_read_part(text: &str) -> Option<&str> {
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    if digits == 0 {
+        return None;
+    }
+    let rest = &text[digits..];
+    let unit = ["us", "ms", "s", "m", "h", "d"]
+        .into_iter()
+        .find(|u| rest.starts_with(u))?;
+    let read = &text[..digits + unit.len()];
+    let after = &text[read.len()..];
+    (!after.is_empty() && after.chars().all(|c| c.is_ascii_alphabetic())).then_some(read)
+}
+
 /// A time with an optional unit; `default_unit_ms` is what a bare number means (HAProxy:
 /// 1 ms; nginx: 1000 ms). Units: us, ms, s, m, h, d.
 pub fn parse_time(text: &str, default_unit_ms: u64) -> Option<Duration> {

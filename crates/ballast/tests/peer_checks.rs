@@ -620,7 +620,43 @@ fn haproxy_refusals_from_the_wild_are_errors_at_the_peer_line() {
             "server web3 10.0.0.3:80 check",
             "server web3 10.0.0.3:80 check\n    server web3 10.0.0.4:80",
         ),
+        (
+            "no-final-newline-blanks",
+            "10.0.0.3:80 check\n",
+            "10.0.0.3:80 check\n   ",
+        ),
+        (
+            "placeholder-exes",
+            "server web3 10.0.0.3:80",
+            "server web3 10.0.0.XXX:80",
+        ),
+        (
+            "newer-section",
+            "backend other\n",
+            "crt-store web\n    crt-base /etc/ssl\n\nbackend other\n",
+        ),
+        (
+            "newer-option",
+            "    retries 3",
+            "    retries 3\n    option forwarded",
+        ),
+        (
+            "inter-zero",
+            "server web3 10.0.0.3:80 check",
+            "server web3 10.0.0.3:80 check inter 0",
+        ),
         // Accepted by HAProxy.
+        (
+            "time-with-letters",
+            "timeout client 30s",
+            "timeout client 15min",
+        ),
+        (
+            "check-timeout-zero",
+            "    retries 3",
+            "    retries 3\n    timeout check 0",
+        ),
+        ("many-retries", "    retries 3", "    retries 200"),
         (
             "stats-page",
             "backend other\n",
