@@ -819,7 +819,7 @@ pub(crate) fn import(
             wrap(tree, block)
         }
     };
-    refuse_unknown(&tree, "main", &mut errors);
+    refuse_unknown(&tree, "main", options.nginx_version, &mut errors);
 
     let workers = match last(&tree, "worker_processes").and_then(|d| d.arg(0)) {
         Some(w) if w.text == "auto" => {
@@ -998,10 +998,34 @@ const KNOWN_BLOCKS: &[&str] = &[
 
 /// Refuses what nginx open source refuses by name: NGINX Plus directives, and names that
 /// cannot be directives (`listen:80`), at their line.
-fn refuse_unknown(block: &[Node], parent: &str, errors: &mut Vec<Diagnostic>) {
+fn refuse_unknown(block: &[Node], parent: &str, version: Version, errors: &mut Vec<Diagnostic>) {
     for n in block {
         let d = &n.directive;
         let name = d.name();
+        if let Some((since, fix)) = newer_directive(name)
+            && version < since
+        {
+            errors.push(
+                Diagnostic::error(format!(
+                    "unknown directive `{name}` in nginx {version}: it needs nginx {since}"
+                ))
+                .with_span(d.span.clone())
+                .with_fix(fix),
+            );
+        }
+        // Directives nginx refuses without an argument (`server_name ;`).
+        if matches!(
+            name,
+            "server_name" | "proxy_pass" | "listen" | "server" | "include"
+        ) && d.args().is_empty()
+            && n.block.is_none()
+        {
+            errors.push(
+                Diagnostic::error(format!("invalid number of arguments in `{name}`"))
+                    .with_span(d.span.clone())
+                    .with_fix(format!("give `{name}` its value, or remove the line")),
+            );
+        }
         let plus = PLUS_ONLY
             .iter()
             .find(|(p, _)| *p == name)
@@ -1040,8 +1064,24 @@ fn refuse_unknown(block: &[Node], parent: &str, errors: &mut Vec<Diagnostic>) {
         if let Some(body) = n.block.as_deref()
             && KNOWN_BLOCKS.contains(&name)
         {
-            refuse_unknown(body, name, errors);
+            refuse_unknown(body, name, version, errors);
         }
+    }
+}
+
+/// Directives newer than some nginx versions: the first version that has them, and what to
+/// write for older ones.
+fn newer_directive(name: &str) -> Option<(Version, &'static str)> {
+    match name {
+        "http2" => Some((
+            Version::new(1, 25, 1),
+            "write `listen 443 ssl http2;` for this version, or check with --nginx-version 1.25 if you run that",
+        )),
+        "http3" | "quic_retry" | "quic_gso" | "quic_host_key" | "quic_bpf" => Some((
+            Version::new(1, 25, 0),
+            "remove it (HTTP/3 needs nginx 1.25), or check with --nginx-version 1.25 if you run that",
+        )),
+        _ => None,
     }
 }
 
@@ -1237,7 +1277,13 @@ fn context(
         }
         let mut add_listener = |b: &mut Builder, address: String, span: Range<usize>, addr_span| {
             listener_count += 1;
-            let lname = format!("server{}-{}", si + 1, listener_count);
+            // http and stream servers are counted apart: their names must not meet.
+            let side = if protocol == Protocol::Tcp {
+                "stream-"
+            } else {
+                ""
+            };
+            let lname = format!("{side}server{}-{}", si + 1, listener_count);
             let l = format!("listeners.{lname}");
             b.at(&l, span);
             b.at(format!("{l}.address"), addr_span);
@@ -1705,7 +1751,14 @@ fn upstream(
             }
             "random" => {
                 let two = d.arg(0).is_some_and(|w| w.text == "two");
-                if let Some(w) = d.args().iter().find(|w| w.text != "two") {
+                // `random two least_conn`: the one method nginx open source has, its default.
+                if let Some(w) = d
+                    .args()
+                    .iter()
+                    .enumerate()
+                    .find(|(i, w)| w.text != "two" && !(two && *i == 1 && w.text == "least_conn"))
+                    .map(|(_, w)| w)
+                {
                     let plus = w.text.starts_with("least_time=");
                     errors.push(
                         Diagnostic::error(if plus {

@@ -513,6 +513,21 @@ const NGINX_MUTATIONS: &[(&str, &str, &str)] = &[
     ("valid-ip-hash", "least_conn;", "ip_hash;"),
     ("valid-random-two", "least_conn;", "random two;"),
     ("valid-backup-round-robin", "        least_conn;\n", ""),
+    (
+        "server-name-empty",
+        "listen 127.0.0.1:18080;",
+        "listen 127.0.0.1:18080;\n        server_name ;",
+    ),
+    (
+        "http2-too-new",
+        "listen 127.0.0.1:18080;",
+        "listen 127.0.0.1:18080;\n        http2 on;",
+    ),
+    (
+        "valid-random-two-least-conn",
+        "least_conn;",
+        "random two least_conn;",
+    ),
 ];
 
 fn nginx_check(path: &Path) -> (bool, String) {
