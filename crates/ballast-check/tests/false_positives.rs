@@ -841,3 +841,27 @@ http {
     let unguarded = inherited.replace("        allow 10.0.0.0/8;\n        deny all;\n", "");
     assert_eq!(nginx("SEC-004", &unguarded).len(), 1);
 }
+
+#[test]
+fn worker_rules_leave_conf_d_fragments_to_the_nginx_conf_that_includes_them() {
+    let fragment = "upstream app {\n    server 10.0.0.1:80;\n    server 10.0.0.2:80;\n}\nserver {\n    listen 80;\n    location / { proxy_pass http://app; }\n}\n";
+    assert!(nginx("CONN-009", fragment).is_empty());
+    let whole = format!("events {{ }}\nhttp {{\n{fragment}}}\n");
+    assert_eq!(
+        nginx("CONN-009", &whole).len(),
+        1,
+        "a whole file without worker_processes"
+    );
+}
+
+#[test]
+fn skew_008_leaves_random_with_two_draws_alone() {
+    let backend = |balance: &str| {
+        with_head(&format!(
+            "backend app\n    balance {balance}\n    server a 10.0.0.1:80\n    server b 10.0.0.2:80\n    server c 10.0.0.3:80\n"
+        ))
+    };
+    assert!(haproxy("SKEW-008", &backend("random")).is_empty());
+    assert!(haproxy("SKEW-008", &backend("random(2)")).is_empty());
+    assert_eq!(haproxy("SKEW-008", &backend("random(1)")).len(), 1);
+}

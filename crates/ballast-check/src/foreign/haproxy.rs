@@ -162,7 +162,12 @@ pub fn skew_007(v: &HaproxyView, sink: &mut Sink) {
 pub fn skew_008(v: &HaproxyView, sink: &mut Sink) {
     for (_, p) in v.backends() {
         let alg = algorithm(v, p);
-        if !(p.consistent() && hashes(alg)) && alg != "random" {
+        // `random` draws twice by default and keeps the less loaded: the ring's lumps matter
+        // only with a single draw.
+        let single_draw = alg == "random"
+            && p.balance()
+                .is_some_and(|(w, _)| w.replace(' ', "") == "random(1)");
+        if !(p.consistent() && hashes(alg)) && !single_draw {
             continue;
         }
         let servers: Vec<&HaproxyServer> = p.active_servers().collect();
@@ -175,7 +180,7 @@ pub fn skew_008(v: &HaproxyView, sink: &mut Sink) {
         }
         sink.emit_span(
             p.setting("hash-type").and_then(span).or_else(|| balance_span(p)),
-            format!("backend `{}` places {} servers of weight 1 on the ring with 16 nodes each: shares are lumpy (the busiest server takes about 1.4× the mean at 10 servers)", p.name, servers.len()),
+            format!("backend `{}` places {} servers of weight 1 on the ring with 16 nodes each: shares are lumpy (so few points per server leave some with much longer arcs than others: at 10 servers the busiest takes about 1.4× the mean)", p.name, servers.len()),
             "raise every weight together (for example to 10 or 100), or set `hash-balance-factor 150`",
         );
     }

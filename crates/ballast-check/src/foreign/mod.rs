@@ -128,6 +128,12 @@ pub struct NginxView<'a> {
 }
 
 impl<'a> NginxView<'a> {
+    /// Whether the file is a whole nginx.conf, whose main context (workers, events) is in it;
+    /// a conf.d fragment's is in the file that includes it.
+    pub fn whole_file(&self) -> bool {
+        self.facts.context == ballast_import::NginxContext::Main
+    }
+
     pub fn new(facts: &'a NginxFacts) -> Self {
         let workers = match facts.main("worker_processes").and_then(|d| d.arg(0)) {
             Some(w) if w.text == "auto" => {

@@ -233,7 +233,8 @@ pub fn skew_014(v: &NginxView, sink: &mut Sink) {
 // ---- connection limits ----
 
 pub fn conn_009(v: &NginxView, sink: &mut Sink) {
-    if v.facts.main("worker_processes").is_none() {
+    // A conf.d fragment has no main context: its nginx.conf sets the workers.
+    if v.whole_file() && v.facts.main("worker_processes").is_none() {
         sink.emit_span(
             top_span(v),
             format!("no worker_processes: nginx runs one worker, so it proxies at most {} concurrent requests (1 × worker_connections {} / 2) on one core", thousands(v.capacity()), v.worker_connections),
@@ -243,6 +244,9 @@ pub fn conn_009(v: &NginxView, sink: &mut Sink) {
 }
 
 pub fn conn_010(v: &NginxView, sink: &mut Sink) {
+    if !v.whole_file() {
+        return;
+    }
     let need = v.worker_connections.saturating_mul(2);
     match v.facts.main("worker_rlimit_nofile") {
         Some(d) => {
@@ -307,7 +311,7 @@ pub fn conn_012(v: &NginxView, sink: &mut Sink) {
                 "502"
             }
         );
-        if !unlimited && sum < v.capacity() {
+        if !unlimited && v.whole_file() && sum < v.capacity() {
             msg.push_str(&format!(
                 "; the servers take {} requests while nginx admits {}",
                 thousands(sum),
