@@ -2,9 +2,9 @@
 //! distribution: share against expected share, peak normalised share R, Jain's fairness index
 //! and a χ² goodness-of-fit p-value.
 
+use ballast_core::distribution::evenness;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use statrs::distribution::{ChiSquared, ContinuousCDF};
 
 use ballast_core::config::Pool;
 
@@ -185,7 +185,7 @@ impl Report {
         self.rejected += self.no_server;
         self.queue_wait_p99_ms = all_waits.value_at_quantile(0.99) as f64 / 1000.0;
         self.queue_wait_max_ms = all_waits.max() as f64 / 1000.0;
-        let (peak, jain, p) = distribution_stats(
+        let even = evenness(
             &self
                 .servers
                 .iter()
@@ -193,9 +193,9 @@ impl Report {
                 .map(|s| (s.picked, s.expected_share))
                 .collect::<Vec<_>>(),
         );
-        self.peak_ratio = peak;
-        self.jain = jain;
-        self.chi2_p = p;
+        self.peak_ratio = even.peak_ratio;
+        self.jain = even.jain;
+        self.chi2_p = even.chi2_p;
         self.peak_concurrency_ratio = self
             .servers
             .iter()
@@ -313,57 +313,5 @@ fn truncate(s: &str, n: usize) -> String {
         s.to_string()
     } else {
         s.chars().take(n - 1).collect::<String>() + "…"
-    }
-}
-
-/// Peak ratio R, Jain's index and the χ² p-value for observed counts against expected shares.
-pub fn distribution_stats(observed: &[(u64, f64)]) -> (f64, f64, f64) {
-    let total: u64 = observed.iter().map(|o| o.0).sum();
-    if observed.is_empty() || total == 0 {
-        return (0.0, 0.0, 1.0);
-    }
-    let ratios: Vec<f64> = observed
-        .iter()
-        .map(|&(c, e)| (c as f64 / total as f64) / e)
-        .collect();
-    let peak = ratios.iter().copied().fold(0.0, f64::max);
-    let sum: f64 = ratios.iter().sum();
-    let sum_sq: f64 = ratios.iter().map(|x| x * x).sum();
-    let jain = if sum_sq == 0.0 {
-        0.0
-    } else {
-        sum * sum / (ratios.len() as f64 * sum_sq)
-    };
-    let chi2: f64 = observed
-        .iter()
-        .map(|&(c, e)| {
-            let exp = e * total as f64;
-            (c as f64 - exp).powi(2) / exp
-        })
-        .sum();
-    let df = (observed.len() - 1) as f64;
-    let p = if df == 0.0 {
-        1.0
-    } else {
-        ChiSquared::new(df).map_or(f64::NAN, |d| 1.0 - d.cdf(chi2))
-    };
-    (peak, jain, p)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::distribution_stats;
-
-    #[test]
-    fn even_counts_are_fair_and_skew_is_not() {
-        let (r, j, p) = distribution_stats(&[(1000, 0.5), (1000, 0.5)]);
-        assert!((r - 1.0).abs() < 1e-9 && (j - 1.0).abs() < 1e-9 && p > 0.99);
-        let (r, j, p) = distribution_stats(&[(1800, 0.5), (200, 0.5)]);
-        assert!((r - 1.8).abs() < 1e-9);
-        assert!(j < 0.7);
-        assert!(p < 1e-6);
-        // Weighted: 3:1 counts against 3:1 weights is fair.
-        let (r, _, p) = distribution_stats(&[(3000, 0.75), (1000, 0.25)]);
-        assert!((r - 1.0).abs() < 1e-9 && p > 0.99);
     }
 }
