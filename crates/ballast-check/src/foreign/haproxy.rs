@@ -167,7 +167,7 @@ pub fn skew_008(v: &HaproxyView, sink: &mut Sink) {
         let single_draw = alg == "random"
             && p.balance()
                 .is_some_and(|(w, _)| w.replace(' ', "") == "random(1)");
-        if !(p.consistent() && hashes(alg)) && !single_draw {
+        if !(single_draw || p.consistent() && hashes(alg)) {
             continue;
         }
         let servers: Vec<&HaproxyServer> = p.active_servers().collect();
