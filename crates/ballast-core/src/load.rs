@@ -473,10 +473,19 @@ pub fn validate_as(loaded: &Loaded, origin: Origin) -> Vec<Diagnostic> {
             if s.weight > MAX_WEIGHT {
                 err(
                     &sp("weight"),
-                    format!(
-                        "weight {} of server `{}` is above the maximum {MAX_WEIGHT}",
-                        s.weight, s.name
-                    ),
+                    if native {
+                        format!(
+                            "weight {} of server `{}` is above the maximum {MAX_WEIGHT}",
+                            s.weight, s.name
+                        )
+                    } else {
+                        // The load balancer may accept it; ballast's model stops here (a
+                        // consistent-hash ring holds points in proportion to weight).
+                        format!(
+                            "weight {} of server `{}` is above the {MAX_WEIGHT} ballast models (the load balancer itself may accept it)",
+                            s.weight, s.name
+                        )
+                    },
                     "weights are relative: divide them all by a common factor",
                 );
             }
