@@ -1,0 +1,462 @@
+//! Distribution: does a pool spread its traffic the way its algorithm promises?
+//!
+//! Over a window (the samples of one pool, oldest first) each candidate server's observed
+//! figure is set against its expected share (its live weight over the candidates' total) and
+//! judged by the weight-normalised peak ratio R (`ballast-core::distribution`). What is judged
+//! depends on the promise: round-robin and weighted random promise request shares, so the
+//! requests sent in the window are counted and the verdict is gated by a χ² test; least
+//! connections and power-of-two promise even concurrency per weight (a slow server rightly gets
+//! fewer requests there), so the in-flight counts summed over the window's samples are judged,
+//! and the request figure is kept as information only. Hashing pools follow their keys, so
+//! they are judged on requests with a wider band; `first` fills servers in order and is left
+//! to the saturation detector. Below a volume floor the answer is "not enough traffic", never
+//! an alert.
+
+use ballast_core::distribution::{Evenness, evenness};
+use ballast_core::sample::{PoolSample, Promise, ServerSample, ServerState};
+
+/// When a pool's spread is worth an alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// R above which a pool is skewed (a warning).
+    pub warning: f64,
+    /// R above which it is badly skewed (critical).
+    pub critical: f64,
+    /// The χ² p-value below which a request skew is not chance.
+    pub p_value: f64,
+    /// The fewest requests (or summed in-flight counts) in a window worth judging.
+    pub min_volume: u64,
+    /// The smallest expected count per server worth judging (the χ² test needs 5).
+    pub min_expected: f64,
+    /// How much wider the band is for pools whose shares follow their keys.
+    pub key_dependent_widening: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            warning: 1.5,
+            critical: 2.0,
+            p_value: 0.001,
+            min_volume: 100,
+            min_expected: 5.0,
+            key_dependent_widening: 2.0,
+        }
+    }
+}
+
+/// What a pool's spread is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Requests the balancer sent in the window.
+    Requests,
+    /// In-flight requests, summed over the window's samples.
+    Concurrency,
+}
+
+/// How loud a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Warning,
+    Critical,
+}
+
+/// The verdict on one pool over one window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The algorithm promises no even spread (`first`), or fewer than two servers compete.
+    NotJudged { reason: String },
+    /// Too little traffic to tell skew from chance.
+    NotEnoughTraffic { observed: u64, needed: u64 },
+    /// As promised.
+    AsPromised { evenness: Evenness },
+    /// One server takes more than its share.
+    Skewed {
+        level: Level,
+        server: String,
+        /// Its share of the window's figure, and the share its weight promises.
+        share: f64,
+        expected: f64,
+        evenness: Evenness,
+    },
+}
+
+/// A pool's distribution over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolDistribution {
+    pub pool: String,
+    pub promise: Promise,
+    pub measure: Measure,
+    pub verdict: Verdict,
+    /// The other measure, shown and never alerted on (requests of a least-connections pool).
+    pub information: Option<Evenness>,
+}
+
+/// Judges one pool over `window`: its samples, oldest first, all of the same pool.
+pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDistribution> {
+    let last = window.last()?;
+    let promise = last.promise;
+    let measure = match promise {
+        Promise::Concurrency => Measure::Concurrency,
+        _ => Measure::Requests,
+    };
+    let done = |verdict| PoolDistribution {
+        pool: last.name.clone(),
+        promise,
+        measure,
+        verdict,
+        information: None,
+    };
+    if promise == Promise::FillInOrder {
+        return Some(done(Verdict::NotJudged {
+            reason: "`first` fills servers in order: its shares are not meant to be even".into(),
+        }));
+    }
+    let candidates = candidates(window);
+    if candidates.len() < 2 {
+        return Some(done(Verdict::NotJudged {
+            reason: format!(
+                "{} server(s) in rotation for the whole window: nothing to compare",
+                candidates.len()
+            ),
+        }));
+    }
+    let total_weight: u64 = candidates.iter().map(|s| u64::from(s.weight)).sum();
+    let expected: Vec<f64> = candidates
+        .iter()
+        .map(|s| f64::from(s.weight) / total_weight as f64)
+        .collect();
+    let requests = |s: &ServerSample| -> Option<u64> {
+        let counts: Vec<u64> = window
+            .iter()
+            .filter_map(|p| p.servers.iter().find(|x| x.name == s.name))
+            .map(|x| x.requests)
+            .collect();
+        // A counter that went down restarted (a reload): the window says nothing.
+        if counts.windows(2).any(|w| w[1] < w[0]) {
+            return None;
+        }
+        Some(counts.last()? - counts.first()?)
+    };
+    let Some(sent): Option<Vec<u64>> = candidates.iter().map(|s| requests(s)).collect() else {
+        return Some(done(Verdict::NotJudged {
+            reason: "the request counters restarted in this window (a reload)".into(),
+        }));
+    };
+    let in_flight: Vec<u64> = candidates
+        .iter()
+        .map(|s| {
+            window
+                .iter()
+                .filter_map(|p| p.servers.iter().find(|x| x.name == s.name))
+                .map(|x| x.active)
+                .fold(0u64, u64::saturating_add)
+        })
+        .collect();
+    let pairs = |counts: &[u64]| -> Vec<(u64, f64)> {
+        counts
+            .iter()
+            .copied()
+            .zip(expected.iter().copied())
+            .collect()
+    };
+    let (judged, other) = match measure {
+        Measure::Requests => (pairs(&sent), pairs(&in_flight)),
+        Measure::Concurrency => (pairs(&in_flight), pairs(&sent)),
+    };
+    let mut result = done(verdict(
+        &judged,
+        &candidates,
+        measure,
+        widening(promise, thresholds),
+        thresholds,
+    ));
+    let other_total: u64 = other.iter().map(|o| o.0).sum();
+    result.information = (other_total > 0).then(|| evenness(&other));
+    Some(result)
+}
+
+/// The servers that compete for traffic throughout the window: in rotation (up, weight above
+/// 0) in every sample, from the primary tier unless no primary is, as the balancers choose.
+fn candidates<'a>(window: &[&'a PoolSample]) -> Vec<&'a ServerSample> {
+    let last = window[window.len() - 1];
+    let in_rotation = |s: &ServerSample| {
+        window.iter().all(|p| {
+            p.servers
+                .iter()
+                .find(|x| x.name == s.name)
+                .is_some_and(|x| x.state == ServerState::Up && x.weight > 0 && x.backup == s.backup)
+        })
+    };
+    let live: Vec<&ServerSample> = last.servers.iter().filter(|s| in_rotation(s)).collect();
+    let primaries: Vec<&ServerSample> = live.iter().copied().filter(|s| !s.backup).collect();
+    if primaries.is_empty() {
+        live
+    } else {
+        primaries
+    }
+}
+
+fn widening(promise: Promise, t: &Thresholds) -> f64 {
+    if promise == Promise::KeyDependent {
+        t.key_dependent_widening
+    } else {
+        1.0
+    }
+}
+
+fn verdict(
+    observed: &[(u64, f64)],
+    servers: &[&ServerSample],
+    measure: Measure,
+    widening: f64,
+    t: &Thresholds,
+) -> Verdict {
+    let total: u64 = observed.iter().map(|o| o.0).sum();
+    let smallest_share = observed.iter().map(|o| o.1).fold(1.0, f64::min);
+    // Enough for the volume floor and for every server's expected count.
+    let needed = t
+        .min_volume
+        .max((t.min_expected / smallest_share).ceil() as u64);
+    if total < needed {
+        return Verdict::NotEnoughTraffic {
+            observed: total,
+            needed,
+        };
+    }
+    let e = evenness(observed);
+    // Summed in-flight counts are not independent draws: R alone judges concurrency.
+    let significant = measure == Measure::Concurrency || e.chi2_p < t.p_value;
+    let level = if e.peak_ratio > t.critical * widening {
+        Some(Level::Critical)
+    } else if e.peak_ratio > t.warning * widening {
+        Some(Level::Warning)
+    } else {
+        None
+    };
+    match level.filter(|_| significant) {
+        Some(level) => {
+            let (count, expected) = observed[e.peak_index];
+            Verdict::Skewed {
+                level,
+                server: servers[e.peak_index].name.clone(),
+                share: count as f64 / total as f64,
+                expected,
+                evenness: e,
+            }
+        }
+        None => Verdict::AsPromised { evenness: e },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_core::sample::ResponseClasses;
+
+    fn server(name: &str, weight: u32, requests: u64, active: u64) -> ServerSample {
+        ServerSample {
+            name: name.into(),
+            requests,
+            active,
+            queued: 0,
+            max_connections: None,
+            max_queue: None,
+            weight,
+            state: ServerState::Up,
+            backup: false,
+            responses: ResponseClasses::default(),
+            latency_ms: None,
+        }
+    }
+
+    fn pool(promise: Promise, servers: Vec<ServerSample>) -> PoolSample {
+        PoolSample {
+            name: "app".into(),
+            promise,
+            servers,
+            queued: 0,
+        }
+    }
+
+    /// A window of `rounds` samples in which each server gains `rate[i]` requests per round
+    /// (plus a small deterministic, increasing wobble) and holds `active[i]` in flight.
+    fn series(
+        promise: Promise,
+        weights: &[u32],
+        rate: &[u64],
+        active: &[u64],
+        rounds: u64,
+    ) -> Vec<PoolSample> {
+        (0..=rounds)
+            .map(|t| {
+                pool(
+                    promise,
+                    weights
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &w)| {
+                            // Uneven but never decreasing, as a real counter.
+                            let wobble = t * (i as u64 + 1) / 4;
+                            server(&format!("s{i}"), w, rate[i] * t + wobble, active[i])
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn run(samples: &[PoolSample]) -> PoolDistribution {
+        let window: Vec<&PoolSample> = samples.iter().collect();
+        judge(&window, &Thresholds::default()).expect("a window")
+    }
+
+    #[test]
+    fn an_even_round_robin_pool_is_as_promised() {
+        let s = series(
+            Promise::RequestShares,
+            &[1, 1, 1],
+            &[100, 100, 100],
+            &[3, 3, 3],
+            10,
+        );
+        let d = run(&s);
+        assert!(matches!(d.verdict, Verdict::AsPromised { .. }), "{d:?}");
+        assert_eq!(d.measure, Measure::Requests);
+    }
+
+    #[test]
+    fn weights_are_the_promise_not_equal_shares() {
+        let s = series(Promise::RequestShares, &[3, 1], &[300, 100], &[1, 1], 10);
+        assert!(matches!(run(&s).verdict, Verdict::AsPromised { .. }));
+    }
+
+    #[test]
+    fn one_server_taking_most_requests_is_skewed_and_named() {
+        // Weights 1:1:1, but s2 gets 8 of every 10 requests: R = 0.8 / (1/3) = 2.4.
+        let s = series(
+            Promise::RequestShares,
+            &[1, 1, 1],
+            &[10, 10, 80],
+            &[1, 1, 8],
+            10,
+        );
+        match run(&s).verdict {
+            Verdict::Skewed {
+                level,
+                server,
+                share,
+                expected,
+                evenness,
+            } => {
+                assert_eq!(level, Level::Critical);
+                assert_eq!(server, "s2");
+                assert!((share - 0.8).abs() < 0.01, "{share}");
+                assert!((expected - 1.0 / 3.0).abs() < 1e-9);
+                assert!(evenness.peak_ratio > 2.0 && evenness.chi2_p < 1e-6);
+            }
+            other => panic!("{other:?}"),
+        }
+        // 1.6 × its share is a warning.
+        let s = series(Promise::RequestShares, &[1, 1], &[20, 80], &[1, 1], 10);
+        assert!(matches!(
+            run(&s).verdict,
+            Verdict::Skewed {
+                level: Level::Warning,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn little_traffic_is_not_enough_to_tell() {
+        let s = series(
+            Promise::RequestShares,
+            &[1, 1, 1],
+            &[1, 1, 5],
+            &[0, 0, 1],
+            5,
+        );
+        assert!(
+            matches!(run(&s).verdict, Verdict::NotEnoughTraffic { .. }),
+            "{:?}",
+            run(&s)
+        );
+    }
+
+    #[test]
+    fn least_connections_is_judged_on_concurrency_not_requests() {
+        // A slow server (s1) rightly gets fewer requests while in-flight counts stay even:
+        // no alert, and the request skew is kept as information.
+        let s = series(Promise::Concurrency, &[1, 1], &[150, 50], &[10, 10], 10);
+        let d = run(&s);
+        assert_eq!(d.measure, Measure::Concurrency);
+        assert!(matches!(d.verdict, Verdict::AsPromised { .. }), "{d:?}");
+        assert!(d.information.is_some_and(|i| i.peak_ratio > 1.4));
+        // A server hoarding connections is what it does not promise.
+        let s = series(Promise::Concurrency, &[1, 1], &[100, 100], &[30, 3], 10);
+        assert!(matches!(run(&s).verdict, Verdict::Skewed { .. }));
+    }
+
+    #[test]
+    fn hashing_pools_have_a_wider_band() {
+        // R = 1.6 would warn under round-robin; keys may make it.
+        let s = series(Promise::KeyDependent, &[1, 1], &[20, 80], &[1, 1], 10);
+        assert!(matches!(run(&s).verdict, Verdict::AsPromised { .. }));
+        let s = series(
+            Promise::KeyDependent,
+            &[1, 1, 1, 1, 1],
+            &[1, 1, 1, 1, 96],
+            &[0, 0, 0, 0, 9],
+            10,
+        );
+        assert!(matches!(run(&s).verdict, Verdict::Skewed { .. }));
+    }
+
+    #[test]
+    fn first_is_left_to_saturation() {
+        let s = series(Promise::FillInOrder, &[1, 1], &[100, 0], &[5, 0], 10);
+        assert!(matches!(run(&s).verdict, Verdict::NotJudged { .. }));
+    }
+
+    #[test]
+    fn drained_down_and_backup_servers_are_not_candidates() {
+        let mut s = series(
+            Promise::RequestShares,
+            &[1, 1, 1, 1],
+            &[100, 100, 0, 0],
+            &[1, 1, 0, 0],
+            10,
+        );
+        for p in &mut s {
+            p.servers[2].weight = 0; // drained
+            p.servers[3].backup = true;
+        }
+        let d = run(&s);
+        assert!(matches!(d.verdict, Verdict::AsPromised { .. }), "{d:?}");
+        // A server down at any point of the window is left out of it.
+        s[5].servers[1].state = ServerState::Down;
+        assert!(matches!(run(&s).verdict, Verdict::NotJudged { .. }));
+        // With every primary out, the backups are the pool.
+        let mut b = series(
+            Promise::RequestShares,
+            &[1, 1, 1],
+            &[0, 100, 100],
+            &[0, 1, 1],
+            10,
+        );
+        for p in &mut b {
+            p.servers[0].state = ServerState::Down;
+            p.servers[1].backup = true;
+            p.servers[2].backup = true;
+        }
+        assert!(matches!(run(&b).verdict, Verdict::AsPromised { .. }));
+    }
+
+    #[test]
+    fn a_counter_restart_judges_nothing() {
+        let mut s = series(Promise::RequestShares, &[1, 1], &[100, 100], &[1, 1], 10);
+        s[6].servers[0].requests = 3;
+        assert!(matches!(run(&s).verdict, Verdict::NotJudged { .. }));
+    }
+}
