@@ -98,7 +98,13 @@ pub fn judge(old: &Imported, new: &Imported, shifts: &[PoolShift]) -> Vec<SidedF
                             "HASH-002",
                             format!("server `{}` is removed from hash pool `{name}` instead of being marked down: the total weight changes and keys of every server move{moved}", crate::compare::label(s)),
                             old.loaded.locate(&format!("pools.{name}.servers[{i}]")),
-                            "keep the server and mark it `down` (nginx) or `disabled` (HAProxy); remove it later in a planned cache warm-up",
+                            // HAProxy rebuilds its map without a disabled server too, so
+                            // only nginx's `down` keeps the other keys in place.
+                            if matches!(op.emulate, Some(ballast_core::emulation::Emulation::HaproxyHash(_))) {
+                                "HAProxy's map-based hashing remaps keys whenever a server leaves, disabled or down included: use `hash-type consistent` so a departure moves only that server's keys"
+                            } else {
+                                "keep the server and mark it `down`; remove it later in a planned cache warm-up"
+                            },
                         ),
                     });
                 }

@@ -518,7 +518,7 @@ pub static CATALOGUE: &[Rule] = &[
         severity: Warning,
         category: "hashing",
         summary: "diff: a server removed from a hashing pool (backend, upstream) instead of marked down",
-        explain: "Removing a server from a hashing pool (an HAProxy backend, an nginx upstream) changes the total weight and remaps keys of every server; marking it `down` (nginx) or disabled keeps the others' keys in place.\nSource: catalogue HASH-002; nginx upstream module `ip_hash` (\"should be marked with the down parameter\").",
+        explain: "Removing a server from a hashing pool (an HAProxy backend, an nginx upstream) changes the total weight and remaps keys of every server; marking it `down` keeps the others' keys in place in nginx; HAProxy's map-based hashing rebuilds its map when a server is disabled or goes down too, and only `hash-type consistent` moves just that server's keys.\nSource: catalogue HASH-002; nginx upstream module `ip_hash` (\"should be marked with the down parameter\").",
         check: Check::Diff,
     },
     Rule {

@@ -178,6 +178,21 @@ impl Balancer {
     ) -> Option<usize> {
         let picker = match &mut self.engine {
             Engine::Native(p) => p,
+            // HAProxy keeps a `disabled` server out of its trees and maps: to the emulation it
+            // is a server that is not available.
+            Engine::Haproxy(h) if self.has_down => {
+                let down = self.down.as_slice();
+                return h.pick(
+                    n,
+                    move |i| {
+                        let mut s = server(i);
+                        s.available &= !down[i];
+                        s
+                    },
+                    key,
+                    rng,
+                );
+            }
             Engine::Haproxy(h) => return h.pick(n, server, key, rng),
             Engine::Nginx(x) => return x.pick(n, server, key, rng),
         };
@@ -263,14 +278,38 @@ impl Picker {
 }
 
 /// Each server's expected share of a pool's traffic: its weight over the total weight of the
-/// primaries. Backups (and drained servers) expect nothing; they serve only when primaries
-/// cannot. All zeros when no primary has weight.
+/// primaries that can serve. Backups, drained and down servers expect nothing; when no primary
+/// can serve, the backups share it. All zeros when no server can.
 pub fn expected_shares(pool: &Pool) -> Vec<f64> {
-    let total: u64 = pool.primaries().map(|s| u64::from(s.weight)).sum();
+    // A server marked down (HAProxy `disabled`, nginx `down`) is never picked; when no primary
+    // can serve, the backups are the tier (only the first with `backups = "first"`).
+    let serving = |s: &crate::config::Server| !s.down && s.weight > 0;
+    let primaries: u64 = pool
+        .servers
+        .iter()
+        .filter(|s| !s.backup && serving(s))
+        .map(|s| u64::from(s.weight))
+        .sum();
+    let backup_tier = primaries == 0;
+    let first_backup = (backup_tier && pool.backups == BackupMode::First)
+        .then(|| pool.servers.iter().position(|s| s.backup && serving(s)))
+        .flatten();
+    let total: u64 = match first_backup {
+        Some(i) => u64::from(pool.servers[i].weight),
+        None if backup_tier => pool
+            .servers
+            .iter()
+            .filter(|s| s.backup && serving(s))
+            .map(|s| u64::from(s.weight))
+            .sum(),
+        None => primaries,
+    };
     pool.servers
         .iter()
-        .map(|s| {
-            if s.backup || total == 0 {
+        .enumerate()
+        .map(|(i, s)| {
+            let in_tier = s.backup == backup_tier && first_backup.is_none_or(|f| f == i);
+            if !serving(s) || !in_tier || total == 0 {
                 0.0
             } else {
                 f64::from(s.weight) / total as f64

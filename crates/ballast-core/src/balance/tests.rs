@@ -332,3 +332,45 @@ fn down_servers_and_first_backup_only() {
         "the next backup takes over"
     );
 }
+
+#[test]
+fn a_disabled_server_is_never_picked_by_the_haproxy_emulation() {
+    use crate::emulation::{Emulation, HaproxyHash, HaproxyKey, HashFunction, HashLookup};
+    for emulate in [
+        Emulation::HaproxyRoundrobin,
+        Emulation::HaproxyStaticRr,
+        Emulation::HaproxyLeastconn,
+        Emulation::HaproxyHash(HaproxyHash {
+            key: HaproxyKey::Source,
+            lookup: HashLookup::MapBased,
+            function: HashFunction::Sdbm,
+            avalanche: false,
+            balance_factor: 0,
+        }),
+    ] {
+        let mut p = pool(Algorithm::RoundRobin, &[1, 1, 1]);
+        p.emulate = Some(emulate.clone());
+        p.servers[1].down = true;
+        let state = PoolState::with_weights(&[1, 1, 1]);
+        let mut b = Balancer::new(&p);
+        let mut r = rng(3);
+        for k in 0..300u64 {
+            let picked = b.pick(&state, Some(k * 7919), &mut r);
+            assert_ne!(picked, Some(1), "{emulate:?}");
+        }
+    }
+}
+
+#[test]
+fn expected_shares_leave_out_down_servers_and_fall_to_backups() {
+    let mut p = pool(Algorithm::RoundRobin, &[1, 1, 2]);
+    p.servers[0].down = true;
+    assert_eq!(expected_shares(&p), [0.0, 1.0 / 3.0, 2.0 / 3.0]);
+    let mut b = pool(Algorithm::RoundRobin, &[1, 1, 3]);
+    b.servers[0].down = true;
+    b.servers[1].backup = true;
+    b.servers[2].backup = true;
+    assert_eq!(expected_shares(&b), [0.0, 0.25, 0.75]);
+    b.backups = crate::config::BackupMode::First;
+    assert_eq!(expected_shares(&b), [0.0, 1.0, 0.0]);
+}
