@@ -47,11 +47,14 @@ pub struct Diff<'a> {
     pub changes: Vec<Change>,
     /// Diff-only rules (HASH-002, HASH-003).
     pub findings: Vec<SidedFinding>,
-    /// Findings of `ballast check` on the new file that the old file did not have (every
-    /// finding of the new file when the formats differ: their rule sets do not overlap).
+    /// Findings of `ballast check` on the new file that the old file did not have. Empty when
+    /// the formats differ: their rule sets do not overlap, so nothing is "introduced".
     pub introduced: Vec<Finding>,
     /// Findings of `ballast check` on the old file that the new file no longer has.
     pub resolved: Vec<Finding>,
+    /// When the formats differ (an HAProxy file against its ballast translation), the new
+    /// file's own findings under its rule set: shown, never counted as made by the change.
+    pub other_rules: Vec<Finding>,
     pub shifts: Vec<PoolShift>,
     /// The traffic model the prediction ran.
     pub traffic: Traffic,
@@ -67,7 +70,12 @@ pub fn diff<'a>(old: &'a Imported, new: &'a Imported, traffic: Option<Traffic>) 
         .unwrap_or_default();
     let shifts = shift::predict(&old.loaded.config, &new.loaded.config, &changes, &traffic);
     let findings = rules::judge(old, new, &shifts);
-    let (introduced, resolved) = check_delta(old, new);
+    let (introduced, resolved, other_rules) = if old.format == new.format {
+        let (i, r) = check_delta(old, new);
+        (i, r, Vec::new())
+    } else {
+        (Vec::new(), Vec::new(), ballast_check::check_imported(new))
+    };
     Diff {
         old,
         new,
@@ -75,6 +83,7 @@ pub fn diff<'a>(old: &'a Imported, new: &'a Imported, traffic: Option<Traffic>) 
         findings,
         introduced,
         resolved,
+        other_rules,
         shifts,
         traffic,
     }

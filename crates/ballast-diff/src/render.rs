@@ -92,6 +92,7 @@ pub fn text(d: &Diff) -> String {
     let loud: Vec<&Finding> = d
         .introduced
         .iter()
+        .chain(&d.other_rules)
         .filter(|f| f.severity >= Severity::Warning)
         .collect();
     if !loud.is_empty() {
@@ -99,9 +100,9 @@ pub fn text(d: &Diff) -> String {
             out.push_str("\nintroduced by the change (ballast check on the new file):\n");
         } else {
             // ballast files and HAProxy/nginx files are judged by different rule sets, so
-            // nothing pairs up: every finding of the new file counts as new.
+            // nothing pairs up: the new file's findings are shown, not blamed on the change.
             out.push_str(&format!(
-                "\nballast check on the new file (a {} file replaces a {} one, judged by other rules, so every finding counts as new):\n",
+                "\nballast check on the new file (a {} file replaces a {} one and is judged by other rules: shown, not counted as introduced; run `ballast check` on it):\n",
                 d.new.format.as_str(),
                 d.old.format.as_str()
             ));
@@ -221,6 +222,7 @@ pub fn json(d: &Diff) -> Value {
         "changes": changes,
         "findings": findings,
         "introduced": d.introduced.iter().map(|f| finding_json(d.new, f)).collect::<Vec<_>>(),
+        "other_rules": d.other_rules.iter().map(|f| finding_json(d.new, f)).collect::<Vec<_>>(),
         "resolved": d.resolved.iter().map(|f| finding_json(d.old, f)).collect::<Vec<_>>(),
         "prediction": {
             "traffic": serde_json::to_value(&d.traffic).unwrap_or(Value::Null),

@@ -43,8 +43,8 @@ pub struct DiffArgs {
     format: Format,
     /// Lowest severity of a diff rule, or of a finding the change introduces, that fails (exit
     /// 1). Warnings by default, unlike `ballast check` (errors): a diff judges only what the
-    /// change adds, so old faults never fail it, and its own rules (HASH-002, HASH-003: keys
-    /// moving to other servers) are warnings a change should not ship with unnoticed.
+    /// change adds, so old faults never fail it, and its own HASH-002 (keys moving to other
+    /// servers) is a warning a change should not ship with unnoticed (HASH-003 is info).
     #[arg(long, value_enum, default_value_t = Deny::Warnings)]
     deny: Deny,
     /// Fail (exit 1) when a server's predicted share moves by more than this many percentage points.

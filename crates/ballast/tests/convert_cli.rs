@@ -51,7 +51,21 @@ fn diff_changes(old: &Path, new: &Path) -> Vec<Value> {
             text(&out.stderr)
         )
     });
-    v["changes"].as_array().cloned().unwrap_or_default()
+    let changes = v["changes"].as_array().cloned().unwrap_or_default();
+    // An unchanged translation fails nothing: the new file's findings are another rule set's,
+    // shown but not blamed on the change (the README's `convert … && diff …` relies on it).
+    if changes.is_empty() {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "diff {} {} exits {:?} with no change:\n{}",
+            old.display(),
+            new.display(),
+            out.status.code(),
+            text(&out.stdout)
+        );
+    }
+    changes
 }
 
 const HAPROXY: &str = "\
