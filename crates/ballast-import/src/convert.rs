@@ -220,13 +220,24 @@ impl Writer<'_> {
                 );
                 continue;
             }
-            // HAProxy writes `unix@/run/app.sock`; the model (and the refusal) `unix:`.
-            let from = match from.strip_prefix("unix@") {
-                Some(path) => format!("unix:{path}"),
-                None => from.clone(),
+            // HAProxy writes `unix@/run/app.sock` and `abns@name`; the model (and the
+            // refusal) `unix:/run/app.sock` and `unix:@name`.
+            let from = match (from.strip_prefix("unix@"), from.strip_prefix("abns@")) {
+                (Some(path), _) => format!("unix:{path}"),
+                (_, Some(name)) => format!("unix:@{name}"),
+                _ => from.clone(),
             };
             let from = &from;
             let mut matched = Vec::new();
+            // A listener on a unix socket listens on the TCP address given instead.
+            if to.parse::<SocketAddr>().is_ok() {
+                for (lname, l) in &mut self.config.listeners {
+                    if l.address == *from {
+                        l.address = to.clone();
+                        matched.push(format!("listeners.{lname}"));
+                    }
+                }
+            }
             for (pname, pool) in &mut self.config.pools {
                 // nginx's consistent hash places a server by its text as written: keep that
                 // text, so the ring (and every request's server) is the same.
@@ -270,8 +281,13 @@ impl Writer<'_> {
                 self.comment(
                     &format!("{path}.address"),
                     format!(
-                        "STAND-IN given by --map-address for the {} address `{from}`; confirm the server answers here",
-                        self.lb
+                        "STAND-IN given by --map-address for the {} address `{from}`; {}",
+                        self.lb,
+                        if path.starts_with("listeners.") {
+                            "confirm clients can reach ballast here"
+                        } else {
+                            "confirm the server answers here"
+                        }
                     ),
                 );
             }
@@ -291,6 +307,23 @@ impl Writer<'_> {
                         s.address.clone(),
                     ));
                 }
+            }
+        }
+        // Listeners too: native ballast binds TCP sockets only.
+        for (lname, l) in &self.config.listeners {
+            if l.address.parse::<SocketAddr>().is_err() {
+                let mut d = Diagnostic::error(format!(
+                    "listener `{lname}` listens on `{}`, a unix socket; ballast listens on TCP only",
+                    l.address
+                ))
+                .with_fix(format!(
+                    "give the TCP address to listen on instead: --map-address {}=127.0.0.1:8080",
+                    l.address
+                ));
+                if let Some(s) = self.span(&format!("listeners.{lname}")) {
+                    d = d.with_span(s);
+                }
+                self.errors.push(d);
             }
         }
         for (path, name, address) in found {

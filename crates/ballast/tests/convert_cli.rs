@@ -269,6 +269,41 @@ fn a_unix_socket_server_is_refused_until_mapped_and_only_its_address_changes() {
     assert_eq!(changes[0]["new"], "127.0.0.1:8000");
 }
 
+#[test]
+fn a_unix_socket_listener_is_refused_until_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "haproxy.cfg",
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nfrontend fe\n    bind abns@in\n    default_backend be\nbackend be\n    server s1 10.0.0.1:80\n",
+    );
+    let out = ballast(&["convert", s(&cfg)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(!err.contains("a bug in ballast convert"), "{err}");
+    assert!(
+        err.contains("--map-address unix:@in=127.0.0.1:8080"),
+        "{err}"
+    );
+    let o = dir.path().join("out.toml");
+    // The file's own spelling works too.
+    let out = ballast(&[
+        "convert",
+        s(&cfg),
+        "--map-address",
+        "abns@in=127.0.0.1:8080",
+        "-o",
+        s(&o),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let check = ballast(&["check", s(&o)]);
+    assert!(
+        matches!(check.status.code(), Some(0 | 1)),
+        "{}",
+        text(&check.stderr)
+    );
+}
+
 /// A big file's output is cut by the reader (`| head`): the command ends quietly.
 #[test]
 fn a_closed_pipe_ends_the_output_quietly() {
