@@ -931,9 +931,36 @@ fn apply(
             d.span.clone(),
             "outside the model; `ballast check`'s catalogue rules read it",
         )),
+        // The commonest misplacement: a server parameter on a line of its own.
+        k if SERVER_ONLY_KEYWORDS.contains(&k) => notes.push(crate::error_note(
+            &format!("`{k}` is a server parameter, not a section keyword: HAProxy refuses it here (unknown keyword)"),
+            d.span.clone(),
+            &format!("put it on the `server` lines, or on a `default-server {}` line for every server of the section", d.text().trim_start_matches(k).trim()),
+        )),
         _ => notes.push(not_modelled(&d.text(), d.span.clone(), "it does not change balancing or capacity")),
     }
 }
+
+/// Server parameters that are no proxy keyword (`maxconn`, `cookie`, `id`, `disabled` are
+/// both, so they are not here): HAProxy refuses them on a line of their own.
+const SERVER_ONLY_KEYWORDS: &[&str] = &[
+    "rise",
+    "fall",
+    "inter",
+    "fastinter",
+    "downinter",
+    "weight",
+    "maxqueue",
+    "slowstart",
+    "check",
+    "backup",
+    "agent-check",
+    "on-error",
+    "on-marked-down",
+    "on-marked-up",
+    "init-addr",
+    "resolve-prefer",
+];
 
 /// Proxy directives HAProxy removed: the version that refuses them and what to write instead.
 fn removed_directive(name: &str) -> Option<(Version, &'static str)> {

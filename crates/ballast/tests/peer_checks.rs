@@ -660,6 +660,16 @@ fn haproxy_refusals_from_the_wild_are_errors_at_the_peer_line() {
             "server web3 10.0.0.3:80 check",
             "server web3 10.0.0.3:80 check inter 0",
         ),
+        (
+            "server-keyword-alone",
+            "    balance source",
+            "    balance source\n    rise 1",
+        ),
+        (
+            "check-alone",
+            "    balance source",
+            "    balance source\n    check",
+        ),
         // Accepted by HAProxy.
         (
             "time-with-letters",
