@@ -63,7 +63,26 @@ async fn serve(args: ServeArgs, drain: Duration) -> u8 {
     let proxy = match Proxy::start(&args.config, Options { seed: args.seed }).await {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            match &e {
+                // The rendered diagnostics carry their own `error:`.
+                ballast_proxy::StartError::Load(rendered) => eprintln!("{}", rendered.trim_end()),
+                other => eprintln!("error: {other}"),
+            }
+            if let Ok(text) = std::fs::read_to_string(&args.config)
+                && let Some(
+                    format @ (ballast_import::Format::Haproxy | ballast_import::Format::Nginx),
+                ) = ballast_import::detect(&text, &args.config)
+            {
+                eprintln!(
+                    "help: this looks like {} configuration; `serve` runs ballast's own format: `ballast convert {} -o ballast.toml`, then `ballast serve -c ballast.toml`",
+                    if format == ballast_import::Format::Haproxy {
+                        "an HAProxy"
+                    } else {
+                        "an nginx"
+                    },
+                    args.config.display()
+                );
+            }
             return 2;
         }
     };

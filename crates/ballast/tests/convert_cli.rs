@@ -465,3 +465,15 @@ fn every_corpus_file_that_loads_converts_to_an_equivalent_ballast_file() {
         "{exceptions} of {loaded} files were refused: {refused:?} {nothing_to_convert:?}"
     );
 }
+
+/// `serve` runs ballast's own format; given an HAProxy file it says how to get one.
+#[test]
+fn serve_on_an_haproxy_file_points_at_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "haproxy.cfg", HAPROXY);
+    let out = ballast(&["serve", "-c", s(&cfg)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("ballast convert"), "{err}");
+    assert!(!err.contains("error: error:"), "{err}");
+}
