@@ -1246,34 +1246,28 @@ fn parse_server_params(
                 p.maxqueue = num(errors).map(|value| At { value, span });
                 i += 2;
             }
-            "rise" => {
-                if let Some(0) = num(errors) {
+            "rise" | "fall" => {
+                let n = num(errors);
+                if n == Some(0) {
+                    let default = if w.text == "rise" { 2 } else { 3 };
                     errors.push(
-                        Diagnostic::error("`rise 0`: HAProxy refuses it ('rise' has to be > 0)")
-                            .with_span(span.clone())
-                            .with_fix(
-                                "write `rise <n>` with n of at least 1 (HAProxy's default is 2)",
-                            ),
+                        Diagnostic::error(format!(
+                            "`{0} 0`: HAProxy refuses it ('{0}' has to be > 0)",
+                            w.text
+                        ))
+                        .with_span(span.clone())
+                        .with_fix(format!(
+                            "write `{} <n>` with n of at least 1 (HAProxy's default is {default})",
+                            w.text
+                        )),
                     );
                 }
-                p.rise = num(errors)
-                    .filter(|&n| n > 0)
-                    .map(|value| At { value, span });
-                i += 2;
-            }
-            "fall" => {
-                if let Some(0) = num(errors) {
-                    errors.push(
-                        Diagnostic::error("`fall 0`: HAProxy refuses it ('fall' has to be > 0)")
-                            .with_span(span.clone())
-                            .with_fix(
-                                "write `fall <n>` with n of at least 1 (HAProxy's default is 3)",
-                            ),
-                    );
+                let value = n.filter(|&n| n > 0).map(|value| At { value, span });
+                if w.text == "rise" {
+                    p.rise = value;
+                } else {
+                    p.fall = value;
                 }
-                p.fall = num(errors)
-                    .filter(|&n| n > 0)
-                    .map(|value| At { value, span });
                 i += 2;
             }
             "id" => {
