@@ -108,17 +108,15 @@ pub fn with_default_port(address: &str) -> String {
 /// `some-ip:some-port`), what to do about it; `None` for an address that may be real.
 pub fn placeholder(address: &str) -> Option<&'static str> {
     let bracketed = address.contains(['<', '>', '{', '}']);
-    let spelled = address.split([':', '.']).any(|part| {
+    let filler = address.split([':', '.']).any(|part| {
         matches!(
             part,
             "some-ip" | "some-port" | "your-ip" | "ip-address" | "hostname-here"
         )
+        // `192.168.122.XXX`: a part written as X's stands for digits to fill in.
+        || (part.len() >= 2 && part.chars().all(|c| c == 'X' || c == 'x'))
     });
-    // `192.168.122.XXX`: a part written as X's stands for digits to fill in.
-    let exes = address
-        .split([':', '.'])
-        .any(|part| part.len() >= 2 && part.chars().all(|c| c == 'X' || c == 'x'));
-    (bracketed || spelled || exes).then_some(
+    (bracketed || filler).then_some(
         "put the real address (or a name your resolver knows) in place of the placeholder",
     )
 }

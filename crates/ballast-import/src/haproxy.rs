@@ -20,7 +20,7 @@ use ballast_core::source::{Diagnostic, SourceFile, SpanMap};
 
 use crate::builder::{self, Builder, model_name};
 use crate::facts::{HaproxyFacts, HaproxyProxy, HaproxyServer, Param};
-use crate::words::{Directive, Version, Word, haproxy_time, haproxy_time_read_part, parse_time};
+use crate::words::{Directive, Version, Word, haproxy_time, haproxy_time_read_part};
 use crate::{Options, not_modelled};
 
 /// Sections whose directives ballast reads.
@@ -804,15 +804,15 @@ fn apply(
             (Some(which), Some(value)) => match haproxy_time(&value.text) {
                 Some(t) => {
                     if let Some(read) = haproxy_time_read_part(&value.text) {
-                        let mut note = Diagnostic::error(format!(
-                            "`{}`: HAProxy reads `{read}` and warns that the letters after the unit will be an error in later versions",
-                            value.text
-                        ))
-                        .with_span(value.span.clone())
-                        .with_fix(format!("write `{read}`"));
-                        note.severity = ballast_core::Severity::Warning;
-                        note.code = Some("IMPORT".into());
-                        notes.push(note);
+                        notes.push(crate::note(
+                            ballast_core::Severity::Warning,
+                            format!(
+                                "`{}`: HAProxy reads `{read}` and warns that the letters after the unit will be an error in later versions",
+                                value.text
+                            ),
+                            value.span.clone(),
+                            format!("write `{read}`"),
+                        ));
                     }
                     s.timeouts.insert(which.text.clone(), At { value: t, span: at(&d.span) });
                 }
@@ -826,7 +826,7 @@ fn apply(
         },
         // Before 2.1 (after, `removed_directive` refused them above).
         old @ ("contimeout" | "clitimeout" | "srvtimeout") => match d.arg(0) {
-            Some(value) => match parse_time(&value.text, 1) {
+            Some(value) => match haproxy_time(&value.text) {
                 Some(t) => {
                     let which = match old {
                         "contimeout" => "connect",

@@ -218,24 +218,32 @@ pub fn not_modelled_parts(message: &str) -> Option<(&str, &str)> {
 /// check expecting status 999): an error at that line, so `check` fails (exit 1) while every
 /// other rule still runs.
 pub(crate) fn error_note(message: &str, span: std::ops::Range<usize>, fix: &str) -> Diagnostic {
+    note(Severity::Error, message, span, fix)
+}
+
+/// An importer's note (rule `IMPORT`) at a line: every note, error or info, is made here.
+pub(crate) fn note(
+    severity: Severity,
+    message: impl Into<String>,
+    span: std::ops::Range<usize>,
+    fix: impl Into<String>,
+) -> Diagnostic {
     Diagnostic {
-        severity: Severity::Error,
+        severity,
         code: Some("IMPORT".into()),
-        message: message.to_string(),
+        message: message.into(),
         span: Some(span),
         label: None,
-        fix: Some(fix.to_string()),
+        fix: Some(fix.into()),
     }
 }
 
 /// An info note about a directive kept but not modelled.
 pub(crate) fn not_modelled(what: &str, span: std::ops::Range<usize>, why: &str) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Info,
-        code: Some("IMPORT".into()),
-        message: format!("`{what}{NOT_MODELLED}{why}"),
-        span: Some(span),
-        label: None,
-        fix: Some("nothing to change; ballast's checks and predictions leave it out".into()),
-    }
+    note(
+        Severity::Info,
+        format!("`{what}{NOT_MODELLED}{why}"),
+        span,
+        "nothing to change; ballast's checks and predictions leave it out",
+    )
 }

@@ -570,19 +570,14 @@ fn expand_includes(
                     paths.push(installed);
                 }
                 None => {
-                    notes.push(Diagnostic {
-                        severity: Severity::Warning,
-                        code: Some("IMPORT".into()),
-                        message: format!(
+                    notes.push(crate::note(
+                        Severity::Warning,
+                        format!(
                             "included file {full} does not exist here: the check goes on without it"
                         ),
-                        span: Some(span),
-                        label: None,
-                        fix: Some(
-                            "check the file where it is installed, or put the included file beside it (nginx refuses to start without it)"
-                                .into(),
-                        ),
-                    });
+                        span,
+                        "check the file where it is installed, or put the included file beside it (nginx refuses to start without it)",
+                    ));
                     continue;
                 }
             }
@@ -768,14 +763,7 @@ fn wrap(tree: Vec<Node>, block: &str) -> Vec<Node> {
 
 /// An info note (rule IMPORT) that is not about one directive left out.
 fn info(message: String, span: Range<usize>, fix: &str) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Info,
-        code: Some("IMPORT".into()),
-        message,
-        span: Some(span),
-        label: None,
-        fix: Some(fix.into()),
-    }
+    crate::note(Severity::Info, message, span, fix)
 }
 
 pub(crate) fn import(
@@ -1490,7 +1478,10 @@ fn has_placeholder(text: &str) -> bool {
 /// `<master_node_ip_address>:6443`, `some-ip:some-port`, `%HOST%`.
 fn looks_like_placeholder(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    text.contains(['<', '>', '{', '}', '%'])
+    // The importers' own test (brackets, spelled-out names, X's), widened here because nginx
+    // has already refused the address.
+    crate::builder::placeholder(text).is_some()
+        || text.contains('%')
         || text
             .split_once(':')
             .is_some_and(|(_, port)| port.bytes().any(|c| c.is_ascii_alphabetic()))

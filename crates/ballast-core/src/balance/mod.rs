@@ -284,35 +284,28 @@ pub fn expected_shares(pool: &Pool) -> Vec<f64> {
     // A server marked down (HAProxy `disabled`, nginx `down`) is never picked; when no primary
     // can serve, the backups are the tier (only the first with `backups = "first"`).
     let serving = |s: &crate::config::Server| !s.down && s.weight > 0;
-    let primaries: u64 = pool
-        .servers
-        .iter()
-        .filter(|s| !s.backup && serving(s))
-        .map(|s| u64::from(s.weight))
-        .sum();
-    let backup_tier = primaries == 0;
+    let backup_tier = !pool.servers.iter().any(|s| !s.backup && serving(s));
     let first_backup = (backup_tier && pool.backups == BackupMode::First)
         .then(|| pool.servers.iter().position(|s| s.backup && serving(s)))
         .flatten();
-    let total: u64 = match first_backup {
-        Some(i) => u64::from(pool.servers[i].weight),
-        None if backup_tier => pool
-            .servers
-            .iter()
-            .filter(|s| s.backup && serving(s))
-            .map(|s| u64::from(s.weight))
-            .sum(),
-        None => primaries,
+    let in_tier = |i: usize, s: &crate::config::Server| {
+        serving(s) && s.backup == backup_tier && first_backup.is_none_or(|f| f == i)
     };
+    let total: u64 = pool
+        .servers
+        .iter()
+        .enumerate()
+        .filter(|&(i, s)| in_tier(i, s))
+        .map(|(_, s)| u64::from(s.weight))
+        .sum();
     pool.servers
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let in_tier = s.backup == backup_tier && first_backup.is_none_or(|f| f == i);
-            if !serving(s) || !in_tier || total == 0 {
-                0.0
-            } else {
+            if in_tier(i, s) {
                 f64::from(s.weight) / total as f64
+            } else {
+                0.0
             }
         })
         .collect()
