@@ -2,9 +2,18 @@
 //!
 //! Data flows one way: source → sample → detectors → alerts → sinks. Samples are plain data in
 //! `ballast-core::sample`, so `serve` builds them from its own counters and this crate never
-//! depends on the proxy. Detectors (`detect`) are pure functions over windows of samples,
-//! tested with synthetic series on a virtual clock. Sources (HAProxy's stats socket, nginx's
-//! access log, ballast's admin API), the alert lifecycle and the sinks come next.
+//! depends on the proxy.
+//!
+//! - `source`: ballast's admin API, HAProxy's stats, nginx's logs and `stub_status` → samples.
+//! - `detect`: pure judgements over a window of samples → findings (distribution, saturation,
+//!   errors), tested with synthetic series on a virtual clock.
+//! - `alert`: findings → alerts with a lifecycle, deduplication, grouping and inhibition.
+//! - `sink`: alerts → Alertmanager, a webhook, the event log, the terminal.
+//! - `rules`: the same signals as Prometheus rules, for a fleet.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod detect;
+pub mod rules;
+pub mod sink;
+pub mod source;

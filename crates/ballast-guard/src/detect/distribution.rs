@@ -54,12 +54,7 @@ pub enum Measure {
     Concurrency,
 }
 
-/// How loud a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Warning,
-    Critical,
-}
+pub use super::Level;
 
 /// The verdict on one pool over one window.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,2 @@
+//! Errors and latency: 5xx ratios per pool and server, servers that stand out from their pool,
+//! all servers down, flapping.
