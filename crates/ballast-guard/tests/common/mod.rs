@@ -1,0 +1,231 @@
+//! What the guard's integration tests against real load balancers and monitoring share: peers
+//! in their own process group, free loopback ports, tiny HTTP backends, a plain HTTP client.
+// Each test binary includes this module and uses a part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether `binary` can run. A missing peer fails the test unless BALLAST_SKIP_PEERS is set,
+/// so CI never skips in silence.
+pub fn peer_available(binary: &str) -> bool {
+    let found = Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("BALLAST_SKIP_PEERS").is_some(),
+            "{binary} is not installed: run ./scripts/test.sh, which installs it (or set BALLAST_SKIP_PEERS=1 to skip knowingly)"
+        );
+    }
+    found
+}
+
+/// A peer started in a process group of its own, stopped as a whole group on drop: an nginx
+/// master killed alone orphans its workers, which keep listening.
+pub struct PeerGroup(std::process::Child);
+
+impl PeerGroup {
+    pub fn spawn(mut command: Command) -> PeerGroup {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the peer");
+        PeerGroup(child)
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for PeerGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal("-KILL");
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free now (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until something accepts on `addr`, up to `timeout`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A tiny HTTP/1.1 backend on loopback: answers every request `200` with `X-Served-By: NAME`
+/// (after `delay`, when set), keep-alive, one thread per connection. Stops on drop.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub served: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Backend {
+        Backend::start_with_delay(name, Duration::ZERO)
+    }
+
+    pub fn start_with_delay(name: &str, delay: Duration) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a backend");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
+        let (stop2, served2, name2) = (stop.clone(), served.clone(), name.to_string());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (stop3, served3, name3) =
+                            (stop2.clone(), served2.clone(), name2.clone());
+                        std::thread::spawn(move || {
+                            serve_connection(conn, &name3, delay, &stop3, &served3)
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Backend {
+            addr,
+            name: name.to_string(),
+            served,
+            stop,
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_connection(
+    conn: TcpStream,
+    name: &str,
+    delay: Duration,
+    stop: &AtomicBool,
+    served: &AtomicU64,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut writer = conn;
+    loop {
+        let mut content_length = 0usize;
+        let mut line = String::new();
+        // Request line, then headers to the blank line.
+        let mut got_request = false;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(_) => return,
+            }
+            if line == "\r\n" || line == "\n" {
+                if got_request {
+                    break;
+                }
+                continue;
+            }
+            got_request = true;
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        if content_length > 0 {
+            let mut body = vec![0; content_length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+        }
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        served.fetch_add(1, Ordering::Relaxed);
+        let body = format!("{name}\n");
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Served-By: {name}\r\nConnection: keep-alive\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// One plain HTTP/1.1 GET on a new connection: the status and the body (empty on error).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if conn.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
