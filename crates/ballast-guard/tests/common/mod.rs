@@ -153,6 +153,7 @@ fn serve_connection(
     let mut writer = conn;
     loop {
         let mut content_length = 0usize;
+        let mut close = false;
         let mut line = String::new();
         // Request line, then headers to the blank line.
         let mut got_request = false;
@@ -181,9 +182,11 @@ fn serve_connection(
                 continue;
             }
             got_request = true;
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
                 content_length = v.trim().parse().unwrap_or(0);
             }
+            close |= lower.starts_with("connection:") && lower.contains("close");
         }
         if content_length > 0 {
             let mut body = vec![0; content_length];
@@ -200,7 +203,7 @@ fn serve_connection(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Served-By: {name}\r\nConnection: keep-alive\r\n\r\n{body}",
             body.len()
         );
-        if writer.write_all(response.as_bytes()).is_err() {
+        if writer.write_all(response.as_bytes()).is_err() || close {
             return;
         }
     }
