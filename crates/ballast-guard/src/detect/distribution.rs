@@ -55,6 +55,10 @@ pub enum Measure {
 }
 
 pub use super::Level;
+use super::RuleSpec;
+
+/// The rules this detector raises.
+pub const RULES: &[RuleSpec] = &[];
 
 /// The verdict on one pool over one window.
 #[derive(Debug, Clone, PartialEq)]

@@ -88,10 +88,15 @@ pub struct RuleSpec {
     pub response: &'static str,
 }
 
-/// Every rule the detectors raise. Each detector module owns its entries' wording.
-pub const RULES: &[RuleSpec] = &[];
+/// Every rule the detectors raise; each detector module owns its `RULES` and their wording.
+pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
+    distribution::RULES
+        .iter()
+        .chain(saturation::RULES)
+        .chain(errors::RULES)
+}
 
 /// The rule of a given name.
 pub fn rule(alertname: &str) -> Option<&'static RuleSpec> {
-    RULES.iter().find(|r| r.alertname == alertname)
+    all_rules().find(|r| r.alertname == alertname)
 }
