@@ -7,6 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::detect::{Finding, Layer, rule};
+
 /// Where an alert is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,4 +74,408 @@ impl Alert {
 /// Unix milliseconds as RFC 3339 (`2026-12-01T10:02:03.250Z`), as Alertmanager's API wants.
 pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// How findings become alerts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LifecycleOptions {
+    /// A firing alert resolves after its finding has been absent this long (a clean window or
+    /// two), so one quiet round does not resolve and re-page.
+    pub resolve_after_ms: u64,
+    /// Overrides every rule's `for` (tests, `--for 0s`), when set.
+    pub for_override_ms: Option<u64>,
+}
+
+impl Default for LifecycleOptions {
+    fn default() -> Self {
+        Self {
+            resolve_after_ms: 3_000,
+            for_override_ms: None,
+        }
+    }
+}
+
+/// What one round changed, and what is active after it.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    /// Alerts that began to fire this round.
+    pub fired: Vec<Alert>,
+    /// Alerts that resolved this round (state `Resolved`, `ends_at_ms` set).
+    pub resolved: Vec<Alert>,
+    /// Every pending and firing alert after the round, inhibited ones included.
+    pub active: Vec<Alert>,
+}
+
+impl Round {
+    /// What sinks are told this round: firing alerts that are not inhibited, and resolutions.
+    pub fn to_deliver(&self) -> Vec<Alert> {
+        self.active
+            .iter()
+            .filter(|a| a.state == AlertState::Firing && a.inhibited_by.is_none())
+            .chain(self.resolved.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+struct Tracked {
+    alert: Alert,
+    for_ms: u64,
+    last_seen_ms: u64,
+    layer: Layer,
+}
+
+/// Alerts of one watched load balancer: findings in, transitions out. Identity is the label
+/// set without `severity`, so an alert that escalates from warning to critical is one alert
+/// (resolved at the old severity and fired at the new, as Alertmanager sees label sets).
+pub struct Lifecycle {
+    source: String,
+    instance: String,
+    options: LifecycleOptions,
+    tracked: BTreeMap<String, Tracked>,
+}
+
+/// What an annotation `cause` is built from; the caller (the watcher) supplies it, as it holds
+/// the history and the configuration changes.
+pub type Explain<'a> = dyn Fn(&Finding) -> String + 'a;
+
+impl Lifecycle {
+    pub fn new(source: &str, instance: &str, options: LifecycleOptions) -> Self {
+        Self {
+            source: source.to_string(),
+            instance: instance.to_string(),
+            options,
+            tracked: BTreeMap::new(),
+        }
+    }
+
+    /// One round: this round's findings, their cause statements from `explain`.
+    pub fn observe(&mut self, now_ms: u64, findings: &[Finding], explain: &Explain) -> Round {
+        let mut round = Round::default();
+        for finding in findings {
+            let labels = self.labels(finding);
+            let key = identity(&labels);
+            let spec = rule(finding.rule);
+            let for_ms = self
+                .options
+                .for_override_ms
+                .unwrap_or_else(|| spec.map_or(0, |r| r.for_ms));
+            let annotations = BTreeMap::from([
+                ("summary".to_string(), finding.summary.clone()),
+                ("description".to_string(), finding.description.clone()),
+                ("cause".to_string(), explain(finding)),
+                ("runbook".to_string(), runbook_link(finding.rule)),
+            ]);
+            match self.tracked.get_mut(&key) {
+                Some(t) if t.alert.labels == labels => {
+                    t.last_seen_ms = now_ms;
+                    t.alert.annotations = annotations;
+                }
+                Some(t) => {
+                    // Same alert at another severity: the old label set resolves, the new one
+                    // keeps the time it began (it has held all along).
+                    let mut old = t.alert.clone();
+                    let was_firing = old.state == AlertState::Firing;
+                    if was_firing {
+                        old.state = AlertState::Resolved;
+                        old.ends_at_ms = Some(now_ms);
+                        round.resolved.push(old);
+                    }
+                    t.alert.labels = labels;
+                    t.alert.annotations = annotations;
+                    t.last_seen_ms = now_ms;
+                    if was_firing {
+                        t.alert.starts_at_ms = Some(now_ms);
+                        round.fired.push(t.alert.clone());
+                    }
+                }
+                None => {
+                    let alert = Alert {
+                        labels,
+                        annotations,
+                        state: AlertState::Pending,
+                        active_since_ms: now_ms,
+                        starts_at_ms: None,
+                        ends_at_ms: None,
+                        inhibited_by: None,
+                    };
+                    self.tracked.insert(
+                        key,
+                        Tracked {
+                            alert,
+                            for_ms,
+                            last_seen_ms: now_ms,
+                            layer: finding.layer,
+                        },
+                    );
+                }
+            }
+        }
+        // Pending long enough fires; absent long enough resolves (a pending one just goes).
+        let resolve_after = self.options.resolve_after_ms;
+        self.tracked.retain(|_, t| {
+            if t.last_seen_ms < now_ms {
+                if now_ms - t.last_seen_ms < resolve_after && t.alert.state == AlertState::Firing {
+                    return true;
+                }
+                if t.alert.state == AlertState::Firing {
+                    let mut done = t.alert.clone();
+                    done.state = AlertState::Resolved;
+                    done.ends_at_ms = Some(now_ms);
+                    round.resolved.push(done);
+                }
+                return false;
+            }
+            if t.alert.state == AlertState::Pending && now_ms - t.alert.active_since_ms >= t.for_ms
+            {
+                t.alert.state = AlertState::Firing;
+                t.alert.starts_at_ms = Some(now_ms);
+                round.fired.push(t.alert.clone());
+            }
+            true
+        });
+        self.inhibit();
+        // Fired this round and inhibited: shown, never paged.
+        let inhibited: BTreeMap<String, Option<String>> = self
+            .tracked
+            .iter()
+            .map(|(k, t)| (k.clone(), t.alert.inhibited_by.clone()))
+            .collect();
+        for a in &mut round.fired {
+            if let Some(by) = inhibited.get(&identity(&a.labels)) {
+                a.inhibited_by = by.clone();
+            }
+        }
+        round.active = self.tracked.values().map(|t| t.alert.clone()).collect();
+        round
+    }
+
+    /// Every active alert now.
+    pub fn active(&self) -> Vec<Alert> {
+        self.tracked.values().map(|t| t.alert.clone()).collect()
+    }
+
+    fn labels(&self, finding: &Finding) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            ("alertname".to_string(), finding.rule.to_string()),
+            ("severity".to_string(), finding.level.as_str().to_string()),
+            ("source".to_string(), self.source.clone()),
+            ("instance".to_string(), self.instance.clone()),
+        ]);
+        if let Some(pool) = &finding.pool {
+            labels.insert("pool".into(), pool.clone());
+        }
+        if let Some(server) = &finding.server {
+            labels.insert("server".into(), server.clone());
+        }
+        labels
+    }
+
+    /// A symptom is inhibited by its cause: a limit or backend alert on a server that a
+    /// distribution alert on its pool names as the hot one; any per-server alert of a pool all
+    /// of whose servers are down.
+    fn inhibit(&mut self) {
+        let causes: Vec<(String, String, Option<String>, String)> = self
+            .tracked
+            .values()
+            .filter(|t| t.alert.state != AlertState::Resolved)
+            .filter(|t| {
+                t.layer == Layer::Distribution
+                    || t.alert.label("alertname") == Some("AllServersDown")
+            })
+            .filter_map(|t| {
+                Some((
+                    t.alert.label("alertname")?.to_string(),
+                    t.alert.label("pool")?.to_string(),
+                    t.alert.label("server").map(str::to_string),
+                    t.alert.annotation("summary").unwrap_or("").to_string(),
+                ))
+            })
+            .collect();
+        for t in self.tracked.values_mut() {
+            let name = t.alert.label("alertname").unwrap_or("");
+            let pool = t.alert.label("pool");
+            let server = t.alert.label("server");
+            t.alert.inhibited_by = causes
+                .iter()
+                .find(|(cause, cpool, cserver, _)| {
+                    cause != name
+                        && pool == Some(cpool.as_str())
+                        && server.is_some()
+                        && (cause == "AllServersDown"
+                            || (matches!(t.layer, Layer::Limits | Layer::Backend)
+                                && cserver.as_deref() == server))
+                })
+                .map(|(cause, _, _, summary)| format!("{cause}: {summary}"));
+        }
+    }
+}
+
+/// The identity of an alert: its labels without `severity`.
+fn identity(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "severity")
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Where a rule's runbook section is: `docs/runbook.md#<alertname in lower case>`.
+pub fn runbook_link(alertname: &str) -> String {
+    format!("docs/runbook.md#{}", alertname.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Level;
+
+    fn finding(rule: &'static str, level: Level, layer: Layer, server: &str) -> Finding {
+        Finding {
+            rule,
+            level,
+            layer,
+            pool: Some("app".into()),
+            server: Some(server.into()),
+            summary: format!("{rule} on {server}"),
+            description: String::new(),
+            figures: BTreeMap::new(),
+        }
+    }
+
+    fn skew(level: Level) -> Finding {
+        finding("PoolSkewed", level, Layer::Distribution, "app-3")
+    }
+
+    fn cause(_: &Finding) -> String {
+        "because".into()
+    }
+
+    fn lifecycle() -> Lifecycle {
+        Lifecycle::new("haproxy", "/run/haproxy.sock", LifecycleOptions::default())
+    }
+
+    #[test]
+    fn an_alert_is_pending_until_its_for_duration_then_fires_once() {
+        let mut l = lifecycle();
+        // PoolSkewed holds for 2 s: rounds at 0 and 1 s are pending, 2 s fires.
+        for t in [0, 1_000] {
+            let r = l.observe(t, &[skew(Level::Critical)], &cause);
+            assert!(r.fired.is_empty(), "fired too early at {t}");
+            assert_eq!(r.active[0].state, AlertState::Pending);
+        }
+        let r = l.observe(2_000, &[skew(Level::Critical)], &cause);
+        assert_eq!(r.fired.len(), 1);
+        let a = &r.fired[0];
+        assert_eq!(a.label("alertname"), Some("PoolSkewed"));
+        assert_eq!(a.label("severity"), Some("critical"));
+        assert_eq!(a.label("pool"), Some("app"));
+        assert_eq!(a.label("server"), Some("app-3"));
+        assert_eq!(a.label("source"), Some("haproxy"));
+        assert_eq!(a.annotation("cause"), Some("because"));
+        assert_eq!(a.annotation("runbook"), Some("docs/runbook.md#poolskewed"));
+        assert_eq!(a.starts_at_ms, Some(2_000));
+        assert_eq!(r.to_deliver().len(), 1);
+        // Still there: not fired again (deduplicated), still delivered as firing.
+        let r = l.observe(3_000, &[skew(Level::Critical)], &cause);
+        assert!(r.fired.is_empty());
+        assert_eq!(r.to_deliver().len(), 1);
+    }
+
+    #[test]
+    fn a_gap_before_firing_starts_the_for_duration_again() {
+        let mut l = lifecycle();
+        l.observe(0, &[skew(Level::Warning)], &cause);
+        l.observe(1_000, &[skew(Level::Warning)], &cause);
+        l.observe(2_000, &[], &cause);
+        let r = l.observe(3_000, &[skew(Level::Warning)], &cause);
+        assert!(r.fired.is_empty());
+        assert_eq!(r.active[0].active_since_ms, 3_000);
+    }
+
+    #[test]
+    fn a_firing_alert_resolves_after_quiet_rounds_not_one() {
+        let mut l = lifecycle();
+        for t in [0, 1_000, 2_000] {
+            l.observe(t, &[skew(Level::Warning)], &cause);
+        }
+        // Absent for 1 s and 2 s: still firing (one quiet round is not a recovery).
+        for t in [3_000, 4_000] {
+            let r = l.observe(t, &[], &cause);
+            assert!(r.resolved.is_empty(), "resolved too early at {t}");
+        }
+        let r = l.observe(5_000, &[], &cause);
+        assert_eq!(r.resolved.len(), 1);
+        assert_eq!(r.resolved[0].state, AlertState::Resolved);
+        assert_eq!(r.resolved[0].ends_at_ms, Some(5_000));
+        assert!(r.active.is_empty());
+        assert_eq!(r.to_deliver().len(), 1, "the resolution is delivered");
+    }
+
+    #[test]
+    fn escalation_resolves_the_warning_and_fires_the_critical() {
+        let mut l = lifecycle();
+        for t in [0, 1_000, 2_000] {
+            l.observe(t, &[skew(Level::Warning)], &cause);
+        }
+        let r = l.observe(3_000, &[skew(Level::Critical)], &cause);
+        assert_eq!(r.resolved.len(), 1);
+        assert_eq!(r.resolved[0].label("severity"), Some("warning"));
+        assert_eq!(r.fired.len(), 1);
+        assert_eq!(r.fired[0].label("severity"), Some("critical"));
+        assert_eq!(r.active.len(), 1);
+    }
+
+    #[test]
+    fn saturation_of_the_hot_server_is_a_symptom_of_the_skew() {
+        let mut l = Lifecycle::new(
+            "haproxy",
+            "x",
+            LifecycleOptions {
+                for_override_ms: Some(0),
+                ..Default::default()
+            },
+        );
+        let at_limit = finding("ServerAtLimit", Level::Critical, Layer::Limits, "app-3");
+        let other = finding("ServerAtLimit", Level::Critical, Layer::Limits, "app-1");
+        let r = l.observe(0, &[skew(Level::Critical), at_limit, other], &cause);
+        assert_eq!(r.fired.len(), 3);
+        let delivered = r.to_deliver();
+        assert_eq!(
+            delivered.len(),
+            2,
+            "the symptom is not paged: {delivered:#?}"
+        );
+        let symptom = r
+            .active
+            .iter()
+            .find(|a| {
+                a.label("alertname") == Some("ServerAtLimit") && a.label("server") == Some("app-3")
+            })
+            .unwrap();
+        assert!(
+            symptom
+                .inhibited_by
+                .as_deref()
+                .unwrap()
+                .starts_with("PoolSkewed"),
+            "{symptom:?}"
+        );
+        // app-1 at its limit is not explained by app-3's share: paged.
+        assert!(delivered.iter().any(|a| a.label("server") == Some("app-1")));
+    }
+
+    #[test]
+    fn the_fingerprint_depends_on_labels_only() {
+        let mut l = lifecycle();
+        let a = l.observe(0, &[skew(Level::Warning)], &cause).active[0].clone();
+        let mut b = a.clone();
+        b.annotations.clear();
+        b.state = AlertState::Firing;
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.labels.insert("server".into(), "app-1".into());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(rfc3339(1_764_583_323_250), "2025-12-01T10:02:03.250Z");
+    }
 }

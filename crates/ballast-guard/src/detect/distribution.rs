@@ -12,8 +12,12 @@
 //! to the saturation detector. Below a volume floor the answer is "not enough traffic", never
 //! an alert.
 
+use std::collections::BTreeMap;
+
 use ballast_core::distribution::{Evenness, evenness};
-use ballast_core::sample::{PoolSample, Promise, ServerSample, ServerState};
+use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
+
+use super::{Finding, Layer};
 
 /// When a pool's spread is worth an alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,7 +62,97 @@ pub use super::Level;
 use super::RuleSpec;
 
 /// The rules this detector raises.
-pub const RULES: &[RuleSpec] = &[];
+pub const RULES: &[RuleSpec] = &[RuleSpec {
+    alertname: "PoolSkewed",
+    layer: Layer::Distribution,
+    // Three consecutive one-second rounds: one noisy window never pages.
+    for_ms: 2_000,
+    meaning: "One server of the pool takes more than its share of what the pool's algorithm \
+        promises to spread (requests for round-robin, random and hashing; requests in flight \
+        for least-connections and power-of-two), by more than the threshold (R > 1.5 warning, \
+        R > 2 critical), and a χ² test says it is not chance. The hot server is the `server` \
+        label.",
+    response: "Compare the live weights and states with the configuration (`show servers \
+        state`, `/status`): a weight changed at runtime, a server drained or in maintenance, a \
+        backup taking traffic. For a hashing pool, look at the key: one client address behind \
+        a proxy, a header or cookie with one value. If the alert names a configuration change \
+        as the trigger, `ballast diff` the two versions and revert the change; `ballast \
+        simulate` the fixed file before deploying it.",
+}];
+
+/// Every pool of the window's latest sample, judged over the samples that have it; a skewed
+/// pool is a `PoolSkewed` finding naming the hot server.
+pub fn detect(window: &[Sample], thresholds: &Thresholds) -> Vec<Finding> {
+    let Some(latest) = window.last() else {
+        return Vec::new();
+    };
+    latest
+        .pools
+        .iter()
+        .filter_map(|pool| {
+            let series: Vec<&PoolSample> = window
+                .iter()
+                .filter_map(|s| s.pools.iter().find(|p| p.name == pool.name))
+                .collect();
+            judge(&series, thresholds)
+        })
+        .filter_map(|d| finding(&d))
+        .collect()
+}
+
+/// The finding for a skewed pool, `None` for every other verdict.
+pub fn finding(d: &PoolDistribution) -> Option<Finding> {
+    let Verdict::Skewed {
+        level,
+        server,
+        share,
+        expected,
+        evenness,
+    } = &d.verdict
+    else {
+        return None;
+    };
+    let what = match d.measure {
+        Measure::Requests => "requests",
+        Measure::Concurrency => "requests in flight",
+    };
+    let gate = match d.measure {
+        Measure::Requests => format!(", χ² p = {:.1e}", evenness.chi2_p),
+        Measure::Concurrency => String::new(),
+    };
+    let figures = BTreeMap::from([
+        ("peak_ratio".to_string(), evenness.peak_ratio),
+        ("share".to_string(), *share),
+        ("expected".to_string(), *expected),
+        ("jain".to_string(), evenness.jain),
+        ("chi2_p".to_string(), evenness.chi2_p),
+    ]);
+    Some(Finding {
+        rule: "PoolSkewed",
+        level: *level,
+        layer: Layer::Distribution,
+        pool: Some(d.pool.clone()),
+        server: Some(server.clone()),
+        summary: format!(
+            "pool {} sends {:.0}% of its {what} to {server}, {:.1}× its share of {:.0}%",
+            d.pool,
+            share * 100.0,
+            evenness.peak_ratio,
+            expected * 100.0
+        ),
+        description: format!(
+            "The pool's algorithm promises {}; over the window {server} took {:.1}% of the \
+             {what} against the {:.1}% its live weight gives it (R = {:.2}, Jain's index \
+             {:.2}{gate}).",
+            d.promise.as_str(),
+            share * 100.0,
+            expected * 100.0,
+            evenness.peak_ratio,
+            evenness.jain
+        ),
+        figures,
+    })
+}
 
 /// The verdict on one pool over one window.
 #[derive(Debug, Clone, PartialEq)]
