@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod change;
 pub mod detect;
 pub mod rules;
 pub mod sink;

@@ -94,6 +94,7 @@ pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
         .iter()
         .chain(saturation::RULES)
         .chain(errors::RULES)
+        .chain(crate::change::RULES)
 }
 
 /// The rule of a given name.
