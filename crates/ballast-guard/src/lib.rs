@@ -18,3 +18,4 @@ pub mod detect;
 pub mod rules;
 pub mod sink;
 pub mod source;
+pub mod verdict;

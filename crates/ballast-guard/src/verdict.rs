@@ -1,0 +1,350 @@
+//! The verdict: the `cause` statement every alert carries. It places the problem in a layer
+//! (the load balancer's distribution or limits, one backend, the traffic), names the likely
+//! trigger (a configuration change or reload that touched the pool shortly before), and lists
+//! what the data rules out, in the words of the wrong turns outage reports describe: "request
+//! rate is at its baseline: not a traffic surge"; "the other servers' latency is normal: not a
+//! shared dependency such as the database". Only what the samples show is said.
+
+use ballast_core::sample::{Sample, ServerSample};
+
+use crate::change::{ConfigChange, Reload, clock};
+use crate::detect::{Finding, Layer};
+
+/// What a cause statement may draw on.
+pub struct Context<'a> {
+    /// The watched load balancer's samples, oldest first (minutes of them).
+    pub history: &'a [Sample],
+    /// How much of the end of the history is the detection window (the "now").
+    pub window_ms: u64,
+    pub changes: &'a [ConfigChange],
+    pub reloads: &'a [Reload],
+    /// A change or reload this long before an alert is named as its likely trigger.
+    pub trigger_window_ms: u64,
+}
+
+/// The least history, before the window, that makes a baseline.
+const BASELINE_MIN_MS: u64 = 20_000;
+
+/// The cause statement for one finding.
+pub fn explain(f: &Finding, ctx: &Context) -> String {
+    let mut out = format!("It is {}: {}.", f.layer.as_str(), f.summary);
+    if f.layer == Layer::Traffic {
+        out = format!("It is the traffic: {}.", f.summary);
+    }
+    if let Some(trigger) = trigger(f, ctx) {
+        out.push_str(&format!(" Likely trigger: {trigger}."));
+    }
+    let ruled_out = rules_out(f, ctx);
+    if !ruled_out.is_empty() {
+        out.push_str(&format!(" {}", ruled_out.join("; ")));
+        out.push('.');
+    }
+    out
+}
+
+/// The latest configuration change touching the finding's pool (or any reload) within the
+/// trigger window before the latest sample.
+pub fn trigger(f: &Finding, ctx: &Context) -> Option<String> {
+    // A change alert is its own trigger.
+    if f.rule == "ConfigChangeRisky" {
+        return None;
+    }
+    let now = ctx.history.last()?.at_ms;
+    let recent = |at: u64| at <= now && now - at <= ctx.trigger_window_ms;
+    let change = ctx
+        .changes
+        .iter()
+        .rev()
+        .filter(|c| recent(c.at_ms))
+        .find(|c| {
+            f.pool
+                .as_ref()
+                .is_none_or(|p| c.pools.iter().any(|x| x == p))
+        });
+    let reload = ctx.reloads.iter().rev().find(|r| recent(r.at_ms));
+    match (change, reload) {
+        (Some(c), Some(r)) if r.at_ms >= c.at_ms => Some(format!(
+            "{}, live since the reload of {}",
+            c.headline(),
+            clock(r.at_ms)
+        )),
+        (Some(c), _) => Some(c.headline()),
+        (None, Some(r)) => Some(format!(
+            "the reload of {} (generation {} → {})",
+            clock(r.at_ms),
+            r.previous,
+            r.generation
+        )),
+        (None, None) => None,
+    }
+}
+
+/// What the data rules out (or, when it does not, what it shows instead).
+pub fn rules_out(f: &Finding, ctx: &Context) -> Vec<String> {
+    let mut out = Vec::new();
+    if f.layer != Layer::Traffic
+        && let Some(t) = traffic(ctx)
+    {
+        out.push(t);
+    }
+    if let (Some(pool), Some(server)) = (&f.pool, &f.server)
+        && let Some(l) = others_latency(pool, server, ctx)
+    {
+        out.push(l);
+    }
+    out
+}
+
+/// The whole load balancer's request rate now against its own baseline.
+fn traffic(ctx: &Context) -> Option<String> {
+    let last = ctx.history.last()?;
+    let now = last.at_ms;
+    let window_start = now.saturating_sub(ctx.window_ms);
+    let first = ctx.history.first()?;
+    let at_window = ctx.history.iter().find(|s| s.at_ms >= window_start)?;
+    if at_window.at_ms.saturating_sub(first.at_ms) < BASELINE_MIN_MS {
+        return None;
+    }
+    let rate = |a: &Sample, b: &Sample| -> Option<f64> {
+        let dt = b.at_ms.checked_sub(a.at_ms).filter(|&d| d > 0)? as f64 / 1000.0;
+        let (ta, tb) = (total_requests(a), total_requests(b));
+        Some(tb.checked_sub(ta)? as f64 / dt)
+    };
+    let current = rate(at_window, last)?;
+    let baseline = rate(first, at_window)?;
+    if baseline < 1.0 && current < 1.0 {
+        return None;
+    }
+    let ratio = if baseline > 0.0 {
+        current / baseline
+    } else {
+        f64::INFINITY
+    };
+    Some(if ratio > 2.0 {
+        format!(
+            "request rate is {:.1}× its baseline ({} against {}): a traffic surge contributes",
+            ratio,
+            per_second(current),
+            per_second(baseline)
+        )
+    } else if ratio < 0.5 {
+        format!(
+            "request rate fell to {} from a baseline of {}: less traffic reaches the load balancer",
+            per_second(current),
+            per_second(baseline)
+        )
+    } else {
+        format!(
+            "request rate is {}, at its baseline of {}: not a traffic surge",
+            per_second(current),
+            per_second(baseline)
+        )
+    })
+}
+
+/// The other servers of the pool: is their latency what it was before the window?
+fn others_latency(pool: &str, server: &str, ctx: &Context) -> Option<String> {
+    let last = ctx.history.last()?;
+    let window_start = last.at_ms.saturating_sub(ctx.window_ms);
+    let mean_of_others = |s: &Sample| -> Option<f64> {
+        let p = s.pools.iter().find(|p| p.name == pool)?;
+        let l: Vec<f64> = p
+            .servers
+            .iter()
+            .filter(|x| x.name != server)
+            .filter_map(|x: &ServerSample| x.latency_ms)
+            .collect();
+        (!l.is_empty()).then(|| l.iter().sum::<f64>() / l.len() as f64)
+    };
+    let mean = |samples: &mut dyn Iterator<Item = &Sample>| -> Option<f64> {
+        let v: Vec<f64> = samples.filter_map(mean_of_others).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let now = mean(&mut ctx.history.iter().filter(|s| s.at_ms >= window_start))?;
+    let before = mean(&mut ctx.history.iter().filter(|s| s.at_ms < window_start));
+    match before {
+        Some(b) if now > 2.0 * b.max(1.0) => Some(format!(
+            "the other servers are slower too ({now:.0} ms against {b:.0} ms before): a shared \
+             dependency may be involved"
+        )),
+        Some(b) => Some(format!(
+            "the other servers' latency is normal ({now:.0} ms, {b:.0} ms before): not a shared \
+             dependency such as the database"
+        )),
+        None => None,
+    }
+}
+
+fn total_requests(s: &Sample) -> u64 {
+    s.pools
+        .iter()
+        .flat_map(|p| &p.servers)
+        .map(|x| x.requests)
+        .sum()
+}
+
+fn per_second(rate: f64) -> String {
+    if rate >= 100.0 {
+        format!("{rate:.0}/s")
+    } else {
+        format!("{rate:.1}/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Level;
+    use ballast_core::sample::{PoolSample, Promise, ResponseClasses, ServerState};
+    use std::collections::BTreeMap;
+
+    /// Samples every second for `secs`: each server gains `rate` requests a second, with
+    /// `latency` ms, and after `hot_from` s app-3 gains `hot_rate` instead.
+    fn history(secs: u64, rate: u64, hot_from: u64, hot_rate: u64, latency: f64) -> Vec<Sample> {
+        let mut counts = [0u64; 3];
+        (0..=secs)
+            .map(|t| {
+                if t > 0 {
+                    for (i, c) in counts.iter_mut().enumerate() {
+                        *c += if i == 2 && t > hot_from {
+                            hot_rate
+                        } else {
+                            rate
+                        };
+                    }
+                }
+                Sample {
+                    at_ms: 1_000_000 + t * 1000,
+                    source: "haproxy".into(),
+                    instance: "x".into(),
+                    pools: vec![PoolSample {
+                        name: "app".into(),
+                        promise: Promise::RequestShares,
+                        queued: 0,
+                        servers: (0..3)
+                            .map(|i| ServerSample {
+                                name: format!("app-{}", i + 1),
+                                requests: counts[i],
+                                active: 1,
+                                queued: 0,
+                                max_connections: None,
+                                max_queue: None,
+                                weight: 1,
+                                state: ServerState::Up,
+                                backup: false,
+                                responses: ResponseClasses::default(),
+                                latency_ms: Some(latency),
+                            })
+                            .collect(),
+                    }],
+                    frontends: Vec::new(),
+                    process: None,
+                }
+            })
+            .collect()
+    }
+
+    fn skew() -> Finding {
+        Finding {
+            rule: "PoolSkewed",
+            level: Level::Critical,
+            layer: Layer::Distribution,
+            pool: Some("app".into()),
+            server: Some("app-3".into()),
+            summary: "pool app sends 60% of its requests to app-3".into(),
+            description: String::new(),
+            figures: BTreeMap::new(),
+        }
+    }
+
+    fn change(at_ms: u64, pools: &[&str]) -> ConfigChange {
+        ConfigChange {
+            at_ms,
+            file: "/etc/haproxy/haproxy.cfg".into(),
+            previous: "a".into(),
+            version: "b".into(),
+            changes: vec!["pool app: ~ weight of server app-3: 1 → 8".into()],
+            pools: pools.iter().map(|p| p.to_string()).collect(),
+            introduced: Vec::new(),
+            max_shift_points: 47.0,
+            shifts: Vec::new(),
+            risky: true,
+            unreadable: None,
+        }
+    }
+
+    #[test]
+    fn a_skew_at_steady_traffic_after_a_change_names_the_change_and_rules_out_a_surge() {
+        // 100/s per server for 50 s, then app-3 takes 200/s: the total rises by a third, well
+        // within what "at its baseline" allows.
+        let h = history(60, 100, 50, 200, 3.0);
+        let changes = [change(1_000_000 + 49_000, &["app"])];
+        let ctx = Context {
+            history: &h,
+            window_ms: 5_000,
+            changes: &changes,
+            reloads: &[],
+            trigger_window_ms: 900_000,
+        };
+        let cause = explain(&skew(), &ctx);
+        assert!(
+            cause.starts_with("It is the load balancer's distribution: pool app"),
+            "{cause}"
+        );
+        assert!(
+            cause.contains("Likely trigger: the configuration change of"),
+            "{cause}"
+        );
+        assert!(cause.contains("weight of server app-3: 1 → 8"), "{cause}");
+        assert!(cause.contains("at its baseline"), "{cause}");
+        assert!(cause.contains("not a traffic surge"), "{cause}");
+        assert!(
+            cause.contains("the other servers' latency is normal (3 ms, 3 ms before)"),
+            "{cause}"
+        );
+    }
+
+    #[test]
+    fn a_change_to_another_pool_or_long_ago_is_not_the_trigger() {
+        let h = history(60, 100, 50, 100, 3.0);
+        let changes = [
+            change(1_000_000 + 49_000, &["other"]),
+            change(1_000_000 - 1_000_000, &["app"]),
+        ];
+        let ctx = Context {
+            history: &h,
+            window_ms: 5_000,
+            changes: &changes,
+            reloads: &[],
+            trigger_window_ms: 900_000,
+        };
+        assert_eq!(trigger(&skew(), &ctx), None);
+    }
+
+    #[test]
+    fn a_surge_is_said_to_contribute() {
+        let h = history(60, 100, 50, 1_000, 3.0);
+        let ctx = Context {
+            history: &h,
+            window_ms: 5_000,
+            changes: &[],
+            reloads: &[],
+            trigger_window_ms: 900_000,
+        };
+        let cause = explain(&skew(), &ctx);
+        assert!(cause.contains("a traffic surge contributes"), "{cause}");
+    }
+
+    #[test]
+    fn without_a_baseline_nothing_is_ruled_out() {
+        let h = history(10, 100, 5, 300, 3.0);
+        let ctx = Context {
+            history: &h,
+            window_ms: 5_000,
+            changes: &[],
+            reloads: &[],
+            trigger_window_ms: 900_000,
+        };
+        assert!(!explain(&skew(), &ctx).contains("baseline"));
+    }
+}
