@@ -68,7 +68,15 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
             StatusCode::OK,
             &crate::status::status(&shared.snapshot.load(), shared.events.recent()),
         ),
+        (&Method::GET, "/sample") => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(proxy.sample()).unwrap_or_default(),
+        ),
         (&Method::GET, "/config") => {
+            // The text holds the admin token and key paths: only for who holds the token.
+            if let Err(refusal) = authorize(shared, &req, "read the configuration") {
+                return refusal;
+            }
             let s = shared.snapshot.load();
             json_response(
                 StatusCode::OK,
@@ -80,30 +88,12 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
             )
         }
         (&Method::POST, "/reload") => {
-            let token = shared
-                .snapshot
-                .load()
-                .loaded
-                .config
-                .admin
-                .as_ref()
-                .and_then(|a| a.token.clone());
-            let Some(token) = token.filter(|t| !t.is_empty()) else {
-                return text_response(
-                    StatusCode::FORBIDDEN,
-                    "403 forbidden: set admin.token to allow changes over HTTP (SIGHUP reloads without one)\n",
-                );
-            };
-            let presented = req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if presented != Some(token.as_str()) {
-                return text_response(
-                    StatusCode::UNAUTHORIZED,
-                    "401 unauthorized: send Authorization: Bearer <admin.token>\n",
-                );
+            if let Err(refusal) = authorize(
+                shared,
+                &req,
+                "allow changes over HTTP (SIGHUP reloads without one)",
+            ) {
+                return refusal;
             }
             match proxy.reload().await {
                 ReloadOutcome::Applied { version } => json_response(
@@ -120,12 +110,47 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
                 ),
             }
         }
-        (_, "/healthz" | "/metrics" | "/status" | "/config" | "/reload") => {
+        (_, "/healthz" | "/metrics" | "/status" | "/sample" | "/config" | "/reload") => {
             text_response(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
         }
         _ => text_response(
             StatusCode::NOT_FOUND,
-            "404 not found: try /status, /metrics, /config, /healthz, POST /reload\n",
+            "404 not found: try /status, /sample, /metrics, /config, /healthz, POST /reload\n",
         ),
     }
+}
+
+/// Lets a request through when it presents `Authorization: Bearer <admin.token>`; otherwise
+/// the refusal to send (403 when no token is configured, 401 when it is wrong or missing).
+fn authorize(
+    shared: &crate::Shared,
+    req: &Request<Incoming>,
+    to: &str,
+) -> Result<(), Response<ProxyBody>> {
+    let token = shared
+        .snapshot
+        .load()
+        .loaded
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.clone());
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(text_response(
+            StatusCode::FORBIDDEN,
+            format!("403 forbidden: set admin.token to {to}\n"),
+        ));
+    };
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(token.as_str()) {
+        return Err(text_response(
+            StatusCode::UNAUTHORIZED,
+            "401 unauthorized: send Authorization: Bearer <admin.token>\n",
+        ));
+    }
+    Ok(())
 }

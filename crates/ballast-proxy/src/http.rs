@@ -600,11 +600,14 @@ async fn proxy(
         server.metrics.count(status);
         // Phase release, when the body ends.
         let latency = server.metrics.latency.clone();
+        let state = Arc::clone(&server.state);
         let completion = Completion {
             state: slot.hand_over(),
             conn: Some(conn),
             on_end: Some(Box::new(move |_clean| {
-                latency.observe(started.elapsed().as_secs_f64())
+                let elapsed = started.elapsed();
+                latency.observe(elapsed.as_secs_f64());
+                state.record_latency(elapsed);
             })),
         };
         let body = TrackedBody::new(upstream_body, completion, deadline).boxed();

@@ -20,6 +20,7 @@ mod health;
 mod http;
 mod metrics;
 mod runtime;
+mod sample;
 mod status;
 mod tcp;
 mod tls;
@@ -470,6 +471,21 @@ impl Proxy {
     pub fn events(&self) -> Vec<ballast_core::event::Event> {
         self.shared.events.recent()
     }
+
+    /// The guard's sample of this proxy now, from its own counters; `instance` is its admin
+    /// address (or `ballast` when it has none).
+    pub fn sample(&self) -> ballast_core::sample::Sample {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let instance = self
+            .admin
+            .lock()
+            .ok()
+            .and_then(|a| a.as_ref().map(|(addr, _)| addr.to_string()))
+            .unwrap_or_else(|| "ballast".into());
+        sample::sample(&self.shared, at_ms, &instance)
+    }
 }
 
 /// Reports when a saturated server has room again, and samples pick counts once a second for
@@ -489,6 +505,7 @@ async fn watch_servers(shared: std::sync::Weak<Shared>) {
                 let st = &s.state;
                 if ticks.is_multiple_of(4) {
                     st.sample_picks();
+                    st.sample_latency();
                 }
                 if st.saturated.load(Ordering::Acquire)
                     && st.in_flight.load(Ordering::Acquire) < s.limit

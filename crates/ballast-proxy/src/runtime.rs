@@ -72,6 +72,13 @@ pub struct ServerState {
     /// `picks` sampled once a second over the last ten seconds, oldest first, for the recent
     /// share.
     pub pick_samples: Mutex<std::collections::VecDeque<u64>>,
+    /// Response times of answered requests, summed in microseconds, and their count.
+    pub latency_sum_us: AtomicU64,
+    pub latency_count: AtomicU64,
+    /// The mean response time over the last second (f64 bits, ms; NaN before any), and the
+    /// sums it was computed from, for the guard's samples.
+    pub recent_latency_ms: AtomicU64,
+    latency_mark: Mutex<(u64, u64)>,
 }
 
 impl ServerState {
@@ -91,7 +98,41 @@ impl ServerState {
             pick_samples: Mutex::new(std::collections::VecDeque::with_capacity(
                 RECENT_WINDOW_SECS + 1,
             )),
+            latency_sum_us: AtomicU64::new(0),
+            latency_count: AtomicU64::new(0),
+            recent_latency_ms: AtomicU64::new(f64::NAN.to_bits()),
+            latency_mark: Mutex::new((0, 0)),
         }
+    }
+
+    /// Counts one answered request's response time.
+    pub fn record_latency(&self, elapsed: Duration) {
+        self.latency_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Updates the recent mean response time from what was answered since the last call;
+    /// called once a second. A second without answers keeps the previous mean.
+    pub fn sample_latency(&self) {
+        let (sum, count) = (
+            self.latency_sum_us.load(Ordering::Relaxed),
+            self.latency_count.load(Ordering::Relaxed),
+        );
+        let mut mark = self.latency_mark.lock().unwrap_or_else(|p| p.into_inner());
+        let (dsum, dcount) = (sum.saturating_sub(mark.0), count.saturating_sub(mark.1));
+        if dcount > 0 {
+            let ms = dsum as f64 / dcount as f64 / 1000.0;
+            self.recent_latency_ms
+                .store(ms.to_bits(), Ordering::Relaxed);
+        }
+        *mark = (sum, count);
+    }
+
+    /// The recent mean response time, when any request was answered.
+    pub fn recent_latency(&self) -> Option<f64> {
+        let ms = f64::from_bits(self.recent_latency_ms.load(Ordering::Relaxed));
+        (!ms.is_nan()).then_some(ms)
     }
 
     pub fn available(&self) -> bool {

@@ -321,6 +321,36 @@ async fn reloads_under_load_lose_no_request_and_a_refused_reload_keeps_the_old_c
         serde_json::from_str(&get(admin, "/status", &[]).await.unwrap().body).unwrap();
     assert_eq!(status["pools"][0]["servers"][0]["weight"], 9);
     assert_eq!(get(admin, "/healthz", &[]).await.unwrap().status, 200);
+    // The configuration's text holds the token: only for who presents it.
+    let anonymous = get(admin, "/config", &[]).await.unwrap();
+    assert_eq!(anonymous.status, 401);
+    assert!(!anonymous.body.contains("0123456789abcdef0123"));
+    let wrong = get(admin, "/config", &[("authorization", "Bearer nope")])
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, 401);
+    let config_text = get(
+        admin,
+        "/config",
+        &[("authorization", "Bearer 0123456789abcdef0123")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(config_text.status, 200);
+    assert!(config_text.body.contains("\"version\""));
+    // The guard's sample: every server with its cumulative picks, live weight and state.
+    let sample: ballast_core::sample::Sample =
+        serde_json::from_str(&get(admin, "/sample", &[]).await.unwrap().body).unwrap();
+    assert_eq!(sample.source, "ballast");
+    assert_eq!(sample.instance, admin.to_string());
+    let app = sample.pools.iter().find(|p| p.name == "app").unwrap();
+    assert_eq!(app.servers[0].weight, 9);
+    assert!(app.servers[0].requests > 0, "{sample:?}");
+    assert!(app.servers[0].responses.c2xx > 0, "{sample:?}");
+    assert_eq!(
+        sample.process.as_ref().and_then(|p| p.generation.clone()),
+        Some(proxy.version())
+    );
     proxy.drain(Duration::from_secs(1)).await;
 }
 
