@@ -15,7 +15,9 @@
 pub mod alert;
 pub mod change;
 pub mod detect;
+pub mod http;
 pub mod rules;
 pub mod sink;
 pub mod source;
 pub mod verdict;
+pub mod watch;

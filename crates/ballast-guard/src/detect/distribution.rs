@@ -80,9 +80,8 @@ pub const RULES: &[RuleSpec] = &[RuleSpec {
         simulate` the fixed file before deploying it.",
 }];
 
-/// Every pool of the window's latest sample, judged over the samples that have it; a skewed
-/// pool is a `PoolSkewed` finding naming the hot server.
-pub fn detect(window: &[Sample], thresholds: &Thresholds) -> Vec<Finding> {
+/// Every pool of the window's latest sample, judged over the samples that have it.
+pub fn judge_all(window: &[Sample], thresholds: &Thresholds) -> Vec<PoolDistribution> {
     let Some(latest) = window.last() else {
         return Vec::new();
     };
@@ -96,7 +95,14 @@ pub fn detect(window: &[Sample], thresholds: &Thresholds) -> Vec<Finding> {
                 .collect();
             judge(&series, thresholds)
         })
-        .filter_map(|d| finding(&d))
+        .collect()
+}
+
+/// The findings of a window: a `PoolSkewed` for each skewed pool, naming the hot server.
+pub fn detect(window: &[Sample], thresholds: &Thresholds) -> Vec<Finding> {
+    judge_all(window, thresholds)
+        .iter()
+        .filter_map(finding)
         .collect()
 }
 

@@ -3,6 +3,7 @@
 //! exporter, nginx's access log, `stub_status` and error log all sit behind [`Source`], so the
 //! detectors see every load balancer the same way.
 
+pub mod ballast;
 pub mod haproxy;
 pub mod nginx;
 
