@@ -190,10 +190,11 @@ pub fn stat_table(metrics: &[Metric]) -> StatTable {
                 "rtime",
                 format!("{}", (m.value * 1000.0).round().max(0.0) as u64),
             );
-        } else if family == "status" && m.value >= 1.0 {
-            if let Some(state) = m.label("state") {
-                row.insert("status", state.to_string());
-            }
+        } else if family == "status"
+            && m.value >= 1.0
+            && let Some(state) = m.label("state")
+        {
+            row.insert("status", state.to_string());
         }
     }
     let mut columns = vec!["pxname", "svname", "type", "status", "rtime"];
