@@ -374,19 +374,24 @@ fn a_server_at_its_maxconn_queues_and_the_sample_shows_it() {
         let s = source.sample(0).unwrap();
         let app = pool(&s, "app");
         let queued = app.queued + app.servers.iter().map(|x| x.queued).sum::<u64>();
-        let full = app
-            .servers
-            .iter()
-            .all(|x| x.max_connections == Some(2) && x.active == 2);
-        if queued > 0 && full {
-            seen = Some(queued);
+        let active: u64 = app.servers.iter().map(|x| x.active).sum();
+        // Once every client has arrived: four in service, six waiting.
+        if queued + active == 10 {
+            seen = Some((queued, app.clone()));
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let queued = seen.expect("both servers at their limit of 2 with requests queued");
-    // Ten clients, four in service: the other six wait.
-    assert_eq!(queued, 6);
+    let (queued, app) = seen.expect("all ten clients inside HAProxy within 3 s");
+    assert_eq!(queued, 6, "{app:?}");
+    for x in &app.servers {
+        assert_eq!(
+            (x.active, x.max_connections),
+            (2, Some(2)),
+            "{}: at its limit",
+            x.name
+        );
+    }
     for c in clients {
         assert_eq!(c.join().unwrap(), 200);
     }
