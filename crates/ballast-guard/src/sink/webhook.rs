@@ -174,7 +174,7 @@ impl WebhookSink {
         planned
             .into_iter()
             .map(|(group, signature, any_firing, listed)| Due {
-                payload: self.payload(&group, &listed, any_firing),
+                payload: self.payload(&listed, any_firing),
                 group,
                 signature,
                 any_firing,
@@ -184,7 +184,6 @@ impl WebhookSink {
 
     fn payload(
         &self,
-        group: &str,
         listed: &[(String, Alert, &'static str)],
         any_firing: bool,
     ) -> WebhookPayload {
@@ -196,7 +195,7 @@ impl WebhookSink {
             .iter()
             .map(|(_, a, _)| alertmanager_labels(&a.annotations))
             .collect();
-        let group_labels = labels
+        let group_labels: BTreeMap<String, String> = labels
             .first()
             .map(|first| {
                 first
@@ -234,8 +233,7 @@ impl WebhookSink {
             .collect();
         WebhookPayload {
             version: "4",
-            // Alertmanager's is the route's matchers, a colon, and the group's labels.
-            group_key: format!("{{}}:{group}"),
+            group_key: group_key(&group_labels),
             truncated_alerts: listed.len() - keep,
             status: if any_firing { "firing" } else { "resolved" },
             receiver: self.receiver.clone(),
@@ -300,6 +298,16 @@ impl Sink for WebhookSink {
             }
         }
     }
+}
+
+/// Alertmanager's group key: the route's matchers (`{}` for the root route), a colon, and the
+/// group's labels as Go prints a label set (`{instance="lb1", pool="app"}`).
+fn group_key(group_labels: &BTreeMap<String, String>) -> String {
+    let labels: Vec<String> = group_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::Value::from(v.as_str())))
+        .collect();
+    format!("{{}}:{{{}}}", labels.join(", "))
 }
 
 /// The labels every one of `sets` has, with the same value.
@@ -474,6 +482,7 @@ mod tests {
         let due = sink.due(0, &[a.clone(), b]);
         let payload = &due[0].payload;
         assert_eq!(payload.truncated_alerts, 1);
+        assert_eq!(payload.group_key, r#"{}:{instance="lb1", pool="app"}"#);
         assert_eq!(payload.alerts.len(), 1);
         assert_eq!(payload.group_labels.len(), 2);
         assert_eq!(payload.common_labels.get("pool").unwrap(), "app");
