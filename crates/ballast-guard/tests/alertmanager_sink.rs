@@ -700,3 +700,40 @@ fn the_event_log_has_one_firing_and_one_resolved_line_per_alert() {
         }
     );
 }
+
+#[test]
+fn a_webhook_that_is_down_is_reported_once_and_told_when_it_is_back() {
+    let port = free_port();
+    let mut webhook = WebhookSink::new(&format!("http://127.0.0.1:{port}/hook"))
+        .unwrap()
+        .with_repeat_interval(Duration::from_secs(3600));
+    let start = now_ms();
+    let alert = firing("BallastPoolSkewed", "app-3", start - 1_000);
+    let error = webhook
+        .deliver(start, std::slice::from_ref(&alert))
+        .expect_err("nothing listens there");
+    assert!(error.to_string().contains("/hook"), "{error}");
+    assert!(
+        webhook
+            .deliver(start + 1_000, std::slice::from_ref(&alert))
+            .is_ok()
+    );
+    assert!(webhook.last_error().is_some());
+
+    let receiver = Capture::on(TcpListener::bind(("127.0.0.1", port)).expect("bind the dead port"));
+    webhook
+        .deliver(start + 2_000, std::slice::from_ref(&alert))
+        .unwrap();
+    webhook
+        .deliver(start + 3_000, std::slice::from_ref(&alert))
+        .unwrap();
+    assert!(webhook.last_error().is_none());
+    let told = receiver.bodies("/hook");
+    assert_eq!(
+        told.len(),
+        1,
+        "told once it is back, then not every round: {told:?}"
+    );
+    assert_eq!(told[0]["status"], "firing");
+    assert_eq!(told[0]["alerts"][0]["labels"]["server"], "app-3");
+}
