@@ -70,4 +70,27 @@ pub enum EventKind {
     AllServersDownEnded {
         pool: String,
     },
+    /// An alert of the guard began to fire (written once per firing, at the time it began).
+    /// Labels and annotations it lacks are empty strings; `server` is absent for a pool-wide
+    /// alert. The dashboard and `postmortem` read these fields: keep their names.
+    AlertFiring {
+        alertname: String,
+        severity: String,
+        pool: String,
+        server: Option<String>,
+        source: String,
+        instance: String,
+        summary: String,
+        cause: String,
+    },
+    /// A firing alert resolved (written once, at the time it resolved); `fired_at_ms` is when
+    /// it began to fire, so the pair can be found without scanning back.
+    AlertResolved {
+        alertname: String,
+        pool: String,
+        server: Option<String>,
+        source: String,
+        instance: String,
+        fired_at_ms: u64,
+    },
 }

@@ -2,6 +2,8 @@
 //! the event log and the terminal all take the same [`Alert`]s.
 
 pub mod alertmanager;
+pub mod eventlog;
+pub mod webhook;
 
 use crate::alert::Alert;
 
