@@ -47,18 +47,10 @@ impl Alert {
         self.annotations.get(name).map(String::as_str)
     }
 
-    /// A stable identity from the labels (as Alertmanager's fingerprint: same labels, same
-    /// alert), in hex.
+    /// Its identity from the labels, as Alertmanager computes it (Prometheus's
+    /// `LabelSet.Fingerprint`): same labels, same alert, in hex.
     pub fn fingerprint(&self) -> String {
-        // FNV-1a over the sorted labels: stable across runs and builds, unlike std's hasher.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for (k, v) in &self.labels {
-            for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
-                hash ^= u64::from(b);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        format!("{hash:016x}")
+        fingerprint(&self.labels)
     }
 
     /// The group an alert belongs to for notification: its pool on its instance.
@@ -69,6 +61,25 @@ impl Alert {
             self.label("pool").unwrap_or("")
         )
     }
+}
+
+/// Prometheus's `LabelSet.Fingerprint`: FNV-1a over the sorted labels with empty values left
+/// out, each name and value followed by 0xff. Stable across runs and builds (unlike std's
+/// hasher) and equal to the fingerprint Alertmanager shows for the same labels.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, value) in labels.iter().filter(|(_, v)| !v.is_empty()) {
+        for b in name
+            .bytes()
+            .chain([0xff])
+            .chain(value.bytes())
+            .chain([0xff])
+        {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
 }
 
 /// Unix milliseconds as RFC 3339 (`2026-12-01T10:02:03.250Z`), as Alertmanager's API wants.

@@ -112,7 +112,7 @@ impl WebhookSink {
         let mut firing: BTreeMap<String, BTreeMap<String, &Alert>> = BTreeMap::new();
         for alert in alerts {
             let group = alert.group_key();
-            let fingerprint = alertmanager_fingerprint(&alert.labels);
+            let fingerprint = crate::alert::fingerprint(&alert.labels);
             match alert.state {
                 AlertState::Firing => {
                     firing.entry(group).or_default().insert(fingerprint, alert);
@@ -322,26 +322,6 @@ fn common(sets: &[BTreeMap<String, String>]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Alertmanager's fingerprint of a label set (Prometheus' `LabelSet.Fingerprint`: FNV-1a 64
-/// over the names in order, each name and value followed by a 0xff byte), in hex, over the
-/// labels Alertmanager keeps (empty values left out): the same alert has the same
-/// `fingerprint` here as in Alertmanager's own notifications.
-pub fn alertmanager_fingerprint(labels: &BTreeMap<String, String>) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, value) in labels.iter().filter(|(_, v)| !v.is_empty()) {
-        for b in name
-            .bytes()
-            .chain([0xff])
-            .chain(value.bytes())
-            .chain([0xff])
-        {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
-}
-
 /// Alertmanager's webhook body, version 4.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -496,7 +476,7 @@ mod tests {
         // Prometheus' model: LabelSet{}.Fingerprint() is the FNV-1a offset basis, and an empty
         // value is no label.
         assert_eq!(
-            alertmanager_fingerprint(&BTreeMap::new()),
+            crate::alert::fingerprint(&BTreeMap::new()),
             "cbf29ce484222325"
         );
         let with_empty: BTreeMap<String, String> = [
@@ -506,8 +486,8 @@ mod tests {
         .into();
         let without: BTreeMap<String, String> = [("a".to_string(), "1".to_string())].into();
         assert_eq!(
-            alertmanager_fingerprint(&with_empty),
-            alertmanager_fingerprint(&without)
+            crate::alert::fingerprint(&with_empty),
+            crate::alert::fingerprint(&without)
         );
     }
 }
