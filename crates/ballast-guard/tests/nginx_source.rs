@@ -130,7 +130,11 @@ fn total_requests(sample: &Sample, pool: &str) -> u64 {
         .sum()
 }
 
-fn logged(sample: &Sample, log: LogFile, kind: LoggedErrorKind) -> Vec<(Option<&str>, Option<&str>, u64)> {
+fn logged(
+    sample: &Sample,
+    log: LogFile,
+    kind: LoggedErrorKind,
+) -> Vec<(Option<&str>, Option<&str>, u64)> {
     sample
         .log_errors
         .iter()
@@ -192,11 +196,17 @@ fn per_server_requests_equal_what_each_backend_counted() {
         .map(|b| (server(&last, "app", b).requests, served(b)))
         .collect();
     for (sampled, backend) in &counted {
-        assert_eq!(sampled, backend, "per server (sample, backend): {counted:?}");
+        assert_eq!(
+            sampled, backend,
+            "per server (sample, backend): {counted:?}"
+        );
     }
     assert_eq!(counted.iter().map(|c| c.1).sum::<u64>(), N);
     // Weights 1:2:3 over 120 requests, as nginx's smooth round-robin spreads them.
-    assert_eq!(counted.iter().map(|c| c.0).collect::<Vec<_>>(), [20, 40, 60]);
+    assert_eq!(
+        counted.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [20, 40, 60]
+    );
     let b3 = server(&last, "app", &backends[2]);
     assert_eq!(b3.responses.c2xx, 60);
     assert!(b3.latency_ms.is_some());
@@ -360,11 +370,20 @@ fn worker_connections_too_few_show_as_handled_below_accepts_and_in_the_error_log
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     let after = sample_until(&mut source, &mut clock, |s| {
-        !logged(s, LogFile::Error, LoggedErrorKind::WorkerConnectionsNotEnough).is_empty()
+        !logged(
+            s,
+            LogFile::Error,
+            LoggedErrorKind::WorkerConnectionsNotEnough,
+        )
+        .is_empty()
     });
     let p = after.process.clone().unwrap();
     let (accepted, handled) = (p.accepted.unwrap(), p.handled.unwrap());
-    let not_enough = logged(&after, LogFile::Error, LoggedErrorKind::WorkerConnectionsNotEnough);
+    let not_enough = logged(
+        &after,
+        LogFile::Error,
+        LoggedErrorKind::WorkerConnectionsNotEnough,
+    );
     assert!(
         handled < accepted,
         "accepted {accepted}, handled {handled}\n{}",
@@ -455,7 +474,11 @@ fn weights_1_1_8_through_the_distribution_detector() {
             ],
         )
     };
-    let nginx = Nginx::start(64, &weights([1, 1, 8]), "location / { proxy_pass http://app; }");
+    let nginx = Nginx::start(
+        64,
+        &weights([1, 1, 8]),
+        "location / { proxy_pass http://app; }",
+    );
     // The same log read against the file nginx runs, and against a file that says 1,1,1 (as
     // when the file was edited back but the reload failed or never happened).
     let mut running = nginx.source();
@@ -468,7 +491,10 @@ fn weights_1_1_8_through_the_distribution_detector() {
     options.config = equal_conf;
     let mut intended = NginxSource::new(options).unwrap();
     let mut clock = 0;
-    let (r0, i0) = (running.sample(clock).unwrap(), intended.sample(clock).unwrap());
+    let (r0, i0) = (
+        running.sample(clock).unwrap(),
+        intended.sample(clock).unwrap(),
+    );
     const N: u64 = 300;
     for _ in 0..N {
         assert_eq!(nginx.get("/"), 200);

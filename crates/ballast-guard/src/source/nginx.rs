@@ -218,16 +218,16 @@ impl Attribution {
             };
             let answered = i + 1 == n;
             let Some((p, s)) = self.place(attempt.target, preferred) else {
-                if !attempt.is_address() {
-                    if let Some(p) = self.pool_named(attempt.target) {
-                        let pool = self.pools[p].name.clone();
-                        self.count(
-                            LogFile::Access,
-                            LoggedErrorKind::NoLiveUpstreams,
-                            (Some(&pool), None),
-                        );
-                        continue;
-                    }
+                if !attempt.is_address()
+                    && let Some(p) = self.pool_named(attempt.target)
+                {
+                    let pool = self.pools[p].name.clone();
+                    self.count(
+                        LogFile::Access,
+                        LoggedErrorKind::NoLiveUpstreams,
+                        (Some(&pool), None),
+                    );
+                    continue;
                 }
                 self.count(
                     LogFile::Access,
@@ -480,8 +480,11 @@ impl NginxSource {
         let attribution = Attribution::from_config(&imported.loaded.config);
         let open = |path: &Path, what: &str, fix: String| {
             Tailer::open(path, options.start).map_err(|e| {
-                SourceError::new(format!("cannot open nginx's {what} {}: {e}", path.display()))
-                    .with_fix(fix)
+                SourceError::new(format!(
+                    "cannot open nginx's {what} {}: {e}",
+                    path.display()
+                ))
+                .with_fix(fix)
             })
         };
         let access = open(
@@ -541,8 +544,9 @@ impl NginxSource {
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> SourceError {
-    SourceError::new(format!("cannot read {}: {e}", path.display()))
-        .with_fix("check that ballast may read the log (run it as a member of the log's group, often `adm`)")
+    SourceError::new(format!("cannot read {}: {e}", path.display())).with_fix(
+        "check that ballast may read the log (run it as a member of the log's group, often `adm`)",
+    )
 }
 
 /// `worker_processes` × `worker_connections` (`auto` = the CPUs here; nginx's defaults 1 and
@@ -587,10 +591,10 @@ fn collect_includes(file: &Path, dir: &Path, prefix: &Path, depth: usize, out: &
     let mut stack: Vec<&[ballast_import::nginx::Node]> = vec![&tree];
     while let Some(nodes) = stack.pop() {
         for n in nodes {
-            if n.directive.name() == "include" {
-                if let Some(w) = n.directive.arg(0) {
-                    patterns.push(w.text.clone());
-                }
+            if n.directive.name() == "include"
+                && let Some(w) = n.directive.arg(0)
+            {
+                patterns.push(w.text.clone());
             }
             if let Some(b) = &n.block {
                 stack.push(b);
@@ -623,7 +627,12 @@ fn matches(pattern: &str, dir: &Path) -> Vec<PathBuf> {
         return Vec::new();
     };
     let mut found: Vec<PathBuf> = glob::glob(full)
-        .map(|paths| paths.filter_map(Result::ok).filter(|p| p.is_file()).collect())
+        .map(|paths| {
+            paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     found.sort();
     found
@@ -713,8 +722,14 @@ mod tests {
         let mut a = attribution(CONF);
         let pools = a.pools(None);
         let s1 = server(&pools, "app", "10.0.0.1:80");
-        assert_eq!((s1.weight, s1.state, s1.backup), (2, ServerState::Up, false));
-        assert_eq!(server(&pools, "app", "10.0.0.2:80").max_connections, Some(7));
+        assert_eq!(
+            (s1.weight, s1.state, s1.backup),
+            (2, ServerState::Up, false)
+        );
+        assert_eq!(
+            server(&pools, "app", "10.0.0.2:80").max_connections,
+            Some(7)
+        );
         assert!(server(&pools, "app", "10.0.0.3:80").backup);
         assert_eq!(
             server(&pools, "app", "10.0.0.4:80").state,
@@ -730,9 +745,19 @@ mod tests {
     fn requests_go_to_the_last_attempt_and_earlier_ones_are_next_upstream() {
         let mut a = attribution(CONF);
         a.access_line(&line("10.0.0.1:80", "200", "0.004", "app"));
-        a.access_line(&line("10.0.0.1:80, 10.0.0.2:80", "502, 503", "0.000, 0.020", "app"));
+        a.access_line(&line(
+            "10.0.0.1:80, 10.0.0.2:80",
+            "502, 503",
+            "0.000, 0.020",
+            "app",
+        ));
         // An internal redirect from `other` to `app`.
-        a.access_line(&line("10.0.0.9:80 : 10.0.0.1:80", "404 : 200", "0.001 : 0.010", "app"));
+        a.access_line(&line(
+            "10.0.0.9:80 : 10.0.0.1:80",
+            "404 : 200",
+            "0.001 : 0.010",
+            "app",
+        ));
         let pools = a.pools(Some(1000));
         let s1 = server(&pools, "app", "10.0.0.1:80");
         let s2 = server(&pools, "app", "10.0.0.2:80");
@@ -744,9 +769,18 @@ mod tests {
         let next: Vec<(&str, &str, u64)> = errors
             .iter()
             .filter(|e| e.kind == LoggedErrorKind::NextUpstream)
-            .map(|e| (e.pool.as_deref().unwrap(), e.server.as_deref().unwrap(), e.count))
+            .map(|e| {
+                (
+                    e.pool.as_deref().unwrap(),
+                    e.server.as_deref().unwrap(),
+                    e.count,
+                )
+            })
             .collect();
-        assert_eq!(next, [("app", "10.0.0.1:80", 1), ("other", "10.0.0.9:80", 1)]);
+        assert_eq!(
+            next,
+            [("app", "10.0.0.1:80", 1), ("other", "10.0.0.9:80", 1)]
+        );
     }
 
     #[test]
@@ -787,7 +821,11 @@ mod tests {
         );
         assert_eq!(get(LoggedErrorKind::Unparsed), Some((None, None, 2)));
         let pools = a.pools(None);
-        assert!(pools.iter().all(|p| p.servers.iter().all(|s| s.requests == 0)));
+        assert!(
+            pools
+                .iter()
+                .all(|p| p.servers.iter().all(|s| s.requests == 0))
+        );
     }
 
     #[test]
@@ -838,7 +876,10 @@ mod tests {
         assert_eq!(worker_limit(Some("4"), Some("1024"), true), Some(4096));
         assert_eq!(worker_limit(None, None, true), Some(512));
         let cpus = std::thread::available_parallelism().unwrap().get() as u64;
-        assert_eq!(worker_limit(Some("auto"), Some("10"), true), Some(10 * cpus));
+        assert_eq!(
+            worker_limit(Some("auto"), Some("10"), true),
+            Some(10 * cpus)
+        );
         assert_eq!(worker_limit(Some("4"), Some("1024"), false), None);
         assert_eq!(worker_limit(Some("x"), Some("1024"), true), None);
     }
@@ -847,7 +888,11 @@ mod tests {
     fn the_printed_lines_are_a_format_the_parser_reads() {
         let lines = log_format_lines();
         assert!(lines.lines().any(|l| l.starts_with("log_format ballast '")));
-        assert!(lines.lines().any(|l| l.starts_with("access_log ") && l.ends_with(" ballast;")));
+        assert!(
+            lines
+                .lines()
+                .any(|l| l.starts_with("access_log ") && l.ends_with(" ballast;"))
+        );
         for v in log::VARIABLES {
             assert!(lines.contains(&format!("\"${v}\"")), "{v}");
         }
@@ -858,5 +903,43 @@ mod tests {
                 .filter(|l| !l.starts_with("log_format") && !l.starts_with("access_log"))
                 .all(|l| l.starts_with('#'))
         );
+    }
+
+    #[test]
+    fn config_files_are_the_main_file_then_its_includes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("conf.d")).unwrap();
+        std::fs::write(
+            d.join("nginx.conf"),
+            "events {}\nhttp {\n  include conf.d/*.conf;\n  include missing.conf;\n}\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("conf.d/b.conf"), "include nested.inc;\n").unwrap();
+        std::fs::write(
+            d.join("conf.d/a.conf"),
+            "upstream app { server 10.0.0.1:80; }\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("nested.inc"), "").unwrap();
+        let files = config_files(&d.join("nginx.conf"), &d.join("no-prefix"));
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["nginx.conf", "conf.d/a.conf", "conf.d/b.conf", "nested.inc"]
+        );
+    }
+
+    #[test]
+    fn samples_written_before_the_log_fields_still_read() {
+        let old = r#"{"at_ms":1,"source":"nginx","instance":"x","pools":[],
+            "process":{"active":3,"max_connections":null,"generation":null}}"#;
+        let s: Sample = serde_json::from_str(old).unwrap();
+        assert!(s.log_errors.is_empty());
+        let p = s.process.unwrap();
+        assert_eq!((p.active, p.accepted, p.handled), (3, None, None));
     }
 }

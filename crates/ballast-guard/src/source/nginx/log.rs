@@ -188,7 +188,9 @@ fn attempts<'a>(
             return err(format!("`$upstream_addr` `{addrs}` has an empty entry"));
         }
         let (sg, status) = statuses.next().ok_or_else(|| ParseError {
-            what: format!("`$upstream_addr` lists more attempts than `$upstream_status` (`{addrs}`)"),
+            what: format!(
+                "`$upstream_addr` lists more attempts than `$upstream_status` (`{addrs}`)"
+            ),
         })?;
         let (tg, time) = times.next().ok_or_else(|| ParseError {
             what: format!(
@@ -463,7 +465,9 @@ mod tests {
 
     #[test]
     fn no_upstream_is_no_attempt() {
-        let l = line(["1.0", "200", "0.000", "-", "-", "-", "-", "1.2.3.4", "h", "/st"]);
+        let l = line([
+            "1.0", "200", "0.000", "-", "-", "-", "-", "1.2.3.4", "h", "/st",
+        ]);
         let r = parse_line(&l).unwrap();
         assert!(r.attempts.is_empty() && r.answered().is_none());
         assert_eq!(r.proxy_host, None);
@@ -528,10 +532,19 @@ mod tests {
                 "not in ballast's format",
             ),
             (good[..good.len() - 1].to_string(), "no closing quote"),
-            (good.replace("\"200\" \"0.001\" \"10", "\"2x\" \"0.001\" \"10"), "`$status`"),
+            (
+                good.replace("\"200\" \"0.001\" \"10", "\"2x\" \"0.001\" \"10"),
+                "`$status`",
+            ),
             (good.replace("\"10.0.0.1:80\"", "\"a, b\""), "more attempts"),
-            (good.replace("\"200\" \"0.001\" \"app", "\"200, 200\" \"0.001\" \"app"), "more attempts"),
-            (good.replace("\"10.0.0.1:80\"", "\"a : b\""), "more attempts"),
+            (
+                good.replace("\"200\" \"0.001\" \"app", "\"200, 200\" \"0.001\" \"app"),
+                "more attempts",
+            ),
+            (
+                good.replace("\"10.0.0.1:80\"", "\"a : b\""),
+                "more attempts",
+            ),
             (format!("{good} \"extra\""), "more fields"),
             ("ballast1".into(), "missing"),
             ("".into(), "not in ballast's format"),

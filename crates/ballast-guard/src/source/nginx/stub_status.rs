@@ -49,15 +49,27 @@ pub fn parse(text: &str) -> Result<StubStatus, String> {
         .split_whitespace()
         .collect();
     let [accepts, handled, requests] = counts[..] else {
-        return Err(not_it("the counters line does not hold accepts, handled and requests"));
+        return Err(not_it(
+            "the counters line does not hold accepts, handled and requests",
+        ));
     };
     let states: Vec<&str> = lines
         .next()
         .ok_or_else(|| not_it("no `Reading: Writing: Waiting:` line"))?
         .split_whitespace()
         .collect();
-    let ["Reading:", reading, "Writing:", writing, "Waiting:", waiting] = states[..] else {
-        return Err(not_it("the last line is not `Reading: N Writing: N Waiting: N`"));
+    let [
+        "Reading:",
+        reading,
+        "Writing:",
+        writing,
+        "Waiting:",
+        waiting,
+    ] = states[..]
+    else {
+        return Err(not_it(
+            "the last line is not `Reading: N Writing: N Waiting: N`",
+        ));
     };
     Ok(StubStatus {
         active,
@@ -78,7 +90,8 @@ fn number(text: &str, what: &str) -> Result<u64, String> {
 
 /// Reads the page at `url` (a plain `http://` URL on loopback or a private network).
 pub fn fetch(agent: &ureq::Agent, url: &str) -> Result<StubStatus, SourceError> {
-    let failed = |e: String| SourceError::new(format!("cannot read nginx stub_status at {url}: {e}"));
+    let failed =
+        |e: String| SourceError::new(format!("cannot read nginx stub_status at {url}: {e}"));
     let mut response = agent.get(url).call().map_err(|e| {
         let fix = match &e {
             ureq::Error::StatusCode(404) => FIX,

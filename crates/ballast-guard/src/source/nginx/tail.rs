@@ -230,11 +230,11 @@ impl Tailer {
                     Err(e) => return Err(e),
                 }
                 poll.rotated = true;
-            } else if let Some(c) = self.current.as_mut() {
-                if c.was_truncated(meta.len())? {
-                    c.restart();
-                    poll.truncated = true;
-                }
+            } else if let Some(c) = self.current.as_mut()
+                && c.was_truncated(meta.len())?
+            {
+                c.restart();
+                poll.truncated = true;
             }
         }
         if let Some(c) = self.current.as_mut() {
