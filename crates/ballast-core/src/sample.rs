@@ -13,7 +13,7 @@ use crate::config::{Algorithm, Pool};
 use crate::emulation::Emulation;
 
 /// One snapshot of one load balancer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// When it was taken, Unix milliseconds (or virtual milliseconds in tests).
     pub at_ms: u64,
@@ -25,6 +25,12 @@ pub struct Sample {
     #[serde(default)]
     pub frontends: Vec<FrontendSample>,
     pub process: Option<ProcessSample>,
+    /// Problems the load balancer wrote in its logs, as cumulative counts by kind and place
+    /// (nginx's error log: "worker_connections are not enough", "no live upstreams",
+    /// "upstream timed out"; its access log: attempts passed to the next server, lines that
+    /// did not parse). Empty for sources that have no logs to read.
+    #[serde(default)]
+    pub log_errors: Vec<LoggedError>,
 }
 
 /// One pool (an HAProxy backend, an nginx upstream, a ballast pool).
@@ -102,12 +108,67 @@ pub struct FrontendSample {
 }
 
 /// The process: connections against its limit, and who it is (a reload changes it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessSample {
     pub active: u64,
     pub max_connections: Option<u64>,
     /// What changes when the load balancer reloads: a process id, a configuration version.
     pub generation: Option<String>,
+    /// Client connections accepted, cumulative (nginx `stub_status` `accepts`).
+    #[serde(default)]
+    pub accepted: Option<u64>,
+    /// Client connections handled, cumulative (nginx `stub_status` `handled`): below
+    /// `accepted` when a resource limit such as `worker_connections` made the process close
+    /// connections it had accepted.
+    #[serde(default)]
+    pub handled: Option<u64>,
+}
+
+/// A kind of problem counted from a load balancer's logs, at one place, cumulative.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedError {
+    /// Which log it was read from.
+    pub log: LogFile,
+    pub kind: LoggedErrorKind,
+    /// The pool it concerns, when the line names one (or its server belongs to one).
+    pub pool: Option<String>,
+    /// The server it concerns (a server name of the pool; for an address the configuration
+    /// does not know, the address as logged).
+    pub server: Option<String>,
+    /// How many times, since the source started.
+    pub count: u64,
+}
+
+/// The log a [`LoggedError`] was counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFile {
+    Access,
+    Error,
+}
+
+/// What a load balancer's log said went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoggedErrorKind {
+    /// A worker had no free connection slot (nginx "N worker_connections are not enough"):
+    /// connections were closed or upstream connections not made.
+    WorkerConnectionsNotEnough,
+    /// No server of the pool could be chosen (nginx "no live upstreams"; in the access log,
+    /// `$upstream_addr` holding the pool's name with status 502).
+    NoLiveUpstreams,
+    /// The server did not answer in time (nginx "upstream timed out").
+    UpstreamTimedOut,
+    /// A connection to the server failed (nginx "connect() failed").
+    ConnectFailed,
+    /// An attempt on the server failed and the request was passed to another server (an
+    /// earlier address of an `$upstream_addr` list).
+    NextUpstream,
+    /// The log named an address the configuration has no server for (the configuration read
+    /// is not the one running).
+    UnknownAddress,
+    /// A line that could not be read (another log format, a torn line).
+    Unparsed,
 }
 
 /// What a pool's algorithm promises about its distribution. "Even" means different things:

@@ -239,6 +239,7 @@ mod tests {
                     }],
                     frontends: Vec::new(),
                     process: None,
+                    ..Default::default()
                 }
             })
             .collect()

@@ -97,6 +97,8 @@ pub(crate) fn sample(shared: &Shared, at_ms: u64, instance: &str) -> Sample {
             active: u64::from(shared.connections.global()),
             max_connections: Some(u64::from(config.global.effective_max_connections())),
             generation: Some(snapshot.version.clone()),
+            ..Default::default()
         }),
+        ..Default::default()
     }
 }

@@ -309,6 +309,7 @@ pub fn to_sample(
             pools,
             frontends,
             process,
+            ..Default::default()
         },
         notes: notes.into_iter().collect(),
     })
@@ -320,6 +321,7 @@ pub fn process_of_info(info: &info::Info) -> Result<ProcessSample, ParseError> {
         active: info.number("CurrConns")?.unwrap_or(0),
         max_connections: info.number("Maxconn")?,
         generation: info.generation(),
+        ..Default::default()
     })
 }
 
@@ -518,6 +520,7 @@ impl Source for HaproxySource {
                     max_connections: exported.max_connections,
                     // The exporter gives no pid: the start time (a second's resolution).
                     generation: exported.start_time_seconds.map(|s| format!("started {s}")),
+                    ..Default::default()
                 };
                 let stats = exposition::stat_table(&metrics);
                 let instance = self.instance();

@@ -1,2 +1,945 @@
 //! nginx open source as a source: its access log (tailed through rotation and truncation),
 //! `stub_status` and error log, with weights and expected shares from its configuration.
+//!
+//! nginx open source reports nothing per server (that is NGINX Plus's API), so the access log
+//! is the per-server counter: every line in ballast's format ([`log_format_lines`]) names the
+//! servers a request tried (`$upstream_addr`), and the request is attributed to the last one,
+//! the one that answered. Servers, weights, `backup`, `down` and `max_conns` come from the
+//! configuration file, imported with `ballast-import` as `ballast check` imports it: nginx
+//! open source has no live weights and does not say which servers it marked failed
+//! (`max_fails`), so a sample's weights and states are the file's, and a server nginx took
+//! out for `fail_timeout` shows as up (its errors and `NextUpstream` counts show it).
+//!
+//! - [`log`]: the format and the line parser; [`tail`]: following a file by name;
+//!   [`stub_status`]: the process's connections; [`error_log`]: the error lines counted.
+//! - [`Attribution`]: lines → cumulative per-server counters and log error counts, pure.
+//! - [`NginxSource`]: the files and the page, read at each sample.
+
+pub mod error_log;
+pub mod log;
+pub mod stub_status;
+pub mod tail;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ballast_core::Config;
+use ballast_core::sample::{
+    LogFile, LoggedError, LoggedErrorKind, PoolSample, ProcessSample, Promise, ResponseClasses,
+    Sample, ServerSample, ServerState,
+};
+use ballast_import::{Facts, Format, Options};
+
+use crate::source::{Source, SourceError};
+use error_log::ErrorLine;
+use tail::{Start, Tailer};
+
+/// Where the printed `access_log` line writes.
+pub const DEFAULT_ACCESS_LOG: &str = "/var/log/nginx/ballast-access.log";
+
+/// The lines to add to nginx's `http` block so ballast can read its access log, commented.
+pub fn log_format_lines() -> String {
+    format!(
+        "# ballast watch reads nginx's access log in this format: the servers each request tried\n\
+         # ($upstream_addr, with $upstream_status and $upstream_response_time at the same\n\
+         # positions), the upstream group used ($proxy_host) and what hashing keys read\n\
+         # ($remote_addr, $host, $request_uri). Every field is quoted, so any URI parses.\n\
+         # Put both lines in the `http` block (an existing access_log can stay: nginx writes both),\n\
+         # then `nginx -t && nginx -s reload`. `buffer=64k flush=1s` may be added to access_log.\n\
+         log_format ballast '{}';\n\
+         access_log {DEFAULT_ACCESS_LOG} ballast;\n",
+        log::format_string()
+    )
+}
+
+/// One server as the configuration gives it.
+#[derive(Debug, Clone)]
+struct ServerModel {
+    name: String,
+    weight: u32,
+    backup: bool,
+    down: bool,
+    max_connections: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct PoolModel {
+    name: String,
+    promise: Promise,
+    servers: Vec<ServerModel>,
+}
+
+/// Counters of one server: cumulative, and over the interval since the last sample.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerCounts {
+    requests: u64,
+    responses: ResponseClasses,
+    /// Answered requests with a response time, in the interval, and the sum of those times.
+    interval_answered: u64,
+    interval_answered_ms: u64,
+    /// Every attempt's upstream time in the interval (retried ones too): busy time.
+    interval_busy_ms: u64,
+}
+
+/// Where in the pools a server is: (pool, server) indexes.
+type Place = (usize, usize);
+
+/// Access and error log lines turned into per-server counters, against the configuration's
+/// pools. Pure: it reads no file, so the benchmark and the tests feed it lines.
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    pools: Vec<PoolModel>,
+    counts: Vec<Vec<ServerCounts>>,
+    /// Logged address → the servers at it (one per pool that lists it).
+    by_address: HashMap<String, Vec<Place>>,
+    pool_by_name: HashMap<String, usize>,
+    errors: BTreeMap<(LogFile, LoggedErrorKind, Option<String>, Option<String>), u64>,
+    lines: u64,
+    unparsed: u64,
+    first_error: Option<String>,
+}
+
+impl Attribution {
+    /// The pools of an imported nginx configuration. Servers written with a host name are
+    /// resolved now, as nginx resolves them when it starts, since the log names addresses.
+    pub fn from_config(config: &Config) -> Attribution {
+        let mut pools = Vec::new();
+        let mut by_address: HashMap<String, Vec<Place>> = HashMap::new();
+        let mut pool_by_name = HashMap::new();
+        for (p, (name, pool)) in config.pools.iter().enumerate() {
+            pool_by_name.insert(name.clone(), p);
+            let mut servers = Vec::new();
+            for (s, server) in pool.servers.iter().enumerate() {
+                for address in logged_addresses(&server.address) {
+                    let places = by_address.entry(address).or_default();
+                    if !places.contains(&(p, s)) {
+                        places.push((p, s));
+                    }
+                }
+                servers.push(ServerModel {
+                    name: server.name.clone(),
+                    weight: server.weight,
+                    backup: server.backup,
+                    down: server.down,
+                    max_connections: server.max_connections.map(u64::from),
+                });
+            }
+            pools.push(PoolModel {
+                name: name.clone(),
+                promise: Promise::of(pool),
+                servers,
+            });
+        }
+        let counts = pools
+            .iter()
+            .map(|p| vec![ServerCounts::default(); p.servers.len()])
+            .collect();
+        Attribution {
+            pools,
+            counts,
+            by_address,
+            pool_by_name,
+            errors: BTreeMap::new(),
+            lines: 0,
+            unparsed: 0,
+            first_error: None,
+        }
+    }
+
+    /// Lines read from the access log so far, and how many of them did not parse.
+    pub fn lines(&self) -> (u64, u64) {
+        (self.lines, self.unparsed)
+    }
+
+    /// Why the first line that did not parse did not.
+    pub fn first_error(&self) -> Option<&str> {
+        self.first_error.as_deref()
+    }
+
+    fn count(&mut self, log: LogFile, kind: LoggedErrorKind, place: (Option<&str>, Option<&str>)) {
+        let key = (
+            log,
+            kind,
+            place.0.map(str::to_string),
+            place.1.map(str::to_string),
+        );
+        *self.errors.entry(key).or_insert(0) += 1;
+    }
+
+    fn pool_named(&self, name: &str) -> Option<usize> {
+        self.pool_by_name.get(name).copied().or_else(|| {
+            // The model names `[::1]:80` `_::1_:80`.
+            self.pool_by_name
+                .get(&ballast_import_model_name(name))
+                .copied()
+        })
+    }
+
+    /// The server at a logged address; in the pool `preferred` when several pools list it.
+    fn place(&self, address: &str, preferred: Option<usize>) -> Option<Place> {
+        let places = self.by_address.get(address)?;
+        preferred
+            .and_then(|p| places.iter().find(|x| x.0 == p))
+            .or(places.first())
+            .copied()
+    }
+
+    fn names(&self, (p, s): Place) -> (&str, &str) {
+        (&self.pools[p].name, &self.pools[p].servers[s].name)
+    }
+
+    /// Reads one access log line (without its newline).
+    pub fn access_line(&mut self, line: &[u8]) {
+        self.lines += 1;
+        let parsed = std::str::from_utf8(line)
+            .map_err(|_| "the line is not UTF-8 text".to_string())
+            .and_then(|l| log::parse_line(l).map_err(|e| e.what));
+        let record = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                self.unparsed += 1;
+                if self.first_error.is_none() {
+                    self.first_error = Some(e);
+                }
+                self.count(LogFile::Access, LoggedErrorKind::Unparsed, (None, None));
+                return;
+            }
+        };
+        let last_group = record.answered().map_or(0, |a| a.group);
+        let proxied = record.proxy_host.and_then(|h| self.pool_named(h));
+        let n = record.attempts.len();
+        for (i, attempt) in record.attempts.iter().enumerate() {
+            let preferred = if attempt.group == last_group {
+                proxied
+            } else {
+                None
+            };
+            let answered = i + 1 == n;
+            let Some((p, s)) = self.place(attempt.target, preferred) else {
+                if !attempt.is_address()
+                    && let Some(p) = self.pool_named(attempt.target)
+                {
+                    let pool = self.pools[p].name.clone();
+                    self.count(
+                        LogFile::Access,
+                        LoggedErrorKind::NoLiveUpstreams,
+                        (Some(&pool), None),
+                    );
+                    continue;
+                }
+                self.count(
+                    LogFile::Access,
+                    LoggedErrorKind::UnknownAddress,
+                    (None, Some(attempt.target)),
+                );
+                continue;
+            };
+            let c = &mut self.counts[p][s];
+            let ms = attempt.response_time_ms;
+            c.interval_busy_ms += ms.unwrap_or(0);
+            if answered {
+                c.requests += 1;
+                let class = match attempt.status {
+                    Some(100..=199) => &mut c.responses.c1xx,
+                    Some(200..=299) => &mut c.responses.c2xx,
+                    Some(300..=399) => &mut c.responses.c3xx,
+                    Some(400..=499) => &mut c.responses.c4xx,
+                    Some(500..=599) => &mut c.responses.c5xx,
+                    _ => &mut c.responses.other,
+                };
+                *class += 1;
+                if let Some(ms) = ms {
+                    c.interval_answered += 1;
+                    c.interval_answered_ms += ms;
+                }
+            } else {
+                let (pool, server) = self.names((p, s));
+                let (pool, server) = (pool.to_string(), server.to_string());
+                self.count(
+                    LogFile::Access,
+                    LoggedErrorKind::NextUpstream,
+                    (Some(&pool), Some(&server)),
+                );
+            }
+        }
+    }
+
+    /// Reads one error log line (without its newline); lines it does not count are ignored.
+    pub fn error_line(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let (kind, upstream, by_name) = match error_log::classify(&text) {
+            ErrorLine::WorkerConnectionsNotEnough => {
+                (LoggedErrorKind::WorkerConnectionsNotEnough, None, false)
+            }
+            ErrorLine::NoLiveUpstreams { upstream } => {
+                (LoggedErrorKind::NoLiveUpstreams, upstream, true)
+            }
+            ErrorLine::UpstreamTimedOut { upstream } => {
+                (LoggedErrorKind::UpstreamTimedOut, upstream, false)
+            }
+            ErrorLine::ConnectFailed { upstream } => {
+                (LoggedErrorKind::ConnectFailed, upstream, false)
+            }
+            ErrorLine::Other => return,
+        };
+        let place: (Option<String>, Option<String>) = match upstream {
+            None => (None, None),
+            Some(name) if by_name => (
+                Some(
+                    self.pool_named(name)
+                        .map_or(name.to_string(), |p| self.pools[p].name.clone()),
+                ),
+                None,
+            ),
+            // The line names the server's address, not its group: the first pool that
+            // lists the address.
+            Some(address) => match self.place(address, None) {
+                Some(place) => {
+                    let (p, s) = self.names(place);
+                    (Some(p.to_string()), Some(s.to_string()))
+                }
+                None => (None, Some(address.to_string())),
+            },
+        };
+        self.count(
+            LogFile::Error,
+            kind,
+            (place.0.as_deref(), place.1.as_deref()),
+        );
+    }
+
+    /// The pools now: cumulative counters, the file's weights and states, and over the
+    /// interval since the last call (`interval_ms`, `None` on the first) the mean upstream
+    /// response time and the in-flight estimate. Starts the next interval.
+    ///
+    /// `active` is an estimate by Little's law: the upstream time spent by the requests that
+    /// finished in the interval, over the interval's length (a server that answered 200
+    /// requests of 50 ms each in one second had 10 in flight on average). nginx open source
+    /// does not report the real figure; a request still running at the sample counts only
+    /// when it finishes.
+    pub fn pools(&mut self, interval_ms: Option<u64>) -> Vec<PoolSample> {
+        let mut out = Vec::with_capacity(self.pools.len());
+        for (pool, counts) in self.pools.iter().zip(self.counts.iter_mut()) {
+            let servers = pool
+                .servers
+                .iter()
+                .zip(counts.iter_mut())
+                .map(|(s, c)| {
+                    let latency_ms = (c.interval_answered > 0)
+                        .then(|| c.interval_answered_ms as f64 / c.interval_answered as f64);
+                    let active = match interval_ms {
+                        Some(i) if i > 0 => (c.interval_busy_ms as f64 / i as f64).round() as u64,
+                        _ => 0,
+                    };
+                    c.interval_answered = 0;
+                    c.interval_answered_ms = 0;
+                    c.interval_busy_ms = 0;
+                    ServerSample {
+                        name: s.name.clone(),
+                        requests: c.requests,
+                        active,
+                        queued: 0,
+                        max_connections: s.max_connections,
+                        max_queue: None,
+                        weight: s.weight,
+                        state: if s.down {
+                            ServerState::Maintenance
+                        } else {
+                            ServerState::Up
+                        },
+                        backup: s.backup,
+                        responses: c.responses,
+                        latency_ms,
+                    }
+                })
+                .collect();
+            out.push(PoolSample {
+                name: pool.name.clone(),
+                promise: pool.promise,
+                servers,
+                queued: 0,
+            });
+        }
+        out
+    }
+
+    /// The log error counts, cumulative.
+    pub fn log_errors(&self) -> Vec<LoggedError> {
+        self.errors
+            .iter()
+            .map(|((log, kind, pool, server), &count)| LoggedError {
+                log: *log,
+                kind: *kind,
+                pool: pool.clone(),
+                server: server.clone(),
+                count,
+            })
+            .collect()
+    }
+}
+
+/// What `ballast-import` names a pool for a host (the same rule as its model names).
+fn ballast_import_model_name(host: &str) -> String {
+    host.replace(['[', ']'], "_")
+}
+
+/// The addresses nginx logs for a server of the model: the address itself and, for a host
+/// name, every address it resolves to (nginx makes one peer of each).
+fn logged_addresses(address: &str) -> Vec<String> {
+    let mut out = vec![address.to_string()];
+    if address.starts_with("unix:") || address.parse::<std::net::SocketAddr>().is_ok() {
+        return out;
+    }
+    if let Ok(resolved) = address.to_socket_addrs() {
+        for a in resolved {
+            let a = a.to_string();
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// How to read one nginx.
+#[derive(Debug, Clone)]
+pub struct NginxOptions {
+    /// The configuration nginx runs (`nginx.conf`, or the file of the upstreams).
+    pub config: PathBuf,
+    /// The access log written in ballast's format.
+    pub access_log: PathBuf,
+    /// The `stub_status` page, e.g. `http://127.0.0.1/nginx_status`.
+    pub stub_status: Option<String>,
+    /// The error log (at level `error` or more verbose; "worker_connections are not enough"
+    /// is an `alert`).
+    pub error_log: Option<PathBuf>,
+    /// Where to start in logs that exist: at their end (only new traffic, the default) or at
+    /// their start.
+    pub start: Start,
+    /// How long the `stub_status` page may take.
+    pub timeout: Duration,
+}
+
+impl NginxOptions {
+    pub fn new(config: impl Into<PathBuf>, access_log: impl Into<PathBuf>) -> Self {
+        Self {
+            config: config.into(),
+            access_log: access_log.into(),
+            stub_status: None,
+            error_log: None,
+            start: Start::End,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One nginx, watched through its access log, `stub_status` page and error log.
+#[derive(Debug)]
+pub struct NginxSource {
+    options: NginxOptions,
+    attribution: Attribution,
+    access: Tailer,
+    error: Option<Tailer>,
+    agent: Option<ureq::Agent>,
+    /// `worker_processes` × `worker_connections`.
+    max_connections: Option<u64>,
+    config_files: Vec<PathBuf>,
+    last_ms: Option<u64>,
+}
+
+impl NginxSource {
+    /// Imports the configuration and opens the logs.
+    pub fn new(options: NginxOptions) -> Result<NginxSource, SourceError> {
+        let import_options = Options {
+            format: Some(Format::Nginx),
+            ..Options::default()
+        };
+        let imported =
+            ballast_import::import_file(&options.config, &import_options).map_err(|e| {
+                SourceError::new(format!(
+                    "cannot read the nginx configuration {}:\n{}",
+                    options.config.display(),
+                    e.render()
+                ))
+                .with_fix("pass the configuration nginx runs (`nginx -T` shows it); fix what is reported first")
+            })?;
+        let max_connections = match &imported.facts {
+            Facts::Nginx(f) => worker_limit(
+                f.main("worker_processes")
+                    .and_then(|d| d.arg(0))
+                    .map(|w| w.text.as_str()),
+                f.events("worker_connections")
+                    .and_then(|d| d.arg(0))
+                    .map(|w| w.text.as_str()),
+                f.context == ballast_import::NginxContext::Main,
+            ),
+            _ => None,
+        };
+        let attribution = Attribution::from_config(&imported.loaded.config);
+        let open = |path: &Path, what: &str, fix: String| {
+            Tailer::open(path, options.start).map_err(|e| {
+                SourceError::new(format!(
+                    "cannot open nginx's {what} {}: {e}",
+                    path.display()
+                ))
+                .with_fix(fix)
+            })
+        };
+        let access = open(
+            &options.access_log,
+            "access log",
+            format!(
+                "pass the file of the `access_log ... ballast;` line (created when nginx reloads with it); the lines to add:\n{}",
+                log_format_lines()
+            ),
+        )?;
+        let error = match &options.error_log {
+            Some(path) => Some(open(
+                path,
+                "error log",
+                "pass the file of the `error_log` directive (level `error` or more verbose)".into(),
+            )?),
+            None => None,
+        };
+        let agent = options
+            .stub_status
+            .as_ref()
+            .map(|_| stub_status::agent(options.timeout));
+        Ok(NginxSource {
+            config_files: config_files(&options.config, &import_options.nginx_prefix),
+            options,
+            attribution,
+            access,
+            error,
+            agent,
+            max_connections,
+            last_ms: None,
+        })
+    }
+
+    /// The counters behind the samples: lines read, lines that did not parse and why.
+    pub fn attribution(&self) -> &Attribution {
+        &self.attribution
+    }
+
+    /// The process limit from the configuration: `worker_processes` × `worker_connections`.
+    pub fn max_connections(&self) -> Option<u64> {
+        self.max_connections
+    }
+
+    fn read_logs(&mut self) -> Result<(), SourceError> {
+        let attribution = &mut self.attribution;
+        self.access
+            .poll(|line| attribution.access_line(line))
+            .map_err(|e| read_error(self.access.path(), e))?;
+        if let Some(error) = &mut self.error {
+            error
+                .poll(|line| attribution.error_line(line))
+                .map_err(|e| read_error(error.path(), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> SourceError {
+    SourceError::new(format!("cannot read {}: {e}", path.display())).with_fix(
+        "check that ballast may read the log (run it as a member of the log's group, often `adm`)",
+    )
+}
+
+/// `worker_processes` × `worker_connections` (`auto` = the CPUs here; nginx's defaults 1 and
+/// 512). `None` for a fragment, whose main context ballast has not read.
+fn worker_limit(processes: Option<&str>, connections: Option<&str>, main: bool) -> Option<u64> {
+    if !main {
+        return None;
+    }
+    let processes = match processes {
+        None => 1,
+        Some("auto") => std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+        Some(n) => n.parse().ok()?,
+    };
+    let connections = match connections {
+        None => 512,
+        Some(n) => n.parse().ok()?,
+    };
+    Some(processes * connections)
+}
+
+/// The configuration file and every file it includes (globs expanded, nested includes
+/// followed), the main file first: what a configuration watcher should watch.
+pub fn config_files(main: &Path, prefix: &Path) -> Vec<PathBuf> {
+    let mut out = vec![main.to_path_buf()];
+    let dir = main.parent().unwrap_or(Path::new("."));
+    collect_includes(main, dir, prefix, 0, &mut out);
+    out
+}
+
+fn collect_includes(file: &Path, dir: &Path, prefix: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    const MAX_DEPTH: usize = 10;
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return;
+    };
+    let Ok(tree) = ballast_import::nginx::parse(&text, None) else {
+        return;
+    };
+    let mut patterns = Vec::new();
+    let mut stack: Vec<&[ballast_import::nginx::Node]> = vec![&tree];
+    while let Some(nodes) = stack.pop() {
+        for n in nodes {
+            if n.directive.name() == "include"
+                && let Some(w) = n.directive.arg(0)
+            {
+                patterns.push(w.text.clone());
+            }
+            if let Some(b) = &n.block {
+                stack.push(b);
+            }
+        }
+    }
+    for pattern in patterns {
+        let found = matches(&pattern, dir);
+        let found = if found.is_empty() && Path::new(&pattern).is_relative() {
+            matches(&pattern, prefix)
+        } else {
+            found
+        };
+        for path in found {
+            if !out.contains(&path) {
+                out.push(path.clone());
+                collect_includes(&path, dir, prefix, depth + 1, out);
+            }
+        }
+    }
+}
+
+fn matches(pattern: &str, dir: &Path) -> Vec<PathBuf> {
+    let full = if Path::new(pattern).is_absolute() {
+        PathBuf::from(pattern)
+    } else {
+        dir.join(pattern)
+    };
+    let Some(full) = full.to_str() else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = glob::glob(full)
+        .map(|paths| {
+            paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+impl Source for NginxSource {
+    fn kind(&self) -> &'static str {
+        "nginx"
+    }
+
+    fn instance(&self) -> String {
+        self.options.access_log.display().to_string()
+    }
+
+    fn sample(&mut self, now_ms: u64) -> Result<Sample, SourceError> {
+        // The page first: when it fails, no log line is consumed, so none is lost.
+        let process = match (&self.agent, &self.options.stub_status) {
+            (Some(agent), Some(url)) => {
+                let s = stub_status::fetch(agent, url)?;
+                Some(ProcessSample {
+                    active: s.active,
+                    max_connections: self.max_connections,
+                    generation: None,
+                    accepted: Some(s.accepts),
+                    handled: Some(s.handled),
+                })
+            }
+            _ => None,
+        };
+        self.read_logs()?;
+        let interval = self.last_ms.map(|last| now_ms.saturating_sub(last));
+        self.last_ms = Some(now_ms);
+        Ok(Sample {
+            at_ms: now_ms,
+            source: self.kind().to_string(),
+            instance: self.instance(),
+            pools: self.attribution.pools(interval),
+            frontends: Vec::new(),
+            process,
+            log_errors: self.attribution.log_errors(),
+        })
+    }
+
+    fn config_files(&self) -> Vec<PathBuf> {
+        self.config_files.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attribution(conf: &str) -> Attribution {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let imported = ballast_import::import_file(
+            &path,
+            &Options {
+                format: Some(Format::Nginx),
+                ..Options::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+        Attribution::from_config(&imported.loaded.config)
+    }
+
+    const CONF: &str = "events {}\nhttp {\n  upstream app {\n    server 10.0.0.1:80 weight=2;\n    server 10.0.0.2:80 max_conns=7;\n    server 10.0.0.3:80 backup;\n    server 10.0.0.4:80 down;\n  }\n  upstream other {\n    least_conn;\n    server 10.0.0.2:80;\n    server 10.0.0.9:80;\n  }\n  server { listen 8080; location / { proxy_pass http://app; } location /o { proxy_pass http://other; } }\n}\n";
+
+    fn line(addr: &str, status: &str, times: &str, proxy_host: &str) -> Vec<u8> {
+        format!(
+            "ballast1 \"1.000\" \"200\" \"0.010\" \"{addr}\" \"{status}\" \"{times}\" \"{proxy_host}\" \"1.2.3.4\" \"h\" \"/\""
+        )
+        .into_bytes()
+    }
+
+    fn server<'a>(pools: &'a [PoolSample], pool: &str, name: &str) -> &'a ServerSample {
+        pools
+            .iter()
+            .find(|p| p.name == pool)
+            .and_then(|p| p.servers.iter().find(|s| s.name == name))
+            .unwrap_or_else(|| panic!("{pool}/{name} in {pools:?}"))
+    }
+
+    #[test]
+    fn the_configuration_gives_weights_states_and_limits() {
+        let mut a = attribution(CONF);
+        let pools = a.pools(None);
+        let s1 = server(&pools, "app", "10.0.0.1:80");
+        assert_eq!(
+            (s1.weight, s1.state, s1.backup),
+            (2, ServerState::Up, false)
+        );
+        assert_eq!(
+            server(&pools, "app", "10.0.0.2:80").max_connections,
+            Some(7)
+        );
+        assert!(server(&pools, "app", "10.0.0.3:80").backup);
+        assert_eq!(
+            server(&pools, "app", "10.0.0.4:80").state,
+            ServerState::Maintenance
+        );
+        let app = pools.iter().find(|p| p.name == "app").unwrap();
+        let other = pools.iter().find(|p| p.name == "other").unwrap();
+        assert_eq!(app.promise, Promise::RequestShares);
+        assert_eq!(other.promise, Promise::Concurrency);
+    }
+
+    #[test]
+    fn requests_go_to_the_last_attempt_and_earlier_ones_are_next_upstream() {
+        let mut a = attribution(CONF);
+        a.access_line(&line("10.0.0.1:80", "200", "0.004", "app"));
+        a.access_line(&line(
+            "10.0.0.1:80, 10.0.0.2:80",
+            "502, 503",
+            "0.000, 0.020",
+            "app",
+        ));
+        // An internal redirect from `other` to `app`.
+        a.access_line(&line(
+            "10.0.0.9:80 : 10.0.0.1:80",
+            "404 : 200",
+            "0.001 : 0.010",
+            "app",
+        ));
+        let pools = a.pools(Some(1000));
+        let s1 = server(&pools, "app", "10.0.0.1:80");
+        let s2 = server(&pools, "app", "10.0.0.2:80");
+        assert_eq!((s1.requests, s1.responses.c2xx), (2, 2));
+        assert_eq!((s2.requests, s2.responses.c5xx), (1, 1));
+        assert_eq!(s1.latency_ms, Some(7.0));
+        assert_eq!(server(&pools, "other", "10.0.0.9:80").requests, 0);
+        let errors = a.log_errors();
+        let next: Vec<(&str, &str, u64)> = errors
+            .iter()
+            .filter(|e| e.kind == LoggedErrorKind::NextUpstream)
+            .map(|e| {
+                (
+                    e.pool.as_deref().unwrap(),
+                    e.server.as_deref().unwrap(),
+                    e.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            next,
+            [("app", "10.0.0.1:80", 1), ("other", "10.0.0.9:80", 1)]
+        );
+    }
+
+    #[test]
+    fn an_address_in_two_pools_goes_to_the_pool_proxied_to() {
+        let mut a = attribution(CONF);
+        a.access_line(&line("10.0.0.2:80", "200", "0.001", "other"));
+        a.access_line(&line("10.0.0.2:80", "200", "0.001", "other"));
+        a.access_line(&line("10.0.0.2:80", "200", "0.001", "app"));
+        let pools = a.pools(None);
+        assert_eq!(server(&pools, "other", "10.0.0.2:80").requests, 2);
+        assert_eq!(server(&pools, "app", "10.0.0.2:80").requests, 1);
+    }
+
+    #[test]
+    fn a_group_name_unknown_addresses_and_bad_lines_are_counted() {
+        let mut a = attribution(CONF);
+        a.access_line(&line("app", "502", "0.000", "app"));
+        a.access_line(&line("10.9.9.9:80", "200", "0.001", "app"));
+        a.access_line(b"127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1");
+        a.access_line(&[0xff, 0xfe]);
+        a.access_line(&line("-", "-", "-", "-"));
+        assert_eq!(a.lines(), (5, 2));
+        assert!(a.first_error().unwrap().contains("ballast's format"));
+        let errors = a.log_errors();
+        let get = |kind| {
+            errors
+                .iter()
+                .find(|e| e.kind == kind)
+                .map(|e| (e.pool.clone(), e.server.clone(), e.count))
+        };
+        assert_eq!(
+            get(LoggedErrorKind::NoLiveUpstreams),
+            Some((Some("app".into()), None, 1))
+        );
+        assert_eq!(
+            get(LoggedErrorKind::UnknownAddress),
+            Some((None, Some("10.9.9.9:80".into()), 1))
+        );
+        assert_eq!(get(LoggedErrorKind::Unparsed), Some((None, None, 2)));
+        let pools = a.pools(None);
+        assert!(
+            pools
+                .iter()
+                .all(|p| p.servers.iter().all(|s| s.requests == 0))
+        );
+    }
+
+    #[test]
+    fn active_is_busy_time_over_the_interval() {
+        let mut a = attribution(CONF);
+        // 20 requests of 250 ms in a 1 s interval: 5 in flight on average.
+        for _ in 0..20 {
+            a.access_line(&line("10.0.0.1:80", "200", "0.250", "app"));
+        }
+        let pools = a.pools(Some(1000));
+        let s1 = server(&pools, "app", "10.0.0.1:80");
+        assert_eq!((s1.active, s1.latency_ms), (5, Some(250.0)));
+        // The next interval starts empty; the cumulative count stays.
+        let pools = a.pools(Some(1000));
+        let s1 = server(&pools, "app", "10.0.0.1:80");
+        assert_eq!((s1.active, s1.latency_ms, s1.requests), (0, None, 20));
+    }
+
+    #[test]
+    fn error_lines_are_placed_on_pools_and_servers() {
+        let mut a = attribution(CONF);
+        a.error_line(b"2026/12/01 12:32:03 [error] 1#1: *9 no live upstreams while connecting to upstream, client: 127.0.0.1, server: , request: \"GET / HTTP/1.1\", upstream: \"http://other/\", host: \"h\"");
+        a.error_line(b"2026/12/01 12:32:03 [error] 1#1: *3 upstream timed out (110: Connection timed out) while reading response header from upstream, client: 127.0.0.1, server: , request: \"GET / HTTP/1.1\", upstream: \"http://10.0.0.9:80/\", host: \"h\"");
+        a.error_line(b"2026/12/01 12:32:03 [alert] 1#1: 20 worker_connections are not enough");
+        a.error_line(b"2026/12/01 12:32:03 [notice] 1#1: using the \"epoll\" event method");
+        let got: Vec<(LoggedErrorKind, Option<String>, Option<String>)> = a
+            .log_errors()
+            .into_iter()
+            .map(|e| (e.kind, e.pool, e.server))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (LoggedErrorKind::WorkerConnectionsNotEnough, None, None),
+                (LoggedErrorKind::NoLiveUpstreams, Some("other".into()), None),
+                (
+                    LoggedErrorKind::UpstreamTimedOut,
+                    Some("other".into()),
+                    Some("10.0.0.9:80".into())
+                ),
+            ]
+        );
+        assert!(a.log_errors().iter().all(|e| e.log == LogFile::Error));
+    }
+
+    #[test]
+    fn the_worker_limit_is_processes_times_connections() {
+        assert_eq!(worker_limit(Some("4"), Some("1024"), true), Some(4096));
+        assert_eq!(worker_limit(None, None, true), Some(512));
+        let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+        assert_eq!(
+            worker_limit(Some("auto"), Some("10"), true),
+            Some(10 * cpus)
+        );
+        assert_eq!(worker_limit(Some("4"), Some("1024"), false), None);
+        assert_eq!(worker_limit(Some("x"), Some("1024"), true), None);
+    }
+
+    #[test]
+    fn the_printed_lines_are_a_format_the_parser_reads() {
+        let lines = log_format_lines();
+        assert!(lines.lines().any(|l| l.starts_with("log_format ballast '")));
+        assert!(
+            lines
+                .lines()
+                .any(|l| l.starts_with("access_log ") && l.ends_with(" ballast;"))
+        );
+        for v in log::VARIABLES {
+            assert!(lines.contains(&format!("\"${v}\"")), "{v}");
+        }
+        // Every other line is a comment.
+        assert!(
+            lines
+                .lines()
+                .filter(|l| !l.starts_with("log_format") && !l.starts_with("access_log"))
+                .all(|l| l.starts_with('#'))
+        );
+    }
+
+    #[test]
+    fn config_files_are_the_main_file_then_its_includes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("conf.d")).unwrap();
+        std::fs::write(
+            d.join("nginx.conf"),
+            "events {}\nhttp {\n  include conf.d/*.conf;\n  include missing.conf;\n}\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("conf.d/b.conf"), "include nested.inc;\n").unwrap();
+        std::fs::write(
+            d.join("conf.d/a.conf"),
+            "upstream app { server 10.0.0.1:80; }\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("nested.inc"), "").unwrap();
+        let files = config_files(&d.join("nginx.conf"), &d.join("no-prefix"));
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["nginx.conf", "conf.d/a.conf", "conf.d/b.conf", "nested.inc"]
+        );
+    }
+
+    #[test]
+    fn samples_written_before_the_log_fields_still_read() {
+        let old = r#"{"at_ms":1,"source":"nginx","instance":"x","pools":[],
+            "process":{"active":3,"max_connections":null,"generation":null}}"#;
+        let s: Sample = serde_json::from_str(old).unwrap();
+        assert!(s.log_errors.is_empty());
+        let p = s.process.unwrap();
+        assert_eq!((p.active, p.accepted, p.handled), (3, None, None));
+    }
+}
