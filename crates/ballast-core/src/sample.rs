@@ -108,6 +108,14 @@ pub struct ProcessSample {
     pub max_connections: Option<u64>,
     /// What changes when the load balancer reloads: a process id, a configuration version.
     pub generation: Option<String>,
+    /// Connections accepted, cumulative (nginx `stub_status` `accepts`), when the source
+    /// counts them.
+    #[serde(default)]
+    pub accepted: Option<u64>,
+    /// Connections handled, cumulative (nginx `stub_status` `handled`). Fewer handled than
+    /// accepted over a window means a resource limit such as `worker_connections` was hit.
+    #[serde(default)]
+    pub handled: Option<u64>,
 }
 
 /// What a pool's algorithm promises about its distribution. "Even" means different things:

@@ -100,3 +100,91 @@ pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
 pub fn rule(alertname: &str) -> Option<&'static RuleSpec> {
     all_rules().find(|r| r.alertname == alertname)
 }
+
+// What the detectors share to read a window: the same pool or server through every sample,
+// counter increases that know a restart when they see one, and the words for figures.
+
+/// The item named `name` in `items`. Sources list pools and servers in a stable order, so the
+/// same position is tried first; a search by name is the fallback (one added mid-window).
+pub(crate) fn by_name<'a, T>(
+    items: &'a [T],
+    hint: usize,
+    name: &str,
+    name_of: impl Fn(&T) -> &str,
+) -> Option<&'a T> {
+    match items.get(hint) {
+        Some(item) if name_of(item) == name => Some(item),
+        _ => items.iter().find(|item| name_of(item) == name),
+    }
+}
+
+/// Pool `name` through the window, oldest first; samples without it are skipped.
+pub(crate) fn pool_series<'a>(
+    window: &'a [ballast_core::sample::Sample],
+    hint: usize,
+    name: &str,
+) -> Vec<&'a ballast_core::sample::PoolSample> {
+    window
+        .iter()
+        .filter_map(|s| by_name(&s.pools, hint, name, |p| &p.name))
+        .collect()
+}
+
+/// Server `name` through a pool's series, oldest first; samples without it are skipped.
+pub(crate) fn server_series<'a>(
+    pools: &[&'a ballast_core::sample::PoolSample],
+    hint: usize,
+    name: &str,
+) -> Vec<&'a ballast_core::sample::ServerSample> {
+    pools
+        .iter()
+        .filter_map(|p| by_name(&p.servers, hint, name, |s| &s.name))
+        .collect()
+}
+
+/// How much a cumulative counter rose through a series. `None` with fewer than two values, or
+/// when it went down anywhere: the load balancer restarted, and the window says nothing.
+pub(crate) fn increase(values: impl IntoIterator<Item = u64>) -> Option<u64> {
+    let mut values = values.into_iter();
+    let first = values.next()?;
+    let mut last = first;
+    let mut seen_two = false;
+    for v in values {
+        if v < last {
+            return None;
+        }
+        last = v;
+        seen_two = true;
+    }
+    seen_two.then_some(last - first)
+}
+
+/// The window's length in words ("45 s", "2 min 30 s"), for summaries.
+pub(crate) fn span(window: &[ballast_core::sample::Sample]) -> String {
+    let ms = match (window.first(), window.last()) {
+        (Some(first), Some(last)) => last.at_ms.saturating_sub(first.at_ms),
+        _ => 0,
+    };
+    let seconds = ms.div_ceil(1000);
+    match (seconds / 60, seconds % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
+/// A ratio as a percentage: "84%", "12.5%", "0.4%".
+pub(crate) fn percent(ratio: f64) -> String {
+    let p = ratio * 100.0;
+    let rounded = (p * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 {
+        format!("{rounded:.0}%")
+    } else {
+        format!("{rounded:.1}%")
+    }
+}
+
+/// Figures by name, for [`Finding::figures`].
+pub(crate) fn figures(named: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    named.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
