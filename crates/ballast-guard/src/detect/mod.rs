@@ -188,3 +188,59 @@ pub(crate) fn percent(ratio: f64) -> String {
 pub(crate) fn figures(named: &[(&str, f64)]) -> BTreeMap<String, f64> {
     named.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
+
+/// Builders of synthetic samples for the detectors' tests, on a virtual clock.
+#[cfg(test)]
+pub(crate) mod testing {
+    use ballast_core::sample::{
+        PoolSample, Promise, ResponseClasses, Sample, ServerSample, ServerState,
+    };
+
+    /// An idle server in rotation, with no limits and no responses yet.
+    pub(crate) fn server(name: &str) -> ServerSample {
+        ServerSample {
+            name: name.into(),
+            requests: 0,
+            active: 0,
+            queued: 0,
+            max_connections: None,
+            max_queue: None,
+            weight: 1,
+            state: ServerState::Up,
+            backup: false,
+            responses: ResponseClasses::default(),
+            latency_ms: None,
+        }
+    }
+
+    pub(crate) fn pool(name: &str, servers: Vec<ServerSample>) -> PoolSample {
+        PoolSample {
+            name: name.into(),
+            promise: Promise::RequestShares,
+            servers,
+            queued: 0,
+        }
+    }
+
+    /// A sample at `second` seconds on the virtual clock.
+    pub(crate) fn sample(second: u64, pools: Vec<PoolSample>) -> Sample {
+        Sample {
+            at_ms: second * 1000,
+            source: "test".into(),
+            instance: "lb-1".into(),
+            pools,
+            frontends: Vec::new(),
+            process: None,
+        }
+    }
+
+    /// Responses with `ok` 2xx, `c5xx` 5xx and `other` with no status.
+    pub(crate) fn responses(ok: u64, c5xx: u64, other: u64) -> ResponseClasses {
+        ResponseClasses {
+            c2xx: ok,
+            c5xx,
+            other,
+            ..ResponseClasses::default()
+        }
+    }
+}

@@ -588,3 +588,354 @@ fn limit_findings(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testing::{pool, sample, server};
+    use crate::detect::{all_rules, rule};
+
+    fn limited(name: &str, active: u64, limit: u64, queued: u64) -> ServerSample {
+        ServerSample {
+            active,
+            max_connections: Some(limit),
+            queued,
+            ..server(name)
+        }
+    }
+
+    fn run(window: &[Sample]) -> Vec<Finding> {
+        detect(window, &SaturationThresholds::default())
+    }
+
+    /// Pool `app` of `s` and an idle server with room, so the pool itself is not full.
+    fn beside_room(s: ServerSample) -> Vec<PoolSample> {
+        vec![pool("app", vec![s, limited("roomy", 0, 50, 0)])]
+    }
+
+    fn rules_of(found: &[Finding]) -> Vec<&'static str> {
+        let mut r: Vec<&str> = found.iter().map(|f| f.rule).collect();
+        r.sort_unstable();
+        r
+    }
+
+    fn one<'a>(found: &'a [Finding], rule: &str) -> &'a Finding {
+        let matching: Vec<&Finding> = found.iter().filter(|f| f.rule == rule).collect();
+        assert_eq!(matching.len(), 1, "one {rule} in {found:#?}");
+        matching[0]
+    }
+
+    #[test]
+    fn a_server_near_its_limit_warns_and_at_it_is_critical() {
+        let at = |active| run(&[sample(0, beside_room(limited("app-3", active, 50, 0)))]);
+        assert!(at(39).is_empty(), "{:?}", at(39));
+        assert_eq!(rules_of(&at(40)), [SERVER_NEAR_LIMIT]);
+        let found = at(40);
+        let near = one(&found, SERVER_NEAR_LIMIT);
+        assert_eq!(near.level, Level::Warning);
+        assert_eq!(near.figures["ratio"], 0.8);
+        assert_eq!(near.server.as_deref(), Some("app-3"));
+        assert_eq!(rules_of(&at(50)), [SERVER_AT_LIMIT, SERVER_NEAR_LIMIT]);
+    }
+
+    #[test]
+    fn the_page_line_says_where_and_how_much() {
+        let window = [sample(
+            0,
+            vec![pool("app", vec![limited("app-3", 50, 50, 12)])],
+        )];
+        let found = run(&window);
+        let at = one(&found, SERVER_AT_LIMIT);
+        assert_eq!(
+            at.summary,
+            "server app/app-3 is at its connection limit: 50 of 50 sessions, 12 queued"
+        );
+        assert_eq!((at.figures["sessions"], at.figures["limit"]), (50.0, 50.0));
+        assert_eq!(at.figures["queued"], 12.0);
+        assert_eq!(at.pool.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn no_limit_means_no_saturation() {
+        let mut s = server("app-1");
+        s.active = 10_000;
+        assert!(run(&[sample(0, vec![pool("app", vec![s.clone()])])]).is_empty());
+        // HAProxy reports 0 for "no limit".
+        s.max_connections = Some(0);
+        assert!(run(&[sample(0, vec![pool("app", vec![s])])]).is_empty());
+    }
+
+    #[test]
+    fn only_now_counts_for_limits() {
+        let window = [
+            sample(0, vec![pool("app", vec![limited("app-1", 50, 50, 5)])]),
+            sample(1, vec![pool("app", vec![limited("app-1", 10, 50, 0)])]),
+        ];
+        assert!(run(&window).is_empty(), "{:?}", run(&window));
+    }
+
+    #[test]
+    fn a_queue_warns_and_a_full_queue_is_critical() {
+        let with_queue = |queued, max_queue| {
+            let s = ServerSample {
+                max_queue,
+                ..limited("app-1", 50, 50, queued)
+            };
+            run(&[sample(0, beside_room(s))])
+        };
+        let found = with_queue(3, Some(10));
+        assert_eq!(
+            rules_of(&found),
+            [SERVER_AT_LIMIT, SERVER_NEAR_LIMIT, SERVER_QUEUEING]
+        );
+        assert_eq!(one(&found, SERVER_QUEUEING).figures["queued"], 3.0);
+        let found = with_queue(10, Some(10));
+        let full = one(&found, SERVER_QUEUE_FULL);
+        assert_eq!(full.level, Level::Critical);
+        assert_eq!(full.figures["max_queue"], 10.0);
+        // A maxqueue of 0 is no limit: queueing, never full.
+        assert!(!rules_of(&with_queue(500, Some(0))).contains(&SERVER_QUEUE_FULL));
+        assert!(!rules_of(&with_queue(0, Some(10))).contains(&SERVER_QUEUEING));
+    }
+
+    #[test]
+    fn a_pool_queue_warns() {
+        let mut p = pool("app", vec![limited("app-1", 5, 50, 0)]);
+        assert!(run(&[sample(0, vec![p.clone()])]).is_empty());
+        p.queued = 7;
+        let found = run(&[sample(0, vec![p])]);
+        let q = one(&found, POOL_QUEUEING);
+        assert_eq!((q.level, q.server.as_deref()), (Level::Warning, None));
+        assert_eq!(q.figures["queued"], 7.0);
+    }
+
+    #[test]
+    fn a_pool_is_saturated_only_when_every_serving_server_is_full() {
+        let servers = vec![
+            limited("app-1", 50, 50, 0),
+            limited("app-2", 50, 50, 2),
+            limited("app-3", 30, 30, 0),
+        ];
+        let found = run(&[sample(0, vec![pool("app", servers.clone())])]);
+        let sat = one(&found, POOL_SATURATED);
+        assert_eq!(sat.figures["servers"], 3.0);
+        assert_eq!(
+            (sat.figures["sessions"], sat.figures["limit"]),
+            (130.0, 130.0)
+        );
+        assert_eq!(sat.figures["queued"], 2.0);
+
+        // One server with room: a skew perhaps, not a full pool.
+        let mut room = servers.clone();
+        room[2].active = 20;
+        assert!(!rules_of(&run(&[sample(0, vec![pool("app", room)])])).contains(&POOL_SATURATED));
+        // A server without a limit always has room.
+        let mut unlimited = servers.clone();
+        unlimited.push(server("app-4"));
+        assert!(
+            !rules_of(&run(&[sample(0, vec![pool("app", unlimited)])])).contains(&POOL_SATURATED)
+        );
+        // Servers out of rotation and idle backups do not give room.
+        let mut out = servers;
+        out.push(ServerSample {
+            state: ServerState::Down,
+            ..limited("app-4", 0, 50, 0)
+        });
+        out.push(ServerSample {
+            backup: true,
+            ..limited("spare", 0, 50, 0)
+        });
+        out.push(ServerSample {
+            weight: 0,
+            ..limited("drained", 0, 50, 0)
+        });
+        assert!(rules_of(&run(&[sample(0, vec![pool("app", out)])])).contains(&POOL_SATURATED));
+    }
+
+    fn with_frontend(second: u64, active: u64, refused: u64) -> Sample {
+        let mut s = sample(second, vec![]);
+        s.frontends.push(FrontendSample {
+            name: "www".into(),
+            active,
+            max_connections: Some(1000),
+            refused,
+        });
+        s
+    }
+
+    #[test]
+    fn a_frontend_against_its_limit_and_refusing() {
+        assert!(run(&[with_frontend(0, 799, 0)]).is_empty());
+        assert_eq!(
+            rules_of(&run(&[with_frontend(0, 800, 0)])),
+            [FRONTEND_NEAR_LIMIT]
+        );
+        let found = run(&[with_frontend(0, 1000, 0)]);
+        assert_eq!(
+            one(&found, FRONTEND_AT_LIMIT).summary,
+            "frontend www is at its connection limit: 1000 of 1000 connections"
+        );
+        let window = [
+            with_frontend(0, 10, 40),
+            with_frontend(15, 10, 40),
+            with_frontend(30, 10, 160),
+        ];
+        let found = run(&window);
+        let refusing = one(&found, FRONTEND_REFUSING);
+        assert_eq!(refusing.figures["refused"], 120.0);
+        assert_eq!(
+            refusing.summary,
+            "frontend www refused 120 connections in the last 30 s"
+        );
+    }
+
+    #[test]
+    fn refusals_before_the_window_or_across_a_restart_say_nothing() {
+        // A constant count: refused long ago.
+        let window = [with_frontend(0, 10, 500), with_frontend(30, 10, 500)];
+        assert!(run(&window).is_empty());
+        // The counter went down: the process restarted.
+        let window = [
+            with_frontend(0, 10, 500),
+            with_frontend(15, 10, 3),
+            with_frontend(30, 10, 9),
+        ];
+        assert!(run(&window).is_empty());
+        // One sample has no difference.
+        assert!(run(&[with_frontend(0, 10, 500)]).is_empty());
+    }
+
+    fn with_process(
+        second: u64,
+        active: u64,
+        accepted: Option<u64>,
+        handled: Option<u64>,
+    ) -> Sample {
+        let mut s = sample(second, vec![]);
+        s.process = Some(ProcessSample {
+            active,
+            max_connections: Some(4096),
+            generation: Some("1234".into()),
+            accepted,
+            handled,
+        });
+        s
+    }
+
+    #[test]
+    fn the_process_against_its_limit() {
+        assert!(run(&[with_process(0, 3000, None, None)]).is_empty());
+        assert_eq!(
+            rules_of(&run(&[with_process(0, 3300, None, None)])),
+            [PROCESS_NEAR_LIMIT]
+        );
+        assert_eq!(
+            rules_of(&run(&[with_process(0, 4096, None, None)])),
+            [PROCESS_AT_LIMIT, PROCESS_NEAR_LIMIT]
+        );
+    }
+
+    #[test]
+    fn nginx_handling_fewer_than_it_accepted_is_out_of_worker_connections() {
+        let window = [
+            with_process(0, 10, Some(1000), Some(990)),
+            with_process(10, 10, Some(2000), Some(1890)),
+        ];
+        let found = run(&window);
+        let dropped = one(&found, WORKERS_DROPPING);
+        assert_eq!(dropped.level, Level::Critical);
+        assert_eq!(dropped.figures["dropped"], 100.0);
+        assert_eq!(dropped.figures["accepted"], 1000.0);
+        assert!(
+            dropped
+                .summary
+                .contains("worker_connections are not enough")
+        );
+        // The gap from before the window is history, not now.
+        let window = [
+            with_process(0, 10, Some(1000), Some(990)),
+            with_process(10, 10, Some(2000), Some(1990)),
+        ];
+        assert!(run(&window).is_empty());
+        // A snapshot taken while two workers are mid-accept is not a drop.
+        let window = [
+            with_process(0, 10, Some(1000), Some(1000)),
+            with_process(10, 10, Some(2000), Some(1998)),
+        ];
+        assert!(run(&window).is_empty());
+        // A restart (counters from zero) judges nothing.
+        let window = [
+            with_process(0, 10, Some(1000), Some(1000)),
+            with_process(10, 10, Some(50), Some(10)),
+        ];
+        assert!(run(&window).is_empty());
+        // Sources without the counters.
+        let window = [
+            with_process(0, 10, None, None),
+            with_process(10, 10, None, None),
+        ];
+        assert!(run(&window).is_empty());
+    }
+
+    #[test]
+    fn thresholds_are_configurable() {
+        let t = SaturationThresholds {
+            near_limit: 0.5,
+            at_limit: 0.9,
+            ..SaturationThresholds::default()
+        };
+        let window = [sample(0, beside_room(limited("app-1", 45, 50, 0)))];
+        assert_eq!(
+            rules_of(&detect(&window, &t)),
+            [SERVER_AT_LIMIT, SERVER_NEAR_LIMIT]
+        );
+        assert!(run(&window).iter().all(|f| f.rule != SERVER_AT_LIMIT));
+    }
+
+    #[test]
+    fn every_finding_names_a_known_rule_with_the_issues_for() {
+        // Everything at once: each rule of this module is raised.
+        let mut window = vec![with_frontend(0, 1000, 0), with_frontend(30, 1000, 50)];
+        let process = ProcessSample {
+            active: 4096,
+            max_connections: Some(4096),
+            generation: None,
+            accepted: Some(100),
+            handled: Some(100),
+        };
+        window[0].process = Some(process.clone());
+        window[1].process = Some(ProcessSample {
+            accepted: Some(500),
+            ..process
+        });
+        let mut p = pool(
+            "app",
+            vec![ServerSample {
+                max_queue: Some(4),
+                ..limited("app-1", 50, 50, 4)
+            }],
+        );
+        p.queued = 3;
+        window[1].pools.push(p);
+        let found = run(&window);
+        let raised: std::collections::BTreeSet<&str> = found.iter().map(|f| f.rule).collect();
+        let own: std::collections::BTreeSet<&str> = RULES.iter().map(|r| r.alertname).collect();
+        assert_eq!(raised, own, "{found:#?}");
+        for f in &found {
+            let spec = rule(f.rule).expect("a known rule");
+            assert_eq!(spec.layer, f.layer, "{}", f.rule);
+            assert!(!f.summary.is_empty() && !f.description.is_empty() && !f.figures.is_empty());
+            // The issue: 80% and queues for 2 minutes, at the limit (or refusing) now.
+            let expected = match f.level {
+                Level::Warning => 120_000,
+                Level::Critical => 0,
+            };
+            assert_eq!(spec.for_ms, expected, "{}", f.rule);
+        }
+        assert_eq!(
+            all_rules().filter(|r| own.contains(r.alertname)).count(),
+            RULES.len(),
+            "names are unique"
+        );
+    }
+}
