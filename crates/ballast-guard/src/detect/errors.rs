@@ -660,3 +660,435 @@ impl PoolContext<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::rule;
+    use crate::detect::testing::{pool, responses, sample, server};
+
+    /// Per server per round: 2xx, 5xx, no status.
+    type Rate = (u64, u64, u64);
+
+    /// `rounds + 1` samples 10 s apart of pool `app`, server `s{i}` gaining `rates[i]` per
+    /// round (its requests are the sum).
+    fn traffic(rates: &[Rate], rounds: u64) -> Vec<Sample> {
+        (0..=rounds)
+            .map(|t| {
+                let servers = rates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(ok, bad, other))| ServerSample {
+                        requests: (ok + bad + other) * t,
+                        responses: responses(ok * t, bad * t, other * t),
+                        ..server(&format!("s{i}"))
+                    })
+                    .collect();
+                sample(t * 10, vec![pool("app", servers)])
+            })
+            .collect()
+    }
+
+    fn run(window: &[Sample]) -> Vec<Finding> {
+        detect(window, &ErrorThresholds::default())
+    }
+
+    fn of_rule<'a>(found: &'a [Finding], rule: &str) -> Vec<&'a Finding> {
+        found.iter().filter(|f| f.rule == rule).collect()
+    }
+
+    fn servers_of(found: &[Finding], rule: &str) -> Vec<String> {
+        of_rule(found, rule)
+            .iter()
+            .filter_map(|f| f.server.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_server_failing_a_tenth_warns_and_a_third_is_critical() {
+        // s2 fails 10 of 100 per round; the others are clean.
+        let found = run(&traffic(&[(100, 0, 0), (100, 0, 0), (90, 10, 0)], 6));
+        let rate = of_rule(&found, SERVER_ERROR_RATE);
+        assert_eq!(rate.len(), 1, "{found:#?}");
+        assert_eq!(rate[0].server.as_deref(), Some("s2"));
+        assert_eq!(rate[0].level, Level::Warning);
+        assert_eq!(rate[0].figures["errors"], 60.0);
+        assert_eq!(rate[0].figures["responses"], 600.0);
+        assert!((rate[0].figures["ratio"] - 0.1).abs() < 1e-12);
+        assert_eq!(
+            rate[0].summary,
+            "server app/s2 failed 10% of its responses in the last 1 min"
+        );
+        // No status at all counts as an error too.
+        let found = run(&traffic(&[(100, 0, 0), (100, 0, 0), (60, 10, 30)], 6));
+        let rate = of_rule(&found, SERVER_ERROR_RATE);
+        assert_eq!(
+            (rate[0].level, rate[0].figures["other"]),
+            (Level::Critical, 180.0)
+        );
+        // The pool: 40 errors of 300 per round is 13%.
+        let pool_rate = of_rule(&found, POOL_ERROR_RATE);
+        assert_eq!(pool_rate.len(), 1);
+        assert_eq!(
+            (pool_rate[0].level, pool_rate[0].layer),
+            (Level::Warning, Layer::Backend)
+        );
+        assert!(
+            pool_rate[0].description.contains("most from s2 240 (40%)"),
+            "{}",
+            pool_rate[0].description
+        );
+    }
+
+    #[test]
+    fn client_errors_are_not_server_errors() {
+        let mut window = traffic(&[(100, 0, 0), (100, 0, 0), (100, 0, 0)], 6);
+        for (t, s) in window.iter_mut().enumerate() {
+            s.pools[0].servers[1].responses.c4xx = 80 * t as u64;
+        }
+        assert!(run(&window).is_empty(), "{:?}", run(&window));
+    }
+
+    #[test]
+    fn little_traffic_is_not_an_error_rate() {
+        // Half of 48 responses fail: below the floor of 100.
+        let window = traffic(&[(4, 4, 0), (4, 0, 0)], 6);
+        assert!(run(&window).is_empty(), "{:?}", run(&window));
+        // Spread over many servers, each under the floor, the pool is not.
+        let window = traffic(&[(9, 1, 0); 10], 6);
+        let found = run(&window);
+        assert!(of_rule(&found, SERVER_ERROR_RATE).is_empty());
+        assert_eq!(of_rule(&found, POOL_ERROR_RATE).len(), 1, "{found:#?}");
+    }
+
+    #[test]
+    fn a_counter_restart_judges_nothing() {
+        let mut window = traffic(&[(100, 50, 0), (100, 50, 0), (100, 50, 0)], 6);
+        // s0 restarted mid-window: its counters fell back.
+        window[4].pools[0].servers[0].responses = responses(10, 5, 0);
+        window[5].pools[0].servers[0].responses = responses(110, 55, 0);
+        window[6].pools[0].servers[0].responses = responses(210, 105, 0);
+        let found = run(&window);
+        assert_eq!(servers_of(&found, SERVER_ERROR_RATE), ["s1", "s2"]);
+        assert!(of_rule(&found, POOL_ERROR_RATE).is_empty(), "{found:#?}");
+    }
+
+    #[test]
+    fn queued_requests_place_a_pools_errors_in_its_limits() {
+        let mut window = traffic(&[(70, 30, 0), (70, 30, 0), (70, 30, 0)], 6);
+        window[6].pools[0].queued = 40;
+        let found = run(&window);
+        let pool_rate = of_rule(&found, POOL_ERROR_RATE);
+        assert_eq!(
+            (pool_rate[0].level, pool_rate[0].layer),
+            (Level::Critical, Layer::Limits)
+        );
+        assert!(pool_rate[0].description.contains("balancer's own 503s"));
+    }
+
+    #[test]
+    fn a_healthy_pool_with_noise_raises_nothing() {
+        // 0.3% to 1.5% errors, latencies 18 to 31 ms: ordinary.
+        let mut window = traffic(
+            &[
+                (997, 3, 0),
+                (990, 9, 1),
+                (985, 15, 0),
+                (993, 6, 1),
+                (996, 4, 0),
+            ],
+            6,
+        );
+        let latencies = [18.0, 31.0, 24.0, 22.0, 27.0];
+        for (t, s) in window.iter_mut().enumerate() {
+            for (i, server) in s.pools[0].servers.iter_mut().enumerate() {
+                server.latency_ms = Some(latencies[i] + (t % 3) as f64);
+            }
+        }
+        assert!(run(&window).is_empty(), "{:?}", run(&window));
+    }
+
+    #[test]
+    fn a_server_whose_success_stands_out_is_an_outlier() {
+        // s3 succeeds 92%, the others 99.5–100%: below the ratio alert, not below Envoy's rule.
+        let found = run(&traffic(
+            &[
+                (200, 0, 0),
+                (199, 1, 0),
+                (200, 0, 0),
+                (184, 16, 0),
+                (199, 1, 0),
+            ],
+            6,
+        ));
+        assert!(
+            of_rule(&found, SERVER_ERROR_RATE)
+                .iter()
+                .all(|f| f.server.as_deref() == Some("s3"))
+        );
+        assert_eq!(
+            servers_of(&found, SERVER_ERROR_OUTLIER),
+            ["s3"],
+            "{found:#?}"
+        );
+        let outlier = of_rule(&found, SERVER_ERROR_OUTLIER)[0];
+        assert!((outlier.figures["success_rate"] - 0.92).abs() < 1e-9);
+        assert!(outlier.figures["threshold"] > 0.92);
+        assert_eq!(outlier.figures["servers"], 5.0);
+        assert!(
+            outlier
+                .summary
+                .contains("92% success against 99.8% on the other 4 servers"),
+            "{}",
+            outlier.summary
+        );
+    }
+
+    #[test]
+    fn three_servers_are_enough_for_an_outlier() {
+        // Against statistics that include it, no server of 3 can be 1.9σ out; against the
+        // others it can.
+        let found = run(&traffic(&[(200, 0, 0), (199, 1, 0), (150, 50, 0)], 6));
+        assert_eq!(servers_of(&found, SERVER_ERROR_OUTLIER), ["s2"]);
+        // Two servers are not a pool to stand out from.
+        let found = run(&traffic(&[(200, 0, 0), (150, 50, 0)], 6));
+        assert!(of_rule(&found, SERVER_ERROR_OUTLIER).is_empty());
+    }
+
+    #[test]
+    fn an_outlier_needs_volume_and_a_real_gap() {
+        // s2 failed 1 in 2, but with 60 responses in the window.
+        let found = run(&traffic(
+            &[(200, 0, 0), (200, 0, 0), (200, 0, 0), (5, 5, 0)],
+            6,
+        ));
+        assert!(
+            of_rule(&found, SERVER_ERROR_OUTLIER).is_empty(),
+            "{found:#?}"
+        );
+        // 98% against 100%: σ of the others is 0, but 2 points are no outlier.
+        let found = run(&traffic(
+            &[(200, 0, 0), (200, 0, 0), (200, 0, 0), (196, 4, 0)],
+            6,
+        ));
+        assert!(found.is_empty(), "{found:#?}");
+    }
+
+    fn with_latency(latencies: &[f64], requests_per_round: u64) -> Vec<Sample> {
+        let mut window = traffic(&vec![(requests_per_round, 0, 0); latencies.len()], 6);
+        for s in &mut window {
+            for (server, &l) in s.pools[0].servers.iter_mut().zip(latencies) {
+                server.latency_ms = Some(l);
+            }
+        }
+        window
+    }
+
+    #[test]
+    fn a_slow_server_stands_out_from_its_pool() {
+        let found = run(&with_latency(&[20.0, 22.0, 25.0, 21.0, 400.0], 50));
+        assert_eq!(
+            servers_of(&found, SERVER_LATENCY_OUTLIER),
+            ["s4"],
+            "{found:#?}"
+        );
+        let slow = of_rule(&found, SERVER_LATENCY_OUTLIER)[0];
+        assert_eq!(
+            (slow.figures["latency_ms"], slow.figures["median_ms"]),
+            (400.0, 22.0)
+        );
+        assert!(
+            slow.description
+                .contains("not a shared dependency such as the database")
+        );
+        // Three servers suffice.
+        let found = run(&with_latency(&[20.0, 24.0, 300.0], 50));
+        assert_eq!(servers_of(&found, SERVER_LATENCY_OUTLIER), ["s2"]);
+    }
+
+    #[test]
+    fn small_or_shared_latency_differences_are_not_outliers() {
+        // 1 ms against 3 ms is three times, but 2 ms.
+        assert!(run(&with_latency(&[1.0, 1.0, 1.0, 3.0], 50)).is_empty());
+        // Everyone slow together is a shared cause, not one server.
+        assert!(run(&with_latency(&[400.0, 420.0, 390.0, 410.0], 50)).is_empty());
+        // An idle server's average is stale: s3 answered 2 requests in the window.
+        let mut idle = with_latency(&[20.0, 22.0, 25.0, 900.0], 50);
+        for (t, s) in idle.iter_mut().enumerate() {
+            let s3 = &mut s.pools[0].servers[3];
+            s3.requests = 1000 + (t as u64).min(2);
+            s3.responses = responses(s3.requests, 0, 0);
+        }
+        assert!(run(&idle).is_empty(), "{:?}", run(&idle));
+        // Two slow servers of four: neither stands out against the other three.
+        let found = run(&with_latency(&[20.0, 22.0, 400.0, 420.0], 50));
+        assert!(
+            of_rule(&found, SERVER_LATENCY_OUTLIER).is_empty(),
+            "{found:#?}"
+        );
+    }
+
+    fn states(pattern: &[&[ServerState]]) -> Vec<Sample> {
+        pattern
+            .iter()
+            .enumerate()
+            .map(|(t, row)| {
+                let servers = row
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &state)| ServerSample {
+                        state,
+                        ..server(&format!("s{i}"))
+                    })
+                    .collect();
+                sample(t as u64 * 5, vec![pool("app", servers)])
+            })
+            .collect()
+    }
+
+    use ServerState::{Down, Drain, Maintenance as Maint, Up};
+
+    #[test]
+    fn a_pool_with_every_server_down_is_critical_now() {
+        let found = run(&states(&[&[Up, Up, Down], &[Down, Down, Down]]));
+        let down = of_rule(&found, POOL_ALL_DOWN);
+        assert_eq!(down.len(), 1, "{found:#?}");
+        assert_eq!(
+            (down[0].level, down[0].layer),
+            (Level::Critical, Layer::Backend)
+        );
+        assert_eq!(down[0].figures["servers"], 3.0);
+        assert_eq!(
+            down[0].summary,
+            "pool app has no server up: 3 servers, 3 down (failed checks)"
+        );
+        // Down and in maintenance: still failed.
+        let found = run(&states(&[&[Down, Maint, Down]]));
+        assert!(
+            of_rule(&found, POOL_ALL_DOWN)[0]
+                .summary
+                .ends_with("2 down (failed checks), 1 in maintenance")
+        );
+        // One server up is enough; so is a backup.
+        assert!(run(&states(&[&[Down, Up, Down]])).is_empty());
+        let mut backup = states(&[&[Down, Down, Up]]);
+        backup[0].pools[0].servers[2].backup = true;
+        assert!(run(&backup).is_empty());
+    }
+
+    #[test]
+    fn servers_taken_out_are_not_down_by_failure() {
+        let found = run(&states(&[&[Maint, Drain, Maint]]));
+        assert!(of_rule(&found, POOL_ALL_DOWN).is_empty());
+        let out = of_rule(&found, POOL_ALL_OUT);
+        assert_eq!(out.len(), 1, "{found:#?}");
+        assert_eq!(out[0].layer, Layer::Distribution);
+        assert_eq!(
+            (out[0].figures["maintenance"], out[0].figures["drained"]),
+            (2.0, 1.0)
+        );
+        // Up with weight 0 means drain.
+        let mut weightless = states(&[&[Up, Up]]);
+        for s in &mut weightless[0].pools[0].servers {
+            s.weight = 0;
+        }
+        assert_eq!(of_rule(&run(&weightless), POOL_ALL_OUT).len(), 1);
+    }
+
+    #[test]
+    fn a_server_going_up_and_down_is_flapping() {
+        let found = run(&states(&[
+            &[Up, Up],
+            &[Down, Up],
+            &[Up, Up],
+            &[Down, Up],
+            &[Up, Up],
+        ]));
+        assert_eq!(servers_of(&found, SERVER_FLAPPING), ["s0"]);
+        assert_eq!(of_rule(&found, SERVER_FLAPPING)[0].figures["changes"], 4.0);
+        // Three changes are not yet flapping.
+        assert!(run(&states(&[&[Up, Up], &[Down, Up], &[Up, Up], &[Down, Up]])).is_empty());
+        // An operator's maintenance, back and forth, is not a failure.
+        assert!(
+            run(&states(&[
+                &[Up],
+                &[Maint],
+                &[Up],
+                &[Maint],
+                &[Up],
+                &[Drain],
+                &[Up]
+            ]))
+            .is_empty()
+        );
+        // Configurable.
+        let t = ErrorThresholds {
+            flap_changes: 2,
+            ..ErrorThresholds::default()
+        };
+        assert_eq!(detect(&states(&[&[Up], &[Down], &[Up]]), &t).len(), 1);
+    }
+
+    #[test]
+    fn a_server_added_mid_window_counts_from_its_arrival() {
+        let mut window = traffic(&[(100, 0, 0), (100, 0, 0)], 6);
+        // s2 arrives in the last sample with counters that began before: nothing to difference.
+        window[6].pools[0].servers.push(ServerSample {
+            responses: responses(0, 500, 0),
+            requests: 500,
+            ..server("s2")
+        });
+        assert!(run(&window).is_empty(), "{:?}", run(&window));
+    }
+
+    #[test]
+    fn every_finding_names_a_known_rule_with_its_for() {
+        let mut window = traffic(
+            &[
+                (200, 0, 0),
+                (199, 1, 0),
+                (200, 0, 0),
+                (100, 100, 0),
+                (199, 1, 0),
+            ],
+            6,
+        );
+        for s in &mut window {
+            s.pools[0].servers[1].latency_ms = Some(900.0);
+            for (i, server) in s.pools[0].servers.iter_mut().enumerate() {
+                server.latency_ms.get_or_insert(20.0 + i as f64);
+            }
+            s.pools.push(pool(
+                "down",
+                vec![ServerSample {
+                    state: Down,
+                    ..server("d0")
+                }],
+            ));
+            s.pools.push(pool(
+                "out",
+                vec![ServerSample {
+                    state: Maint,
+                    ..server("m0")
+                }],
+            ));
+        }
+        for (t, s) in window.iter_mut().enumerate() {
+            s.pools[0].servers[4].state = if t % 2 == 0 { Up } else { Down };
+        }
+        let found = run(&window);
+        let raised: std::collections::BTreeSet<&str> = found.iter().map(|f| f.rule).collect();
+        let own: std::collections::BTreeSet<&str> = RULES.iter().map(|r| r.alertname).collect();
+        assert_eq!(raised, own, "{found:#?}");
+        for f in &found {
+            let spec = rule(f.rule).expect("a known rule");
+            let expected_for = match f.rule {
+                POOL_ALL_DOWN | POOL_ALL_OUT | SERVER_FLAPPING => 0,
+                _ => 60_000,
+            };
+            assert_eq!(spec.for_ms, expected_for, "{}", f.rule);
+            assert!(!f.summary.is_empty() && !f.description.is_empty() && !f.figures.is_empty());
+            assert!(f.pool.is_some());
+        }
+    }
+}
