@@ -16,9 +16,7 @@
 
 use ballast_core::sample::{PoolSample, ResponseClasses, Sample, ServerSample, ServerState};
 
-use super::{
-    Finding, Layer, Level, RuleSpec, figures, increase, percent, pool_series, server_series, span,
-};
+use super::{Finding, Layer, Level, RuleSpec, by_name, figures, percent, pool_series, span};
 
 /// When errors, outliers and flapping are worth an alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -166,7 +164,7 @@ pub fn detect(window: &[Sample], thresholds: &ErrorThresholds) -> Vec<Finding> {
             .servers
             .iter()
             .enumerate()
-            .map(|(i, s)| ServerWindow::of(s, &server_series(&series, i, &s.name)))
+            .map(|(i, s)| ServerWindow::of(s, i, &series))
             .collect();
         let context = PoolContext {
             pool,
@@ -204,65 +202,70 @@ struct ServerWindow<'a> {
 }
 
 impl<'a> ServerWindow<'a> {
-    fn of(now: &'a ServerSample, series: &[&ServerSample]) -> Self {
-        let rise = |values: &dyn Fn(&ServerSample) -> u64| -> Rise<u64> {
-            if series.len() < 2 {
-                return Rise::Unknown;
-            }
-            match increase(series.iter().map(|s| values(s))) {
-                Some(n) => Rise::Rose(n),
-                None => Rise::Restarted,
-            }
-        };
-        let classes = [
-            rise(&|s| s.responses.c1xx),
-            rise(&|s| s.responses.c2xx),
-            rise(&|s| s.responses.c3xx),
-            rise(&|s| s.responses.c4xx),
-            rise(&|s| s.responses.c5xx),
-            rise(&|s| s.responses.other),
-        ];
-        let responses = if classes.contains(&Rise::Restarted) {
-            Rise::Restarted
-        } else if let [
-            Rise::Rose(c1xx),
-            Rise::Rose(c2xx),
-            Rise::Rose(c3xx),
-            Rise::Rose(c4xx),
-            Rise::Rose(c5xx),
-            Rise::Rose(other),
-        ] = classes
-        {
-            Rise::Rose(ResponseClasses {
-                c1xx,
-                c2xx,
-                c3xx,
-                c4xx,
-                c5xx,
-                other,
-            })
-        } else {
-            Rise::Unknown
-        };
-        let latencies = series
-            .iter()
-            .filter_map(|s| s.latency_ms)
-            .filter(|l| l.is_finite() && *l >= 0.0);
-        let (sum, count) = latencies.fold((0.0, 0u32), |(s, n), l| (s + l, n + 1));
-        let flaps = series
-            .windows(2)
-            .filter(|w| {
-                matches!(
-                    (w[0].state, w[1].state),
+    /// Server `now` (at `hint` in its pool) through the pool's series, in one pass without
+    /// allocating: a round over a fleet does this for every server.
+    fn of(now: &'a ServerSample, hint: usize, pools: &[&'a PoolSample]) -> Self {
+        let mut seen = 0usize;
+        let mut first: Option<&ServerSample> = None;
+        let mut previous: Option<&ServerSample> = None;
+        let (mut responses_fell, mut requests_fell) = (false, false);
+        let (mut latency_sum, mut latency_count) = (0.0, 0u32);
+        let mut flaps = 0;
+        for pool in pools {
+            let Some(s) = by_name(&pool.servers, hint, &now.name, |s| &s.name) else {
+                continue;
+            };
+            seen += 1;
+            first.get_or_insert(s);
+            if let Some(p) = previous {
+                responses_fell |= classes(&s.responses)
+                    .iter()
+                    .zip(classes(&p.responses))
+                    .any(|(now, before)| *now < before);
+                requests_fell |= s.requests < p.requests;
+                if matches!(
+                    (p.state, s.state),
                     (ServerState::Up, ServerState::Down) | (ServerState::Down, ServerState::Up)
-                )
-            })
-            .count();
+                ) {
+                    flaps += 1;
+                }
+            }
+            if let Some(l) = s.latency_ms.filter(|l| l.is_finite() && *l >= 0.0) {
+                latency_sum += l;
+                latency_count += 1;
+            }
+            previous = Some(s);
+        }
+        let ends = match (first, previous) {
+            (Some(first), Some(last)) if seen >= 2 => Some((first, last)),
+            _ => None,
+        };
+        let responses = match ends {
+            None => Rise::Unknown,
+            Some(_) if responses_fell => Rise::Restarted,
+            Some((first, last)) => {
+                let (a, b) = (classes(&first.responses), classes(&last.responses));
+                let d = |i: usize| b[i] - a[i];
+                Rise::Rose(ResponseClasses {
+                    c1xx: d(0),
+                    c2xx: d(1),
+                    c3xx: d(2),
+                    c4xx: d(3),
+                    c5xx: d(4),
+                    other: d(5),
+                })
+            }
+        };
+        let requests = match ends {
+            None => Rise::Unknown,
+            Some(_) if requests_fell => Rise::Restarted,
+            Some((first, last)) => Rise::Rose(last.requests - first.requests),
+        };
         ServerWindow {
             now,
             responses,
-            requests: rise(&|s| s.requests),
-            latency_ms: (count > 0).then(|| sum / f64::from(count)),
+            requests,
+            latency_ms: (latency_count > 0).then(|| latency_sum / f64::from(latency_count)),
             flaps,
         }
     }
@@ -273,6 +276,11 @@ impl<'a> ServerWindow<'a> {
             _ => None,
         }
     }
+}
+
+/// Response classes in a fixed order, to compare and subtract them together.
+fn classes(r: &ResponseClasses) -> [u64; 6] {
+    [r.c1xx, r.c2xx, r.c3xx, r.c4xx, r.c5xx, r.other]
 }
 
 /// Responses and errors over a window.
@@ -515,20 +523,26 @@ impl PoolContext<'_> {
         if n < self.t.outlier_min_servers.max(3) {
             return;
         }
-        let mut sorted: Vec<f64> = judged.iter().map(|j| j.1).collect();
-        sorted.sort_by(f64::total_cmp);
-        let median = if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-        };
-        let sum: f64 = sorted.iter().sum();
-        let sum_sq: f64 = sorted.iter().map(|l| l * l).sum();
+        let sum: f64 = judged.iter().map(|j| j.1).sum();
+        let sum_sq: f64 = judged.iter().map(|j| j.1 * j.1).sum();
+        // The median costs a sort: only worth it once a server is above the others' band.
+        let mut median = None;
         for &(s, latency) in &judged {
             let (mean, sd) = others_mean_sd(sum, sum_sq, n, latency);
             let threshold = mean + self.t.outlier_stdev_factor * sd;
-            let stands_out = latency > threshold
-                && latency >= median * self.t.latency_median_factor
+            if latency <= threshold {
+                continue;
+            }
+            let median = *median.get_or_insert_with(|| {
+                let mut sorted: Vec<f64> = judged.iter().map(|j| j.1).collect();
+                sorted.sort_by(f64::total_cmp);
+                if n % 2 == 1 {
+                    sorted[n / 2]
+                } else {
+                    (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+                }
+            });
+            let stands_out = latency >= median * self.t.latency_median_factor
                 && latency - median >= self.t.latency_min_gap_ms;
             if !stands_out {
                 continue;

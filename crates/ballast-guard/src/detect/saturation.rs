@@ -221,14 +221,19 @@ fn judge_server(
     t: &SaturationThresholds,
     found: &mut Vec<Finding>,
 ) {
-    let place = format!("server {}/{}", pool.name, server.name);
     let queued = server.queued;
+    let fill = Fill::of(server.active, server.max_connections);
+    // Most servers of a fleet are fine: decide before formatting anything.
+    if queued == 0 && !fill.is_some_and(|f| f.near(t)) {
+        return;
+    }
+    let place = format!("server {}/{}", pool.name, server.name);
     let queue_note = if queued > 0 {
         format!(", {queued} queued")
     } else {
         String::new()
     };
-    if let Some(fill) = Fill::of(server.active, server.max_connections) {
+    if let Some(fill) = fill {
         let figs = || {
             figures(&[
                 ("sessions", fill.active as f64),
