@@ -101,3 +101,138 @@ pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
 pub fn rule(alertname: &str) -> Option<&'static RuleSpec> {
     all_rules().find(|r| r.alertname == alertname)
 }
+
+// What the detectors share to read a window: the same pool or server through every sample,
+// counter increases that know a restart when they see one, and the words for figures.
+
+/// The item named `name` in `items`. Sources list pools and servers in a stable order, so the
+/// same position is tried first; a search by name is the fallback (one added mid-window).
+pub(crate) fn by_name<'a, T>(
+    items: &'a [T],
+    hint: usize,
+    name: &str,
+    name_of: impl Fn(&T) -> &str,
+) -> Option<&'a T> {
+    let same = |a: &str| a.as_ptr() == name.as_ptr() && a.len() == name.len() || a == name;
+    match items.get(hint) {
+        // The window's last sample names itself: the same string, no comparison.
+        Some(item) if same(name_of(item)) => Some(item),
+        _ => items.iter().find(|item| name_of(item) == name),
+    }
+}
+
+/// Pool `name` through the window, oldest first; samples without it are skipped.
+pub(crate) fn pool_series<'a>(
+    window: &'a [ballast_core::sample::Sample],
+    hint: usize,
+    name: &str,
+) -> Vec<&'a ballast_core::sample::PoolSample> {
+    window
+        .iter()
+        .filter_map(|s| by_name(&s.pools, hint, name, |p| &p.name))
+        .collect()
+}
+
+/// How much a cumulative counter rose through a series. `None` with fewer than two values, or
+/// when it went down anywhere: the load balancer restarted, and the window says nothing.
+pub(crate) fn increase(values: impl IntoIterator<Item = u64>) -> Option<u64> {
+    let mut values = values.into_iter();
+    let first = values.next()?;
+    let mut last = first;
+    let mut seen_two = false;
+    for v in values {
+        if v < last {
+            return None;
+        }
+        last = v;
+        seen_two = true;
+    }
+    seen_two.then_some(last - first)
+}
+
+/// The window's length in words ("45 s", "2 min 30 s"), for summaries.
+pub(crate) fn span(window: &[ballast_core::sample::Sample]) -> String {
+    let ms = match (window.first(), window.last()) {
+        (Some(first), Some(last)) => last.at_ms.saturating_sub(first.at_ms),
+        _ => 0,
+    };
+    let seconds = ms.div_ceil(1000);
+    match (seconds / 60, seconds % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
+/// A ratio as a percentage: "84%", "12.5%", "0.4%".
+pub(crate) fn percent(ratio: f64) -> String {
+    let p = ratio * 100.0;
+    let rounded = (p * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 {
+        format!("{rounded:.0}%")
+    } else {
+        format!("{rounded:.1}%")
+    }
+}
+
+/// Figures by name, for [`Finding::figures`].
+pub(crate) fn figures(named: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    named.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+/// Builders of synthetic samples for the detectors' tests, on a virtual clock.
+#[cfg(test)]
+pub(crate) mod testing {
+    use ballast_core::sample::{
+        PoolSample, Promise, ResponseClasses, Sample, ServerSample, ServerState,
+    };
+
+    /// An idle server in rotation, with no limits and no responses yet.
+    pub(crate) fn server(name: &str) -> ServerSample {
+        ServerSample {
+            name: name.into(),
+            requests: 0,
+            active: 0,
+            queued: 0,
+            max_connections: None,
+            max_queue: None,
+            weight: 1,
+            state: ServerState::Up,
+            backup: false,
+            responses: ResponseClasses::default(),
+            latency_ms: None,
+        }
+    }
+
+    pub(crate) fn pool(name: &str, servers: Vec<ServerSample>) -> PoolSample {
+        PoolSample {
+            name: name.into(),
+            promise: Promise::RequestShares,
+            servers,
+            queued: 0,
+        }
+    }
+
+    /// A sample at `second` seconds on the virtual clock.
+    pub(crate) fn sample(second: u64, pools: Vec<PoolSample>) -> Sample {
+        Sample {
+            at_ms: second * 1000,
+            source: "test".into(),
+            instance: "lb-1".into(),
+            pools,
+            frontends: Vec::new(),
+            process: None,
+            ..Default::default()
+        }
+    }
+
+    /// Responses with `ok` 2xx, `c5xx` 5xx and `other` with no status.
+    pub(crate) fn responses(ok: u64, c5xx: u64, other: u64) -> ResponseClasses {
+        ResponseClasses {
+            c2xx: ok,
+            c5xx,
+            other,
+            ..ResponseClasses::default()
+        }
+    }
+}
