@@ -116,7 +116,9 @@ impl RulesOptions {
     /// Checks that the options make a sensible rule file; [`prometheus`] assumes they do.
     pub fn validate(&self) -> Result<(), RulesError> {
         let bad = |what, value: String, fix| Err(RulesError::Option { what, value, fix });
-        if self.window < Duration::from_secs(1) || self.window.subsec_micros() % 1000 != 0 {
+        if self.window < Duration::from_secs(1)
+            || !self.window.subsec_nanos().is_multiple_of(1_000_000)
+        {
             return bad(
                 "the window",
                 format!("{:?}", self.window),
@@ -129,7 +131,7 @@ impl RulesOptions {
             ("the errors `for`", self.errors_for),
             ("the reload window", self.reload_window),
         ] {
-            if d.subsec_micros() % 1000 != 0 {
+            if !d.subsec_nanos().is_multiple_of(1_000_000) {
                 return bad(what, format!("{d:?}"), "use whole milliseconds");
             }
         }
@@ -314,7 +316,16 @@ mod tests {
 
     #[test]
     fn bad_durations_are_errors_that_say_how_to_write_one() {
-        for text in ["", "1", "m", "1x", "30s1m", "1m1m", "-1s", "99999999999999999999y"] {
+        for text in [
+            "",
+            "1",
+            "m",
+            "1x",
+            "30s1m",
+            "1m1m",
+            "-1s",
+            "99999999999999999999y",
+        ] {
             let e = parse_duration(text).unwrap_err();
             assert!(e.to_string().contains("e.g. `1m`"), "{text}: {e}");
         }

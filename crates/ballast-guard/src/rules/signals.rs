@@ -263,7 +263,10 @@ fn distribution(family: &Family, basis: Basis, o: &RulesOptions) -> Vec<Rule> {
     };
     rules.push(record(
         &n.in_rotation,
-        format!("{weight}\n* on ({server})\nsum by ({server}) ({})", family.up),
+        format!(
+            "{weight}\n* on ({server})\nsum by ({server}) ({})",
+            family.up
+        ),
     ));
     // Time-averaged over the window, so a server in rotation for half of it is expected to
     // take half its share, as the traffic it could receive.
@@ -277,10 +280,7 @@ fn distribution(family: &Family, basis: Basis, o: &RulesOptions) -> Vec<Rule> {
     if let Basis::Weighted = basis {
         rules.push(record(
             &n.sent,
-            format!(
-                "sum by ({server}) (increase({}[{w}]))",
-                family.picks
-            ),
+            format!("sum by ({server}) (increase({}[{w}]))", family.picks),
         ));
     }
     // Only servers expected to take traffic are compared; a drained server still serving
@@ -355,7 +355,9 @@ fn distribution(family: &Family, basis: Basis, o: &RulesOptions) -> Vec<Rule> {
         ),
     ));
     for (severity, threshold) in [("warning", o.warning), ("critical", o.critical)] {
-        rules.push(Rule::Alert(skew_alert(family, basis, &n, severity, threshold, o)));
+        rules.push(Rule::Alert(skew_alert(
+            family, basis, &n, severity, threshold, o,
+        )));
     }
     rules
 }
@@ -407,7 +409,8 @@ fn annotations(
 }
 
 /// What every alert adds about a recent reload.
-const READ_AGAINST_RELOAD: &str = "If LoadBalancerReloaded is active for this instance, that change is the likely trigger.";
+const READ_AGAINST_RELOAD: &str =
+    "If LoadBalancerReloaded is active for this instance, that change is the likely trigger.";
 
 fn skew_alert(
     family: &Family,
