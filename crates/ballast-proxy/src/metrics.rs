@@ -71,6 +71,12 @@ pub struct Metrics {
     share: Family<ServerLabels, FloatGauge>,
     peak_ratio: Family<PoolLabels, FloatGauge>,
     config: Family<VersionLabels, Gauge>,
+    // The limits and live weights below let Prometheus rules (`ballast rules prometheus`)
+    // judge shares and saturation from /metrics alone, as they do from HAProxy's exporter.
+    weight: Family<ServerLabels, Gauge>,
+    server_max_connections: Family<ServerLabels, Gauge>,
+    server_max_queue: Family<ServerLabels, Gauge>,
+    listener_max_connections: Family<ListenerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -88,6 +94,10 @@ impl Metrics {
             share: Family::default(),
             peak_ratio: Family::default(),
             config: Family::default(),
+            weight: Family::default(),
+            server_max_connections: Family::default(),
+            server_max_queue: Family::default(),
+            listener_max_connections: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +155,26 @@ impl Metrics {
             "The running configuration version (value 1)",
             m.config.clone(),
         );
+        registry.register(
+            "server_weight",
+            "The weight a server competes with now: its configured weight, 0 while it is marked down, and 0 for a backup while a primary is in rotation",
+            m.weight.clone(),
+        );
+        registry.register(
+            "server_max_connections",
+            "A server's max_connections (absent when unlimited)",
+            m.server_max_connections.clone(),
+        );
+        registry.register(
+            "server_max_queue",
+            "Requests that may wait for a slot on a server (max_queue)",
+            m.server_max_queue.clone(),
+        );
+        registry.register(
+            "listener_max_connections",
+            "A listener's connection limit (max_connections, or its default)",
+            m.listener_max_connections.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -156,6 +186,17 @@ impl Metrics {
         self.share.clear();
         self.peak_ratio.clear();
         self.config.clear();
+        self.weight.clear();
+        self.server_max_connections.clear();
+        self.server_max_queue.clear();
+        self.listener_max_connections.clear();
+        for (name, listener) in &snapshot.loaded.config.listeners {
+            self.listener_max_connections
+                .get_or_create(&ListenerLabels {
+                    listener: name.clone(),
+                })
+                .set(i64::from(listener.effective_max_connections()));
+        }
         self.config
             .get_or_create(&VersionLabels {
                 version: snapshot.version.clone(),
@@ -163,6 +204,10 @@ impl Metrics {
             .set(1);
         for pool in snapshot.pools.values() {
             let stats = crate::status::pool_shares(pool);
+            let primary_available = pool
+                .servers
+                .iter()
+                .any(|s| !s.spec.backup && !s.spec.down && s.state.available());
             for (server, share) in pool.servers.iter().zip(&stats.shares) {
                 let labels = ServerLabels {
                     pool: pool.name.clone(),
@@ -179,6 +224,21 @@ impl Metrics {
                     .get_or_create(&labels)
                     .set(i64::from(s.available()));
                 self.share.get_or_create(&labels).set(*share);
+                let idle_backup = server.spec.backup && primary_available;
+                let weight = if server.spec.down || idle_backup {
+                    0
+                } else {
+                    server.spec.weight
+                };
+                self.weight.get_or_create(&labels).set(i64::from(weight));
+                if let Some(limit) = server.spec.max_connections {
+                    self.server_max_connections
+                        .get_or_create(&labels)
+                        .set(i64::from(limit));
+                }
+                self.server_max_queue
+                    .get_or_create(&labels)
+                    .set(i64::from(server.spec.max_queue));
             }
             self.peak_ratio
                 .get_or_create(&PoolLabels {

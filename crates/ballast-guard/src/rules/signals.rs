@@ -1,0 +1,828 @@
+//! The rules themselves: the guard's distribution, saturation, error and reload signals in
+//! PromQL, written once over a [`Family`] (which metrics and labels a load balancer exports)
+//! so HAProxy's exporter and ballast's `/metrics` get the same judgement.
+//!
+//! Every aggregation is `by` the target (`job`, `instance`) and the pool label, so one rule
+//! file serves a fleet. Recording rules follow Prometheus's `level:metric:operations` naming,
+//! with the window in the name (`ballast:haproxy_pool_peak_ratio:weighted_1m`).
+
+use std::time::Duration;
+
+use super::RulesOptions;
+use super::format_duration;
+use super::yaml::{AlertRule, Group, Rule};
+
+/// Which metrics and labels one kind of load balancer exports.
+pub(crate) struct Family {
+    /// The `source` label of its alerts and the infix of its recording rules.
+    pub source: &'static str,
+    /// What it is called in words.
+    pub product: &'static str,
+    /// The label naming a pool (HAProxy: the backend, `proxy`).
+    pub pool: &'static str,
+    /// A counter of the balancer's decisions per server.
+    pub picks: &'static str,
+    /// A server's live weight.
+    pub weight: &'static str,
+    /// 1 while a server is in rotation.
+    pub up: &'static str,
+    pub sessions: &'static str,
+    pub session_limit: &'static str,
+    pub queue: &'static str,
+    pub queue_limit: &'static str,
+    /// Responses per server, all classes; and the error classes among them.
+    pub server_responses: &'static str,
+    pub server_errors: &'static str,
+    /// Responses per pool (HAProxy counts its own 503s there), when exported.
+    pub pool_responses: Option<(&'static str, &'static str)>,
+    /// Per frontend: its label, current connections, limit.
+    pub frontend: (&'static str, &'static str, &'static str),
+    /// Process-wide connections and their limit, when exported.
+    pub process: Option<(&'static str, &'static str)>,
+    /// A pool-wide queue of requests not yet given a server, when exported.
+    pub pool_queue: Option<&'static str>,
+    pub reload: Reload,
+}
+
+/// How a family shows a reload.
+pub(crate) enum Reload {
+    /// A process start-time gauge that changes when a new process takes over.
+    StartTime(&'static str),
+    /// An info gauge whose `version` label changes with the configuration.
+    VersionInfo(&'static str),
+}
+
+pub(crate) const HAPROXY: Family = Family {
+    source: "haproxy",
+    product: "HAProxy",
+    pool: "proxy",
+    picks: "haproxy_server_loadbalanced_total",
+    weight: "haproxy_server_weight",
+    up: "haproxy_server_status{state=\"UP\"}",
+    sessions: "haproxy_server_current_sessions",
+    session_limit: "haproxy_server_limit_sessions",
+    queue: "haproxy_server_current_queue",
+    queue_limit: "haproxy_server_queue_limit",
+    server_responses: "haproxy_server_http_responses_total",
+    // `other` is a response without a status (an aborted transfer): an error to the client.
+    server_errors: "haproxy_server_http_responses_total{code=~\"5xx|other\"}",
+    pool_responses: Some((
+        "haproxy_backend_http_responses_total",
+        "haproxy_backend_http_responses_total{code=~\"5xx|other\"}",
+    )),
+    frontend: (
+        "proxy",
+        "haproxy_frontend_current_sessions",
+        "haproxy_frontend_limit_sessions",
+    ),
+    process: Some((
+        "haproxy_process_current_connections",
+        "haproxy_process_max_connections",
+    )),
+    pool_queue: Some("haproxy_backend_current_queue"),
+    reload: Reload::StartTime("haproxy_process_start_time_seconds"),
+};
+
+pub(crate) const BALLAST: Family = Family {
+    source: "ballast",
+    product: "ballast",
+    pool: "pool",
+    picks: "ballast_requests_total",
+    weight: "ballast_server_weight",
+    up: "ballast_server_up",
+    sessions: "ballast_in_flight",
+    session_limit: "ballast_server_max_connections",
+    queue: "ballast_queue_depth",
+    queue_limit: "ballast_server_max_queue",
+    server_responses: "ballast_requests_total",
+    server_errors: "ballast_requests_total{class=\"5xx\"}",
+    pool_responses: None,
+    frontend: (
+        "listener",
+        "ballast_active_connections",
+        "ballast_listener_max_connections",
+    ),
+    process: None,
+    pool_queue: None,
+    reload: Reload::VersionInfo("ballast_config_info"),
+};
+
+/// The chi-squared critical value at p = 0.001 by Wilson–Hilferty: z of the upper 0.1%.
+const Z_P001: f64 = 3.09;
+
+/// What a pool's shares are set against.
+#[derive(Clone, Copy)]
+enum Basis {
+    /// Each server's live weight over the weights in rotation: the algorithm's promise.
+    Weighted,
+    /// An even spread over the servers in rotation with any weight: are the weights
+    /// themselves concentrating traffic?
+    Even,
+}
+
+impl Basis {
+    fn tag(self) -> &'static str {
+        match self {
+            Basis::Weighted => "weighted",
+            Basis::Even => "even",
+        }
+    }
+}
+
+/// The labels every aggregation keeps.
+struct Keys<'a> {
+    family: &'a Family,
+}
+
+impl Keys<'_> {
+    fn target(&self) -> &'static str {
+        "job, instance"
+    }
+    fn pool(&self) -> String {
+        format!("job, instance, {}", self.family.pool)
+    }
+    fn server(&self) -> String {
+        format!("job, instance, {}, server", self.family.pool)
+    }
+}
+
+/// The file's header: what made it and how to pair it with Alertmanager.
+pub(crate) fn header(o: &RulesOptions) -> String {
+    format!(
+        "Generated by `ballast rules prometheus`: the guard's distribution, saturation, error and
+reload signals as Prometheus rules. Check with `promtool check rules FILE`.
+Options: window {window}, skew for {skew}, saturation for {sat}, errors for {err}, reload
+window {reload}, R warning {warn} / critical {crit}, volume floor {floor} requests per window,
+near limit {near}, 5xx warning {ew} / critical {ec}.
+
+Alertmanager: a critical alert inhibits its warning, and a skew explains its server's
+saturation (as the guard does), e.g.
+  inhibit_rules:
+    - source_matchers: [severity=\"critical\"]
+      target_matchers: [severity=\"warning\"]
+      equal: [alertname, instance, pool, server]
+    - source_matchers: [alertname=~\"PoolSkewed|PoolConcentrated\"]
+      target_matchers: [alertname=~\"ServerSessions.*|ServerQueue.*\"]
+      equal: [instance, pool, server]",
+        window = format_duration(o.window),
+        skew = format_duration(o.skew_for),
+        sat = format_duration(o.saturation_for),
+        err = format_duration(o.errors_for),
+        reload = format_duration(o.reload_window),
+        warn = o.warning,
+        crit = o.critical,
+        floor = o.min_volume,
+        near = o.near_limit,
+        ew = o.error_warning,
+        ec = o.error_critical,
+    )
+}
+
+/// All groups of one family.
+pub(crate) fn groups(family: &Family, o: &RulesOptions) -> Vec<Group> {
+    let mut shares = distribution(family, Basis::Weighted, o);
+    if o.concentration {
+        shares.extend(distribution(family, Basis::Even, o));
+    }
+    vec![
+        Group {
+            name: format!("ballast-{}-distribution", family.source),
+            rules: shares,
+        },
+        Group {
+            name: format!("ballast-{}-saturation", family.source),
+            rules: saturation(family, o),
+        },
+        Group {
+            name: format!("ballast-{}-errors", family.source),
+            rules: errors(family, o),
+        },
+        Group {
+            name: format!("ballast-{}-changes", family.source),
+            rules: changes(family, o),
+        },
+    ]
+}
+
+/// Names of one family's recording rules for one basis and window.
+struct Names {
+    in_rotation: String,
+    expected_share: String,
+    sent: String,
+    pool_sent: String,
+    share: String,
+    normalised: String,
+    peak_ratio: String,
+    expected_sent: String,
+    chi2: String,
+    dof: String,
+    chi2_critical: String,
+    significant: String,
+}
+
+impl Names {
+    fn new(family: &Family, basis: Basis, window: Duration) -> Names {
+        let w = format_duration(window);
+        let b = basis.tag();
+        let s = family.source;
+        let windowed = |level: &str, what: &str| format!("ballast:{s}_{level}_{what}:{b}_{w}");
+        Names {
+            in_rotation: format!("ballast:{s}_server_in_rotation:{b}"),
+            expected_share: windowed("server", "expected_share"),
+            sent: format!("ballast:{s}_server_sent:increase{w}"),
+            pool_sent: windowed("pool", "sent"),
+            share: windowed("server", "share"),
+            normalised: windowed("server", "normalised_share"),
+            peak_ratio: windowed("pool", "peak_ratio"),
+            expected_sent: windowed("server", "expected_sent"),
+            chi2: windowed("pool", "chi2"),
+            dof: windowed("pool", "chi2_dof"),
+            chi2_critical: windowed("pool", "chi2_critical_p001"),
+            significant: windowed("pool", "skew_significant"),
+        }
+    }
+}
+
+fn record(name: &str, expr: String) -> Rule {
+    Rule::Record {
+        name: name.to_string(),
+        expr,
+    }
+}
+
+/// Shares against a basis, R, and the χ² gate; then the alerts on the hottest server.
+fn distribution(family: &Family, basis: Basis, o: &RulesOptions) -> Vec<Rule> {
+    let keys = Keys { family };
+    let (pool, server) = (keys.pool(), keys.server());
+    let n = Names::new(family, basis, o.window);
+    let w = format_duration(o.window);
+    let mut rules = Vec::new();
+    let weight = match basis {
+        Basis::Weighted => format!("sum by ({server}) ({})", family.weight),
+        Basis::Even => format!("sum by ({server}) ({} > bool 0)", family.weight),
+    };
+    rules.push(record(
+        &n.in_rotation,
+        format!(
+            "{weight}\n* on ({server})\nsum by ({server}) ({})",
+            family.up
+        ),
+    ));
+    // Time-averaged over the window, so a server in rotation for half of it is expected to
+    // take half its share, as the traffic it could receive.
+    rules.push(record(
+        &n.expected_share,
+        format!(
+            "avg_over_time({r}[{w}])\n/ on ({pool}) group_left ()\n(sum by ({pool}) (avg_over_time({r}[{w}])) > 0)",
+            r = n.in_rotation
+        ),
+    ));
+    if let Basis::Weighted = basis {
+        rules.push(record(
+            &n.sent,
+            format!("sum by ({server}) (increase({}[{w}]))", family.picks),
+        ));
+    }
+    // Only servers expected to take traffic are compared; a drained server still serving
+    // persistent sessions would otherwise divide by zero.
+    rules.push(record(
+        &n.pool_sent,
+        format!(
+            "sum by ({pool}) ({sent} and on ({server}) ({e} > 0))",
+            sent = n.sent,
+            e = n.expected_share
+        ),
+    ));
+    rules.push(record(
+        &n.share,
+        format!(
+            "({sent} and on ({server}) ({e} > 0))\n/ on ({pool}) group_left ()\n({ps} > 0)",
+            sent = n.sent,
+            e = n.expected_share,
+            ps = n.pool_sent
+        ),
+    ));
+    rules.push(record(
+        &n.normalised,
+        format!(
+            "{share}\n/ on ({server})\n({e} > 0)",
+            share = n.share,
+            e = n.expected_share
+        ),
+    ));
+    rules.push(record(
+        &n.peak_ratio,
+        format!("max by ({pool}) ({})", n.normalised),
+    ));
+    rules.push(record(
+        &n.expected_sent,
+        format!(
+            "({e} > 0)\n* on ({pool}) group_left ()\n{ps}",
+            e = n.expected_share,
+            ps = n.pool_sent
+        ),
+    ));
+    rules.push(record(
+        &n.chi2,
+        format!(
+            "sum by ({pool}) (\n  ({sent} - on ({server}) {es}) ^ 2\n  / on ({server}) ({es} > 0)\n)",
+            sent = n.sent,
+            es = n.expected_sent
+        ),
+    ));
+    rules.push(record(
+        &n.dof,
+        format!("count by ({pool}) ({}) - 1 > 0", n.expected_sent),
+    ));
+    // Wilson–Hilferty: χ²(1 − p, k) ≈ k·(1 − 2/(9k) + z·√(2/(9k)))³, within 3% of the exact
+    // value from k = 1 on (10.83 exact, 11.16 here), and on the safe side.
+    rules.push(record(
+        &n.chi2_critical,
+        format!(
+            "{k} * (1 - 2 / (9 * {k}) + {Z_P001} * sqrt(2 / (9 * {k}))) ^ 3",
+            k = n.dof
+        ),
+    ));
+    rules.push(record(
+        &n.significant,
+        format!(
+            "(\n  {chi2} > on ({pool}) {crit}\n)\nand on ({pool}) ({ps} >= {floor})\nand on ({pool}) (min by ({pool}) ({es}) >= 5)",
+            chi2 = n.chi2,
+            crit = n.chi2_critical,
+            ps = n.pool_sent,
+            floor = o.min_volume,
+            es = n.expected_sent
+        ),
+    ));
+    for (severity, threshold) in [("warning", o.warning), ("critical", o.critical)] {
+        rules.push(Rule::Alert(skew_alert(
+            family, basis, &n, severity, threshold, o,
+        )));
+    }
+    rules
+}
+
+/// A template that reads one recorded figure of the alert's server, as a percentage.
+fn server_figure(family: &Family, metric: &str) -> String {
+    format!(
+        "{{{{ with printf `{metric}{{job=\"%s\",instance=\"%s\",{p}=\"%s\",server=\"%s\"}}` $labels.job $labels.instance $labels.{p} $labels.server | query }}}}{{{{ . | first | value | humanizePercentage }}}}{{{{ end }}}}",
+        p = family.pool
+    )
+}
+
+fn pool_figure(family: &Family, metric: &str) -> String {
+    format!(
+        "{{{{ with printf `{metric}{{job=\"%s\",instance=\"%s\",{p}=\"%s\"}}` $labels.job $labels.instance $labels.{p} | query }}}}{{{{ . | first | value | printf \"%.0f\" }}}}{{{{ end }}}}",
+        p = family.pool
+    )
+}
+
+/// Labels every alert of a family carries, with `pool` copied from HAProxy's `proxy`.
+fn labels(family: &Family, severity: &str, pool: bool) -> Vec<(&'static str, String)> {
+    let mut labels = vec![
+        ("severity", severity.to_string()),
+        ("source", family.source.to_string()),
+    ];
+    if pool && family.pool != "pool" {
+        labels.push(("pool", format!("{{{{ $labels.{} }}}}", family.pool)));
+    }
+    labels
+}
+
+fn runbook(o: &RulesOptions, alertname: &str) -> String {
+    format!("{}#{}", o.runbook, alertname.to_ascii_lowercase())
+}
+
+fn annotations(
+    o: &RulesOptions,
+    alertname: &str,
+    summary: String,
+    description: String,
+    cause: String,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("summary", summary),
+        ("description", description),
+        ("cause", cause),
+        ("runbook", runbook(o, alertname)),
+    ]
+}
+
+/// What every alert adds about a recent reload.
+const READ_AGAINST_RELOAD: &str =
+    "If LoadBalancerReloaded is active for this instance, that change is the likely trigger.";
+
+fn skew_alert(
+    family: &Family,
+    basis: Basis,
+    n: &Names,
+    severity: &str,
+    threshold: f64,
+    o: &RulesOptions,
+) -> AlertRule {
+    let pool = Keys { family }.pool();
+    let p = family.pool;
+    let w = format_duration(o.window);
+    let (name, promise, cause) = match basis {
+        Basis::Weighted => (
+            "PoolSkewed",
+            "its live weight promises",
+            format!(
+                "The load balancer's distribution: it sends this server more than its weight promises (hashing on a key with few values, sticky sessions, a runtime weight or state change). The other servers are in rotation and the spread is beyond chance, so it is not noise and not a traffic surge. {READ_AGAINST_RELOAD}"
+            ),
+        ),
+        Basis::Even => (
+            "PoolConcentrated",
+            "an even spread over the servers in rotation gives",
+            format!(
+                "The load balancer's weights: they send most of the pool's traffic to this server. If that is meant (a larger machine), give it the limits to match; if not, a weight was set wrong in the configuration or through the runtime API. {READ_AGAINST_RELOAD}"
+            ),
+        ),
+    };
+    let summary = format!(
+        "{{{{ $labels.server }}}} takes {{{{ $value | printf \"%.2f\" }}}}× {what} of pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}}",
+        what = match basis {
+            Basis::Weighted => "its weighted share",
+            Basis::Even => "an even share",
+        }
+    );
+    let description = format!(
+        "In the last {w} it received {share} of the pool's {sent} requests where {promise} {expected}. A χ² test puts the spread beyond chance (p < 0.001).",
+        share = server_figure(family, &n.share),
+        sent = pool_figure(family, &n.pool_sent),
+        expected = server_figure(family, &n.expected_share),
+    );
+    AlertRule {
+        name,
+        expr: format!(
+            "(\n  {x} == on ({pool}) group_left () {r}\n) > {threshold}\nand on ({pool}) {sig}",
+            x = n.normalised,
+            r = n.peak_ratio,
+            sig = n.significant
+        ),
+        hold: o.skew_for,
+        labels: labels(family, severity, true),
+        annotations: annotations(o, name, summary, description, cause),
+    }
+}
+
+fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
+    let keys = Keys { family };
+    let (pool, server) = (keys.pool(), keys.server());
+    let p = family.pool;
+    let near = o.near_limit;
+    let at = |what: &str| {
+        format!(
+            "{{{{ $labels.server }}}} of pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}} {what}"
+        )
+    };
+    let limits_cause = format!(
+        "The load balancer's limits: this server's connection limit is what holds requests back (they queue, then fail with 503). If a skew alert names the same server, the imbalance is the cause and this is its symptom; if its latency rose, the backend is slow and holds its slots longer. {READ_AGAINST_RELOAD}"
+    );
+    let ratio = format!(
+        "sum by ({server}) ({s})\n/ on ({server})\nsum by ({server}) ({l} > 0)",
+        s = family.sessions,
+        l = family.session_limit
+    );
+    let mut rules = vec![
+        Rule::Alert(AlertRule {
+            name: "ServerSessionsNearLimit",
+            expr: format!("{ratio}\n>= {near}"),
+            hold: o.saturation_for,
+            labels: labels(family, "warning", true),
+            annotations: annotations(
+                o,
+                "ServerSessionsNearLimit",
+                at("is at {{ $value | humanizePercentage }} of its connection limit"),
+                format!(
+                    "Sessions have stayed at or above {} of the server's limit for {}.",
+                    percent(near),
+                    format_duration(o.saturation_for)
+                ),
+                limits_cause.clone(),
+            ),
+        }),
+        Rule::Alert(AlertRule {
+            name: "ServerSessionsAtLimit",
+            expr: format!("{ratio}\n>= 1"),
+            hold: Duration::ZERO,
+            labels: labels(family, "critical", true),
+            annotations: annotations(
+                o,
+                "ServerSessionsAtLimit",
+                at("is at its connection limit"),
+                "Every connection slot of the server is taken: new requests queue or are refused."
+                    .to_string(),
+                limits_cause.clone(),
+            ),
+        }),
+        Rule::Alert(AlertRule {
+            name: "ServerQueued",
+            expr: format!("sum by ({server}) ({}) > 0", family.queue),
+            hold: o.saturation_for,
+            labels: labels(family, "warning", true),
+            annotations: annotations(
+                o,
+                "ServerQueued",
+                at("has had requests queued for {{ $value | printf \"%.0f\" }} slot(s)"),
+                format!(
+                    "Requests have waited for a slot on this server for {}.",
+                    format_duration(o.saturation_for)
+                ),
+                limits_cause.clone(),
+            ),
+        }),
+        Rule::Alert(AlertRule {
+            name: "ServerQueueFull",
+            expr: format!(
+                "sum by ({server}) ({q})\n>= on ({server})\nsum by ({server}) ({l} > 0)",
+                q = family.queue,
+                l = family.queue_limit
+            ),
+            hold: Duration::ZERO,
+            labels: labels(family, "critical", true),
+            annotations: annotations(
+                o,
+                "ServerQueueFull",
+                at("has a full queue ({{ $value | printf \"%.0f\" }} requests)"),
+                "The server's queue is at its limit: further requests are refused at once."
+                    .to_string(),
+                limits_cause,
+            ),
+        }),
+    ];
+    if let Some(queue) = family.pool_queue {
+        rules.push(Rule::Alert(AlertRule {
+            name: "PoolQueued",
+            expr: format!("sum by ({pool}) ({queue}) > 0"),
+            hold: o.saturation_for,
+            labels: labels(family, "warning", true),
+            annotations: annotations(
+                o,
+                "PoolQueued",
+                format!(
+                    "pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}} has had {{{{ $value | printf \"%.0f\" }}}} request(s) waiting for any server"
+                ),
+                format!(
+                    "Requests have waited with no server assigned for {}: every eligible server is at its limit.",
+                    format_duration(o.saturation_for)
+                ),
+                format!(
+                    "The load balancer's limits: the pool's servers together cannot take the traffic at their connection limits. Compare the request rate with its baseline: a surge is the traffic, a steady rate is too little capacity or a slow backend. {READ_AGAINST_RELOAD}"
+                ),
+            ),
+        }));
+    }
+    let (label, current, limit) = family.frontend;
+    let frontend_key = format!("job, instance, {label}");
+    let frontend_ratio = format!(
+        "sum by ({frontend_key}) ({current})\n/ on ({frontend_key})\nsum by ({frontend_key}) ({limit} > 0)"
+    );
+    let frontend_cause = format!(
+        "The load balancer's limits: its frontend connection limit, not the backends, refuses or holds new clients. Compare the request rate with its baseline to tell a surge from a limit set too low. {READ_AGAINST_RELOAD}"
+    );
+    let frontend_labels = |severity| {
+        let mut l = labels(family, severity, false);
+        l.push(("frontend", format!("{{{{ $labels.{label} }}}}")));
+        l
+    };
+    let frontend_summary = |what: &str| {
+        format!("frontend {{{{ $labels.{label} }}}} on {{{{ $labels.instance }}}} {what}")
+    };
+    rules.push(Rule::Alert(AlertRule {
+        name: "FrontendConnectionsNearLimit",
+        expr: format!("{frontend_ratio}\n>= {near}"),
+        hold: o.saturation_for,
+        labels: frontend_labels("warning"),
+        annotations: annotations(
+            o,
+            "FrontendConnectionsNearLimit",
+            frontend_summary("is at {{ $value | humanizePercentage }} of its connection limit"),
+            format!(
+                "Client connections have stayed at or above {} of the frontend's limit for {}.",
+                percent(near),
+                format_duration(o.saturation_for)
+            ),
+            frontend_cause.clone(),
+        ),
+    }));
+    rules.push(Rule::Alert(AlertRule {
+        name: "FrontendConnectionsAtLimit",
+        expr: format!("{frontend_ratio}\n>= 1"),
+        hold: Duration::ZERO,
+        labels: frontend_labels("critical"),
+        annotations: annotations(
+            o,
+            "FrontendConnectionsAtLimit",
+            frontend_summary("is at its connection limit"),
+            "Every client connection slot of the frontend is taken: new clients wait or are refused."
+                .to_string(),
+            frontend_cause,
+        ),
+    }));
+    if let Some((current, limit)) = family.process {
+        let target = keys.target();
+        let process_ratio = format!(
+            "sum by ({target}) ({current})\n/ on ({target})\nsum by ({target}) ({limit} > 0)"
+        );
+        let cause = format!(
+            "The load balancer's limits: its process-wide connection limit (global maxconn) holds every frontend back. {READ_AGAINST_RELOAD}"
+        );
+        let product = family.product;
+        rules.push(Rule::Alert(AlertRule {
+            name: "ProcessConnectionsNearLimit",
+            expr: format!("{process_ratio}\n>= {near}"),
+            hold: o.saturation_for,
+            labels: labels(family, "warning", false),
+            annotations: annotations(
+                o,
+                "ProcessConnectionsNearLimit",
+                format!("{product} on {{{{ $labels.instance }}}} is at {{{{ $value | humanizePercentage }}}} of its process connection limit"),
+                format!(
+                    "Connections have stayed at or above {} of the process limit for {}.",
+                    percent(near),
+                    format_duration(o.saturation_for)
+                ),
+                cause.clone(),
+            ),
+        }));
+        rules.push(Rule::Alert(AlertRule {
+            name: "ProcessConnectionsAtLimit",
+            expr: format!("{process_ratio}\n>= 1"),
+            hold: Duration::ZERO,
+            labels: labels(family, "critical", false),
+            annotations: annotations(
+                o,
+                "ProcessConnectionsAtLimit",
+                format!(
+                    "{product} on {{{{ $labels.instance }}}} is at its process connection limit"
+                ),
+                "Every connection slot of the process is taken: new clients are not accepted."
+                    .to_string(),
+                cause,
+            ),
+        }));
+    }
+    rules
+}
+
+fn percent(fraction: f64) -> String {
+    format!("{}%", (fraction * 100.0 * 100.0).round() / 100.0)
+}
+
+fn errors(family: &Family, o: &RulesOptions) -> Vec<Rule> {
+    let keys = Keys { family };
+    let (pool, server) = (keys.pool(), keys.server());
+    let p = family.pool;
+    let w = format_duration(o.window);
+    let s = family.source;
+    let server_responses = format!("ballast:{s}_server_responses:increase{w}");
+    let server_ratio = format!("ballast:{s}_server_errors:ratio_{w}");
+    let pool_responses = format!("ballast:{s}_pool_responses:increase{w}");
+    let pool_ratio = format!("ballast:{s}_pool_errors:ratio_{w}");
+    let mut rules = vec![
+        record(
+            &server_responses,
+            format!(
+                "sum by ({server}) (increase({}[{w}]))",
+                family.server_responses
+            ),
+        ),
+        record(
+            &server_ratio,
+            format!(
+                "sum by ({server}) (increase({}[{w}]))\n/ on ({server})\n({server_responses} > 0)",
+                family.server_errors
+            ),
+        ),
+    ];
+    match family.pool_responses {
+        Some((all, errors)) => {
+            rules.push(record(
+                &pool_responses,
+                format!("sum by ({pool}) (increase({all}[{w}]))"),
+            ));
+            rules.push(record(
+                &pool_ratio,
+                format!(
+                    "sum by ({pool}) (increase({errors}[{w}]))\n/ on ({pool})\n({pool_responses} > 0)"
+                ),
+            ));
+        }
+        None => {
+            rules.push(record(
+                &pool_responses,
+                format!("sum by ({pool}) ({server_responses})"),
+            ));
+            rules.push(record(
+                &pool_ratio,
+                format!(
+                    "sum by ({pool}) (increase({}[{w}]))\n/ on ({pool})\n({pool_responses} > 0)",
+                    family.server_errors
+                ),
+            ));
+        }
+    }
+    let floor = o.min_volume;
+    for (severity, threshold) in [("warning", o.error_warning), ("critical", o.error_critical)] {
+        rules.push(Rule::Alert(AlertRule {
+            name: "Pool5xxRatioHigh",
+            expr: format!(
+                "{pool_ratio} >= {threshold}\nand on ({pool}) ({pool_responses} >= {floor})"
+            ),
+            hold: o.errors_for,
+            labels: labels(family, severity, true),
+            annotations: annotations(
+                o,
+                "Pool5xxRatioHigh",
+                format!(
+                    "pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}} answers {{{{ $value | humanizePercentage }}}} of requests with 5xx"
+                ),
+                format!(
+                    "Over the last {w}, {{{{ $value | humanizePercentage }}}} of the pool's responses were 5xx (or had no status), for {}.",
+                    format_duration(o.errors_for)
+                ),
+                format!(
+                    "One backend or the load balancer: if one server's 5xx ratio stands out (Server5xxRatioHigh), that backend is the cause; if every server's is normal, the load balancer refuses requests itself (limits, no server up). {READ_AGAINST_RELOAD}"
+                ),
+            ),
+        }));
+        rules.push(Rule::Alert(AlertRule {
+            name: "Server5xxRatioHigh",
+            expr: format!(
+                "{server_ratio} >= {threshold}\nand on ({server}) ({server_responses} >= {floor})"
+            ),
+            hold: o.errors_for,
+            labels: labels(family, severity, true),
+            annotations: annotations(
+                o,
+                "Server5xxRatioHigh",
+                format!(
+                    "{{{{ $labels.server }}}} of pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}} answers {{{{ $value | humanizePercentage }}}} of requests with 5xx"
+                ),
+                format!(
+                    "Over the last {w}, {{{{ $value | humanizePercentage }}}} of this server's responses were 5xx (or had no status), for {}.",
+                    format_duration(o.errors_for)
+                ),
+                format!(
+                    "One backend: this server fails requests. If the other servers of the pool answer normally, it is not a shared dependency such as the database. {READ_AGAINST_RELOAD}"
+                ),
+            ),
+        }));
+    }
+    rules.push(Rule::Alert(AlertRule {
+        name: "PoolAllServersDown",
+        expr: format!("sum by ({pool}) ({}) == 0", family.up),
+        hold: Duration::ZERO,
+        labels: labels(family, "critical", true),
+        annotations: annotations(
+            o,
+            "PoolAllServersDown",
+            format!("pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}} has no server up"),
+            "No server of the pool is in rotation (down, failing checks or in maintenance): its requests fail."
+                .to_string(),
+            format!(
+                "The backends or their health checks: every server of the pool is out. If they went down together, look for what they share (a deployment, a dependency, the check itself). {READ_AGAINST_RELOAD}"
+            ),
+        ),
+    }));
+    rules
+}
+
+fn changes(family: &Family, o: &RulesOptions) -> Vec<Rule> {
+    let target = Keys { family }.target();
+    let window = format_duration(o.reload_window);
+    let (expr, summary) = match family.reload {
+        Reload::StartTime(metric) => (
+            format!("sum by ({target}) (changes({metric}[{window}])) > 0"),
+            format!(
+                "{} on {{{{ $labels.instance }}}} reloaded or restarted in the last {window}",
+                family.product
+            ),
+        ),
+        Reload::VersionInfo(metric) => (
+            format!(
+                "max by ({target}, version) ({metric})\nand on ({target})\n(count by ({target}) (count_over_time({metric}[{window}])) > 1)"
+            ),
+            format!(
+                "{} on {{{{ $labels.instance }}}} loaded configuration {{{{ $labels.version }}}} in the last {window}",
+                family.product
+            ),
+        ),
+    };
+    vec![Rule::Alert(AlertRule {
+        name: "LoadBalancerReloaded",
+        expr,
+        hold: Duration::ZERO,
+        labels: labels(family, "info", false),
+        annotations: annotations(
+            o,
+            "LoadBalancerReloaded",
+            summary,
+            format!(
+                "A new configuration or process took over on this instance within the last {window}. Alerts on its pools raised since then should be read against this change."
+            ),
+            "A configuration change or restart of the load balancer: not a fault by itself, the likely trigger of what follows it.".to_string(),
+        ),
+    })]
+}
