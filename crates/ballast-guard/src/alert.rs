@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::detect::{Finding, Layer, rule};
+use crate::detect::{Finding, Layer, Level, rule};
 
 /// Where an alert is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,6 +134,7 @@ struct Tracked {
     for_ms: u64,
     last_seen_ms: u64,
     layer: Layer,
+    level: Level,
 }
 
 /// Alerts of one watched load balancer: findings in, transitions out. Identity is the label
@@ -180,6 +181,7 @@ impl Lifecycle {
             match self.tracked.get_mut(&key) {
                 Some(t) if t.alert.labels == labels => {
                     t.last_seen_ms = now_ms;
+                    t.level = finding.level;
                     t.alert.annotations = annotations;
                 }
                 Some(t) => {
@@ -195,6 +197,7 @@ impl Lifecycle {
                     t.alert.labels = labels;
                     t.alert.annotations = annotations;
                     t.last_seen_ms = now_ms;
+                    t.level = finding.level;
                     if was_firing {
                         t.alert.starts_at_ms = Some(now_ms);
                         round.fired.push(t.alert.clone());
@@ -217,6 +220,7 @@ impl Lifecycle {
                             for_ms,
                             last_seen_ms: now_ms,
                             layer: finding.layer,
+                            level: finding.level,
                         },
                     );
                 }
@@ -282,43 +286,68 @@ impl Lifecycle {
         labels
     }
 
-    /// A symptom is inhibited by its cause: a limit or backend alert on a server that a
-    /// distribution alert on its pool names as the hot one; any per-server alert of a pool all
-    /// of whose servers are down.
+    /// A symptom is inhibited by its cause (see [`explains`]): shown with the cause, never
+    /// paged.
     fn inhibit(&mut self) {
-        let causes: Vec<(String, String, Option<String>, String)> = self
+        let causes: Vec<(String, Layer, Level, String)> = self
             .tracked
-            .values()
-            .filter(|t| t.alert.state != AlertState::Resolved)
-            .filter(|t| {
-                t.layer == Layer::Distribution
-                    || t.alert.label("alertname") == Some("AllServersDown")
-            })
-            .filter_map(|t| {
-                Some((
-                    t.alert.label("alertname")?.to_string(),
-                    t.alert.label("pool")?.to_string(),
-                    t.alert.label("server").map(str::to_string),
-                    t.alert.annotation("summary").unwrap_or("").to_string(),
-                ))
-            })
+            .iter()
+            .map(|(k, t)| (k.clone(), t.layer, t.level, summary_of(&t.alert)))
             .collect();
-        for t in self.tracked.values_mut() {
-            let name = t.alert.label("alertname").unwrap_or("");
-            let pool = t.alert.label("pool");
-            let server = t.alert.label("server");
+        let alerts: BTreeMap<String, Alert> = self
+            .tracked
+            .iter()
+            .map(|(k, t)| (k.clone(), t.alert.clone()))
+            .collect();
+        for (key, t) in self.tracked.iter_mut() {
             t.alert.inhibited_by = causes
                 .iter()
-                .find(|(cause, cpool, cserver, _)| {
-                    cause != name
-                        && pool == Some(cpool.as_str())
-                        && server.is_some()
-                        && (cause == "AllServersDown"
-                            || (matches!(t.layer, Layer::Limits | Layer::Backend)
-                                && cserver.as_deref() == server))
+                .filter(|(k, ..)| k != key)
+                .find(|(k, layer, level, _)| {
+                    explains((&alerts[k], *layer, *level), (&t.alert, t.layer, t.level))
                 })
-                .map(|(cause, _, _, summary)| format!("{cause}: {summary}"));
+                .map(|(_, _, _, summary)| summary.clone());
         }
+    }
+}
+
+fn summary_of(a: &Alert) -> String {
+    format!(
+        "{}: {}",
+        a.label("alertname").unwrap_or(""),
+        a.annotation("summary").unwrap_or("")
+    )
+}
+
+/// Whether `cause` explains `symptom`, on the same pool of the same load balancer:
+/// - no server of the pool in rotation explains every other alert of the pool;
+/// - a distribution alert naming a server (it takes more than its share) explains that
+///   server's limit and backend alerts (it is saturated or slow because of it);
+/// - a critical limit alert explains the warning of the same place (at the limit, it is also
+///   near it).
+pub fn explains(cause: (&Alert, Layer, Level), symptom: (&Alert, Layer, Level)) -> bool {
+    let (c, c_layer, c_level) = cause;
+    let (s, s_layer, s_level) = symptom;
+    let Some(pool) = c.label("pool") else {
+        return false;
+    };
+    if s.label("pool") != Some(pool) || c.label("alertname") == s.label("alertname") {
+        return false;
+    }
+    let c_name = c.label("alertname").unwrap_or("");
+    if matches!(c_name, "PoolAllServersDown" | "PoolAllServersOut") {
+        return true;
+    }
+    let same_server = c.label("server").is_some() && c.label("server") == s.label("server");
+    match c_layer {
+        Layer::Distribution => same_server && matches!(s_layer, Layer::Limits | Layer::Backend),
+        Layer::Limits => {
+            s_layer == Layer::Limits
+                && c_level == Level::Critical
+                && s_level == Level::Warning
+                && c.label("server") == s.label("server")
+        }
+        _ => false,
     }
 }
 
@@ -340,7 +369,6 @@ pub fn runbook_link(alertname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Level;
 
     fn finding(rule: &'static str, level: Level, layer: Layer, server: &str) -> Finding {
         Finding {
@@ -475,6 +503,55 @@ mod tests {
         );
         // app-1 at its limit is not explained by app-3's share: paged.
         assert!(delivered.iter().any(|a| a.label("server") == Some("app-1")));
+    }
+
+    #[test]
+    fn at_the_limit_inhibits_near_it_and_all_down_inhibits_the_pool() {
+        let mut l = Lifecycle::new(
+            "haproxy",
+            "x",
+            LifecycleOptions {
+                for_override_ms: Some(0),
+                ..Default::default()
+            },
+        );
+        let near = finding(
+            "ServerNearConnectionLimit",
+            Level::Warning,
+            Layer::Limits,
+            "app-1",
+        );
+        let at = finding(
+            "ServerAtConnectionLimit",
+            Level::Critical,
+            Layer::Limits,
+            "app-1",
+        );
+        let other_near = finding(
+            "ServerNearConnectionLimit",
+            Level::Warning,
+            Layer::Limits,
+            "app-2",
+        );
+        let r = l.observe(0, &[near, at, other_near], &cause);
+        let paged: Vec<(Option<&str>, Option<&str>)> = r
+            .active
+            .iter()
+            .filter(|a| a.inhibited_by.is_none())
+            .map(|a| (a.label("alertname"), a.label("server")))
+            .collect();
+        assert_eq!(
+            paged,
+            vec![
+                (Some("ServerAtConnectionLimit"), Some("app-1")),
+                (Some("ServerNearConnectionLimit"), Some("app-2")),
+            ]
+        );
+        let mut down = finding("PoolAllServersDown", Level::Critical, Layer::Backend, "");
+        down.server = None;
+        let errors = finding("ServerErrorRate", Level::Critical, Layer::Backend, "app-1");
+        let r = l.observe(1_000, &[down, errors], &cause);
+        assert_eq!(r.to_deliver().len(), 1, "{:#?}", r.to_deliver());
     }
 
     #[test]

@@ -11,8 +11,11 @@ use serde::Serialize;
 
 use crate::alert::{Lifecycle, LifecycleOptions, Round};
 use crate::change::{ChangeWatcher, ConfigChange, Reload};
-use crate::detect::distribution::{self, PoolDistribution};
-use crate::detect::{Finding, distribution::Thresholds};
+use crate::detect::Finding;
+use crate::detect::distribution::{self, PoolDistribution, Thresholds};
+use crate::detect::drift::{self, DriftThresholds};
+use crate::detect::errors::{self, ErrorThresholds};
+use crate::detect::saturation::{self, SaturationThresholds};
 use crate::verdict::{self, Context};
 
 /// How a watcher judges.
@@ -25,6 +28,9 @@ pub struct WatchOptions {
     /// A change or reload this long before an alert is named as its likely trigger.
     pub trigger_window_ms: u64,
     pub distribution: Thresholds,
+    pub drift: DriftThresholds,
+    pub saturation: SaturationThresholds,
+    pub errors: ErrorThresholds,
     pub lifecycle: LifecycleOptions,
 }
 
@@ -35,6 +41,9 @@ impl Default for WatchOptions {
             history_ms: 600_000,
             trigger_window_ms: 900_000,
             distribution: Thresholds::default(),
+            drift: DriftThresholds::default(),
+            saturation: SaturationThresholds::default(),
+            errors: ErrorThresholds::default(),
             lifecycle: LifecycleOptions::default(),
         }
     }
@@ -133,28 +142,33 @@ impl Watcher {
         self.reloads
             .retain(|r| now.saturating_sub(r.at_ms) <= trigger_window);
 
-        let history: Vec<Sample> = self.history.iter().cloned().collect();
+        let history: &[Sample] = self.history.make_contiguous();
         let start = now.saturating_sub(self.options.window_ms);
-        let window: Vec<Sample> = history
-            .iter()
-            .filter(|s| s.at_ms >= start)
-            .cloned()
-            .collect();
+        let window = &history[history.partition_point(|s| s.at_ms < start)..];
         let mut findings = Vec::new();
         if window.len() >= 2 {
-            outcome.distributions = distribution::judge_all(&window, &self.options.distribution);
+            outcome.distributions = distribution::judge_all(window, &self.options.distribution);
             findings.extend(
                 outcome
                     .distributions
                     .iter()
                     .filter_map(distribution::finding),
             );
+            findings.extend(saturation::detect(window, &self.options.saturation));
+            findings.extend(errors::detect(window, &self.options.errors));
         }
+        // Drift is judged against the configuration when it is read, else the history's start.
+        let reference = self
+            .config
+            .as_ref()
+            .and_then(ChangeWatcher::current)
+            .map(|i| &i.loaded.config);
+        findings.extend(drift::detect(history, reference, &self.options.drift));
         // A risky change stays a finding for the attribution window.
         findings.extend(self.changes.iter().flat_map(ConfigChange::findings));
 
         let ctx = Context {
-            history: &history,
+            history,
             window_ms: self.options.window_ms,
             changes: &self.changes,
             reloads: &self.reloads,
@@ -165,5 +179,112 @@ impl Watcher {
             .observe(now, &findings, &|f| verdict::explain(f, &ctx));
         outcome.findings = findings;
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testing::{pool, sample, server};
+
+    /// A tiny deterministic generator (xorshift) for traffic noise.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        /// Requests in one second at `rate`, split over servers by `shares`, each server's
+        /// count drawn binomially-ish (rate × share ± noise).
+        fn round(&mut self, rate: f64, shares: &[f64]) -> Vec<u64> {
+            shares
+                .iter()
+                .map(|s| {
+                    let mean = rate * s;
+                    // Normal approximation of Poisson noise via the sum of uniforms.
+                    let z: f64 = (0..12).map(|_| self.next()).sum::<f64>() - 6.0;
+                    (mean + z * mean.sqrt()).max(0.0).round() as u64
+                })
+                .collect()
+        }
+    }
+
+    /// Runs `secs` one-second rounds; `shares_at(t)` and `weights_at(t)` give the traffic's
+    /// split and the live weights. Returns the first time each alert name fired.
+    fn run(
+        secs: u64,
+        rate: f64,
+        shares_at: impl Fn(u64) -> Vec<f64>,
+        weights_at: impl Fn(u64) -> Vec<u32>,
+    ) -> Vec<(u64, String)> {
+        let mut w = Watcher::new("test", "lb-1", WatchOptions::default());
+        let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+        let mut totals = vec![0u64; 3];
+        let mut fired = Vec::new();
+        for t in 0..secs {
+            for (total, n) in totals.iter_mut().zip(noise.round(rate, &shares_at(t))) {
+                *total += n;
+            }
+            let weights = weights_at(t);
+            let servers = (0..3)
+                .map(|i| {
+                    let mut s = server(&format!("app-{}", i + 1));
+                    s.requests = totals[i];
+                    s.weight = weights[i];
+                    s
+                })
+                .collect();
+            let outcome = w.observe(sample(t, vec![pool("app", servers)]));
+            for a in &outcome.round.fired {
+                fired.push((t, a.label("alertname").unwrap_or("").to_string()));
+            }
+        }
+        fired
+    }
+
+    #[test]
+    fn five_minutes_of_fair_noisy_traffic_raise_nothing() {
+        for rate in [30.0, 3_000.0] {
+            let fired = run(300, rate, |_| vec![1.0 / 3.0; 3], |_| vec![1, 1, 1]);
+            assert!(fired.is_empty(), "at {rate}/s: {fired:?}");
+        }
+    }
+
+    #[test]
+    fn a_skew_at_60s_fires_within_ten_seconds_and_names_the_server() {
+        let skewed = |t: u64| {
+            if t < 60 {
+                vec![1.0 / 3.0; 3]
+            } else {
+                vec![0.15, 0.15, 0.7]
+            }
+        };
+        let fired = run(90, 600.0, skewed, |_| vec![1, 1, 1]);
+        let (at, name) = fired.first().expect("an alert").clone();
+        assert_eq!(name, "PoolSkewed");
+        assert!((60..=70).contains(&at), "fired at {at}");
+    }
+
+    #[test]
+    fn a_runtime_weight_change_fires_at_once_though_traffic_follows_it() {
+        let weights = |t: u64| if t < 60 { vec![1, 1, 1] } else { vec![1, 1, 8] };
+        let shares = |t: u64| {
+            if t < 60 {
+                vec![1.0 / 3.0; 3]
+            } else {
+                vec![0.1, 0.1, 0.8]
+            }
+        };
+        let fired = run(90, 600.0, shares, weights);
+        assert_eq!(
+            fired.first(),
+            Some(&(60, "PoolSharesShifted".to_string())),
+            "{fired:?}"
+        );
+        assert!(!fired.iter().any(|(_, n)| n == "PoolSkewed"), "{fired:?}");
     }
 }

@@ -220,6 +220,18 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
             ),
         }));
     }
+    // Weights that changed within the window promise two things at once: judge the next one.
+    let weight_changed = candidates.iter().any(|s| {
+        window
+            .iter()
+            .filter_map(|p| p.servers.iter().find(|x| x.name == s.name))
+            .any(|x| x.weight != s.weight)
+    });
+    if weight_changed {
+        return Some(done(Verdict::NotJudged {
+            reason: "a weight changed in this window".into(),
+        }));
+    }
     let total_weight: u64 = candidates.iter().map(|s| u64::from(s.weight)).sum();
     let expected: Vec<f64> = candidates
         .iter()

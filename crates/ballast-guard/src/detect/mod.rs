@@ -7,6 +7,7 @@
 //! lifecycle, so every detector stays a function of its window alone.
 
 pub mod distribution;
+pub mod drift;
 pub mod errors;
 pub mod saturation;
 
@@ -92,6 +93,7 @@ pub struct RuleSpec {
 pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
     distribution::RULES
         .iter()
+        .chain(drift::RULES)
         .chain(saturation::RULES)
         .chain(errors::RULES)
         .chain(crate::change::RULES)
