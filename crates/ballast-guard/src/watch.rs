@@ -223,7 +223,7 @@ mod tests {
     ) -> Vec<(u64, String)> {
         let mut w = Watcher::new("test", "lb-1", WatchOptions::default());
         let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
-        let mut totals = vec![0u64; 3];
+        let mut totals = [0u64; 3];
         let mut fired = Vec::new();
         for t in 0..secs {
             for (total, n) in totals.iter_mut().zip(noise.round(rate, &shares_at(t))) {
