@@ -17,6 +17,7 @@ pub mod change;
 pub mod detect;
 pub mod http;
 pub mod rules;
+pub mod runbook;
 pub mod sink;
 pub mod source;
 pub mod verdict;

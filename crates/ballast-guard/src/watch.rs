@@ -102,6 +102,11 @@ impl Watcher {
         self.history.iter()
     }
 
+    /// Every pending and firing alert now.
+    pub fn active(&self) -> Vec<crate::alert::Alert> {
+        self.lifecycle.active()
+    }
+
     pub fn changes(&self) -> &[ConfigChange] {
         &self.changes
     }

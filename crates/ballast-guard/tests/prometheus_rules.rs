@@ -287,7 +287,7 @@ fn unit_tests(n: &Names, rules: &str) -> String {
     let at_limit = expected(
         n,
         rules,
-        "ServerSessionsAtLimit",
+        "ServerAtConnectionLimit",
         "critical",
         &srv("lb3", "app", "s2"),
         "s2 of pool app on lb3 is at its connection limit",
@@ -296,7 +296,7 @@ fn unit_tests(n: &Names, rules: &str) -> String {
     let near_limit = expected(
         n,
         rules,
-        "ServerSessionsNearLimit",
+        "ServerNearConnectionLimit",
         "warning",
         &srv("lb3", "app", "s2"),
         "s2 of pool app on lb3 is at 100% of its connection limit",
@@ -305,7 +305,7 @@ fn unit_tests(n: &Names, rules: &str) -> String {
     let queued = expected(
         n,
         rules,
-        "ServerQueued",
+        "ServerQueueing",
         "warning",
         &srv("lb3", "app", "s3"),
         "s3 of pool app on lb3 has had requests queued for 3 slot(s)",
@@ -357,17 +357,17 @@ fn unit_tests(n: &Names, rules: &str) -> String {
         ),
         test(
             "30s",
-            "ServerSessionsAtLimit",
+            "ServerAtConnectionLimit",
             std::slice::from_ref(&at_limit),
         ),
-        test("1m", "ServerSessionsNearLimit", &[]),
-        test("3m", "ServerSessionsNearLimit", &[near_limit]),
-        test("1m", "ServerQueued", &[]),
-        test("3m", "ServerQueued", &[queued]),
+        test("1m", "ServerNearConnectionLimit", &[]),
+        test("3m", "ServerNearConnectionLimit", &[near_limit]),
+        test("1m", "ServerQueueing", &[]),
+        test("3m", "ServerQueueing", &[queued]),
         test("3m", "ServerQueueFull", &[]),
         test("1m", "LoadBalancerReloaded", &[]),
         test("5m", "LoadBalancerReloaded", &[reloaded]),
-        test("5m", "Pool5xxRatioHigh", &[]),
+        test("5m", "PoolErrorRate", &[]),
         test("5m", "PoolAllServersDown", &[]),
     ]
     .concat();

@@ -6,9 +6,11 @@ mod convert_cmd;
 mod demo_cmd;
 mod diff_cmd;
 mod input;
+mod rules_cmd;
 mod serve_cmd;
 mod simulate_cmd;
 mod stdout;
+mod watch_cmd;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,8 @@ use clap::{Parser, Subcommand};
 ///   ballast check --explain LIM-102                   # why a rule matters, with its source
 ///   ballast diff old.cfg new.cfg                      # what a change does, before it ships
 ///   ballast convert haproxy.cfg -o ballast.toml       # an HAProxy or nginx file in ballast's format
+///   ballast watch haproxy:/run/haproxy/admin.sock     # is the running load balancer the problem?
+///   ballast rules prometheus > ballast-rules.yml      # the same signals for a fleet's Prometheus
 ///
 /// Exit codes: 0 when all is well, 1 when a check or an assertion fails, 2 when an input
 /// cannot be read or parsed.
@@ -46,6 +50,8 @@ enum Command {
     Simulate(simulate_cmd::SimulateArgs),
     Diff(diff_cmd::DiffArgs),
     Convert(convert_cmd::ConvertArgs),
+    Watch(watch_cmd::WatchArgs),
+    Rules(rules_cmd::RulesArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::Diff(args) => diff_cmd::run(args),
         Command::Convert(args) => convert_cmd::run(args),
+        Command::Watch(args) => watch_cmd::run(args),
+        Command::Rules(args) => rules_cmd::run(args),
     };
     ExitCode::from(code)
 }

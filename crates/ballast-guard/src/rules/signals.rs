@@ -162,7 +162,7 @@ saturation (as the guard does), e.g.
       target_matchers: [severity=\"warning\"]
       equal: [alertname, instance, pool, server]
     - source_matchers: [alertname=~\"PoolSkewed|PoolConcentrated\"]
-      target_matchers: [alertname=~\"ServerSessions.*|ServerQueue.*\"]
+      target_matchers: [alertname=~\"Server.*ConnectionLimit|ServerQueue.*\"]
       equal: [instance, pool, server]",
         window = format_duration(o.window),
         skew = format_duration(o.skew_for),
@@ -486,13 +486,13 @@ fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
     );
     let mut rules = vec![
         Rule::Alert(AlertRule {
-            name: "ServerSessionsNearLimit",
+            name: "ServerNearConnectionLimit",
             expr: format!("{ratio}\n>= {near}"),
             hold: o.saturation_for,
             labels: labels(family, "warning", true),
             annotations: annotations(
                 o,
-                "ServerSessionsNearLimit",
+                "ServerNearConnectionLimit",
                 at("is at {{ $value | humanizePercentage }} of its connection limit"),
                 format!(
                     "Sessions have stayed at or above {} of the server's limit for {}.",
@@ -503,13 +503,13 @@ fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
             ),
         }),
         Rule::Alert(AlertRule {
-            name: "ServerSessionsAtLimit",
+            name: "ServerAtConnectionLimit",
             expr: format!("{ratio}\n>= 1"),
             hold: Duration::ZERO,
             labels: labels(family, "critical", true),
             annotations: annotations(
                 o,
-                "ServerSessionsAtLimit",
+                "ServerAtConnectionLimit",
                 at("is at its connection limit"),
                 "Every connection slot of the server is taken: new requests queue or are refused."
                     .to_string(),
@@ -517,13 +517,13 @@ fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
             ),
         }),
         Rule::Alert(AlertRule {
-            name: "ServerQueued",
+            name: "ServerQueueing",
             expr: format!("sum by ({server}) ({}) > 0", family.queue),
             hold: o.saturation_for,
             labels: labels(family, "warning", true),
             annotations: annotations(
                 o,
-                "ServerQueued",
+                "ServerQueueing",
                 at("has had requests queued for {{ $value | printf \"%.0f\" }} slot(s)"),
                 format!(
                     "Requests have waited for a slot on this server for {}.",
@@ -553,13 +553,13 @@ fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
     ];
     if let Some(queue) = family.pool_queue {
         rules.push(Rule::Alert(AlertRule {
-            name: "PoolQueued",
+            name: "PoolQueueing",
             expr: format!("sum by ({pool}) ({queue}) > 0"),
             hold: o.saturation_for,
             labels: labels(family, "warning", true),
             annotations: annotations(
                 o,
-                "PoolQueued",
+                "PoolQueueing",
                 format!(
                     "pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}} has had {{{{ $value | printf \"%.0f\" }}}} request(s) waiting for any server"
                 ),
@@ -590,13 +590,13 @@ fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
         format!("frontend {{{{ $labels.{label} }}}} on {{{{ $labels.instance }}}} {what}")
     };
     rules.push(Rule::Alert(AlertRule {
-        name: "FrontendConnectionsNearLimit",
+        name: "FrontendNearConnectionLimit",
         expr: format!("{frontend_ratio}\n>= {near}"),
         hold: o.saturation_for,
         labels: frontend_labels("warning"),
         annotations: annotations(
             o,
-            "FrontendConnectionsNearLimit",
+            "FrontendNearConnectionLimit",
             frontend_summary("is at {{ $value | humanizePercentage }} of its connection limit"),
             format!(
                 "Client connections have stayed at or above {} of the frontend's limit for {}.",
@@ -607,13 +607,13 @@ fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
         ),
     }));
     rules.push(Rule::Alert(AlertRule {
-        name: "FrontendConnectionsAtLimit",
+        name: "FrontendAtConnectionLimit",
         expr: format!("{frontend_ratio}\n>= 1"),
         hold: Duration::ZERO,
         labels: frontend_labels("critical"),
         annotations: annotations(
             o,
-            "FrontendConnectionsAtLimit",
+            "FrontendAtConnectionLimit",
             frontend_summary("is at its connection limit"),
             "Every client connection slot of the frontend is taken: new clients wait or are refused."
                 .to_string(),
@@ -630,13 +630,13 @@ fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
         );
         let product = family.product;
         rules.push(Rule::Alert(AlertRule {
-            name: "ProcessConnectionsNearLimit",
+            name: "ProcessNearConnectionLimit",
             expr: format!("{process_ratio}\n>= {near}"),
             hold: o.saturation_for,
             labels: labels(family, "warning", false),
             annotations: annotations(
                 o,
-                "ProcessConnectionsNearLimit",
+                "ProcessNearConnectionLimit",
                 format!("{product} on {{{{ $labels.instance }}}} is at {{{{ $value | humanizePercentage }}}} of its process connection limit"),
                 format!(
                     "Connections have stayed at or above {} of the process limit for {}.",
@@ -647,13 +647,13 @@ fn saturation(family: &Family, o: &RulesOptions) -> Vec<Rule> {
             ),
         }));
         rules.push(Rule::Alert(AlertRule {
-            name: "ProcessConnectionsAtLimit",
+            name: "ProcessAtConnectionLimit",
             expr: format!("{process_ratio}\n>= 1"),
             hold: Duration::ZERO,
             labels: labels(family, "critical", false),
             annotations: annotations(
                 o,
-                "ProcessConnectionsAtLimit",
+                "ProcessAtConnectionLimit",
                 format!(
                     "{product} on {{{{ $labels.instance }}}} is at its process connection limit"
                 ),
@@ -726,7 +726,7 @@ fn errors(family: &Family, o: &RulesOptions) -> Vec<Rule> {
     let floor = o.min_volume;
     for (severity, threshold) in [("warning", o.error_warning), ("critical", o.error_critical)] {
         rules.push(Rule::Alert(AlertRule {
-            name: "Pool5xxRatioHigh",
+            name: "PoolErrorRate",
             expr: format!(
                 "{pool_ratio} >= {threshold}\nand on ({pool}) ({pool_responses} >= {floor})"
             ),
@@ -734,7 +734,7 @@ fn errors(family: &Family, o: &RulesOptions) -> Vec<Rule> {
             labels: labels(family, severity, true),
             annotations: annotations(
                 o,
-                "Pool5xxRatioHigh",
+                "PoolErrorRate",
                 format!(
                     "pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}} answers {{{{ $value | humanizePercentage }}}} of requests with 5xx"
                 ),
@@ -743,12 +743,12 @@ fn errors(family: &Family, o: &RulesOptions) -> Vec<Rule> {
                     format_duration(o.errors_for)
                 ),
                 format!(
-                    "One backend or the load balancer: if one server's 5xx ratio stands out (Server5xxRatioHigh), that backend is the cause; if every server's is normal, the load balancer refuses requests itself (limits, no server up). {READ_AGAINST_RELOAD}"
+                    "One backend or the load balancer: if one server's 5xx ratio stands out (ServerErrorRate), that backend is the cause; if every server's is normal, the load balancer refuses requests itself (limits, no server up). {READ_AGAINST_RELOAD}"
                 ),
             ),
         }));
         rules.push(Rule::Alert(AlertRule {
-            name: "Server5xxRatioHigh",
+            name: "ServerErrorRate",
             expr: format!(
                 "{server_ratio} >= {threshold}\nand on ({server}) ({server_responses} >= {floor})"
             ),
@@ -756,7 +756,7 @@ fn errors(family: &Family, o: &RulesOptions) -> Vec<Rule> {
             labels: labels(family, severity, true),
             annotations: annotations(
                 o,
-                "Server5xxRatioHigh",
+                "ServerErrorRate",
                 format!(
                     "{{{{ $labels.server }}}} of pool {{{{ $labels.{p} }}}} on {{{{ $labels.instance }}}} answers {{{{ $value | humanizePercentage }}}} of requests with 5xx"
                 ),
