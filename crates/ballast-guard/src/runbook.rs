@@ -16,9 +16,7 @@ pub fn markdown() -> String {
          First question in an incident: is it the load balancer? `ballast watch --once SOURCE` \
          answers it in a few seconds (exit 1: yes, with the pool, the server and the figures).\n\n",
     );
-    let rules: Vec<&RuleSpec> = all_rules()
-        .chain(crate::rules::PROMETHEUS_ONLY)
-        .collect();
+    let rules: Vec<&RuleSpec> = all_rules().chain(crate::rules::PROMETHEUS_ONLY).collect();
     out.push_str("| alert | layer | fires after |\n| --- | --- | --- |\n");
     for r in &rules {
         out.push_str(&format!(

@@ -147,8 +147,7 @@ pub fn run(args: WatchArgs) -> u8 {
             Ok(source) => {
                 let mut watcher = Watcher::new(source.kind(), &source.instance(), options.clone());
                 if let Some(main) = config.or_else(|| source.config_files().first().cloned()) {
-                    let extra: Vec<PathBuf> =
-                        source.config_files().into_iter().skip(1).collect();
+                    let extra: Vec<PathBuf> = source.config_files().into_iter().skip(1).collect();
                     watcher = watcher.with_config(ChangeWatcher::new(
                         &main,
                         extra,
@@ -272,11 +271,7 @@ fn once(watched: &mut [Watched], args: &WatchArgs) -> u8 {
             found |= !outcome.round.active.is_empty();
             continue;
         }
-        out.push_str(&format!(
-            "{} {}\n",
-            w.source.kind(),
-            w.source.instance()
-        ));
+        out.push_str(&format!("{} {}\n", w.source.kind(), w.source.instance()));
         for d in &outcome.distributions {
             out.push_str(&format!("  {}\n", distribution_line(d)));
         }
@@ -301,14 +296,22 @@ fn take(w: &mut Watched, now_ms: u64) -> Option<Outcome> {
     match w.source.sample(now_ms) {
         Ok(sample) => {
             if w.failing.take().is_some() {
-                eprintln!("{} {}: readable again", w.source.kind(), w.source.instance());
+                eprintln!(
+                    "{} {}: readable again",
+                    w.source.kind(),
+                    w.source.instance()
+                );
             }
             Some(w.watcher.observe(sample))
         }
         Err(e) => {
             let text = describe(&e);
             if w.failing.as_deref() != Some(text.as_str()) {
-                eprintln!("warning: {} {}: {text}", w.source.kind(), w.source.instance());
+                eprintln!(
+                    "warning: {} {}: {text}",
+                    w.source.kind(),
+                    w.source.instance()
+                );
                 w.failing = Some(text);
             }
             None
@@ -347,7 +350,11 @@ fn report(w: &Watched, outcome: &Outcome, format: Format, live: bool) {
         return;
     }
     if let Some(c) = &outcome.change {
-        stdout::say!("{} {who}: configuration changed: {}", stamp(c.at_ms), c.headline());
+        stdout::say!(
+            "{} {who}: configuration changed: {}",
+            stamp(c.at_ms),
+            c.headline()
+        );
     }
     if let Some(r) = &outcome.reload {
         stdout::say!(
@@ -358,13 +365,21 @@ fn report(w: &Watched, outcome: &Outcome, format: Format, live: bool) {
         );
     }
     for a in &outcome.round.fired {
-        stdout::say!("{} {who}: FIRING {}", stamp(a.starts_at_ms.unwrap_or(0)), alert_line(a));
+        stdout::say!(
+            "{} {who}: FIRING {}",
+            stamp(a.starts_at_ms.unwrap_or(0)),
+            alert_line(a)
+        );
         if let Some(cause) = a.annotation("cause") {
             stdout::say!("    cause: {cause}");
         }
     }
     for a in &outcome.round.resolved {
-        stdout::say!("{} {who}: resolved {}", stamp(a.ends_at_ms.unwrap_or(0)), alert_line(a));
+        stdout::say!(
+            "{} {who}: resolved {}",
+            stamp(a.ends_at_ms.unwrap_or(0)),
+            alert_line(a)
+        );
     }
 }
 
@@ -481,17 +496,14 @@ fn render_live(watched: &[Watched]) -> String {
                 } else {
                     0.0
                 };
-                let expected = if weights > 0
-                    && s.state == ballast_core::sample::ServerState::Up
-                    && !s.backup
-                {
-                    f64::from(s.weight) / weights as f64 * 100.0
-                } else {
-                    0.0
-                };
-                let limit = s
-                    .max_connections
-                    .map_or(String::new(), |m| format!("/{m}"));
+                let expected =
+                    if weights > 0 && s.state == ballast_core::sample::ServerState::Up && !s.backup
+                    {
+                        f64::from(s.weight) / weights as f64 * 100.0
+                    } else {
+                        0.0
+                    };
+                let limit = s.max_connections.map_or(String::new(), |m| format!("/{m}"));
                 out.push_str(&format!(
                     "    {:<22} {:<12} {:>6}  {:>4.0}%  {:>7.0}%  {:>9}  {:>6}\n",
                     s.name,
@@ -535,13 +547,15 @@ fn open_source(
     args: &WatchArgs,
 ) -> Result<Box<dyn Source>, SourceError> {
     let (kind, target) = spec.split_once(':').ok_or_else(|| {
-        SourceError::new(format!("`{spec}` does not say what it is")).with_fix(
-            "write ballast:ADMIN_ADDRESS, haproxy:SOCKET_OR_URL or nginx:ACCESS_LOG",
-        )
+        SourceError::new(format!("`{spec}` does not say what it is"))
+            .with_fix("write ballast:ADMIN_ADDRESS, haproxy:SOCKET_OR_URL or nginx:ACCESS_LOG")
     })?;
     match kind {
         "ballast" => Ok(Box::new(BallastSource::new(target))),
-        "haproxy" => Ok(Box::new(HaproxySource::new(Endpoint::parse(target)?, config))),
+        "haproxy" => Ok(Box::new(HaproxySource::new(
+            Endpoint::parse(target)?,
+            config,
+        ))),
         "nginx" => {
             let config = config.ok_or_else(|| {
                 SourceError::new("watching nginx needs its configuration file").with_fix(

@@ -44,7 +44,7 @@ impl Default for Thresholds {
             p_value: 0.001,
             min_volume: 100,
             min_expected: 5.0,
-            key_dependent_widening: 2.0,
+            key_dependent_widening: 1.25,
         }
     }
 }
@@ -522,6 +522,35 @@ mod tests {
             10,
         );
         assert!(matches!(run(&s).verdict, Verdict::Skewed { .. }));
+        // One key value (every client behind one proxy address) on three servers: R = 3,
+        // the outage the band must still catch, at critical.
+        let s = series(
+            Promise::KeyDependent,
+            &[1, 1, 1],
+            &[0, 0, 100],
+            &[0, 0, 5],
+            10,
+        );
+        assert!(
+            matches!(
+                run(&s).verdict,
+                Verdict::Skewed {
+                    level: Level::Critical,
+                    ..
+                }
+            ),
+            "{:?}",
+            run(&s)
+        );
+        // Two servers and one key: R = 2, a warning.
+        let s = series(Promise::KeyDependent, &[1, 1], &[0, 100], &[0, 5], 10);
+        assert!(matches!(
+            run(&s).verdict,
+            Verdict::Skewed {
+                level: Level::Warning,
+                ..
+            }
+        ));
     }
 
     #[test]
