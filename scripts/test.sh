@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test in the workspace.
 # Installs what the tests need when it is missing, from Debian's packages: HAProxy and nginx,
-# which the fidelity tests run as real peers (crates/ballast/tests/peer_fidelity.rs).
+# which the fidelity and guard tests run as real peers; Prometheus (with promtool) and
+# Alertmanager, which the guard's tests run to evaluate the generated rules and receive alerts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v nginx >/dev/null || missing+=(nginx)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "== installing ${missing[*]} (Debian packages) for the fidelity tests"
+  echo "== installing ${missing[*]} (Debian packages) for the tests with real peers"
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
   # The packages start their services; the tests run their own instances on free ports.
-  $sudo_cmd systemctl stop haproxy nginx >/dev/null 2>&1 || true
+  $sudo_cmd systemctl stop haproxy nginx prometheus prometheus-alertmanager \
+    prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 echo "== cargo fmt --check"
@@ -27,6 +31,10 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== docs/rules.md is generated from the catalogue"
 cargo run -q --release -p ballast -- check --list-rules --format markdown | diff -u docs/rules.md - \
   || { echo "docs/rules.md is stale: cargo run -q -- check --list-rules --format markdown > docs/rules.md"; exit 1; }
+
+echo "== docs/runbook.md is generated from the detectors"
+cargo run -q --release -p ballast -- rules runbook | diff -u docs/runbook.md - \
+  || { echo "docs/runbook.md is stale: cargo run -q --release -- rules runbook > docs/runbook.md"; exit 1; }
 
 echo "== cargo test"
 log=$(mktemp)

@@ -34,10 +34,10 @@ pub fn explain(f: &Finding, ctx: &Context) -> String {
     if let Some(trigger) = trigger(f, ctx) {
         out.push_str(&format!(" Likely trigger: {trigger}."));
     }
-    let ruled_out = rules_out(f, ctx);
-    if !ruled_out.is_empty() {
-        out.push_str(&format!(" {}", ruled_out.join("; ")));
-        out.push('.');
+    let ruled_out = rules_out(f, ctx).join("; ");
+    let mut chars = ruled_out.chars();
+    if let Some(first) = chars.next() {
+        out.push_str(&format!(" {}{}.", first.to_uppercase(), chars.as_str()));
     }
     out
 }
