@@ -571,4 +571,32 @@ mod tests {
         s[6].servers[0].requests = 3;
         assert!(matches!(run(&s).verdict, Verdict::NotJudged { .. }));
     }
+
+    #[test]
+    fn servers_are_followed_by_name_when_their_order_changes() {
+        // s2 is hot; in the older samples the servers are listed in reverse, so looking them
+        // up at their latest index finds the wrong server and the name must decide.
+        let s = series(
+            Promise::RequestShares,
+            &[1, 1, 1],
+            &[10, 10, 80],
+            &[1, 1, 8],
+            10,
+        );
+        let mut shuffled = s.clone();
+        let latest = shuffled.len() - 1;
+        for p in &mut shuffled[..latest] {
+            p.servers.reverse();
+        }
+        let (plain, reordered) = (run(&s), run(&shuffled));
+        assert!(
+            matches!(&reordered.verdict, Verdict::Skewed { server, .. } if server == "s2"),
+            "{reordered:?}"
+        );
+        assert_eq!(plain, reordered);
+        // A server missing from an older sample (added mid-window) is no candidate.
+        let mut added = s.clone();
+        added[0].servers.remove(2);
+        assert!(matches!(run(&added).verdict, Verdict::AsPromised { .. }));
+    }
 }
