@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use ballast_core::distribution::{Evenness, evenness};
 use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
 
-use super::{Finding, Layer};
+use super::{Finding, Layer, by_name, pool_series};
 
 /// When a pool's spread is worth an alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,13 +88,8 @@ pub fn judge_all(window: &[Sample], thresholds: &Thresholds) -> Vec<PoolDistribu
     latest
         .pools
         .iter()
-        .filter_map(|pool| {
-            let series: Vec<&PoolSample> = window
-                .iter()
-                .filter_map(|s| s.pools.iter().find(|p| p.name == pool.name))
-                .collect();
-            judge(&series, thresholds)
-        })
+        .enumerate()
+        .filter_map(|(index, pool)| judge(&pool_series(window, index, &pool.name), thresholds))
         .collect()
 }
 
@@ -221,49 +216,22 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
         }));
     }
     // Weights that changed within the window promise two things at once: judge the next one.
-    let weight_changed = candidates.iter().any(|s| {
-        window
-            .iter()
-            .filter_map(|p| p.servers.iter().find(|x| x.name == s.name))
-            .any(|x| x.weight != s.weight)
-    });
-    if weight_changed {
+    if candidates.iter().any(|c| c.weight_changed) {
         return Some(done(Verdict::NotJudged {
             reason: "a weight changed in this window".into(),
         }));
     }
-    let total_weight: u64 = candidates.iter().map(|s| u64::from(s.weight)).sum();
+    let total_weight: u64 = candidates.iter().map(|c| u64::from(c.now.weight)).sum();
     let expected: Vec<f64> = candidates
         .iter()
-        .map(|s| f64::from(s.weight) / total_weight as f64)
+        .map(|c| f64::from(c.now.weight) / total_weight as f64)
         .collect();
-    let requests = |s: &ServerSample| -> Option<u64> {
-        let counts: Vec<u64> = window
-            .iter()
-            .filter_map(|p| p.servers.iter().find(|x| x.name == s.name))
-            .map(|x| x.requests)
-            .collect();
-        // A counter that went down restarted (a reload): the window says nothing.
-        if counts.windows(2).any(|w| w[1] < w[0]) {
-            return None;
-        }
-        Some(counts.last()? - counts.first()?)
-    };
-    let Some(sent): Option<Vec<u64>> = candidates.iter().map(|s| requests(s)).collect() else {
+    let Some(sent): Option<Vec<u64>> = candidates.iter().map(|c| c.sent).collect() else {
         return Some(done(Verdict::NotJudged {
             reason: "the request counters restarted in this window (a reload)".into(),
         }));
     };
-    let in_flight: Vec<u64> = candidates
-        .iter()
-        .map(|s| {
-            window
-                .iter()
-                .filter_map(|p| p.servers.iter().find(|x| x.name == s.name))
-                .map(|x| x.active)
-                .fold(0u64, u64::saturating_add)
-        })
-        .collect();
+    let in_flight: Vec<u64> = candidates.iter().map(|c| c.in_flight).collect();
     let pairs = |counts: &[u64]| -> Vec<(u64, f64)> {
         counts
             .iter()
@@ -287,25 +255,69 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
     Some(result)
 }
 
+/// A candidate server's figures over the window, gathered in one pass over its samples.
+struct Candidate<'a> {
+    /// The server in the window's latest sample (its name and live weight).
+    now: &'a ServerSample,
+    /// Requests sent in the window; `None` when the counter went down (a reload).
+    sent: Option<u64>,
+    /// Its in-flight counts summed over the window's samples.
+    in_flight: u64,
+    /// Its weight was not the same in every sample of the window.
+    weight_changed: bool,
+}
+
 /// The servers that compete for traffic throughout the window: in rotation (up, weight above
 /// 0) in every sample, from the primary tier unless no primary is, as the balancers choose.
-fn candidates<'a>(window: &[&'a PoolSample]) -> Vec<&'a ServerSample> {
+fn candidates<'a>(window: &[&'a PoolSample]) -> Vec<Candidate<'a>> {
     let last = window[window.len() - 1];
-    let in_rotation = |s: &ServerSample| {
-        window.iter().all(|p| {
-            p.servers
-                .iter()
-                .find(|x| x.name == s.name)
-                .is_some_and(|x| x.state == ServerState::Up && x.weight > 0 && x.backup == s.backup)
-        })
-    };
-    let live: Vec<&ServerSample> = last.servers.iter().filter(|s| in_rotation(s)).collect();
-    let primaries: Vec<&ServerSample> = live.iter().copied().filter(|s| !s.backup).collect();
-    if primaries.is_empty() {
-        live
+    let live: Vec<Candidate<'a>> = last
+        .servers
+        .iter()
+        .enumerate()
+        .filter_map(|(index, now)| through_window(window, index, now))
+        .collect();
+    if live.iter().any(|c| !c.now.backup) {
+        live.into_iter().filter(|c| !c.now.backup).collect()
     } else {
-        primaries
+        live
     }
+}
+
+/// Server `now` (at `index` in the latest sample) through the window, or `None` unless it was
+/// in rotation in every sample, in the same tier. A fleet round does this for every server of
+/// every pool, so it looks each sample's server up once, at its own index first.
+fn through_window<'a>(
+    window: &[&'a PoolSample],
+    index: usize,
+    now: &'a ServerSample,
+) -> Option<Candidate<'a>> {
+    let mut first_requests = None;
+    let mut previous_requests = 0;
+    let mut restarted = false;
+    let mut in_flight = 0u64;
+    let mut weight_changed = false;
+    for pool in window {
+        let s = by_name(&pool.servers, index, &now.name, |x| &x.name)?;
+        if s.state != ServerState::Up || s.weight == 0 || s.backup != now.backup {
+            return None;
+        }
+        if first_requests.is_some() {
+            // A counter that went down restarted (a reload): the window says nothing.
+            restarted |= s.requests < previous_requests;
+        }
+        first_requests.get_or_insert(s.requests);
+        previous_requests = s.requests;
+        in_flight = in_flight.saturating_add(s.active);
+        weight_changed |= s.weight != now.weight;
+    }
+    let sent = (!restarted).then(|| previous_requests - first_requests.unwrap_or(0));
+    Some(Candidate {
+        now,
+        sent,
+        in_flight,
+        weight_changed,
+    })
 }
 
 fn widening(promise: Promise, t: &Thresholds) -> f64 {
@@ -318,7 +330,7 @@ fn widening(promise: Promise, t: &Thresholds) -> f64 {
 
 fn verdict(
     observed: &[(u64, f64)],
-    servers: &[&ServerSample],
+    servers: &[Candidate],
     measure: Measure,
     widening: f64,
     t: &Thresholds,
@@ -350,7 +362,7 @@ fn verdict(
             let (count, expected) = observed[e.peak_index];
             Verdict::Skewed {
                 level,
-                server: servers[e.peak_index].name.clone(),
+                server: servers[e.peak_index].now.name.clone(),
                 share: count as f64 / total as f64,
                 expected,
                 evenness: e,
@@ -598,5 +610,33 @@ mod tests {
         let mut s = series(Promise::RequestShares, &[1, 1], &[100, 100], &[1, 1], 10);
         s[6].servers[0].requests = 3;
         assert!(matches!(run(&s).verdict, Verdict::NotJudged { .. }));
+    }
+
+    #[test]
+    fn servers_are_followed_by_name_when_their_order_changes() {
+        // s2 is hot; in the older samples the servers are listed in reverse, so looking them
+        // up at their latest index finds the wrong server and the name must decide.
+        let s = series(
+            Promise::RequestShares,
+            &[1, 1, 1],
+            &[10, 10, 80],
+            &[1, 1, 8],
+            10,
+        );
+        let mut shuffled = s.clone();
+        let latest = shuffled.len() - 1;
+        for p in &mut shuffled[..latest] {
+            p.servers.reverse();
+        }
+        let (plain, reordered) = (run(&s), run(&shuffled));
+        assert!(
+            matches!(&reordered.verdict, Verdict::Skewed { server, .. } if server == "s2"),
+            "{reordered:?}"
+        );
+        assert_eq!(plain, reordered);
+        // A server missing from an older sample (added mid-window) is no candidate.
+        let mut added = s.clone();
+        added[0].servers.remove(2);
+        assert!(matches!(run(&added).verdict, Verdict::AsPromised { .. }));
     }
 }
