@@ -291,6 +291,34 @@ pub fn format_duration(duration: Duration) -> String {
     out
 }
 
+/// The alerts only the Prometheus rules raise (a fleet has no configuration file to compare
+/// weights with, and reloads are a metric there); the rest share the detectors' names.
+pub const PROMETHEUS_ONLY: &[crate::detect::RuleSpec] = &[
+    crate::detect::RuleSpec {
+        alertname: "PoolConcentrated",
+        layer: crate::detect::Layer::Distribution,
+        for_ms: 180_000,
+        meaning: "Prometheus rules only. The pool's live weights themselves send one server \
+            more than R times an even share of the servers in rotation (the traffic follows \
+            the weights, so `PoolSkewed` stays quiet): weights that send most traffic to one \
+            server. Turn it off for fleets whose uneven weights are meant.",
+        response: "Compare the live weights (`haproxy_server_weight`, `ballast_server_weight`) \
+            with the configuration; a weight raised at runtime or in the last change is the \
+            usual cause. Check that the heavy server has the capacity its share asks of it.",
+    },
+    crate::detect::RuleSpec {
+        alertname: "LoadBalancerReloaded",
+        layer: crate::detect::Layer::Distribution,
+        for_ms: 0,
+        meaning: "Prometheus rules only (severity info). The load balancer's process start \
+            time (HAProxy) or configuration version (ballast) changed: a reload. It stays \
+            for the reload window so that alerts raised after it can be read against it.",
+        response: "Nothing by itself. When another alert of the same instance follows, the \
+            reload is the first suspect: diff the configuration it loaded against the one \
+            before (`ballast diff OLD NEW`).",
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,31 +381,3 @@ mod tests {
         assert!(Families::parse("nginx").is_err());
     }
 }
-
-/// The alerts only the Prometheus rules raise (a fleet has no configuration file to compare
-/// weights with, and reloads are a metric there); the rest share the detectors' names.
-pub const PROMETHEUS_ONLY: &[crate::detect::RuleSpec] = &[
-    crate::detect::RuleSpec {
-        alertname: "PoolConcentrated",
-        layer: crate::detect::Layer::Distribution,
-        for_ms: 180_000,
-        meaning: "Prometheus rules only. The pool's live weights themselves send one server \
-            more than R times an even share of the servers in rotation (the traffic follows \
-            the weights, so `PoolSkewed` stays quiet): weights that send most traffic to one \
-            server. Turn it off for fleets whose uneven weights are meant.",
-        response: "Compare the live weights (`haproxy_server_weight`, `ballast_server_weight`) \
-            with the configuration; a weight raised at runtime or in the last change is the \
-            usual cause. Check that the heavy server has the capacity its share asks of it.",
-    },
-    crate::detect::RuleSpec {
-        alertname: "LoadBalancerReloaded",
-        layer: crate::detect::Layer::Distribution,
-        for_ms: 0,
-        meaning: "Prometheus rules only (severity info). The load balancer's process start \
-            time (HAProxy) or configuration version (ballast) changed: a reload. It stays \
-            for the reload window so that alerts raised after it can be read against it.",
-        response: "Nothing by itself. When another alert of the same instance follows, the \
-            reload is the first suspect: diff the configuration it loaded against the one \
-            before (`ballast diff OLD NEW`).",
-    },
-];
