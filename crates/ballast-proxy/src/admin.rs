@@ -74,7 +74,8 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
         ),
         (&Method::GET, "/config") => {
             // The text holds the admin token and key paths: only for who holds the token.
-            if let Err(refusal) = authorize(shared, &req, "read the configuration") {
+            if let Some(refusal) = refusal_unless_authorized(shared, &req, "read the configuration")
+            {
                 return refusal;
             }
             let s = shared.snapshot.load();
@@ -88,7 +89,7 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
             )
         }
         (&Method::POST, "/reload") => {
-            if let Err(refusal) = authorize(
+            if let Some(refusal) = refusal_unless_authorized(
                 shared,
                 &req,
                 "allow changes over HTTP (SIGHUP reloads without one)",
@@ -120,13 +121,13 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
     }
 }
 
-/// Lets a request through when it presents `Authorization: Bearer <admin.token>`; otherwise
-/// the refusal to send (403 when no token is configured, 401 when it is wrong or missing).
-fn authorize(
+/// `None` when a request presents `Authorization: Bearer <admin.token>`; otherwise the
+/// refusal to send (403 when no token is configured, 401 when it is wrong or missing).
+fn refusal_unless_authorized(
     shared: &crate::Shared,
     req: &Request<Incoming>,
     to: &str,
-) -> Result<(), Response<ProxyBody>> {
+) -> Option<Response<ProxyBody>> {
     let token = shared
         .snapshot
         .load()
@@ -136,7 +137,7 @@ fn authorize(
         .as_ref()
         .and_then(|a| a.token.clone());
     let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return Err(text_response(
+        return Some(text_response(
             StatusCode::FORBIDDEN,
             format!("403 forbidden: set admin.token to {to}\n"),
         ));
@@ -147,10 +148,10 @@ fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if presented != Some(token.as_str()) {
-        return Err(text_response(
+        return Some(text_response(
             StatusCode::UNAUTHORIZED,
             "401 unauthorized: send Authorization: Bearer <admin.token>\n",
         ));
     }
-    Ok(())
+    None
 }

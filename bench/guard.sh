@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The guard's costs: CPU per detector round over 1,000 pools × 50 servers (target ≤ 10 ms),
+# best of three `perf stat -e task-clock` runs with the cost of building the samples
+# subtracted; and the nginx access-log tail (criterion), whose lines/s say what tailing
+# 10,000 lines/s costs (target ≤ 5% of a core). Needs `perf` (Debian: linux-perf).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-100}
+bin=$(cargo bench -p ballast-guard --bench detectors --no-run --message-format=json 2>/dev/null \
+  | grep -o '"executable":"[^"]*detectors[^"]*"' | tail -1 | cut -d'"' -f4)
+best() { for _ in 1 2 3; do BENCH_ROUNDS=$1 BENCH_FLEET=$2 BENCH_ONLY=$3 perf stat -x, -e task-clock "$bin" 2>&1 | grep task-clock | cut -d, -f1; done | sort -n | head -1; }
+for fleet in healthy troubled; do
+  setup=$(best 0 "$fleet" "")
+  for only in all distribution saturation errors; do
+    o=$only; [ "$only" = all ] && o=""
+    t=$(best "$rounds" "$fleet" "$o")
+    awk -v f="$fleet" -v o="$only" -v t="$t" -v s="$setup" -v r="$rounds" \
+      'BEGIN{printf "detectors %-8s %-12s %6.2f ms/round\n", f, o, (t-s)/r}'
+  done
+done
+cargo bench -p ballast-guard --bench nginx_log 2>/dev/null | grep -E "^[a-z_/ ]+time:|thrpt" || true
