@@ -18,4 +18,4 @@ for fleet in healthy troubled; do
       'BEGIN{printf "detectors %-8s %-12s %6.2f ms/round\n", f, o, (t-s)/r}'
   done
 done
-cargo bench -p ballast-guard --bench nginx_log 2>/dev/null | grep -E "^[a-z_/ ]+time:|thrpt" || true
+cargo bench -p ballast-guard --bench nginx_log 2>/dev/null | grep -E "^nginx|time:|thrpt:" || true
