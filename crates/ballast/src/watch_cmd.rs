@@ -143,8 +143,14 @@ pub fn run(args: WatchArgs) -> u8 {
     let mut watched = Vec::new();
     for (i, spec) in args.sources.iter().enumerate() {
         let config = args.config.get(i).cloned();
-        match open_source(spec, config.clone(), &args) {
-            Ok(source) => {
+        // A source unreadable at start is refused with its fix; later failures are reported
+        // and retried every round (a load balancer restarting must not stop the watch).
+        let opened = open_source(spec, config.clone(), &args).and_then(|mut source| {
+            let first = source.sample(unix_ms())?;
+            Ok((source, first))
+        });
+        match opened {
+            Ok((source, first)) => {
                 let mut watcher = Watcher::new(source.kind(), &source.instance(), options.clone());
                 if let Some(main) = config.or_else(|| source.config_files().first().cloned()) {
                     let extra: Vec<PathBuf> = source.config_files().into_iter().skip(1).collect();
@@ -154,6 +160,7 @@ pub fn run(args: WatchArgs) -> u8 {
                         ballast_import::Options::default(),
                     ));
                 }
+                watcher.observe(first);
                 watched.push(Watched {
                     source,
                     watcher,
