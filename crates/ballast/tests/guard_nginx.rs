@@ -109,7 +109,12 @@ impl Nginx {
     /// Replaces the configuration (written aside, then renamed, so no reader sees half a
     /// file) without reloading.
     fn edit(&self, upstream: &str) {
-        let text = Nginx::text(self.dir.path(), self.port, self.worker_connections, upstream);
+        let text = Nginx::text(
+            self.dir.path(),
+            self.port,
+            self.worker_connections,
+            upstream,
+        );
         let aside = self.path("nginx.conf.new");
         std::fs::write(&aside, text).unwrap();
         std::fs::rename(&aside, self.path("nginx.conf")).unwrap();
@@ -165,7 +170,10 @@ impl Alertmanager {
         let mut command = Command::new(ALERTMANAGER);
         command
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg(format!("--web.external-url=http://{addr}"))
             .arg("--cluster.listen-address=")
@@ -173,7 +181,10 @@ impl Alertmanager {
         let peer = PeerGroup::spawn(command);
         let deadline = Instant::now() + Duration::from_secs(10);
         while http_get(addr, "/-/ready").0 != 200 {
-            assert!(Instant::now() < deadline, "Alertmanager at {addr} never ready");
+            assert!(
+                Instant::now() < deadline,
+                "Alertmanager at {addr} never ready"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Alertmanager {
@@ -489,6 +500,10 @@ impl Rig {
             seconds <= TARGET.as_secs_f64(),
             "class {class}: {alertname} took {seconds:.1} s, over the target of {TARGET:?}"
         );
+        eprintln!(
+            "GUARD-CAUSE source=nginx class={class} alert={alertname} cause={}",
+            cause(&alert)
+        );
         let labels = &alert["labels"];
         assert_eq!(labels["source"], "nginx", "{alert}");
         assert_eq!(
@@ -583,7 +598,12 @@ fn one_tenant_on_a_hashed_pool_is_a_skewed_pool() {
     if !peers_available() {
         return;
     }
-    let hashed = |b: &[Backend]| upstream("hash $http_x_tenant;", &[(&b[0], ""), (&b[1], ""), (&b[2], "")]);
+    let hashed = |b: &[Backend]| {
+        upstream(
+            "hash $http_x_tenant;",
+            &[(&b[0], ""), (&b[1], ""), (&b[2], "")],
+        )
+    };
     let rig = Rig::start(256, hashed, 80, 1000);
     rig.settle();
     let fault = Instant::now();
@@ -653,7 +673,10 @@ fn a_server_marked_down_and_reloaded_is_a_risky_configuration_change() {
     std::thread::sleep(Duration::from_secs(6));
     let after = served(&rig.backends);
     let late = after[2] - before[2];
-    assert!(late < 10, "app-3 still served {late} after it was marked down");
+    assert!(
+        late < 10,
+        "app-3 still served {late} after it was marked down"
+    );
     rig.report_others("d");
 }
 
@@ -667,7 +690,12 @@ fn a_reload_that_hashes_on_a_one_value_header_is_named_as_the_trigger() {
     rig.settle();
     let fault = Instant::now();
     let before = served(&rig.backends);
-    let hashed = |b: &[Backend]| upstream("hash $http_x_tenant;", &[(&b[0], ""), (&b[1], ""), (&b[2], "")]);
+    let hashed = |b: &[Backend]| {
+        upstream(
+            "hash $http_x_tenant;",
+            &[(&b[0], ""), (&b[1], ""), (&b[2], "")],
+        )
+    };
     rig.nginx.edit(&hashed(&rig.backends));
     rig.nginx.reload();
     let alert = rig.measure("e", "PoolSkewed", fault);
