@@ -222,11 +222,6 @@ impl Alertmanager {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    /// Polls until an alert named `alertname` is listed, up to `timeout`.
-    fn wait_for(&self, alertname: &str, timeout: Duration) -> Option<Value> {
-        self.wait_for_any(&[alertname], timeout)
-    }
 }
 
 /// A GET in HTTP/1.0, so the answer is never chunked (Alertmanager chunks large ones in
