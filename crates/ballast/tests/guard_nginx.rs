@@ -706,7 +706,11 @@ fn max_conns_2_on_slow_servers_against_more_clients_is_a_saturated_pool() {
             })
         })
         .collect();
-    let alert = rig.measure_any("c", &["PoolSaturated", "ServerAtConnectionLimit"], fault);
+    let alert = rig.measure_any(
+        "c-max-conns",
+        &["PoolSaturated", "ServerAtConnectionLimit"],
+        fault,
+    );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
