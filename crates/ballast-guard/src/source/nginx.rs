@@ -148,6 +148,33 @@ impl Attribution {
         }
     }
 
+    /// This attribution for a new configuration (the file edited, for nginx's next reload),
+    /// keeping every counter so far: each server that is still in the same pool keeps its
+    /// counts, so cumulative figures stay cumulative across the change; servers the new file
+    /// adds start at zero, and the counts of servers it removed are dropped with them.
+    pub fn reconfigured(&self, config: &Config) -> Attribution {
+        let mut next = Attribution::from_config(config);
+        for (p, pool) in next.pools.iter().enumerate() {
+            let Some(&old_p) = self.pool_by_name.get(&pool.name) else {
+                continue;
+            };
+            for (s, server) in pool.servers.iter().enumerate() {
+                if let Some(old_s) = self.pools[old_p]
+                    .servers
+                    .iter()
+                    .position(|x| x.name == server.name)
+                {
+                    next.counts[p][s] = self.counts[old_p][old_s];
+                }
+            }
+        }
+        next.errors = self.errors.clone();
+        next.lines = self.lines;
+        next.unparsed = self.unparsed;
+        next.first_error = self.first_error.clone();
+        next
+    }
+
     /// Lines read from the access log so far, and how many of them did not parse.
     pub fn lines(&self) -> (u64, u64) {
         (self.lines, self.unparsed)
@@ -446,6 +473,9 @@ pub struct NginxSource {
     /// `worker_processes` × `worker_connections`.
     max_connections: Option<u64>,
     config_files: Vec<PathBuf>,
+    /// The configuration files' content when last imported: an edit is re-imported.
+    config_content: Vec<Option<Vec<u8>>>,
+    import_options: Options,
     last_ms: Option<u64>,
 }
 
@@ -507,8 +537,11 @@ impl NginxSource {
             .stub_status
             .as_ref()
             .map(|_| stub_status::agent(options.timeout));
+        let files = config_files(&options.config, &import_options.nginx_prefix);
         Ok(NginxSource {
-            config_files: config_files(&options.config, &import_options.nginx_prefix),
+            config_content: read_all(&files),
+            config_files: files,
+            import_options,
             options,
             attribution,
             access,
@@ -529,6 +562,42 @@ impl NginxSource {
         self.max_connections
     }
 
+    /// Re-imports the configuration when a file of it changed. nginx open source cannot be
+    /// asked for its live weights and states, so they are the file's; reading the file only
+    /// at start made an edit and reload (weights 1,1,1 → 1,1,8, a server marked `down`) look
+    /// like nginx breaking its promise (a skew against the old weights, live weights drifting
+    /// from the new file) when it was doing what the new file says. A file that no longer
+    /// imports keeps the last good model, as nginx keeps its running configuration when a
+    /// reload fails; the watcher's configuration watcher reports the change either way.
+    fn reread_config(&mut self) {
+        let content = read_all(&self.config_files);
+        if content == self.config_content {
+            return;
+        }
+        let Ok(imported) = ballast_import::import_file(&self.options.config, &self.import_options)
+        else {
+            return;
+        };
+        self.config_content = content;
+        self.attribution = self.attribution.reconfigured(&imported.loaded.config);
+        if let Facts::Nginx(f) = &imported.facts {
+            self.max_connections = worker_limit(
+                f.main("worker_processes")
+                    .and_then(|d| d.arg(0))
+                    .map(|w| w.text.as_str()),
+                f.events("worker_connections")
+                    .and_then(|d| d.arg(0))
+                    .map(|w| w.text.as_str()),
+                f.context == ballast_import::NginxContext::Main,
+            );
+        }
+        let files = config_files(&self.options.config, &self.import_options.nginx_prefix);
+        if files != self.config_files {
+            self.config_content = read_all(&files);
+            self.config_files = files;
+        }
+    }
+
     fn read_logs(&mut self) -> Result<(), SourceError> {
         let attribution = &mut self.attribution;
         self.access
@@ -547,6 +616,11 @@ fn read_error(path: &Path, e: std::io::Error) -> SourceError {
     SourceError::new(format!("cannot read {}: {e}", path.display())).with_fix(
         "check that ballast may read the log (run it as a member of the log's group, often `adm`)",
     )
+}
+
+/// Each file's bytes (`None` when it cannot be read), to notice an edit.
+fn read_all(files: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
+    files.iter().map(|f| std::fs::read(f).ok()).collect()
 }
 
 /// `worker_processes` × `worker_connections` (`auto` = the CPUs here; nginx's defaults 1 and
@@ -648,6 +722,8 @@ impl Source for NginxSource {
     }
 
     fn sample(&mut self, now_ms: u64) -> Result<Sample, SourceError> {
+        // The file before the logs: lines read from now on count against what it says.
+        self.reread_config();
         // The page first: when it fails, no log line is consumed, so none is lost.
         let process = match (&self.agent, &self.options.stub_status) {
             (Some(agent), Some(url)) => {
@@ -698,6 +774,22 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{}", e.render()));
         Attribution::from_config(&imported.loaded.config)
+    }
+
+    fn imported_config(conf: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        ballast_import::import_file(
+            &path,
+            &Options {
+                format: Some(Format::Nginx),
+                ..Options::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}", e.render()))
+        .loaded
+        .config
     }
 
     const CONF: &str = "events {}\nhttp {\n  upstream app {\n    server 10.0.0.1:80 weight=2;\n    server 10.0.0.2:80 max_conns=7;\n    server 10.0.0.3:80 backup;\n    server 10.0.0.4:80 down;\n  }\n  upstream other {\n    least_conn;\n    server 10.0.0.2:80;\n    server 10.0.0.9:80;\n  }\n  server { listen 8080; location / { proxy_pass http://app; } location /o { proxy_pass http://other; } }\n}\n";
@@ -931,6 +1023,44 @@ mod tests {
             names,
             ["nginx.conf", "conf.d/a.conf", "conf.d/b.conf", "nested.inc"]
         );
+    }
+
+    #[test]
+    fn a_reconfigured_attribution_keeps_the_counts_of_the_servers_it_keeps() {
+        let mut a = attribution(CONF);
+        for _ in 0..3 {
+            a.access_line(&line("10.0.0.1:80", "200", "0.010", "app"));
+        }
+        a.access_line(&line("10.0.0.2:80", "200", "0.010", "app"));
+        let edited = CONF
+            .replace("10.0.0.1:80 weight=2", "10.0.0.1:80 weight=8")
+            .replace(
+                "server 10.0.0.2:80 max_conns=7;",
+                "server 10.0.0.2:80 down;",
+            );
+        let mut b = a.reconfigured(&imported_config(&edited));
+        b.access_line(&line("10.0.0.1:80", "200", "0.010", "app"));
+        let pools = b.pools(None);
+        let one = server(&pools, "app", "10.0.0.1:80");
+        assert_eq!((one.requests, one.weight), (4, 8));
+        let two = server(&pools, "app", "10.0.0.2:80");
+        assert_eq!((two.requests, two.state), (1, ServerState::Maintenance));
+        assert_eq!(b.lines(), (5, 0));
+    }
+
+    #[test]
+    fn an_edited_file_is_read_again_and_a_broken_one_keeps_the_last_good_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conf, log) = (dir.path().join("nginx.conf"), dir.path().join("access.log"));
+        std::fs::write(&conf, CONF).unwrap();
+        std::fs::write(&log, "").unwrap();
+        let mut source = NginxSource::new(NginxOptions::new(&conf, &log)).unwrap();
+        let weight = |s: &Sample| server(&s.pools, "app", "10.0.0.1:80").weight;
+        assert_eq!(weight(&source.sample(0).unwrap()), 2);
+        std::fs::write(&conf, CONF.replace("weight=2", "weight=8")).unwrap();
+        assert_eq!(weight(&source.sample(1000).unwrap()), 8);
+        std::fs::write(&conf, "http { upstream app { server").unwrap();
+        assert_eq!(weight(&source.sample(2000).unwrap()), 8);
     }
 
     #[test]

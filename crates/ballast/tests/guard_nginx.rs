@@ -1,0 +1,806 @@
+//! `ballast watch` end to end against a real nginx 1.22 and a real Alertmanager on loopback:
+//! for each outage class (weights sending most traffic to one server, a hash key with one
+//! value, too few worker connections, a server marked `down`, a reload with a bad change) the
+//! time from the fault to the alert being visible in Alertmanager's `GET /api/v2/alerts`, its
+//! labels and its cause; and a healthy run of Poisson traffic that raises nothing.
+//!
+//! nginx open source has no runtime API, so weights and states change by editing the file and
+//! reloading (`kill -HUP` of the master): those faults are configuration changes.
+//!
+//! Timings are printed as `GUARD-TIMING source=nginx class=<c> alert=<name> seconds=<x.y>`.
+
+// The guard's helpers for real peers (process groups, backends, a plain HTTP client).
+#[path = "../../ballast-guard/tests/common/mod.rs"]
+mod peers;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peers::{Backend, PeerGroup, free_port, http_get, wait_for_port};
+use serde_json::Value;
+
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+/// The issue's target with one-second sampling.
+const TARGET: Duration = Duration::from_secs(10);
+
+fn peers_available() -> bool {
+    peers::peer_available("nginx") && peers::peer_available(ALERTMANAGER)
+}
+
+/// The `log_format` line `ballast watch --nginx-log-format` prints, as the user would paste it.
+fn ballast_log_format() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["watch", "--nginx-log-format"])
+        .output()
+        .expect("run ballast watch --nginx-log-format");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("log_format ballast "))
+        .expect("a log_format line")
+        .to_string()
+}
+
+/// A real nginx in a tempdir, one worker, in its own process group.
+struct Nginx {
+    master: PeerGroup,
+    dir: tempfile::TempDir,
+    port: u16,
+    worker_connections: u32,
+}
+
+impl Nginx {
+    fn start(worker_connections: u32, upstream: &str) -> Nginx {
+        let dir = tempfile::tempdir().expect("a tempdir");
+        let port = free_port();
+        let text = Nginx::text(dir.path(), port, worker_connections, upstream);
+        std::fs::write(dir.path().join("nginx.conf"), text).unwrap();
+        let mut command = Command::new("nginx");
+        command
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .args(["-g", "daemon off; master_process on;"]);
+        let n = Nginx {
+            master: PeerGroup::spawn(command),
+            dir,
+            port,
+            worker_connections,
+        };
+        assert!(
+            wait_for_port(n.addr(), Duration::from_secs(5)),
+            "nginx did not start: {}",
+            std::fs::read_to_string(n.path("error.log")).unwrap_or_default()
+        );
+        n
+    }
+
+    fn text(dir: &Path, port: u16, worker_connections: u32, upstream: &str) -> String {
+        let d = dir.display();
+        format!(
+            "worker_processes 1;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n\
+             events {{ worker_connections {worker_connections}; }}\n\
+             http {{\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               {format}\n\
+               access_log {d}/access.log ballast;\n\
+             {upstream}\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 location / {{ proxy_pass http://app; }}\n\
+                 location = /nginx_status {{ stub_status; access_log off; }}\n\
+               }}\n\
+             }}\n",
+            format = ballast_log_format(),
+        )
+    }
+
+    /// Replaces the configuration (written aside, then renamed, so no reader sees half a
+    /// file) without reloading.
+    fn edit(&self, upstream: &str) {
+        let text = Nginx::text(
+            self.dir.path(),
+            self.port,
+            self.worker_connections,
+            upstream,
+        );
+        let aside = self.path("nginx.conf.new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, self.path("nginx.conf")).unwrap();
+    }
+
+    /// `kill -HUP` of the master: nginx rereads the file and starts new workers.
+    fn reload(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.master.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -HUP the nginx master");
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// `upstream app { ... }` with `directive` (`hash ...;`, empty for round-robin) and one
+/// `server` line per backend with its parameters.
+fn upstream(directive: &str, servers: &[(&Backend, &str)]) -> String {
+    let mut s = format!("upstream app {{\n  {directive}\n");
+    for (b, params) in servers {
+        s.push_str(&format!("  server {} {params};\n", b.addr));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// A real Alertmanager that routes everything to a receiver with no integrations: the test
+/// reads what it holds through its API.
+struct Alertmanager {
+    addr: SocketAddr,
+    _peer: PeerGroup,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let dir = tempfile::tempdir().expect("a tempdir");
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: hold\n  group_by: ['instance', 'pool']\nreceivers:\n  - name: hold\n",
+        )
+        .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut command = Command::new(ALERTMANAGER);
+        command
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg(format!("--web.external-url=http://{addr}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn");
+        let peer = PeerGroup::spawn(command);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_get(addr, "/-/ready").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "Alertmanager at {addr} never ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Alertmanager {
+            addr,
+            _peer: peer,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every alert `GET /api/v2/alerts` lists.
+    fn alerts(&self) -> Vec<Value> {
+        let (status, body) = http10_get(self.addr, "/api/v2/alerts");
+        assert_eq!(status, 200, "GET /api/v2/alerts: {body}");
+        serde_json::from_str(&body).expect("a JSON array of alerts")
+    }
+
+    /// Polls until an alert with one of `alertnames` is listed, up to `timeout`.
+    fn wait_for_any(&self, alertnames: &[&str], timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(a) = self
+                .alerts()
+                .into_iter()
+                .find(|a| alertnames.iter().any(|n| a["labels"]["alertname"] == *n))
+            {
+                return Some(a);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A GET in HTTP/1.0, so the answer is never chunked (Alertmanager chunks large ones in
+/// HTTP/1.1, which the plain helper does not join): the status and the body.
+fn http10_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    if conn
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn names(alerts: &[Value]) -> Vec<String> {
+    alerts
+        .iter()
+        .map(|a| {
+            format!(
+                "{}{{{}}}",
+                a["labels"]["alertname"].as_str().unwrap_or(""),
+                a["labels"]["server"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// `ballast watch` on the nginx, JSON lines on stdout collected; killed on drop.
+struct Watch {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    access_log: PathBuf,
+}
+
+impl Watch {
+    fn start(nginx: &Nginx, alertmanager: &Alertmanager, duration: Duration) -> Watch {
+        let access_log = nginx.path("access.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .arg("watch")
+            .arg(format!("nginx:{}", access_log.display()))
+            .arg("--config")
+            .arg(nginx.path("nginx.conf"))
+            .arg("--stub-status")
+            .arg(format!("http://{}/nginx_status", nginx.addr()))
+            .arg("--error-log")
+            .arg(nginx.path("error.log"))
+            .args(["--alertmanager", &alertmanager.url()])
+            .args(["--format", "json", "--interval", "1s", "--window", "5s"])
+            .arg("--duration")
+            .arg(format!("{}s", duration.as_secs()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ballast watch");
+        let stdout = child.stdout.take().expect("its stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Watch {
+            child,
+            lines,
+            access_log,
+        }
+    }
+
+    /// The records of one `type` printed so far.
+    fn records(&self, kind: &str) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == kind)
+            .collect()
+    }
+
+    /// Waits for the first sample: the watcher has read the logs and the page once.
+    fn wait_started(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.records("sample").is_empty() {
+            assert!(Instant::now() < deadline, "ballast watch printed no sample");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny deterministic generator (xorshift) for Poisson gaps and header values.
+struct Noise(u64);
+
+impl Noise {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+}
+
+/// Requests to nginx at a Poisson rate, each on its own connection with an `X-Tenant` header
+/// drawn from `tenants` values; bounded by `stop` and by the test's own deadline.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    /// Requests per second.
+    pub rate: Arc<AtomicU64>,
+    /// How many distinct `X-Tenant` values the requests carry.
+    pub tenants: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(addr: SocketAddr, rate: u64, tenants: u64, seed: u64) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rate = Arc::new(AtomicU64::new(rate));
+        let tenants = Arc::new(AtomicU64::new(tenants));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (s, r, t, n) = (stop.clone(), rate.clone(), tenants.clone(), sent.clone());
+        let thread = std::thread::spawn(move || {
+            let mut noise = Noise(seed | 1);
+            let hard_stop = Instant::now() + Duration::from_secs(90);
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) && Instant::now() < hard_stop {
+                let per_second = r.load(Ordering::Relaxed).max(1) as f64;
+                next += Duration::from_secs_f64(-noise.unit().ln() / per_second);
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let tenant = (noise.unit() * t.load(Ordering::Relaxed).max(1) as f64) as u64;
+                get(addr, &format!("tenant-{tenant}"));
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Traffic {
+            stop,
+            rate,
+            tenants,
+            sent,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One GET / with `X-Tenant`; the status (0 when the connection failed).
+fn get(addr: SocketAddr, tenant: &str) -> u16 {
+    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return 0;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: app\r\nX-Tenant: {tenant}\r\nConnection: close\r\n\r\n");
+    if conn.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn backends() -> Vec<Backend> {
+    (1..=3)
+        .map(|i| Backend::start(&format!("app-{i}")))
+        .collect()
+}
+
+fn served(backends: &[Backend]) -> Vec<u64> {
+    backends
+        .iter()
+        .map(|b| b.served.load(Ordering::Relaxed))
+        .collect()
+}
+
+/// The whole set-up of one class: three backends, nginx, Alertmanager, the watcher, traffic.
+struct Rig {
+    backends: Vec<Backend>,
+    nginx: Nginx,
+    alertmanager: Alertmanager,
+    watch: Watch,
+    traffic: Traffic,
+}
+
+impl Rig {
+    fn start(
+        worker_connections: u32,
+        upstream_of: impl Fn(&[Backend]) -> String,
+        rate: u64,
+        tenants: u64,
+    ) -> Rig {
+        Rig::on(backends(), worker_connections, upstream_of, rate, tenants)
+    }
+
+    fn on(
+        backends: Vec<Backend>,
+        worker_connections: u32,
+        upstream_of: impl Fn(&[Backend]) -> String,
+        rate: u64,
+        tenants: u64,
+    ) -> Rig {
+        let nginx = Nginx::start(worker_connections, &upstream_of(&backends));
+        let alertmanager = Alertmanager::start();
+        let watch = Watch::start(&nginx, &alertmanager, Duration::from_secs(45));
+        watch.wait_started();
+        let traffic = Traffic::start(nginx.addr(), rate, tenants, 0x9e37_79b9_7f4a_7c15);
+        Rig {
+            backends,
+            nginx,
+            alertmanager,
+            watch,
+            traffic,
+        }
+    }
+
+    /// Healthy traffic for a full window and then some: nothing may be firing before the
+    /// fault, or the fault's alert would prove nothing.
+    fn settle(&self) {
+        std::thread::sleep(Duration::from_secs(7));
+        let alerts = self.alertmanager.alerts();
+        assert!(
+            alerts.is_empty(),
+            "alerts before the fault: {:?}",
+            names(&alerts)
+        );
+        assert!(
+            self.watch.records("alert").is_empty(),
+            "alert lines before the fault: {:?}",
+            self.watch.records("alert")
+        );
+    }
+
+    /// Waits for `alertname` at Alertmanager from the fault at `fault`, prints the timing,
+    /// checks the labels every alert carries; returns the alert.
+    fn measure(&self, class: &str, alertname: &str, fault: Instant) -> Value {
+        self.measure_any(class, &[alertname], fault)
+    }
+
+    /// [`Rig::measure`] for the first of several alerts that each tell the fault.
+    fn measure_any(&self, class: &str, alertnames: &[&str], fault: Instant) -> Value {
+        let alert = self
+            .alertmanager
+            .wait_for_any(alertnames, TARGET + Duration::from_secs(5))
+            .unwrap_or_else(|| {
+                panic!(
+                    "class {class}: no {alertnames:?} at Alertmanager {:?} after the fault; it holds {:?}; the watcher printed {:?}",
+                    TARGET + Duration::from_secs(5),
+                    names(&self.alertmanager.alerts()),
+                    self.watch.records("alert")
+                )
+            });
+        let seconds = fault.elapsed().as_secs_f64();
+        let alertname = alert["labels"]["alertname"].as_str().unwrap_or("");
+        eprintln!("GUARD-TIMING source=nginx class={class} alert={alertname} seconds={seconds:.1}");
+        assert!(
+            seconds <= TARGET.as_secs_f64(),
+            "class {class}: {alertname} took {seconds:.1} s, over the target of {TARGET:?}"
+        );
+        eprintln!(
+            "GUARD-CAUSE source=nginx class={class} alert={alertname} cause={}",
+            cause(&alert)
+        );
+        let labels = &alert["labels"];
+        assert_eq!(labels["source"], "nginx", "{alert}");
+        assert_eq!(
+            labels["instance"],
+            self.watch.access_log.display().to_string(),
+            "{alert}"
+        );
+        assert!(
+            labels["severity"] == "warning" || labels["severity"] == "critical",
+            "{alert}"
+        );
+        alert
+    }
+
+    /// What else is at Alertmanager and in the watcher's output now, for the report.
+    fn report_others(&self, class: &str) -> Vec<String> {
+        let held = names(&self.alertmanager.alerts());
+        eprintln!("GUARD-SEEN source=nginx class={class} alertmanager={held:?}");
+        held
+    }
+
+    fn server_name(&self, i: usize) -> String {
+        self.backends[i].addr.to_string()
+    }
+}
+
+fn cause(alert: &Value) -> &str {
+    alert["annotations"]["cause"].as_str().unwrap_or("")
+}
+
+/// The index of the backend that served most since `before`.
+fn busiest(backends: &[Backend], before: &[u64]) -> (usize, f64) {
+    let now = served(backends);
+    let sent: Vec<u64> = now.iter().zip(before).map(|(n, b)| n - b).collect();
+    let total: u64 = sent.iter().sum();
+    let (i, most) = sent
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, n)| **n)
+        .map(|(i, n)| (i, *n))
+        .unwrap();
+    (i, most as f64 / total.max(1) as f64)
+}
+
+fn round_robin(weights: [u32; 3]) -> impl Fn(&[Backend]) -> String {
+    move |b| {
+        upstream(
+            "",
+            &[
+                (&b[0], &format!("weight={}", weights[0])),
+                (&b[1], &format!("weight={}", weights[1])),
+                (&b[2], &format!("weight={}", weights[2])),
+            ],
+        )
+    }
+}
+
+#[test]
+fn a_weights_1_1_8_edited_and_reloaded_is_a_risky_configuration_change() {
+    if !peers_available() {
+        return;
+    }
+    let rig = Rig::start(256, round_robin([1, 1, 1]), 80, 1000);
+    rig.settle();
+    let before = served(&rig.backends);
+    let fault = Instant::now();
+    rig.nginx.edit(&round_robin([1, 1, 8])(&rig.backends));
+    rig.nginx.reload();
+    let alert = rig.measure("a", "ConfigChangeRisky", fault);
+    assert_eq!(alert["labels"]["pool"], "app", "{alert}");
+    let cause = cause(&alert);
+    assert!(
+        cause.contains("the load balancer's distribution") && cause.contains("weight"),
+        "{cause}"
+    );
+    // Traffic follows the new weights; the file says so too, so nothing else is wrong: the
+    // live weights are the file's (drift has nothing to say) and 80% on app-3 is its promise.
+    std::thread::sleep(Duration::from_secs(8));
+    let (hot, share) = busiest(&rig.backends, &before);
+    assert_eq!(hot, 2, "the heavy server takes the traffic");
+    assert!(share > 0.6, "app-3's share {share}");
+    let others = rig.report_others("a");
+    assert_eq!(
+        others,
+        vec!["ConfigChangeRisky{}".to_string()],
+        "only the change fires: nginx does what its new file says"
+    );
+}
+
+#[test]
+fn one_tenant_on_a_hashed_pool_is_a_skewed_pool() {
+    if !peers_available() {
+        return;
+    }
+    let hashed = |b: &[Backend]| {
+        upstream(
+            "hash $http_x_tenant;",
+            &[(&b[0], ""), (&b[1], ""), (&b[2], "")],
+        )
+    };
+    let rig = Rig::start(256, hashed, 80, 1000);
+    rig.settle();
+    let fault = Instant::now();
+    let before = served(&rig.backends);
+    rig.traffic.tenants.store(1, Ordering::Relaxed);
+    let alert = rig.measure("b", "PoolSkewed", fault);
+    let (hot, share) = busiest(&rig.backends, &before);
+    assert!(share > 0.95, "one key goes to one server: {share}");
+    assert_eq!(alert["labels"]["pool"], "app", "{alert}");
+    assert_eq!(alert["labels"]["server"], rig.server_name(hot), "{alert}");
+    assert!(
+        cause(&alert).contains("the load balancer's distribution"),
+        "{}",
+        cause(&alert)
+    );
+    rig.report_others("b");
+}
+
+#[test]
+fn too_few_worker_connections_drop_connections() {
+    if !peers_available() {
+        return;
+    }
+    let rig = Rig::start(32, round_robin([1, 1, 1]), 20, 1000);
+    rig.settle();
+    // Clients that sent half a request hold their slot, and nginx cannot close them to make
+    // room: 60 of them against 32 slots, for a second.
+    let fault = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        if let Ok(mut c) = TcpStream::connect(rig.nginx.addr()) {
+            let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
+            held.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    let alert = rig.measure("c", "WorkersDroppingConnections", fault);
+    assert!(
+        cause(&alert).contains("the load balancer's limits"),
+        "{}",
+        cause(&alert)
+    );
+    rig.report_others("c");
+}
+
+#[test]
+fn max_conns_2_on_slow_servers_against_more_clients_is_a_saturated_pool() {
+    if !peers_available() {
+        return;
+    }
+    let slow = (1..=3)
+        .map(|i| Backend::start_with_delay(&format!("app-{i}"), Duration::from_millis(250)))
+        .collect();
+    let limited = |b: &[Backend]| {
+        upstream(
+            "",
+            &[
+                (&b[0], "max_conns=2"),
+                (&b[1], "max_conns=2"),
+                (&b[2], "max_conns=2"),
+            ],
+        )
+    };
+    let rig = Rig::on(slow, 256, limited, 4, 1000);
+    rig.settle();
+    // Twelve clients back to back against six slots: nginx open source has no queue for
+    // `max_conns`, so the rest are refused at once (502, "no live upstreams").
+    let fault = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            let (stop, refused, addr) = (stop.clone(), refused.clone(), rig.nginx.addr());
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(15);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    if get(addr, &format!("tenant-{i}")) == 502 {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        // A refused client comes back a little later, as a retrying one does.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+    let alert = rig.measure_any(
+        "c-max-conns",
+        &["PoolSaturated", "ServerAtConnectionLimit"],
+        fault,
+    );
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    assert!(refused.load(Ordering::Relaxed) > 0, "nginx refused nobody");
+    assert_eq!(alert["labels"]["pool"], "app", "{alert}");
+    assert!(
+        cause(&alert).contains("the load balancer's limits"),
+        "{}",
+        cause(&alert)
+    );
+    rig.report_others("c-max-conns");
+}
+
+#[test]
+fn a_server_marked_down_and_reloaded_is_a_risky_configuration_change() {
+    if !peers_available() {
+        return;
+    }
+    let rig = Rig::start(256, round_robin([1, 1, 1]), 80, 1000);
+    rig.settle();
+    let fault = Instant::now();
+    let before = served(&rig.backends);
+    let down = |b: &[Backend]| upstream("", &[(&b[0], ""), (&b[1], ""), (&b[2], "down")]);
+    rig.nginx.edit(&down(&rig.backends));
+    rig.nginx.reload();
+    let alert = rig.measure("d", "ConfigChangeRisky", fault);
+    assert_eq!(alert["labels"]["pool"], "app", "{alert}");
+    let cause = cause(&alert);
+    assert!(
+        cause.contains("the load balancer's distribution") && cause.contains("down"),
+        "{cause}"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let after = served(&rig.backends);
+    let late = after[2] - before[2];
+    assert!(
+        late < 10,
+        "app-3 still served {late} after it was marked down"
+    );
+    rig.report_others("d");
+}
+
+#[test]
+fn a_reload_that_hashes_on_a_one_value_header_is_named_as_the_trigger() {
+    if !peers_available() {
+        return;
+    }
+    // Every client sends the same tenant: harmless under round-robin.
+    let rig = Rig::start(256, round_robin([1, 1, 1]), 80, 1);
+    rig.settle();
+    let fault = Instant::now();
+    let before = served(&rig.backends);
+    let hashed = |b: &[Backend]| {
+        upstream(
+            "hash $http_x_tenant;",
+            &[(&b[0], ""), (&b[1], ""), (&b[2], "")],
+        )
+    };
+    rig.nginx.edit(&hashed(&rig.backends));
+    rig.nginx.reload();
+    let alert = rig.measure("e", "PoolSkewed", fault);
+    let (hot, _) = busiest(&rig.backends, &before);
+    assert_eq!(alert["labels"]["pool"], "app", "{alert}");
+    assert_eq!(alert["labels"]["server"], rig.server_name(hot), "{alert}");
+    let cause = cause(&alert);
+    assert!(
+        cause.contains("the load balancer's distribution")
+            && cause.contains("Likely trigger: the configuration change of")
+            && cause.contains("nginx.conf"),
+        "{cause}"
+    );
+    rig.report_others("e");
+}
+
+#[test]
+fn poisson_traffic_on_round_robin_at_a_low_and_a_high_rate_raises_nothing() {
+    if !peers_available() {
+        return;
+    }
+    let rig = Rig::start(256, round_robin([1, 1, 1]), 15, 1000);
+    std::thread::sleep(Duration::from_secs(15));
+    rig.traffic.rate.store(250, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(15));
+    let sent = rig.traffic.sent.load(Ordering::Relaxed);
+    assert!(sent > 2000, "only {sent} requests sent");
+    let samples = rig.watch.records("sample");
+    assert!(samples.len() >= 25, "{} samples", samples.len());
+    let alerts = rig.alertmanager.alerts();
+    assert!(alerts.is_empty(), "false alerts: {:?}", names(&alerts));
+    let lines = rig.watch.records("alert");
+    assert!(lines.is_empty(), "alert lines: {lines:?}");
+}
