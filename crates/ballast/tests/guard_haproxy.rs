@@ -573,6 +573,25 @@ fn served(backends: &[Backend]) -> Vec<u64> {
         .collect()
 }
 
+/// Every alert Alertmanager holds is one of `expected`: the fault raised nothing else.
+fn assert_only(am: &Alertmanager, class: &str, expected: &[&str]) {
+    let alerts = am.alerts();
+    eprintln!("DUMP {class}: {}", summary(&alerts));
+    for a in &alerts {
+        eprintln!("DUMPCAUSE {class}: {} {}", label(a, "alertname"), annotation(a, "cause"));
+    }
+    let stray: Vec<Value> = alerts
+        .iter()
+        .filter(|a| !expected.contains(&label(a, "alertname")))
+        .cloned()
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "class {class}: alerts besides {expected:?}: {}",
+        summary(&stray)
+    );
+}
+
 /// No alert yet from `instance`: what follows is the fault's doing.
 fn assert_quiet_before_fault(am: &Alertmanager, class: &str) {
     let alerts = am.alerts();
@@ -640,6 +659,7 @@ fn a_runtime_weight(class: &str, with_config: bool) {
         "traffic as the live weights promise is not a skew: {}",
         summary(&alerts)
     );
+    assert_only(&am, class, &["PoolSharesShifted"]);
     let (ok, failed) = traffic.stop();
     assert!(ok > 500 && failed == 0, "{ok} answered, {failed} failed");
     let fired: Vec<Value> = watch
@@ -701,6 +721,7 @@ fn b_a_hashed_pool_with_one_header_value_is_skewed() {
         "{cause}"
     );
     assert!(cause.contains(&b[hot].name), "{cause}");
+    assert_only(&am, class, &["PoolSkewed"]);
     let (ok, failed) = traffic.stop();
     assert!(ok > 300 && failed == 0, "{ok} answered, {failed} failed");
     assert!(
@@ -764,6 +785,7 @@ fn c_maxconn_2_with_slow_backends_and_20_clients_is_at_the_limit() {
         "round-robin at its limit is no skew: {}",
         summary(&alerts)
     );
+    assert_only(&am, class, &["ServerAtConnectionLimit", "PoolSaturated"]);
     let (ok, failed) = traffic.stop();
     assert!(ok > 20, "{ok} answered, {failed} failed");
 }
@@ -803,6 +825,7 @@ fn d_a_disabled_server_concentrates_load_on_the_rest() {
     );
     assert!(cause.contains("s2 in maintenance"), "{cause}");
     assert!(cause.contains("50% of its traffic instead of 33%"), "{cause}");
+    assert_only(&am, class, &["PoolSharesShifted"]);
     let (ok, failed) = traffic.stop();
     assert!(ok > 300 && failed == 0, "{ok} answered, {failed} failed");
 }
@@ -831,15 +854,25 @@ fn e_a_risky_edit_reloaded_fires_at_once_and_is_named_as_the_trigger() {
     h.edit(&app_section("roundrobin", &b, &after));
     h.reload();
     let change = am.wait_for(class, &h.instance(), "ConfigChangeRisky", fault, |_| true);
-    let severity = label(&change, "severity").to_string();
-    assert!(["warning", "critical"].contains(&severity.as_str()), "{change}");
-    assert_labels(&change, &severity, None, &h.instance());
+    // No `check` finding is added (the servers had none before either): a warning, for the
+    // share the new weights promise s3.
+    assert_labels(&change, "warning", None, &h.instance());
     let cause = annotation(&change, "cause");
     assert!(
         cause.starts_with("It is the load balancer's distribution"),
         "{cause}"
     );
     assert!(cause.contains("weight of server s3: 1 → 8"), "{cause}");
+    assert!(
+        cause.contains("moves a server's predicted share by 47 points"),
+        "{cause}"
+    );
+    assert!(!cause.contains("check finding"), "{cause}");
+    assert!(
+        annotation(&change, "description").contains("s3 33% → 80%"),
+        "{}",
+        annotation(&change, "description")
+    );
     assert!(cause.contains(&h.config.display().to_string()), "{cause}");
 
     // Now s3 is sent 80% of the requests: its 6 connections fill, and that alert names the
@@ -860,6 +893,7 @@ fn e_a_risky_edit_reloaded_fires_at_once_and_is_named_as_the_trigger() {
     );
     assert!(cause.contains("weight of server s3: 1 → 8"), "{cause}");
     assert!(cause.contains("live since the reload of"), "{cause}");
+    assert_only(&am, class, &["ConfigChangeRisky", "ServerAtConnectionLimit"]);
     let (ok, failed) = traffic.stop();
     assert!(ok > 100, "{ok} answered, {failed} failed");
     assert!(
