@@ -283,7 +283,9 @@ fn describe(old: &Imported, new: &Imported, change: &mut ConfigChange) {
             .map(|s| s.max_shift_points)
             .fold(0.0, f64::max);
         if points >= 1.0 && points > simulated + 1.0 {
-            change.shifts.push(format!("{pool} (as its weights promise): {moved}"));
+            change
+                .shifts
+                .push(format!("{pool} (as its weights promise): {moved}"));
             change.max_shift_points = change.max_shift_points.max(points);
         }
     }

@@ -36,8 +36,15 @@ pub fn explain(f: &Finding, ctx: &Context) -> String {
     }
     let ruled_out = rules_out(f, ctx);
     if !ruled_out.is_empty() {
-        out.push_str(&format!(" {}", ruled_out.join("; ")));
-        out.push('.');
+        // Its own sentence, after the summary's full stop.
+        let joined = ruled_out.join("; ");
+        let mut chars = joined.chars();
+        if let Some(first) = chars.next() {
+            out.push(' ');
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+            out.push('.');
+        }
     }
     out
 }
@@ -298,6 +305,10 @@ mod tests {
         );
         assert!(cause.contains("weight of server app-3: 1 → 8"), "{cause}");
         assert!(cause.contains("at its baseline"), "{cause}");
+        assert!(
+            cause.contains(". Request rate is "),
+            "a sentence of its own: {cause}"
+        );
         assert!(cause.contains("not a traffic surge"), "{cause}");
         assert!(
             cause.contains("the other servers' latency is normal (3 ms, 3 ms before)"),
