@@ -89,13 +89,15 @@ pub fn diff<'a>(old: &'a Imported, new: &'a Imported, traffic: Option<Traffic>) 
     }
 }
 
-/// Findings present on one side only, matched by rule and the text of the line they point
-/// at (line numbers move between versions, and messages quote numbers that the change may
-/// alter without creating or fixing anything).
+/// Findings present on one side only. A finding is the same on both sides when its rule and
+/// the text of the line it points at match (line numbers move between versions, and messages
+/// quote numbers that the change may alter without creating or fixing anything), or when its
+/// rule and message match (the change edited the line — `weight 1` → `weight 8` — but the
+/// finding, such as a server without `check`, was there before and is still there).
 fn check_delta(old: &Imported, new: &Imported) -> (Vec<Finding>, Vec<Finding>) {
     let before = ballast_check::check_imported(old);
     let after = ballast_check::check_imported(new);
-    let key = |side: &Imported, f: &Finding| {
+    let line_key = |side: &Imported, f: &Finding| {
         let text = &side.loaded.source.text;
         let line = f.span.as_ref().map_or("", |s| {
             let start = text[..s.start.min(text.len())]
@@ -106,16 +108,27 @@ fn check_delta(old: &Imported, new: &Imported) -> (Vec<Finding>, Vec<Finding>) {
         });
         (f.rule, line.to_string())
     };
-    let before_keys: std::collections::HashSet<_> = before.iter().map(|f| key(old, f)).collect();
-    let after_keys: std::collections::HashSet<_> = after.iter().map(|f| key(new, f)).collect();
+    let message_key = |f: &Finding| (f.rule, f.message.clone());
+    let keys = |side: &Imported, findings: &[Finding]| {
+        let lines: std::collections::HashSet<_> =
+            findings.iter().map(|f| line_key(side, f)).collect();
+        let messages: std::collections::HashSet<_> = findings.iter().map(message_key).collect();
+        (lines, messages)
+    };
+    let (before_lines, before_messages) = keys(old, &before);
+    let (after_lines, after_messages) = keys(new, &after);
     let introduced = after
         .iter()
-        .filter(|f| !before_keys.contains(&key(new, f)))
+        .filter(|f| {
+            !before_lines.contains(&line_key(new, f)) && !before_messages.contains(&message_key(f))
+        })
         .cloned()
         .collect();
     let resolved = before
         .iter()
-        .filter(|f| !after_keys.contains(&key(old, f)))
+        .filter(|f| {
+            !after_lines.contains(&line_key(old, f)) && !after_messages.contains(&message_key(f))
+        })
         .cloned()
         .collect();
     (introduced, resolved)

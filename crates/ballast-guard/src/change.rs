@@ -273,8 +273,87 @@ fn describe(old: &Imported, new: &Imported, change: &mut ConfigChange) {
             format!("{}: {}", s.pool, moved.join(", "))
         })
         .collect();
+    // The simulation models traffic that can saturate servers with small limits, where shares
+    // follow the queues rather than the weights: the weights' own promise is judged as well.
+    for (pool, points, moved) in promised_shifts(&old.loaded.config, &new.loaded.config) {
+        let simulated = d
+            .shifts
+            .iter()
+            .filter(|s| s.pool == pool)
+            .map(|s| s.max_shift_points)
+            .fold(0.0, f64::max);
+        if points >= 1.0 && points > simulated + 1.0 {
+            change
+                .shifts
+                .push(format!("{pool} (as its weights promise): {moved}"));
+            change.max_shift_points = change.max_shift_points.max(points);
+        }
+    }
     change.risky =
         !change.introduced.is_empty() || change.max_shift_points >= SHIFT_THRESHOLD_POINTS;
+}
+
+/// Per pool both versions have: the largest move of a server's share that the weights alone
+/// promise (servers in rotation; the backups when no primary is), and the servers that moved.
+/// `ballast simulate` predicts shares under its model traffic (1000 req/s by default), which
+/// fills servers with small limits (`maxconn 6`) so that their shares follow the queues and a
+/// weight change disappears from the prediction; the promise does not depend on the model.
+fn promised_shifts(
+    old: &ballast_core::config::Config,
+    new: &ballast_core::config::Config,
+) -> Vec<(String, f64, String)> {
+    use ballast_core::sample::Promise;
+    let shares = |pool: &ballast_core::config::Pool| -> BTreeMap<String, f64> {
+        let serving = |backup: bool| {
+            pool.servers
+                .iter()
+                .filter(move |s| !s.down && s.weight > 0 && s.backup == backup)
+        };
+        let tier = serving(false).next().is_none();
+        let total: u64 = serving(tier).map(|s| u64::from(s.weight)).sum();
+        pool.servers
+            .iter()
+            .map(|s| {
+                let share = if total > 0 && !s.down && s.weight > 0 && s.backup == tier {
+                    f64::from(s.weight) / total as f64
+                } else {
+                    0.0
+                };
+                (s.name.clone(), share)
+            })
+            .collect()
+    };
+    new.pools
+        .iter()
+        .filter_map(|(name, after)| {
+            let before = old.pools.get(name)?;
+            if Promise::of(after) == Promise::FillInOrder {
+                return None;
+            }
+            let (was, is) = (shares(before), shares(after));
+            let mut servers: Vec<&String> = was.keys().chain(is.keys()).collect();
+            servers.sort();
+            servers.dedup();
+            let moves: Vec<(&String, f64, f64)> = servers
+                .into_iter()
+                .map(|s| {
+                    let get = |m: &BTreeMap<String, f64>| m.get(s).copied().unwrap_or(0.0);
+                    (s, get(&was), get(&is))
+                })
+                .filter(|(_, a, b)| (b - a).abs() * 100.0 >= 1.0)
+                .collect();
+            let points = moves
+                .iter()
+                .map(|(_, a, b)| (b - a).abs() * 100.0)
+                .fold(0.0, f64::max);
+            let moved = moves
+                .iter()
+                .map(|(s, a, b)| format!("{s} {:.0}% → {:.0}%", a * 100.0, b * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some((name.clone(), points, moved))
+        })
+        .collect()
 }
 
 /// A content hash of the files (missing ones hash as missing), in hex.
@@ -355,6 +434,48 @@ mod tests {
         assert_eq!(f[0].pool.as_deref(), Some("app"));
         assert!(f[0].summary.contains("1 → 8"), "{}", f[0].summary);
         assert_eq!(w.poll(3_000), None, "seen once");
+    }
+
+    /// Servers with `maxconn 6` and no `check`, as HAProxy configurations often are.
+    fn limited(weights: [u32; 3]) -> String {
+        format!(
+            "global\n    maxconn 500\n\ndefaults\n    mode http\n    timeout connect 2s\n    \
+             timeout client 10s\n    timeout server 10s\n\nfrontend web\n    bind :8080\n    \
+             default_backend app\n\nbackend app\n    balance roundrobin\n    \
+             server s1 127.0.0.1:9001 weight {} maxconn 6\n    \
+             server s2 127.0.0.1:9002 weight {} maxconn 6\n    \
+             server s3 127.0.0.1:9003 weight {} maxconn 6\n",
+            weights[0], weights[1], weights[2]
+        )
+    }
+
+    #[test]
+    fn a_weight_change_on_servers_with_small_limits_is_risky_by_its_promised_shift() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, limited([1, 1, 1])).unwrap();
+        let mut w = ChangeWatcher::new(&path, Vec::new(), Options::default());
+        std::fs::write(&path, limited([1, 1, 8])).unwrap();
+        let c = w.poll(1_000).expect("a change");
+        // The servers lacked `check` before the edit too: nothing is introduced.
+        assert!(c.introduced.is_empty(), "{c:#?}");
+        // The simulation saturates six-connection servers; the weights promise s3 80%.
+        assert!(c.max_shift_points > 40.0, "{c:#?}");
+        assert!(
+            c.shifts
+                .iter()
+                .any(|l| l.contains("as its weights promise") && l.contains("s3 33% → 80%")),
+            "{c:#?}"
+        );
+        assert!(c.risky);
+        let f = c.findings();
+        assert_eq!(f[0].level, Level::Warning, "no check error was added");
+        assert!(
+            f[0].summary
+                .contains("moves a server's predicted share by 47 points"),
+            "{}",
+            f[0].summary
+        );
     }
 
     #[test]

@@ -298,6 +298,10 @@ mod tests {
         );
         assert!(cause.contains("weight of server app-3: 1 → 8"), "{cause}");
         assert!(cause.contains("at its baseline"), "{cause}");
+        assert!(
+            cause.contains(". Request rate is "),
+            "a sentence of its own: {cause}"
+        );
         assert!(cause.contains("not a traffic surge"), "{cause}");
         assert!(
             cause.contains("the other servers' latency is normal (3 ms, 3 ms before)"),

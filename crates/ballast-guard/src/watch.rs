@@ -68,6 +68,10 @@ pub struct Watcher {
     changes: Vec<ConfigChange>,
     reloads: Vec<Reload>,
     config: Option<ChangeWatcher>,
+    /// The configuration the running process loaded: the file when watching began, then as
+    /// it was at each reload. An edit not yet reloaded is not live, and drift against it would
+    /// blame the running weights for the file's new ones.
+    live_config: Option<ballast_core::config::Config>,
 }
 
 /// A line of the watcher's own record (JSON lines under `--format json`).
@@ -89,11 +93,13 @@ impl Watcher {
             changes: Vec::new(),
             reloads: Vec::new(),
             config: None,
+            live_config: None,
         }
     }
 
     /// Watches a configuration file for changes too.
     pub fn with_config(mut self, config: ChangeWatcher) -> Self {
+        self.live_config = config.current().map(|i| i.loaded.config.clone());
         self.config = Some(config);
         self
     }
@@ -133,6 +139,16 @@ impl Watcher {
             self.changes.push(change.clone());
             outcome.change = Some(change);
         }
+        let current = || {
+            self.config
+                .as_ref()
+                .and_then(ChangeWatcher::current)
+                .map(|i| i.loaded.config.clone())
+        };
+        // A process that says nothing of its reloads runs, for all the watcher knows, the file.
+        if outcome.reload.is_some() || generation(&sample).is_none() {
+            self.live_config = current();
+        }
         self.history.push_back(sample);
         while self
             .history
@@ -162,12 +178,9 @@ impl Watcher {
             findings.extend(saturation::detect(window, &self.options.saturation));
             findings.extend(errors::detect(window, &self.options.errors));
         }
-        // Drift is judged against the configuration when it is read, else the history's start.
-        let reference = self
-            .config
-            .as_ref()
-            .and_then(ChangeWatcher::current)
-            .map(|i| &i.loaded.config);
+        // Drift is judged against the configuration the process loaded when it is read, else
+        // the history's start.
+        let reference = self.live_config.as_ref();
         findings.extend(drift::detect(history, reference, &self.options.drift));
         // A risky change stays a finding for the attribution window.
         findings.extend(self.changes.iter().flat_map(ConfigChange::findings));
@@ -249,6 +262,65 @@ mod tests {
             }
         }
         fired
+    }
+
+    /// An HAProxy configuration of pool `app` with weights `w`.
+    fn haproxy(w: [u32; 3]) -> String {
+        format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n    \
+             timeout server 10s\nfrontend web\n    bind :8080\n    default_backend app\n\
+             backend app\n    balance roundrobin\n    server app-1 127.0.0.1:9001 weight {} check\n    \
+             server app-2 127.0.0.1:9002 weight {} check\n    server app-3 127.0.0.1:9003 weight {} check\n",
+            w[0], w[1], w[2]
+        )
+    }
+
+    #[test]
+    fn an_edit_not_yet_reloaded_is_no_drift_and_the_reload_makes_it_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, haproxy([1, 1, 1])).unwrap();
+        let config = ChangeWatcher::new(&path, Vec::new(), ballast_import::Options::default());
+        let mut w = Watcher::new("test", "lb-1", WatchOptions::default()).with_config(config);
+        let at = |t: u64, weights: [u32; 3], generation: &str| {
+            let servers = (0..3)
+                .map(|i| {
+                    let mut s = server(&format!("app-{}", i + 1));
+                    s.weight = weights[i];
+                    s
+                })
+                .collect();
+            let mut s = sample(t, vec![pool("app", servers)]);
+            s.process = Some(ballast_core::sample::ProcessSample {
+                generation: Some(generation.into()),
+                ..Default::default()
+            });
+            s
+        };
+        let fired = |o: &Outcome| -> Vec<String> {
+            o.round
+                .fired
+                .iter()
+                .map(|a| a.label("alertname").unwrap_or("").to_string())
+                .collect()
+        };
+        assert!(fired(&w.observe(at(0, [1, 1, 1], "pid 1"))).is_empty());
+        // The file now says 1,1,8; the process still runs 1,1,1: a risky change, no drift.
+        std::fs::write(&path, haproxy([1, 1, 8])).unwrap();
+        let edited = w.observe(at(1, [1, 1, 1], "pid 1"));
+        assert_eq!(fired(&edited), ["ConfigChangeRisky"], "{:?}", edited.round);
+        // Reloaded: the live weights are the file's, still no drift.
+        let reloaded = w.observe(at(2, [1, 1, 8], "pid 2"));
+        assert!(reloaded.reload.is_some());
+        assert!(fired(&reloaded).is_empty(), "{:?}", reloaded.round);
+        // A runtime change after the reload drifts from what was loaded.
+        let changed = w.observe(at(3, [1, 1, 1], "pid 2"));
+        assert_eq!(
+            fired(&changed),
+            ["PoolSharesShifted"],
+            "{:?}",
+            changed.round
+        );
     }
 
     #[test]
