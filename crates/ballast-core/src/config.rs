@@ -580,6 +580,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn alerts_table_defaults_to_enabled_and_refuses_unknown_keys() {
+        let c: Config = toml::from_str(
+            "[alerts]\nalertmanager = [\"http://127.0.0.1:9093\"]\nwebhook = [\"http://h/x\"]\n",
+        )
+        .unwrap();
+        let alerts = c.alerts.unwrap();
+        assert!(alerts.enabled);
+        assert_eq!(alerts.alertmanager, ["http://127.0.0.1:9093"]);
+        assert_eq!(alerts.webhook, ["http://h/x"]);
+        let off: Config = toml::from_str("[alerts]\nenabled = false\n").unwrap();
+        assert!(!off.alerts.unwrap().enabled);
+        assert!(toml::from_str::<Config>("").unwrap().alerts.is_none());
+        let typo = toml::from_str::<Config>("[alerts]\nalertmanagers = []\n").unwrap_err();
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
+    }
+
+    #[test]
     fn durations_need_units_and_stay_sane() {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));

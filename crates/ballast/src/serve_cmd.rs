@@ -21,6 +21,11 @@ use crate::stdout::say;
 ///   SIGHUP             reload the file (also: POST /reload on the admin API, with the token)
 ///   SIGTERM, Ctrl-C    stop accepting, let open requests finish (see --drain), exit
 ///
+/// The guard runs inside: every second the proxy's own counters are judged by the detectors of
+/// `ballast watch`; active alerts are in /status (`alerts`) and /metrics (`ballast_alerts`),
+/// firings and resolves in the event log, and sent to the `[alerts]` table's Alertmanagers and
+/// webhooks (docs/configuration.md).
+///
 /// Examples:
 ///   ballast serve -c examples/ballast.toml
 ///   ballast serve -c ballast.toml --drain 60s

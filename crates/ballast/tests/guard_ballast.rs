@@ -63,11 +63,37 @@ fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return (status, String::new());
+    };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            unchunk(body)
+        } else {
+            body.to_string()
+        },
+    )
+}
+
+/// A chunked body's chunks joined (Alertmanager's API answers chunked).
+fn unchunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -555,6 +581,7 @@ fn checked(
         "GUARD-TIMING source=ballast class={class} alert={name} seconds={:.1}",
         elapsed.as_secs_f64()
     );
+    eprintln!("GUARD-CAUSE source=ballast class={class} alert={name}: {cause}");
     assert!(
         elapsed <= TARGET,
         "{class}: {name} took {elapsed:?} to reach Alertmanager (target {TARGET:?})"
@@ -891,6 +918,13 @@ fn healthy_round_robin_pools_at_a_low_and_a_high_rate_raise_nothing() {
     assert!(
         alerts.is_empty(),
         "a healthy run raised alerts: {alerts:#?}"
+    );
+    let (_, status) = get(serve.admin, "/status");
+    let status: Value = serde_json::from_str(&status).expect("/status is JSON");
+    assert_eq!(
+        status["alerts"],
+        serde_json::json!([]),
+        "the guard inside serve raised alerts on a healthy run"
     );
     let listed = am.alerts_of(&serve.instance());
     assert!(
