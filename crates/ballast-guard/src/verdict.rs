@@ -36,8 +36,15 @@ pub fn explain(f: &Finding, ctx: &Context) -> String {
     }
     let ruled_out = rules_out(f, ctx);
     if !ruled_out.is_empty() {
-        out.push_str(&format!(" {}", ruled_out.join("; ")));
-        out.push('.');
+        // A sentence of its own after the summary's full stop: capitalised.
+        let sentence = ruled_out.join("; ");
+        let mut chars = sentence.chars();
+        if let Some(first) = chars.next() {
+            out.push(' ');
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+            out.push('.');
+        }
     }
     out
 }
@@ -299,6 +306,8 @@ mod tests {
         assert!(cause.contains("weight of server app-3: 1 → 8"), "{cause}");
         assert!(cause.contains("at its baseline"), "{cause}");
         assert!(cause.contains("not a traffic surge"), "{cause}");
+        // What the data rules out is a sentence of its own.
+        assert!(cause.contains(". Request rate is "), "{cause}");
         assert!(
             cause.contains("the other servers' latency is normal (3 ms, 3 ms before)"),
             "{cause}"

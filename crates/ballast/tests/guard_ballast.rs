@@ -583,6 +583,13 @@ fn checked(
     );
     eprintln!("GUARD-CAUSE source=ballast class={class} alert={name}: {cause}");
     assert!(
+        !cause
+            .split(". ")
+            .skip(1)
+            .any(|sentence| sentence.starts_with(|c: char| c.is_lowercase())),
+        "{class}: every sentence of the cause should begin with a capital: {cause}"
+    );
+    assert!(
         elapsed <= TARGET,
         "{class}: {name} took {elapsed:?} to reach Alertmanager (target {TARGET:?})"
     );
