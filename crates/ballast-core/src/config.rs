@@ -59,6 +59,39 @@ pub struct Config {
     pub pools: BTreeMap<String, Pool>,
     /// The traffic model `ballast simulate` runs when no other is given.
     pub simulate: Option<Traffic>,
+    /// Where `serve`'s own guard sends its alerts. Absent: the guard still judges and shows
+    /// its alerts in `/status`, `/metrics` and the event log, and sends them nowhere.
+    pub alerts: Option<Alerts>,
+}
+
+/// The guard inside `serve`: every second it samples the proxy's own counters and runs the
+/// detectors of `ballast watch` on them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Run the guard inside `serve` (false: no judging at all).
+    #[serde(default = "default_alerts_enabled")]
+    pub enabled: bool,
+    /// Alertmanager base URLs to POST alerts to (`/api/v2/alerts`), e.g. `http://127.0.0.1:9093`.
+    #[serde(default)]
+    pub alertmanager: Vec<String>,
+    /// URLs to POST Alertmanager's webhook JSON (version 4) to, grouped by pool.
+    #[serde(default)]
+    pub webhook: Vec<String>,
+}
+
+fn default_alerts_enabled() -> bool {
+    true
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            alertmanager: Vec::new(),
+            webhook: Vec::new(),
+        }
+    }
 }
 
 /// Process-wide limits.
@@ -545,6 +578,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alerts_table_defaults_to_enabled_and_refuses_unknown_keys() {
+        let c: Config = toml::from_str(
+            "[alerts]\nalertmanager = [\"http://127.0.0.1:9093\"]\nwebhook = [\"http://h/x\"]\n",
+        )
+        .unwrap();
+        let alerts = c.alerts.unwrap();
+        assert!(alerts.enabled);
+        assert_eq!(alerts.alertmanager, ["http://127.0.0.1:9093"]);
+        assert_eq!(alerts.webhook, ["http://h/x"]);
+        let off: Config = toml::from_str("[alerts]\nenabled = false\n").unwrap();
+        assert!(!off.alerts.unwrap().enabled);
+        assert!(toml::from_str::<Config>("").unwrap().alerts.is_none());
+        let typo = toml::from_str::<Config>("[alerts]\nalertmanagers = []\n").unwrap_err();
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
+    }
 
     #[test]
     fn durations_need_units_and_stay_sane() {

@@ -2,6 +2,8 @@
 //! configuration applied or refused, a server going down, an alert) is one `Event`, written
 //! as one JSON line. The proxy appends them; alerts, the dashboard and `postmortem` read them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One event: when it happened (Unix milliseconds) and what.
@@ -93,4 +95,28 @@ pub enum EventKind {
         instance: String,
         fired_at_ms: u64,
     },
+}
+
+/// An alert of the guard inside `serve` that is active now (pending or firing), as plain data
+/// the proxy shows in `/status` (`alerts`) and `/metrics` (`ballast_alerts`) without depending
+/// on the guard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveAlert {
+    /// `alertname`, `severity`, `pool`, `server` (when one), `source`, `instance`.
+    pub labels: BTreeMap<String, String>,
+    /// `pending` or `firing`.
+    pub state: String,
+    pub summary: String,
+    /// What the guard found the likely cause to be (the layer, the change that triggered it).
+    pub cause: String,
+    /// When it began to fire (Unix ms); absent while pending.
+    pub starts_at_ms: Option<u64>,
+    /// The alert this one is a symptom of, when inhibited (shown, not paged).
+    pub inhibited_by: Option<String>,
+}
+
+impl ActiveAlert {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map_or("", String::as_str)
+    }
 }

@@ -54,7 +54,9 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
         (&Method::GET, "/metrics") => {
             let mut r = text_response(
                 StatusCode::OK,
-                shared.metrics.render(&shared.snapshot.load()),
+                shared
+                    .metrics
+                    .render(&shared.snapshot.load(), &proxy.alerts()),
             );
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -66,7 +68,11 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
         }
         (&Method::GET, "/status") => json_response(
             StatusCode::OK,
-            &crate::status::status(&shared.snapshot.load(), shared.events.recent()),
+            &crate::status::status(
+                &shared.snapshot.load(),
+                shared.events.recent(),
+                &proxy.alerts(),
+            ),
         ),
         (&Method::GET, "/sample") => json_response(
             StatusCode::OK,

@@ -40,7 +40,11 @@ impl EventLog {
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let event = Event { at_ms, kind };
+        self.record(Event { at_ms, kind });
+    }
+
+    /// Appends an event that carries its own time (an alert's, which began in a past round).
+    pub fn record(&self, event: Event) {
         tracing::info!(target: "ballast::event", "{}", serde_json::to_string(&event).unwrap_or_default());
         if let Some(file) = &self.file
             && let Ok(line) = serde_json::to_string(&event)

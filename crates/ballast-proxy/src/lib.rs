@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use ballast_core::config::Protocol;
-use ballast_core::event::EventKind;
+use ballast_core::event::{ActiveAlert, Event, EventKind};
 use ballast_core::{Loaded, Severity, load_file};
 
 use crate::accesslog::AccessLog;
@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pub events: EventLog,
     pub access_log: Option<AccessLog>,
     pub connections: Arc<ConnectionCounts>,
+    /// The active alerts of the guard `serve` runs on this proxy (plain data, set from
+    /// outside: the proxy never depends on the guard).
+    pub alerts: std::sync::Mutex<Vec<ActiveAlert>>,
 }
 
 /// How to start.
@@ -199,6 +202,7 @@ impl Proxy {
             events,
             access_log,
             connections: Arc::default(),
+            alerts: Default::default(),
         });
         let proxy = Arc::new(Proxy {
             shared,
@@ -464,7 +468,32 @@ impl Proxy {
 
     /// The current `/status` document.
     pub fn status(&self) -> serde_json::Value {
-        status::status(&self.shared.snapshot.load(), self.shared.events.recent())
+        status::status(
+            &self.shared.snapshot.load(),
+            self.shared.events.recent(),
+            &self.alerts(),
+        )
+    }
+
+    /// Replaces the active alerts shown in `/status` and `/metrics` (`ballast_alerts`): the
+    /// guard that judges this proxy's samples hands them back here each round.
+    pub fn set_alerts(&self, alerts: Vec<ActiveAlert>) {
+        *self.shared.alerts.lock().unwrap_or_else(|p| p.into_inner()) = alerts;
+    }
+
+    /// The active alerts last set by [`Proxy::set_alerts`].
+    pub fn alerts(&self) -> Vec<ActiveAlert> {
+        self.shared
+            .alerts
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// Appends an event from outside the proxy (the guard's alerts) to its event log, with
+    /// the time it carries.
+    pub fn record_event(&self, event: Event) {
+        self.shared.events.record(event);
     }
 
     /// Recent events, oldest first.

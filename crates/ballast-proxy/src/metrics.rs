@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use ballast_core::event::ActiveAlert;
+
 use crate::runtime::Snapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +49,15 @@ pub struct PoolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub alertname: String,
+    pub severity: String,
+    pub pool: String,
+    /// Empty for a pool-wide alert.
+    pub server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
 }
@@ -77,6 +88,7 @@ pub struct Metrics {
     server_max_connections: Family<ServerLabels, Gauge>,
     server_max_queue: Family<ServerLabels, Gauge>,
     listener_max_connections: Family<ListenerLabels, Gauge>,
+    alerts: Family<AlertLabels, Gauge>,
 }
 
 impl Metrics {
@@ -98,6 +110,7 @@ impl Metrics {
             server_max_connections: Family::default(),
             server_max_queue: Family::default(),
             listener_max_connections: Family::default(),
+            alerts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -175,11 +188,27 @@ impl Metrics {
             "A listener's connection limit (max_connections, or its default)",
             m.listener_max_connections.clone(),
         );
+        registry.register(
+            "alerts",
+            "Alerts of the guard inside serve firing now (value 1 each)",
+            m.alerts.clone(),
+        );
         Self { registry, ..m }
     }
 
     /// Refreshes the live-state gauges from `snapshot` and renders the Prometheus text format.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    pub fn render(&self, snapshot: &Snapshot, alerts: &[ActiveAlert]) -> String {
+        self.alerts.clear();
+        for a in alerts.iter().filter(|a| a.state == "firing") {
+            self.alerts
+                .get_or_create(&AlertLabels {
+                    alertname: a.label("alertname").to_string(),
+                    severity: a.label("severity").to_string(),
+                    pool: a.label("pool").to_string(),
+                    server: a.label("server").to_string(),
+                })
+                .set(1);
+        }
         self.in_flight.clear();
         self.queue_depth.clear();
         self.healthy.clear();

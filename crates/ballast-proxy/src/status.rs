@@ -1,4 +1,5 @@
-//! What `/status` reports: every pool and server with weights, health, load and shares.
+//! What `/status` reports: every pool and server with weights, health, load and shares, and
+//! the active alerts of the guard `serve` runs on this proxy.
 
 use std::sync::atomic::Ordering;
 
@@ -54,7 +55,11 @@ pub fn pool_shares(pool: &PoolRuntime) -> PoolShares {
     }
 }
 
-pub fn status(snapshot: &Snapshot, events: Vec<ballast_core::event::Event>) -> Value {
+pub fn status(
+    snapshot: &Snapshot,
+    events: Vec<ballast_core::event::Event>,
+    alerts: &[ballast_core::event::ActiveAlert],
+) -> Value {
     let mut pools: Vec<&std::sync::Arc<PoolRuntime>> = snapshot.pools.values().collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     let pools: Vec<Value> = pools
@@ -102,5 +107,16 @@ pub fn status(snapshot: &Snapshot, events: Vec<ballast_core::event::Event>) -> V
         "file": snapshot.loaded.source.path.display().to_string(),
         "pools": pools,
         "recent_events": events,
+        "alerts": alerts
+            .iter()
+            .map(|a| json!({
+                "labels": a.labels,
+                "state": a.state,
+                "summary": a.summary,
+                "cause": a.cause,
+                "starts_at_ms": a.starts_at_ms,
+                "inhibited_by": a.inhibited_by,
+            }))
+            .collect::<Vec<Value>>(),
     })
 }

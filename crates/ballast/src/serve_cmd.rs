@@ -1,4 +1,7 @@
-//! `ballast serve`: run the load balancer until SIGTERM or Ctrl-C; SIGHUP reloads.
+//! `ballast serve`: run the load balancer until SIGTERM or Ctrl-C; SIGHUP reloads. Also the
+//! guard inside serve: every second the proxy's own sample is judged by the detectors of
+//! `ballast watch`, its alerts sent to the `[alerts]` sinks, written to the event log and
+//! handed back to the proxy for `/status` and `/metrics`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +20,11 @@ use crate::stdout::say;
 ///
 ///   SIGHUP             reload the file (also: POST /reload on the admin API, with the token)
 ///   SIGTERM, Ctrl-C    stop accepting, let open requests finish (see --drain), exit
+///
+/// The guard runs inside: every second the proxy's own counters are judged by the detectors of
+/// `ballast watch`; active alerts are in /status (`alerts`) and /metrics (`ballast_alerts`),
+/// firings and resolves in the event log, and sent to the `[alerts]` table's Alertmanagers and
+/// webhooks (docs/configuration.md).
 ///
 /// Examples:
 ///   ballast serve -c examples/ballast.toml
@@ -101,6 +109,17 @@ async fn serve(args: ServeArgs, drain: Duration) -> u8 {
         "configuration {} applied; SIGHUP reloads, SIGTERM drains",
         proxy.version()
     );
+    let alerts = config.alerts.clone().unwrap_or_default();
+    if alerts.enabled {
+        match guard::start(std::sync::Arc::clone(&proxy), &args.config, &alerts) {
+            Ok(sinks) => say!("guard: judging this proxy every second; alerts to {sinks}"),
+            Err(e) => {
+                eprintln!("error: [alerts] {e}");
+                let _ = proxy.drain(Duration::ZERO).await;
+                return 2;
+            }
+        }
+    }
     wait_for_signals(&proxy).await;
     say!("draining for up to {drain:?}");
     let open = proxy.drain(drain).await;
@@ -141,4 +160,129 @@ async fn wait_for_signals(proxy: &std::sync::Arc<Proxy>) {
 #[cfg(not(unix))]
 async fn wait_for_signals(_proxy: &std::sync::Arc<Proxy>) {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The guard inside serve: a thread (the detectors and sinks block) that judges the proxy's
+/// own sample every second.
+mod guard {
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use ballast_core::config::Alerts;
+    use ballast_core::event::{ActiveAlert, Event};
+    use ballast_guard::alert::{Alert, AlertState};
+    use ballast_guard::change::ChangeWatcher;
+    use ballast_guard::sink::Sink;
+    use ballast_guard::sink::alertmanager::AlertmanagerSink;
+    use ballast_guard::sink::eventlog::EventLogSink;
+    use ballast_guard::sink::webhook::WebhookSink;
+    use ballast_guard::watch::{WatchOptions, Watcher};
+    use ballast_proxy::Proxy;
+
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Starts the guard; returns the sinks it delivers to, in words, or why a sink is wrong.
+    pub fn start(proxy: Arc<Proxy>, config: &Path, alerts: &Alerts) -> Result<String, String> {
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        for url in &alerts.alertmanager {
+            sinks.push(Box::new(
+                AlertmanagerSink::new(url).map_err(|e| format!("alertmanager: {e}"))?,
+            ));
+        }
+        for url in &alerts.webhook {
+            sinks.push(Box::new(
+                WebhookSink::new(url).map_err(|e| format!("webhook: {e}"))?,
+            ));
+        }
+        let mut names: Vec<String> = sinks.iter().map(|s| s.name()).collect();
+        names.push("the event log".into());
+        // The event log sink's once-per-transition bookkeeping, writing into the proxy's own
+        // event log (its file, if any, and `/status`'s recent events).
+        sinks.push(Box::new(EventLogSink::to_writer(
+            "serve's event log",
+            IntoProxyLog {
+                proxy: Arc::clone(&proxy),
+                pending: Vec::new(),
+            },
+        )));
+        let instance = proxy
+            .admin_addr()
+            .map_or_else(|| "ballast".to_string(), |a| a.to_string());
+        let watcher = Watcher::new("ballast", &instance, WatchOptions::default()).with_config(
+            ChangeWatcher::new(config, Vec::new(), ballast_import::Options::default()),
+        );
+        std::thread::Builder::new()
+            .name("guard".into())
+            .spawn(move || run(&proxy, watcher, sinks))
+            .map_err(|e| format!("cannot start the guard's thread: {e}"))?;
+        Ok(names.join(", "))
+    }
+
+    fn run(proxy: &Arc<Proxy>, mut watcher: Watcher, mut sinks: Vec<Box<dyn Sink>>) {
+        let mut next = Instant::now();
+        // A sink that keeps failing is reported when its error changes, not every second.
+        let mut last_errors: Vec<Option<String>> = vec![None; sinks.len()];
+        loop {
+            let sample = proxy.sample();
+            let now_ms = sample.at_ms;
+            let outcome = watcher.observe(sample);
+            let delivered = outcome.round.to_deliver();
+            for (sink, last) in sinks.iter_mut().zip(&mut last_errors) {
+                match sink.deliver(now_ms, &delivered) {
+                    Ok(()) => *last = None,
+                    Err(e) => {
+                        let text = e.to_string();
+                        if last.as_deref() != Some(text.as_str()) {
+                            eprintln!("warning: guard: {text} (kept, tried again next round)");
+                        }
+                        *last = Some(text);
+                    }
+                }
+            }
+            proxy.set_alerts(watcher.active().iter().map(active_alert).collect());
+            next += INTERVAL;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    fn active_alert(a: &Alert) -> ActiveAlert {
+        ActiveAlert {
+            labels: a.labels.clone(),
+            state: match a.state {
+                AlertState::Pending => "pending",
+                AlertState::Firing => "firing",
+                AlertState::Resolved => "resolved",
+            }
+            .to_string(),
+            summary: a.annotation("summary").unwrap_or("").to_string(),
+            cause: a.annotation("cause").unwrap_or("").to_string(),
+            starts_at_ms: a.starts_at_ms,
+            inhibited_by: a.inhibited_by.clone(),
+        }
+    }
+
+    /// Takes the event log sink's JSON lines and records each event in the proxy's log.
+    struct IntoProxyLog {
+        proxy: Arc<Proxy>,
+        pending: Vec<u8>,
+    }
+
+    impl Write for IntoProxyLog {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.pending.extend_from_slice(buf);
+            while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                if let Ok(event) = serde_json::from_slice::<Event>(&line) {
+                    self.proxy.record_event(event);
+                }
+            }
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

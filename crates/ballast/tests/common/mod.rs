@@ -37,6 +37,23 @@ impl PeerGroup {
             .expect("start the peer");
         PeerGroup(child)
     }
+
+    /// Like [`PeerGroup::spawn`], its output kept (in files, for a test to read).
+    pub fn spawn_with_output(mut command: Command, stdout: Stdio, stderr: Stdio) -> PeerGroup {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start the peer");
+        PeerGroup(child)
+    }
+
+    /// The group leader's process id (to signal it, as with SIGHUP for a reload).
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
 }
 
 impl Drop for PeerGroup {
