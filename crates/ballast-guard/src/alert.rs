@@ -321,7 +321,6 @@ fn summary_of(a: &Alert) -> String {
 
 /// Whether `cause` explains `symptom`, on the same pool of the same load balancer:
 /// - no server of the pool in rotation explains every other alert of the pool;
-/// - the pool saturated (every server at its limit) explains its servers' limit alerts;
 /// - a distribution alert naming a server (it takes more than its share) explains that
 ///   server's limit and backend alerts (it is saturated or slow because of it);
 /// - a critical limit alert explains the warning of the same place (at the limit, it is also
@@ -337,10 +336,6 @@ pub fn explains(cause: (&Alert, Layer, Level), symptom: (&Alert, Layer, Level)) 
     }
     let c_name = c.label("alertname").unwrap_or("");
     if matches!(c_name, "PoolAllServersDown" | "PoolAllServersOut") {
-        return true;
-    }
-    // Every server at its limit is one fact about the pool, not one page per server.
-    if c_name == "PoolSaturated" && s_layer == Layer::Limits && s.label("server").is_some() {
         return true;
     }
     let same_server = c.label("server").is_some() && c.label("server") == s.label("server");
