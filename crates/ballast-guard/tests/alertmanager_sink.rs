@@ -6,7 +6,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,7 +16,7 @@ use ballast_guard::sink::Sink;
 use ballast_guard::sink::alertmanager::AlertmanagerSink;
 use ballast_guard::sink::eventlog::EventLogSink;
 use ballast_guard::sink::webhook::WebhookSink;
-use common::{PeerGroup, free_port, http_get, peer_available, wait_for_port};
+use common::{Alertmanager, free_port, http_get, peer_available};
 use serde_json::Value;
 
 const ALERTMANAGER: &str = "prometheus-alertmanager";
@@ -152,63 +151,16 @@ fn capture_connection(conn: TcpStream, posts: &Mutex<Vec<(String, String)>>, sto
     }
 }
 
-/// A real Alertmanager on loopback, notifying `webhook_url` of every group at once.
-struct Alertmanager {
-    addr: SocketAddr,
-    _peer: PeerGroup,
-    _dir: tempfile::TempDir,
+/// An Alertmanager that sends every group to the test's webhook receiver at once.
+fn alertmanager_notifying(webhook_url: &str) -> Alertmanager {
+    Alertmanager::start_with(&format!(
+        "route:\n  receiver: capture\n  group_by: ['instance', 'pool']\n  group_wait: 0s\n  \
+         group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: capture\n    \
+         webhook_configs:\n      - url: '{webhook_url}'\n        send_resolved: true\n"
+    ))
 }
 
-impl Alertmanager {
-    fn start(webhook_url: &str) -> Alertmanager {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "route:\n  receiver: capture\n  group_by: ['instance', 'pool']\n  group_wait: 0s\n  \
-                 group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: capture\n    \
-                 webhook_configs:\n      - url: '{webhook_url}'\n        send_resolved: true\n"
-            ),
-        )
-        .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = Command::new(ALERTMANAGER);
-        command
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            // Otherwise it names itself by the machine's hostname in `externalURL`.
-            .arg(format!("--web.external-url=http://{addr}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn");
-        let peer = PeerGroup::spawn(command);
-        assert!(
-            wait_for_port(addr, Duration::from_secs(10)),
-            "Alertmanager did not listen on {addr}"
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http_get(addr, "/-/ready").0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "Alertmanager at {addr} never ready"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Alertmanager {
-            addr,
-            _peer: peer,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
+impl common::Alertmanager {
     /// The alerts `GET /api/v2/alerts` lists with this `alertname`.
     fn alerts_named(&self, alertname: &str) -> Vec<Value> {
         let (status, body) = http_get(self.addr, "/api/v2/alerts");
@@ -329,7 +281,7 @@ fn a_firing_alert_is_active_in_alertmanager_re_sent_with_a_later_end_and_gone_af
         return;
     }
     let receiver = Capture::start();
-    let am = Alertmanager::start(&receiver.url("/alertmanager"));
+    let am = alertmanager_notifying(&receiver.url("/alertmanager"));
     let resend = Duration::from_secs(1);
     let mut sink = AlertmanagerSink::new(&am.url())
         .unwrap()
@@ -393,7 +345,7 @@ fn our_webhook_payload_has_the_shape_and_values_of_alertmanagers_own() {
         return;
     }
     let receiver = Capture::start();
-    let am = Alertmanager::start(&receiver.url("/alertmanager"));
+    let am = alertmanager_notifying(&receiver.url("/alertmanager"));
     let mut to_alertmanager = AlertmanagerSink::new(&am.url())
         .unwrap()
         .with_generator_url("http://127.0.0.1:9/watch");

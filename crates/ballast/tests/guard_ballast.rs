@@ -8,6 +8,9 @@
 //! Timings are printed as `GUARD-TIMING source=ballast class=<c> alert=<name> seconds=<x.y>`.
 
 mod common;
+// The guard's test helpers: the Alertmanager harness every alert test shares.
+#[path = "../../ballast-guard/tests/common/mod.rs"]
+mod guard_common;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::{PeerGroup, peer_available};
+use guard_common::Alertmanager;
 
 const ALERTMANAGER: &str = "prometheus-alertmanager";
 const TOKEN: &str = "e2e-guard-token-0123456789";
@@ -271,50 +275,7 @@ impl Drop for Clients {
     }
 }
 
-/// A real Alertmanager on loopback, notifying nobody (the test reads its API).
-struct Alertmanager {
-    addr: SocketAddr,
-    _peer: PeerGroup,
-    _dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    fn start() -> Alertmanager {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: blackhole\n  group_by: ['instance', 'pool']\n  group_wait: 0s\n  \
-             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: blackhole\n",
-        )
-        .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = Command::new(ALERTMANAGER);
-        command
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg(format!("--web.external-url=http://{addr}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn");
-        let peer = PeerGroup::spawn(command);
-        wait_until("Alertmanager ready", Duration::from_secs(15), || {
-            get(addr, "/-/ready").0 == 200
-        });
-        Alertmanager {
-            addr,
-            _peer: peer,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
+impl guard_common::Alertmanager {
     /// Every alert it lists from this instance.
     fn alerts_of(&self, instance: &str) -> Vec<Value> {
         let (status, body) = get(self.addr, "/api/v2/alerts");
@@ -872,7 +833,7 @@ fn every_outage_class_reaches_alertmanager_within_ten_seconds() {
     if !peer_available(ALERTMANAGER) {
         return;
     }
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let classes: [(&str, Class); 5] = [
         ("a", class_a_weights),
         ("b", class_b_one_key),
@@ -910,7 +871,7 @@ fn healthy_round_robin_pools_at_a_low_and_a_high_rate_raise_nothing() {
     if !peer_available(ALERTMANAGER) {
         return;
     }
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let backends = fast_backends(3);
     let more = fast_backends(4);
     let more_refs: Vec<&Backend> = more.iter().collect();
@@ -970,7 +931,7 @@ fn serve_alone_alerts_alertmanager_and_shows_the_alert_in_status_and_metrics() {
     if !peer_available(ALERTMANAGER) {
         return;
     }
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let backends: Vec<Backend> = (1..=3)
         .map(|i| Backend::start(&format!("app-{i}"), Duration::from_millis(300)))
         .collect();

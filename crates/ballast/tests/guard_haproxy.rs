@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ballast_guard::source::haproxy::transport::{self, SocketAddress};
-use common::{Backend, PeerGroup, free_port, wait_for_port};
+use common::{Alertmanager, Backend, PeerGroup, free_port, wait_for_port};
 use serde_json::Value;
 
 const ALERTMANAGER: &str = "prometheus-alertmanager";
@@ -183,68 +183,7 @@ fn backends(delay: Duration) -> Vec<Backend> {
 // ---------------------------------------------------------------------------------------------
 // Alertmanager
 
-/// A real Alertmanager with a receiver that sends nothing: the test reads its API.
-struct Alertmanager {
-    addr: SocketAddr,
-    _peer: PeerGroup,
-    _dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    fn start() -> Alertmanager {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: quiet\n  group_by: ['instance', 'pool']\nreceivers:\n  - name: quiet\n",
-        )
-        .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = Command::new(ALERTMANAGER);
-        command
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg(format!("--web.external-url=http://{addr}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn");
-        let peer = PeerGroup::spawn(command);
-        assert!(
-            wait_for_port(addr, Duration::from_secs(10)),
-            "Alertmanager did not listen on {addr}"
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while get(addr, "/-/ready").0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "Alertmanager at {addr} never ready"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Alertmanager {
-            addr,
-            _peer: peer,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Every alert Alertmanager holds now (`GET /api/v2/alerts`).
-    fn alerts(&self) -> Vec<Value> {
-        let (status, body) = get(self.addr, "/api/v2/alerts");
-        assert_eq!(status, 200, "GET /api/v2/alerts: {body}");
-        match serde_json::from_str(&body) {
-            Ok(Value::Array(alerts)) => alerts,
-            other => panic!("Alertmanager's alerts are not a JSON array: {other:?}"),
-        }
-    }
-
+impl common::Alertmanager {
     /// Polls until an alert named `alertname` from `instance` that `wanted` accepts is
     /// visible, measured from `fault`; prints the `GUARD-TIMING` line, and fails past the
     /// target.
@@ -324,30 +263,6 @@ fn assert_labels(alert: &Value, severity: &str, server: Option<&str>, instance: 
         annotation(alert, "runbook").contains("runbook.md#"),
         "{shown}"
     );
-}
-
-/// One HTTP GET as HTTP/1.0, so the answer is never chunked: the status and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    if conn.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,7 +530,7 @@ fn a_runtime_weight(class: &str, with_config: bool) {
         &b,
         &["weight 1", "weight 1", "weight 1"],
     ));
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let watch = Watch::start(&h, &am, with_config, Duration::from_secs(25));
     let traffic = Traffic::start(
         h.front,
@@ -702,7 +617,7 @@ fn b_a_hashed_pool_with_one_header_value_is_skewed() {
     }
     let b = backends(Duration::ZERO);
     let h = Haproxy::start(&app_section("hdr(x-tenant)", &b, &["", "", ""]));
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let watch = Watch::start(&h, &am, true, Duration::from_secs(25));
     let traffic = Traffic::start(
         h.front,
@@ -766,7 +681,7 @@ fn c_maxconn_2_with_slow_backends_and_20_clients_is_at_the_limit() {
         &b,
         &["maxconn 2", "maxconn 2", "maxconn 2"],
     ));
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let _watch = Watch::start(&h, &am, true, Duration::from_secs(20));
     // One slow client: never more than one in flight, far from the limit.
     let traffic = Traffic::start(
@@ -825,7 +740,7 @@ fn d_a_disabled_server_concentrates_load_on_the_rest() {
         &b,
         &["weight 1", "weight 1", "weight 1"],
     ));
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let _watch = Watch::start(&h, &am, true, Duration::from_secs(20));
     let traffic = Traffic::start(
         h.front,
@@ -875,7 +790,7 @@ fn e_a_risky_edit_reloaded_fires_at_once_and_is_named_as_the_trigger() {
         "weight 1 maxconn 6",
     ];
     let mut h = Haproxy::start(&app_section("roundrobin", &b, &before));
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let watch = Watch::start(&h, &am, true, Duration::from_secs(25));
     let traffic = Traffic::start(h.front, 9, Duration::ZERO, Duration::from_secs(18));
     std::thread::sleep(Duration::from_secs(4));
@@ -963,7 +878,7 @@ fn healthy_random_traffic_at_a_low_and_a_high_rate_raises_nothing() {
             "weight 1 maxconn 50",
         ],
     ));
-    let am = Alertmanager::start();
+    let am = Alertmanager::start_holding();
     let watch = Watch::start(&h, &am, true, Duration::from_secs(32));
     // Low: about 5 requests a second, too few to judge most windows.
     let low = Traffic::start(

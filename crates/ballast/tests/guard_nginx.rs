@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peers::{Backend, PeerGroup, free_port, http_get, wait_for_port};
+use peers::{Alertmanager, Backend, PeerGroup, free_port, wait_for_port};
 use serde_json::Value;
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
@@ -149,62 +149,7 @@ fn upstream(directive: &str, servers: &[(&Backend, &str)]) -> String {
     s
 }
 
-/// A real Alertmanager that routes everything to a receiver with no integrations: the test
-/// reads what it holds through its API.
-struct Alertmanager {
-    addr: SocketAddr,
-    _peer: PeerGroup,
-    _dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    fn start() -> Alertmanager {
-        let dir = tempfile::tempdir().expect("a tempdir");
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: hold\n  group_by: ['instance', 'pool']\nreceivers:\n  - name: hold\n",
-        )
-        .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut command = Command::new(ALERTMANAGER);
-        command
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg(format!("--web.external-url=http://{addr}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn");
-        let peer = PeerGroup::spawn(command);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http_get(addr, "/-/ready").0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "Alertmanager at {addr} never ready"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Alertmanager {
-            addr,
-            _peer: peer,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Every alert `GET /api/v2/alerts` lists.
-    fn alerts(&self) -> Vec<Value> {
-        let (status, body) = http10_get(self.addr, "/api/v2/alerts");
-        assert_eq!(status, 200, "GET /api/v2/alerts: {body}");
-        serde_json::from_str(&body).expect("a JSON array of alerts")
-    }
-
+impl peers::Alertmanager {
     /// Polls until an alert with one of `alertnames` is listed, up to `timeout`.
     fn wait_for_any(&self, alertnames: &[&str], timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
@@ -222,33 +167,6 @@ impl Alertmanager {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// A GET in HTTP/1.0, so the answer is never chunked (Alertmanager chunks large ones in
-/// HTTP/1.1, which the plain helper does not join): the status and the body.
-fn http10_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    if conn
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .is_err()
-    {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn names(alerts: &[Value]) -> Vec<String> {
@@ -459,7 +377,7 @@ impl Rig {
         tenants: u64,
     ) -> Rig {
         let nginx = Nginx::start(worker_connections, &upstream_of(&backends));
-        let alertmanager = Alertmanager::start();
+        let alertmanager = Alertmanager::start_holding();
         let watch = Watch::start(&nginx, &alertmanager, Duration::from_secs(45));
         watch.wait_started();
         let traffic = Traffic::start(nginx.addr(), rate, tenants, 0x9e37_79b9_7f4a_7c15);

@@ -232,3 +232,96 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A real Alertmanager on loopback (Debian's `prometheus-alertmanager`) in its own process
+/// group, with its configuration and storage in a tempdir; stopped on drop. Shared by the
+/// guard's sink tests and the binary's end-to-end tests.
+pub struct Alertmanager {
+    pub addr: SocketAddr,
+    _peer: PeerGroup,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// Starts one whose configuration is `routing` (its `route:` and `receivers:`), ready to
+    /// answer when this returns.
+    pub fn start_with(routing: &str) -> Alertmanager {
+        let dir = tempfile::tempdir().expect("a tempdir");
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(&config, routing).expect("write alertmanager.yml");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut command = Command::new("prometheus-alertmanager");
+        command
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            // Otherwise it names itself by the machine's hostname in `externalURL`.
+            .arg(format!("--web.external-url=http://{addr}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn");
+        let peer = PeerGroup::spawn(command);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while http10_get(addr, "/-/ready").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "Alertmanager at {addr} never ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Alertmanager {
+            addr,
+            _peer: peer,
+            _dir: dir,
+        }
+    }
+
+    /// One that notifies nobody: the test reads what it holds through its API.
+    pub fn start_holding() -> Alertmanager {
+        Alertmanager::start_with(
+            "route:\n  receiver: hold\n  group_by: ['instance', 'pool']\n  group_wait: 0s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hold\n",
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every alert `GET /api/v2/alerts` lists.
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http10_get(self.addr, "/api/v2/alerts");
+        assert_eq!(status, 200, "GET /api/v2/alerts: {body}");
+        serde_json::from_str(&body).expect("a JSON array of alerts")
+    }
+}
+
+/// A GET in HTTP/1.0, so the answer is never chunked (Alertmanager chunks large ones in
+/// HTTP/1.1, which `http_get` does not join): the status and the body.
+pub fn http10_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    if conn
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut response = Vec::new();
+    let _ = conn.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
