@@ -18,11 +18,15 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
-    /// A configuration went live. `previous` is the version it replaced.
+    /// A configuration went live. `previous` is the version it replaced; `changes` is the
+    /// semantic diff against it, one line each (`pool app: ~ weight of server app-3: 1 → 8`),
+    /// empty for the first version.
     ConfigApplied {
         version: String,
         previous: Option<String>,
         file: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<String>,
     },
     /// A configuration was refused; the running one keeps serving.
     ConfigRefused {
@@ -85,6 +89,72 @@ pub enum EventKind {
         summary: String,
         cause: String,
     },
+    /// A watched load balancer's configuration file changed (seen by the guard, which hashes
+    /// the file and its includes every round). `changes` is the semantic diff, `introduced`
+    /// the `check` findings the new file adds, `shifts` the predicted shares per pool.
+    ConfigChanged {
+        source: String,
+        instance: String,
+        file: String,
+        previous: String,
+        version: String,
+        changes: Vec<String>,
+        pools: Vec<String>,
+        introduced: Vec<String>,
+        shifts: Vec<String>,
+        max_shift_points: f64,
+        risky: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unreadable: Option<String>,
+    },
+    /// The watched load balancer reloaded: its generation (HAProxy's process id and start,
+    /// nginx's workers, ballast's configuration version) changed between two samples.
+    Reloaded {
+        source: String,
+        instance: String,
+        previous: String,
+        generation: String,
+    },
+    /// The canary of a reload found a critical regression the change caused and `serve`
+    /// reverted to the previous configuration: `reverted` is the version undone, `restored`
+    /// the version serving again, `changes` the diff that was undone, `evidence` the
+    /// alerts and figures that decided it.
+    ConfigRolledBack {
+        file: String,
+        reverted: String,
+        restored: String,
+        changes: Vec<String>,
+        alertname: String,
+        pool: String,
+        evidence: Vec<String>,
+    },
+    /// `ballast watch --on-critical CMD` ran the user's command for an incident.
+    CommandRan {
+        command: String,
+        alertname: String,
+        pool: String,
+        /// The exit code, or absent when it could not run or was killed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// Why it could not run, or its last line of error output.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+    },
+    /// A pool's distribution over the last window (written every few seconds by the guard,
+    /// so the dashboard and the postmortem can chart shares and errors over time).
+    PoolSnapshot {
+        source: String,
+        instance: String,
+        pool: String,
+        /// The length of the window the figures cover, ms.
+        window_ms: u64,
+        /// The pool's algorithm, as the model names it.
+        algorithm: String,
+        /// The weight-normalised peak ratio over the window, when there was enough traffic.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak_ratio: Option<f64>,
+        servers: Vec<ServerSnapshot>,
+    },
     /// A firing alert resolved (written once, at the time it resolved); `fired_at_ms` is when
     /// it began to fire, so the pair can be found without scanning back.
     AlertResolved {
@@ -95,6 +165,34 @@ pub enum EventKind {
         instance: String,
         fired_at_ms: u64,
     },
+}
+
+/// One server's figures in a [`EventKind::PoolSnapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServerSnapshot {
+    pub server: String,
+    /// Requests (picks) it took in the snapshot's window.
+    pub requests: u64,
+    /// Its share of the pool's requests in the window, 0..1.
+    pub share: f64,
+    /// The share its live weight, state and the pool's algorithm promise, 0..1.
+    pub expected_share: f64,
+    /// Requests in flight (sessions) at the end of the window.
+    pub in_flight: u64,
+    /// Its connection limit, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Requests queued for it at the end of the window.
+    #[serde(default)]
+    pub queued: u64,
+    /// 5xx responses in the window.
+    #[serde(default)]
+    pub errors_5xx: u64,
+    /// Mean latency over the window, ms, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// `up`, `down`, `drain`, `maint`, `backup` ... as the source reports it.
+    pub state: String,
 }
 
 /// An alert of the guard inside `serve` that is active now (pending or firing), as plain data

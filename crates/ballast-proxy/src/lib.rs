@@ -262,6 +262,7 @@ impl Proxy {
             version,
             previous: None,
             file: path.display().to_string(),
+            changes: Vec::new(),
         });
         Ok(proxy)
     }
@@ -425,6 +426,9 @@ impl Proxy {
             version: version.clone(),
             previous: Some(running.version.clone()),
             file,
+            // The semantic diff is the binary's to add (the proxy does not depend on
+            // ballast-diff); the guard's ConfigChanged carries it meanwhile.
+            changes: Vec::new(),
         });
         ReloadOutcome::Applied { version }
     }
