@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::{PeerGroup, peer_available};
-use guard_common::Alertmanager;
+use guard_common::{Alertmanager, WebhookReceiver};
 
 const ALERTMANAGER: &str = "prometheus-alertmanager";
 const TOKEN: &str = "e2e-guard-token-0123456789";
@@ -932,15 +932,17 @@ fn serve_alone_alerts_alertmanager_and_shows_the_alert_in_status_and_metrics() {
         return;
     }
     let am = Alertmanager::start_holding();
+    let hook = WebhookReceiver::start();
     let backends: Vec<Backend> = (1..=3)
         .map(|i| Backend::start(&format!("app-{i}"), Duration::from_millis(300)))
         .collect();
     let events = tempfile::tempdir().unwrap();
     let event_log = events.path().join("events.jsonl");
     let head = format!(
-        "[global]\nevent_log = \"{}\"\n\n[alerts]\nalertmanager = [\"{}\"]\n",
+        "[global]\nevent_log = \"{}\"\n\n[alerts]\nalertmanager = [\"{}\"]\nwebhook = [\"{}\"]\n",
         event_log.display(),
-        am.url()
+        am.url(),
+        hook.url()
     );
     let serve = Serve::start(&head, &slow_pool(&backends));
     std::thread::sleep(Duration::from_secs(2));
@@ -971,6 +973,46 @@ fn serve_alone_alerts_alertmanager_and_shows_the_alert_in_status_and_metrics() {
     assert!(
         clients.unavailable.load(Ordering::Relaxed) > 0,
         "no 503 at the limits"
+    );
+
+    // The webhook: Alertmanager's webhook JSON (version 4) with the same alert, firing.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let delivered = loop {
+        let found = hook.payloads().into_iter().find(|p| {
+            p["alerts"].as_array().is_some_and(|alerts| {
+                alerts.iter().any(|a| {
+                    a["labels"]["alertname"] == "ServerAtConnectionLimit"
+                        && a["labels"]["server"] == server.as_str()
+                        && a["status"] == "firing"
+                })
+            })
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the webhook received no firing ServerAtConnectionLimit for {server}: {:#?}",
+            hook.payloads()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(delivered["version"], "4", "{delivered:#}");
+    assert_eq!(delivered["status"], "firing", "{delivered:#}");
+    assert_eq!(delivered["groupLabels"]["pool"], "app", "{delivered:#}");
+    let hooked = delivered["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["labels"]["server"] == server.as_str())
+        .expect("the alert found above");
+    assert!(
+        hooked["annotations"]["cause"]
+            .as_str()
+            .unwrap_or("")
+            .contains(LIMITS)
+            && hooked["labels"]["source"] == "ballast",
+        "{hooked:#}"
     );
 
     // /status: the alerts array, while it fires.

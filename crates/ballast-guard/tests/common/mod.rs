@@ -325,3 +325,66 @@ pub fn http10_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A webhook receiver on loopback that keeps every POST's JSON body and answers 200: what an
+/// Alertmanager webhook receiver sees. No packaged receiver exists to stand in for it.
+pub struct WebhookReceiver {
+    pub addr: SocketAddr,
+    bodies: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl WebhookReceiver {
+    pub fn start() -> WebhookReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a receiver");
+        let addr = listener.local_addr().expect("its address");
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        // The thread ends with the test process; each connection is read with a timeout.
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if let Some(body) = read_post(conn) {
+                    kept.lock().unwrap_or_else(|p| p.into_inner()).push(body);
+                }
+            }
+        });
+        WebhookReceiver { addr, bodies }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Every payload received so far, oldest first.
+    pub fn payloads(&self) -> Vec<serde_json::Value> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Reads one HTTP/1.1 POST (headers, then `Content-Length` bytes), answers 200 and closes.
+fn read_post(mut conn: TcpStream) -> Option<serde_json::Value> {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).ok()? == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).ok()?;
+    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    serde_json::from_slice(&body).ok()
+}
