@@ -7,7 +7,10 @@
 mod signals;
 mod yaml;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use ballast_core::sample::Promise;
 
 /// Which load balancers' metrics the rules read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +75,12 @@ pub struct RulesOptions {
     pub concentration: bool,
     /// Where the runbook lives; each alert links `RUNBOOK#alertname-in-lowercase`.
     pub runbook: String,
+    /// What each named pool's algorithm promises (from the configurations, see
+    /// [`RulesOptions::learn_promises`]). A pool not named is judged on request shares, as
+    /// round-robin and weights promise; least-connections and power-of-two pools are judged on
+    /// requests in flight, hashing pools in a wider band, and `first` pools not at all, as the
+    /// guard judges them.
+    pub promises: BTreeMap<String, Promise>,
 }
 
 impl Default for RulesOptions {
@@ -91,7 +100,19 @@ impl Default for RulesOptions {
             error_critical: 0.20,
             concentration: true,
             runbook: "docs/runbook.md".to_string(),
+            promises: BTreeMap::new(),
         }
+    }
+}
+
+/// Of two promises for one pool name, the one whose judgement cannot alert on the other's
+/// correct behaviour: request shares yield to the other; two other promises cannot be judged
+/// by one rule without alerting on one of them, so the name is left unjudged (`first`).
+fn weaker(a: Promise, b: Promise) -> Promise {
+    match (a, b) {
+        (Promise::RequestShares, other) | (other, Promise::RequestShares) => other,
+        (a, b) if a == b => a,
+        _ => Promise::FillInOrder,
     }
 }
 
@@ -113,6 +134,27 @@ pub enum RulesError {
 }
 
 impl RulesOptions {
+    /// Learns what each pool of a configuration promises. The rules match pools by name across
+    /// the fleet, so a name whose pools promise different things in different files is judged
+    /// by the weaker promise (see [`weaker`]): no false alert, at the cost of a looser
+    /// judgement; the conflicting names are returned.
+    pub fn learn_promises(&mut self, config: &ballast_core::config::Config) -> Vec<String> {
+        let mut conflicting = Vec::new();
+        for (name, pool) in &config.pools {
+            let promise = Promise::of(pool);
+            match self.promises.get(name).copied() {
+                Some(known) if known != promise => {
+                    conflicting.push(name.clone());
+                    self.promises.insert(name.clone(), weaker(known, promise));
+                }
+                _ => {
+                    self.promises.insert(name.clone(), promise);
+                }
+            }
+        }
+        conflicting
+    }
+
     /// Checks that the options make a sensible rule file; [`prometheus`] assumes they do.
     pub fn validate(&self) -> Result<(), RulesError> {
         let bad = |what, value: String, fix| Err(RulesError::Option { what, value, fix });
@@ -322,6 +364,16 @@ pub const PROMETHEUS_ONLY: &[crate::detect::RuleSpec] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_name_balanced_two_ways_in_a_fleet_gets_the_looser_judgement() {
+        use Promise::*;
+        assert_eq!(weaker(RequestShares, Concurrency), Concurrency);
+        assert_eq!(weaker(KeyDependent, RequestShares), KeyDependent);
+        assert_eq!(weaker(Concurrency, Concurrency), Concurrency);
+        // Neither judgement is safe for the other: left unjudged.
+        assert_eq!(weaker(Concurrency, KeyDependent), FillInOrder);
+    }
 
     #[test]
     fn durations_round_trip_in_prometheus_form() {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ballast_core::sample::Promise;
 use ballast_guard::rules::{Families, RulesOptions, prometheus};
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -47,6 +48,15 @@ fn promtool_accepts_the_generated_rules_for_every_family_and_option() {
         min_volume: 500,
         concentration: false,
         runbook: "https://runbooks.example/ballast.md".into(),
+        promises: [
+            ("lc", Promise::Concurrency),
+            ("by.key", Promise::KeyDependent),
+            ("first", Promise::FillInOrder),
+            ("rr", Promise::RequestShares),
+        ]
+        .into_iter()
+        .map(|(n, p)| (n.to_string(), p))
+        .collect(),
         ..RulesOptions::default()
     };
     for (families, options) in [
@@ -397,6 +407,171 @@ fn promtool_unit_tests_reproduce_imbalance_saturation_and_reload_for_both_famili
         let path = write(dir.path(), &format!("{}_test.yml", n.source), &tests);
         if let Err(e) = promtool(&["test".as_ref(), "rules".as_ref(), path.as_os_str()]) {
             std::fs::write(format!("/tmp/prom-{}-test.yml", n.source), &tests).ok();
+            panic!("promtool test rules failed for {}:\n{e}", n.source);
+        }
+    }
+}
+
+/// The static text of the `nth` (from 0) alert rule named `alertname`'s annotation `key`.
+fn nth_annotation(rules: &str, alertname: &str, key: &str, nth: usize) -> String {
+    let mut count = 0;
+    let mut in_wanted = false;
+    for line in rules.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("- alert: ") {
+            in_wanted = name == format!("\"{alertname}\"") && {
+                count += 1;
+                count == nth + 1
+            };
+        } else if in_wanted && let Some(v) = t.strip_prefix(&format!("{key}: ")) {
+            return v.to_string();
+        }
+    }
+    panic!("no {key} for the alert {alertname} number {nth} in the rules");
+}
+
+/// Pools judged by what their algorithm promises: least-connections on requests in flight (a
+/// fast server taking most requests is correct there; one holding most in flight is not),
+/// hashing in a band 1.25× wider, `first` not at all, and none of them on PoolConcentrated.
+#[test]
+fn promtool_unit_tests_judge_each_pool_on_what_its_algorithm_promises() {
+    if !common::peer_available("promtool") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for n in [&HAPROXY, &BALLAST] {
+        let mut options = RulesOptions {
+            families: if n.source == "haproxy" {
+                Families::Haproxy
+            } else {
+                Families::Ballast
+            },
+            ..RulesOptions::default()
+        };
+        // The pools as a user's HAProxy configuration names them: `--config` reads this.
+        let mut cfg = String::from(
+            "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\nfrontend web\n    bind 127.0.0.1:8080\n    default_backend rr\n",
+        );
+        for (pool, balance) in [
+            ("lc", "leastconn"),
+            ("lcskew", "leastconn"),
+            ("hashed", "hdr(X-User)"),
+            ("hashed2", "uri"),
+            ("first", "first"),
+            ("rr", "roundrobin"),
+        ] {
+            cfg += &format!(
+                "\nbackend {pool}\n    balance {balance}\n    server s1 127.0.0.1:9001\n    server s2 127.0.0.1:9002\n    server s3 127.0.0.1:9003\n"
+            );
+        }
+        let cfg_path = write(dir.path(), "haproxy.cfg", &cfg);
+        let config = ballast_import::import_file(&cfg_path, &ballast_import::Options::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .loaded
+            .config;
+        assert!(options.learn_promises(&config).is_empty());
+        assert_eq!(options.promises["lc"], Promise::Concurrency);
+        assert_eq!(options.promises["hashed2"], Promise::KeyDependent);
+        assert_eq!(options.promises["first"], Promise::FillInOrder);
+        assert_eq!(options.promises["rr"], Promise::RequestShares);
+        let rules = prometheus(&options);
+        write(dir.path(), "rules.yml", &rules);
+        let p = n.pool;
+        let mut series = String::new();
+        let mut add = |name: &str, labels: &str, values: &str| {
+            let open = if name.ends_with('{') || name.ends_with(',') {
+                ""
+            } else {
+                "{"
+            };
+            series +=
+                &format!("      - series: '{name}{open}{labels}}}'\n        values: '{values}'\n");
+        };
+        // Per 15 s step: requests picked, then sessions held, per server at weights 1,1,1.
+        let pools: [(&str, [u32; 3], [u32; 3]); 6] = [
+            ("lc", [70, 15, 15], [6, 6, 6]),
+            ("lcskew", [34, 33, 33], [30, 3, 3]),
+            ("hashed", [50, 25, 25], [0, 0, 0]),
+            ("hashed2", [80, 10, 10], [0, 0, 0]),
+            ("first", [100, 0, 0], [0, 0, 0]),
+            ("rr", [34, 33, 33], [0, 0, 0]),
+        ];
+        for (pool, picks, sessions) in pools {
+            for (i, (step, held)) in picks.iter().zip(sessions).enumerate() {
+                let l = format!(
+                    "job=\"lb\",instance=\"lb1\",{p}=\"{pool}\",server=\"s{}\"",
+                    i + 1
+                );
+                let picks_labels = if n.source == "ballast" {
+                    format!("{l},class=\"2xx\"")
+                } else {
+                    l.clone()
+                };
+                add(n.picks, &picks_labels, &format!("0+{step}x24"));
+                add(n.weight, &l, "1x24");
+                add(n.up, &l, "1x24");
+                add(n.sessions, &l, &format!("{held}x24"));
+                add(n.queue, &l, "0x24");
+            }
+        }
+        let labels = |pool: &str, severity: &str, judged_on: &str| {
+            let mut l = format!(
+                "severity: {severity}, source: {}, judged_on: {judged_on}, job: lb, instance: lb1, {p}: {pool}, server: s1",
+                n.source
+            );
+            if n.pool_copy {
+                l += &format!(", pool: {pool}");
+            }
+            l
+        };
+        let alert = |pool: &str,
+                     severity: &str,
+                     judged_on: &str,
+                     summary: String,
+                     description: &str,
+                     nth| {
+            format!(
+                "      - exp_labels: {{{}}}\n        exp_annotations:\n          summary: {}\n          description: {}\n          cause: {}\n          runbook: {}\n",
+                labels(pool, severity, judged_on),
+                serde_json::to_string(&summary).unwrap(),
+                serde_json::to_string(description).unwrap(),
+                nth_annotation(&rules, "PoolSkewed", "cause", nth),
+                nth_annotation(&rules, "PoolSkewed", "runbook", nth),
+            )
+        };
+        let held = |severity| {
+            alert(
+                "lcskew",
+                severity,
+                "requests_in_flight",
+                "s1 holds 2.50× its weighted share of the requests in flight of pool lcskew on lb1"
+                    .into(),
+                "In the last 1m it held 83.33% of the pool's requests in flight where its live weight promises 33.33%. The pool balances on connections, so requests in flight are what it promises to spread; its share of requests is information only.",
+                4,
+            )
+        };
+        let hashed = alert(
+            "hashed2",
+            "warning",
+            "requests_by_key",
+            "s1 takes 2.40× its weighted share of pool hashed2 on lb1".into(),
+            "In the last 1m it received 80% of the pool's 400 requests where its live weight promises 33.33%. A χ² test puts the spread beyond chance (p < 0.001). The pool hashes, so its shares follow the keys: it is judged in a band 1.25× wider.",
+            2,
+        );
+        let tests = format!(
+            "rule_files: [rules.yml]\nevaluation_interval: 15s\ntests:\n- interval: 15s\n  input_series:\n{series}  alert_rule_test:\n  - eval_time: 5m\n    alertname: PoolSkewed\n    exp_alerts:\n{}{}{}  - eval_time: 5m\n    alertname: PoolConcentrated\n    exp_alerts: []\n",
+            held("warning"),
+            held("critical"),
+            hashed
+        );
+        let path = write(
+            dir.path(),
+            &format!("{}_promise_test.yml", n.source),
+            &tests,
+        );
+        if let Err(e) = promtool(&["test".as_ref(), "rules".as_ref(), path.as_os_str()]) {
+            std::fs::write(format!("/tmp/prom-{}-promise-test.yml", n.source), &tests).ok();
+            std::fs::write(format!("/tmp/prom-{}-promise-rules.yml", n.source), &rules).ok();
             panic!("promtool test rules failed for {}:\n{e}", n.source);
         }
     }

@@ -21,6 +21,7 @@ use crate::stdout;
 ///
 /// Examples:
 ///   ballast rules prometheus > /etc/prometheus/rules/ballast.yml && promtool check rules /etc/prometheus/rules/ballast.yml
+///   ballast rules prometheus --family haproxy --config /etc/haproxy/haproxy.cfg
 ///   ballast rules prometheus --family haproxy --window 2m --skew-for 5m
 ///   ballast rules runbook > docs/runbook.md
 #[derive(Args)]
@@ -33,7 +34,7 @@ pub struct RulesArgs {
 #[derive(Subcommand)]
 enum What {
     /// Prometheus recording and alerting rules (YAML) for HAProxy's exporter and ballast.
-    Prometheus(PrometheusArgs),
+    Prometheus(Box<PrometheusArgs>),
     /// The runbook (Markdown): what every alert means and what to do.
     Runbook,
 }
@@ -70,6 +71,12 @@ struct PrometheusArgs {
     /// Where the runbook is, for the alerts' `runbook` links.
     #[arg(long, default_value = "docs/runbook.md")]
     runbook: String,
+    /// A load balancer's configuration (HAProxy, nginx or ballast; repeat for a fleet): each
+    /// pool is then judged on what its algorithm promises — least-connections and
+    /// power-of-two on requests in flight, hashing in a wider band, `first` not at all.
+    /// Without it every pool is judged on request shares.
+    #[arg(long, value_name = "FILE")]
+    config: Vec<PathBuf>,
     /// Write to this file instead of standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -84,7 +91,7 @@ pub fn run(args: RulesArgs) -> u8 {
                 2
             }
         }
-        What::Prometheus(p) => prometheus(p),
+        What::Prometheus(p) => prometheus(*p),
     }
 }
 
@@ -104,13 +111,31 @@ fn prometheus(p: PrometheusArgs) -> u8 {
             ..RulesOptions::default()
         })
     })();
-    let options = match options.and_then(|o| o.validate().map(|()| o)) {
+    let mut options = match options.and_then(|o| o.validate().map(|()| o)) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
     };
+    for path in &p.config {
+        let imported = match ballast_import::import_file(path, &ballast_import::Options::default())
+        {
+            Ok(i) => i,
+            Err(e) => {
+                // The rendered error names the file and what is wrong in it.
+                eprintln!("{e}");
+                return 2;
+            }
+        };
+        for name in options.learn_promises(&imported.loaded.config) {
+            eprintln!(
+                "warning: pool `{name}` balances differently in {} than in an earlier --config: \
+                 its rules judge it by the looser promise",
+                path.display()
+            );
+        }
+    }
     let text = ballast_guard::rules::prometheus(&options);
     match &p.output {
         Some(path) => match std::fs::write(path, text) {
