@@ -1,6 +1,26 @@
-//! `--assert 'peak_ratio<1.5,rejected==0'`: conditions on a report's metrics, for CI.
+//! `--assert 'peak_ratio<1.5,rejected==0'`: conditions on a report's metrics, for CI. One
+//! grammar for every report that has named metrics ([`Metrics`]): `simulate`'s and
+//! `loadtest`'s. A value may carry a unit: `20ms`, `1.5s`, `250us` (read as milliseconds) or
+//! `0.1%` (read as a fraction).
 
 use crate::report::Report;
+
+/// A report whose figures can be named in conditions.
+pub trait Metrics {
+    /// Every metric a condition may name.
+    fn names(&self) -> &'static [&'static str];
+    /// The value of one, when the report has it.
+    fn metric(&self, name: &str) -> Option<f64>;
+}
+
+impl Metrics for Report {
+    fn names(&self) -> &'static [&'static str] {
+        Report::METRICS
+    }
+    fn metric(&self, name: &str) -> Option<f64> {
+        Report::metric(self, name)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -29,8 +49,13 @@ pub struct Verdict {
     pub passed: bool,
 }
 
-/// Parses a comma-separated list of conditions.
+/// Parses a comma-separated list of conditions on `simulate`'s report.
 pub fn parse(spec: &str) -> Result<Vec<Condition>, String> {
+    parse_for(spec, Report::METRICS)
+}
+
+/// Parses a comma-separated list of conditions on the metrics `known`.
+pub fn parse_for(spec: &str, known: &[&str]) -> Result<Vec<Condition>, String> {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -52,15 +77,18 @@ pub fn parse(spec: &str) -> Result<Vec<Condition>, String> {
                 })?;
             let metric = part[..at].trim().to_string();
             let value_text = part[at + sym.len()..].trim();
-            if !Report::METRICS.contains(&metric.as_str()) {
+            if !known.contains(&metric.as_str()) {
                 return Err(format!(
                     "unknown metric `{metric}`; known: {}",
-                    Report::METRICS.join(", ")
+                    known.join(", ")
                 ));
             }
-            let value: f64 = value_text
-                .parse()
-                .map_err(|_| format!("`{value_text}` in `{part}` is not a number"))?;
+            let value = value(value_text).ok_or_else(|| {
+                format!(
+                    "`{value_text}` in `{part}` is not a number (units: ms, s, us for times, % \
+                     for fractions)"
+                )
+            })?;
             Ok(Condition {
                 metric,
                 op,
@@ -71,8 +99,25 @@ pub fn parse(spec: &str) -> Result<Vec<Condition>, String> {
         .collect()
 }
 
+/// A number, with an optional unit: times in milliseconds, percentages as fractions.
+fn value(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = text.strip_suffix('%') {
+        (n, 0.01)
+    } else {
+        (text, 1.0)
+    };
+    let v: f64 = number.trim().parse().ok()?;
+    v.is_finite().then_some(v * scale)
+}
+
 /// Evaluates conditions against a report.
-pub fn evaluate(conditions: &[Condition], report: &Report) -> Vec<Verdict> {
+pub fn evaluate(conditions: &[Condition], report: &impl Metrics) -> Vec<Verdict> {
     conditions
         .iter()
         .map(|c| {
@@ -109,5 +154,15 @@ mod tests {
         assert!(parse("peak_ratio").unwrap_err().contains("no comparison"));
         assert!(parse("speed<3").unwrap_err().contains("unknown metric"));
         assert!(parse("rejected<=x").unwrap_err().contains("not a number"));
+    }
+
+    #[test]
+    fn values_carry_units() {
+        let c = parse("queue_wait_p99_ms<20ms,queue_wait_max_ms<1.5s,peak_ratio<150%").unwrap();
+        assert_eq!(c[0].value, 20.0);
+        assert_eq!(c[1].value, 1500.0);
+        assert!((c[2].value - 1.5).abs() < 1e-12);
+        assert!(parse("queue_wait_p99_ms<250us").unwrap()[0].value - 0.25 < 1e-12);
+        assert!(parse("rejected<inf").is_err());
     }
 }

@@ -10,7 +10,7 @@
 
 pub mod assert;
 mod engine;
-mod model;
+pub mod model;
 pub mod replay;
 pub mod report;
 

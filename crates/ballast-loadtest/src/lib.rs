@@ -1,0 +1,16 @@
+//! ballast-loadtest: load on a load balancer with every response attributed to the backend that
+//! answered it, so a run says not only "p99 was 40 ms" but "app-3 took 61% of the load and its
+//! p99 was 400 ms".
+//!
+//! The plan ([`plan`]) and the figures ([`tally`], [`report`]) are pure; [`run`] is the thin
+//! I/O layer that sends the requests (tokio + hyper, HTTP/1.1 keep-alive). Arrival gaps come
+//! from the simulator's traffic model, so `simulate` and `loadtest` draw the same traffic.
+#![forbid(unsafe_code)]
+
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod tally;
+
+pub use plan::{Load, Plan, Stop, Target};
+pub use report::Report;

@@ -1,0 +1,311 @@
+//! Sending the plan: tokio and hyper's HTTP/1.1 client connections (keep-alive), one outcome
+//! per request into a collector that owns the tally and reports progress every second. The
+//! decisions (what to send when, what counts) are in `plan` and `tally`; this is the I/O.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::plan::{Load, Plan, Schedule, Stop};
+use crate::tally::{Failure, Outcome, Tally};
+
+/// What the progress callback sees once a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Since the start, the warm-up included.
+    pub elapsed: Duration,
+    pub warming_up: bool,
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests per second over the last second.
+    pub rate: f64,
+    /// p99 latency so far, ms.
+    pub p99_ms: f64,
+}
+
+/// A finished run: the tally and the length of its measured part.
+pub struct Finished {
+    pub tally: Tally,
+    pub measured: Duration,
+}
+
+/// One request's result on its way to the collector.
+struct Record {
+    outcome: Outcome,
+    latency: Duration,
+    warmup: bool,
+}
+
+/// Runs the plan to its end; `progress` is called about once a second.
+pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress) + Send) -> Finished {
+    let plan = Arc::new(plan);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
+    let start = Instant::now();
+    let warmup_end = start + plan.warmup;
+    let driver = {
+        let plan = Arc::clone(&plan);
+        tokio::spawn(async move {
+            match plan.load {
+                Load::Open {
+                    rate,
+                    arrival,
+                    max_connections,
+                } => open(plan, rate, arrival, max_connections, start, tx).await,
+                Load::Closed { connections } => closed(plan, connections, start, tx).await,
+            }
+        })
+    };
+    let mut tally = Tally::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last_count = 0u64;
+    let mut measured_start: Option<Instant> = None;
+    let mut last_answer = start;
+    loop {
+        tokio::select! {
+            record = rx.recv() => {
+                let Some(r) = record else { break };
+                if r.warmup {
+                    tally.warmup_requests += 1;
+                } else {
+                    measured_start.get_or_insert(warmup_end);
+                    tally.record(&r.outcome, r.latency);
+                    last_answer = Instant::now();
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let count = tally.requests() + tally.warmup_requests;
+                progress(&Progress {
+                    elapsed: now - start,
+                    warming_up: now < warmup_end,
+                    requests: tally.requests(),
+                    errors: tally.errors(),
+                    rate: (count - last_count) as f64,
+                    p99_ms: tally.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+                });
+                last_count = count;
+            }
+        }
+    }
+    let _ = driver.await;
+    let measured = match plan.stop {
+        Stop::After(d) => d,
+        Stop::Requests(_) => last_answer.saturating_duration_since(warmup_end),
+    };
+    Finished { tally, measured }
+}
+
+/// Whether the run should send a request meant for `offset` after the start, given how many
+/// measured requests were already started.
+fn still_sending(plan: &Plan, offset: Duration, measured_started: u64) -> bool {
+    match plan.stop {
+        Stop::After(d) => offset < plan.warmup + d,
+        Stop::Requests(n) => measured_started < n,
+    }
+}
+
+/// The open model: each request at its intended time, whatever the earlier ones take.
+async fn open(
+    plan: Arc<Plan>,
+    rate: f64,
+    arrival: ballast_core::traffic::ArrivalKind,
+    max_connections: u32,
+    start: Instant,
+    tx: mpsc::UnboundedSender<Record>,
+) {
+    let pool = Arc::new(Pool {
+        idle: Mutex::new(Vec::new()),
+        slots: Semaphore::new(max_connections as usize),
+    });
+    let mut tasks = JoinSet::new();
+    let mut measured_started = 0u64;
+    let mut schedule = Schedule::new(rate, arrival, plan.seed).peekable();
+    while let Some(&offset) = schedule.peek() {
+        if !still_sending(&plan, offset, measured_started) {
+            break;
+        }
+        let intended = start + offset;
+        let now = Instant::now();
+        if intended > now {
+            // Tokio's timer has millisecond resolution: several requests may be due at once
+            // when it wakes; each keeps its intended time, so none is timed short.
+            tokio::time::sleep_until(intended.into()).await;
+        }
+        schedule.next();
+        let warmup = offset < plan.warmup;
+        if !warmup {
+            measured_started += 1;
+        }
+        let (plan, pool, tx) = (Arc::clone(&plan), Arc::clone(&pool), tx.clone());
+        tasks.spawn(async move {
+            let outcome = pool.send(&plan).await;
+            let _ = tx.send(Record {
+                outcome,
+                latency: intended.elapsed(),
+                warmup,
+            });
+        });
+        // Reap finished tasks as we go, so the set stays the size of what is in flight.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The closed model: each connection sends its next request when the last one answered.
+async fn closed(
+    plan: Arc<Plan>,
+    connections: u32,
+    start: Instant,
+    tx: mpsc::UnboundedSender<Record>,
+) {
+    let started = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections {
+        let (plan, tx, started) = (Arc::clone(&plan), tx.clone(), Arc::clone(&started));
+        tasks.spawn(async move {
+            let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+            loop {
+                let sent = Instant::now();
+                let offset = sent - start;
+                let warmup = offset < plan.warmup;
+                if !warmup {
+                    let n = started.fetch_add(1, Ordering::Relaxed);
+                    if !still_sending(&plan, offset, n) {
+                        return;
+                    }
+                } else if let Stop::After(d) = plan.stop
+                    && offset >= plan.warmup + d
+                {
+                    return;
+                }
+                let outcome = send_on(&plan, &mut connection).await;
+                let _ = tx.send(Record {
+                    outcome,
+                    latency: sent.elapsed(),
+                    warmup,
+                });
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The open model's connections: idle ones to reuse, and slots bounding how many are busy.
+struct Pool {
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    slots: Semaphore,
+}
+
+impl Pool {
+    async fn send(&self, plan: &Plan) -> Outcome {
+        // Waiting for a slot counts in the request's latency: it was meant to go out already.
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Outcome::Failed(Failure::Broken);
+        };
+        let mut connection = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let outcome = send_on(plan, &mut connection).await;
+        if let Some(c) = connection {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        }
+        outcome
+    }
+}
+
+/// Sends one request on `connection`, opening one first if there is none (or it closed);
+/// leaves it `None` when the connection cannot be used again.
+async fn send_on(plan: &Plan, connection: &mut Option<SendRequest<Full<Bytes>>>) -> Outcome {
+    let attempt = async {
+        if connection.as_ref().is_none_or(|c| c.is_closed()) {
+            *connection = Some(connect(plan).await?);
+        }
+        let Some(sender) = connection.as_mut() else {
+            return Err(Failure::Broken);
+        };
+        if sender.ready().await.is_err() {
+            // The server closed it between requests: one more try on a new connection.
+            *connection = Some(connect(plan).await?);
+        }
+        let Some(sender) = connection.as_mut() else {
+            return Err(Failure::Broken);
+        };
+        let response = sender
+            .send_request(request(plan))
+            .await
+            .map_err(|_| Failure::Broken)?;
+        let status = response.status().as_u16();
+        let backend = response
+            .headers()
+            .get(plan.served_by.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let keep = !response
+            .headers()
+            .get(hyper::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| Failure::Broken)?;
+        Ok((status, backend, keep))
+    };
+    match tokio::time::timeout(plan.timeout, attempt).await {
+        Ok(Ok((status, backend, keep))) => {
+            if !keep {
+                *connection = None;
+            }
+            Outcome::Response { status, backend }
+        }
+        Ok(Err(failure)) => {
+            *connection = None;
+            Outcome::Failed(failure)
+        }
+        Err(_) => {
+            *connection = None;
+            Outcome::Failed(Failure::Timeout)
+        }
+    }
+}
+
+async fn connect(plan: &Plan) -> Result<SendRequest<Full<Bytes>>, Failure> {
+    let stream = TcpStream::connect((plan.target.host.as_str(), plan.target.port))
+        .await
+        .map_err(|_| Failure::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| Failure::Broken)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn request(plan: &Plan) -> hyper::Request<Full<Bytes>> {
+    let mut builder = hyper::Request::builder()
+        .method(plan.method.as_str())
+        .uri(plan.target.path.as_str())
+        .header(hyper::header::HOST, plan.target.authority.as_str());
+    for (name, value) in &plan.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder
+        .body(Full::new(Bytes::from(plan.body.clone())))
+        .unwrap_or_else(|_| {
+            // The CLI validates method and headers; a request that still fails to build is
+            // sent as a plain GET rather than panicking mid-run.
+            let mut r = hyper::Request::new(Full::new(Bytes::new()));
+            *r.uri_mut() = hyper::Uri::from_static("/");
+            r
+        })
+}

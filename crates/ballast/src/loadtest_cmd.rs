@@ -1,0 +1,329 @@
+//! `ballast loadtest URL`: load with every response attributed to its backend. Parses the
+//! command line into a `ballast_loadtest::Plan`, reads the expected shares from a
+//! configuration, runs, prints progress on a terminal and the report, and judges `--assert`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use ballast_core::config::parse_duration;
+use ballast_core::traffic::ArrivalKind;
+use ballast_loadtest::plan::{Load, Plan, Stop, Target};
+use ballast_loadtest::report::Report;
+use ballast_loadtest::run::{self, Progress};
+
+use crate::stdout;
+
+/// Send load and attribute every response to the backend that answered it.
+///
+/// Open model (`--rate`): requests at a fixed rate (evenly spaced, or `--arrival poisson`)
+/// whatever the answers take, each timed from when it was meant to go out, so a stalled
+/// backend shows as latency instead of hiding behind a lower rate (no coordinated omission).
+/// Closed model (`--connections`, the default): N keep-alive connections, each sending its
+/// next request when the last one answered.
+///
+/// Every response is attributed to its backend by a response header (`--served-by`,
+/// `X-Served-By` by default: ballast's `served_by_header`, HAProxy's `http-response
+/// set-header X-Served-By %s`, nginx's `add_header X-Served-By $upstream_addr always`). Per
+/// backend: requests, share against the share it should have (the weights of `--config`,
+/// else an even split), latency percentiles from an HdrHistogram, 5xx; over the run: the
+/// achieved rate, the peak ratio R, Jain's index and a χ² p-value.
+///
+/// Examples:
+///   ballast loadtest http://127.0.0.1:8080/ --connections 50 --duration 10s
+///   ballast loadtest http://127.0.0.1:8080/ --rate 2000 --arrival poisson --warmup 2s
+///   ballast loadtest http://127.0.0.1:8080/ --rate 500 --config haproxy.cfg --assert 'p99<20ms,peak_ratio<1.5,errors==0'
+///   ballast loadtest http://127.0.0.1:8080/api -X POST -H 'Content-Type: application/json' --body '{"a":1}' --format json
+///
+/// Exit codes: 0 when the run finished (and every --assert held), 1 when an assertion failed,
+/// 2 when the arguments or the configuration cannot be used.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct LoadtestArgs {
+    /// The URL to load (http://host:port/path).
+    url: String,
+    /// Open model: requests per second.
+    #[arg(long, conflicts_with = "connections")]
+    rate: Option<f64>,
+    /// Open model: how arrivals are spaced: constant or poisson.
+    #[arg(long, default_value = "constant", requires = "rate")]
+    arrival: String,
+    /// Open model: at most this many connections at once; a request finding none free waits,
+    /// and the wait counts in its latency.
+    #[arg(long, default_value_t = 1000)]
+    max_connections: u32,
+    /// Closed model: this many connections, each waiting for its answer (default 10).
+    #[arg(long, short = 'c')]
+    connections: Option<u32>,
+    /// How long to send, after the warm-up.
+    #[arg(long, short = 'd', default_value = "10s", conflicts_with = "requests")]
+    duration: String,
+    /// Stop after this many requests (after the warm-up) instead of a duration.
+    #[arg(long, short = 'n')]
+    requests: Option<u64>,
+    /// Sent first and left out of every figure.
+    #[arg(long, default_value = "0s")]
+    warmup: String,
+    /// The request method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    /// A request header, `Name: value` (repeat for more).
+    #[arg(long = "header", short = 'H', value_name = "HEADER")]
+    headers: Vec<String>,
+    /// The request body.
+    #[arg(long)]
+    body: Option<String>,
+    /// The response header that names the backend.
+    #[arg(long, default_value = "X-Served-By")]
+    served_by: String,
+    /// The balancer's configuration (HAProxy, nginx or ballast): expected shares from its
+    /// weights.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// With --config: the pool the URL reaches (default: the first listener's pool).
+    #[arg(long, requires = "config")]
+    pool: Option<String>,
+    /// A request with no answer by then is a timeout.
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    /// Conditions for the exit code: `p99<20ms,peak_ratio<1.5,errors==0` (metrics: requests,
+    /// rate, errors (a fraction: 0.1%), failed, unattributed, mean, p50, p90, p99, p999, max
+    /// (ms), peak_ratio, jain, chi2_p).
+    #[arg(long = "assert", value_name = "CONDITIONS")]
+    assertions: Option<String>,
+    /// Output: text or json.
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// Seed of the arrival gaps (poisson).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads (default: the cores this process may run on).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(args: LoadtestArgs) -> u8 {
+    let (plan, expected, conditions) = match prepare(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let runtime = match crate::runtime(args.threads) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    let target_rate = match plan.load {
+        Load::Open { rate, .. } => Some(rate),
+        Load::Closed { .. } => None,
+    };
+    let served_by = plan.served_by.clone();
+    let live = std::io::stderr().is_terminal();
+    let finished = runtime.block_on(run::run(plan, move |p: &Progress| {
+        if live {
+            eprint!(
+                "\r\x1b[K{:>5.0}s {}{:>8.0} req/s  {} requests  {} errors  p99 {:.2} ms",
+                p.elapsed.as_secs_f64(),
+                if p.warming_up { "(warm-up) " } else { "" },
+                p.rate,
+                p.requests,
+                p.errors,
+                p.p99_ms
+            );
+        }
+    }));
+    if live {
+        eprint!("\r\x1b[K");
+    }
+    let report = Report::build(
+        &finished.tally,
+        finished.measured,
+        target_rate,
+        &served_by,
+        &choose_keys(&expected, &finished.tally),
+    );
+    let written = match args.format.as_str() {
+        "json" => stdout::print(&format!(
+            "{}\n",
+            serde_json::to_string(&report).unwrap_or_default()
+        )),
+        _ => stdout::print(&report.table()),
+    };
+    if !written {
+        return 2;
+    }
+    let verdicts = ballast_sim::assert::evaluate(&conditions, &report);
+    for v in verdicts.iter().filter(|v| !v.passed) {
+        eprintln!("assertion failed: {} (actual {:.4})", v.condition, v.actual);
+    }
+    u8::from(verdicts.iter().any(|v| !v.passed))
+}
+
+/// Expected shares keyed two ways: by server name (ballast, HAProxy's `%s`) and by address
+/// (nginx's `$upstream_addr`).
+struct Expected {
+    by_name: BTreeMap<String, f64>,
+    by_address: BTreeMap<String, f64>,
+}
+
+/// The keying whose names the responses actually carried; an even split, with a warning,
+/// when the responses name none of the configuration's servers.
+fn choose_keys(
+    expected: &Expected,
+    tally: &ballast_loadtest::tally::Tally,
+) -> BTreeMap<String, f64> {
+    let overlap =
+        |m: &BTreeMap<String, f64>| tally.backends.keys().filter(|k| m.contains_key(*k)).count();
+    let (by_name, by_address) = (overlap(&expected.by_name), overlap(&expected.by_address));
+    if expected.by_name.is_empty() {
+        BTreeMap::new()
+    } else if by_name == 0 && by_address == 0 {
+        let seen: Vec<&String> = tally.backends.keys().take(3).collect();
+        eprintln!(
+            "warning: the responses name backends {seen:?}, which the configuration names \
+             neither by server name nor by address: shares are judged against an even split"
+        );
+        BTreeMap::new()
+    } else if by_address > by_name {
+        expected.by_address.clone()
+    } else {
+        expected.by_name.clone()
+    }
+}
+
+type Prepared = (Plan, Expected, Vec<ballast_sim::assert::Condition>);
+
+fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
+    let target = Target::parse(&args.url)?;
+    let arrival = match args.arrival.as_str() {
+        "constant" => ArrivalKind::Constant,
+        "poisson" => ArrivalKind::Poisson,
+        other => return Err(format!("--arrival `{other}`: use constant or poisson")),
+    };
+    let load = match (args.rate, args.connections) {
+        (Some(rate), _) => Load::Open {
+            rate,
+            arrival,
+            max_connections: args.max_connections,
+        },
+        (None, connections) => Load::Closed {
+            connections: connections.unwrap_or(10),
+        },
+    };
+    let stop = match args.requests {
+        Some(n) => Stop::Requests(n),
+        None => Stop::After(parse_duration(&args.duration).map_err(|e| format!("--duration {e}"))?),
+    };
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header `{h}`: write it as `Name: value`"))?;
+        let (name, value) = (name.trim(), value.trim());
+        if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || hyper::header::HeaderValue::from_str(value).is_err()
+        {
+            return Err(format!("--header `{h}` is not a valid HTTP header"));
+        }
+        headers.push((name.to_string(), value.to_string()));
+    }
+    if hyper::Method::from_bytes(args.method.as_bytes()).is_err() {
+        return Err(format!("--method `{}` is not an HTTP method", args.method));
+    }
+    if hyper::header::HeaderName::from_bytes(args.served_by.as_bytes()).is_err() {
+        return Err(format!(
+            "--served-by `{}` is not a header name",
+            args.served_by
+        ));
+    }
+    let plan = Plan {
+        target,
+        load,
+        stop,
+        warmup: parse_duration(&args.warmup).map_err(|e| format!("--warmup {e}"))?,
+        method: args.method.to_ascii_uppercase(),
+        headers,
+        body: args.body.clone().unwrap_or_default().into_bytes(),
+        served_by: args.served_by.clone(),
+        timeout: parse_duration(&args.timeout).map_err(|e| format!("--timeout {e}"))?,
+        seed: args.seed,
+    };
+    plan.validate()?;
+    if plan.timeout < Duration::from_millis(1) {
+        return Err("--timeout must be at least 1ms".into());
+    }
+    let expected = match &args.config {
+        Some(path) => expected_shares(path, args.pool.as_deref())?,
+        None => Expected {
+            by_name: BTreeMap::new(),
+            by_address: BTreeMap::new(),
+        },
+    };
+    let conditions = match &args.assertions {
+        Some(spec) => ballast_sim::assert::parse_for(spec, Report::METRICS)
+            .map_err(|e| format!("--assert: {e}"))?,
+        None => Vec::new(),
+    };
+    if !matches!(args.format.as_str(), "text" | "json") {
+        return Err(format!("--format `{}`: use text or json", args.format));
+    }
+    Ok((plan, expected, conditions))
+}
+
+/// The shares a pool's weights promise to the servers in rotation (not down, weight above 0,
+/// primaries unless there are none).
+fn expected_shares(path: &std::path::Path, pool: Option<&str>) -> Result<Expected, String> {
+    let imported = ballast_import::import_file(path, &ballast_import::Options::default())
+        .map_err(|e| e.to_string())?;
+    let config = &imported.loaded.config;
+    let name = match pool {
+        Some(p) => p.to_string(),
+        None => config
+            .listeners
+            .values()
+            .next()
+            .map(|l| l.pool.clone())
+            .or_else(|| config.pools.keys().next().cloned())
+            .ok_or_else(|| format!("{} has no pool", path.display()))?,
+    };
+    let Some(pool) = config.pools.get(&name) else {
+        let known: Vec<&String> = config.pools.keys().collect();
+        return Err(format!(
+            "{} has no pool `{name}`; it has: {known:?} (choose with --pool)",
+            path.display()
+        ));
+    };
+    let live: Vec<_> = pool
+        .servers
+        .iter()
+        .filter(|s| !s.down && s.weight > 0)
+        .collect();
+    let primaries: Vec<_> = live.iter().filter(|s| !s.backup).copied().collect();
+    let serving = if primaries.is_empty() {
+        live
+    } else {
+        primaries
+    };
+    let total: u32 = serving.iter().map(|s| s.weight).sum();
+    if total == 0 {
+        return Err(format!("pool `{name}` has no server in rotation"));
+    }
+    let share = |w: u32| f64::from(w) / f64::from(total);
+    Ok(Expected {
+        by_name: serving
+            .iter()
+            .map(|s| (s.name.clone(), share(s.weight)))
+            .collect(),
+        by_address: serving
+            .iter()
+            .map(|s| (s.address.clone(), share(s.weight)))
+            .collect(),
+    })
+}
