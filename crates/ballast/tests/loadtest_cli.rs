@@ -236,3 +236,38 @@ fn on_nginx_every_answer_is_attributed_to_the_server_that_gave_it() {
         );
     }
 }
+
+/// A backend that can serve 50 requests a second (20 ms each, one connection) asked for 100:
+/// the closed model slows down with it and reports ~20 ms, hiding the stall; the open model
+/// keeps its schedule, the queue grows, and every request's latency from its intended send time
+/// grows with it.
+#[test]
+fn the_open_model_shows_the_queue_a_closed_model_hides() {
+    let slow = Backend::start_with_delay("slow", Duration::from_millis(20));
+    let url = format!("http://{}/", slow.addr);
+    let closed = loadtest(&url, &["-c", "1", "--duration", "2s"]);
+    let open = loadtest(
+        &url,
+        &[
+            "--rate",
+            "100",
+            "--max-connections",
+            "1",
+            "--duration",
+            "2s",
+        ],
+    );
+    let closed_p99 = closed["latency_ms"]["p99"].as_f64().unwrap();
+    let closed_rate = closed["rate"].as_f64().unwrap();
+    let open_p99 = open["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(
+        closed_p99 < 60.0 && (30.0..=55.0).contains(&closed_rate),
+        "closed: {closed:#}"
+    );
+    // 200 requests meant for 2 s take 4 s to serve: the last waited about 2 s.
+    assert!(
+        open_p99 > 1_000.0 && open_p99 > 20.0 * closed_p99,
+        "open p99 {open_p99} ms against closed {closed_p99} ms: {open:#}"
+    );
+    assert_eq!(open["requests"], 200, "{open:#}");
+}
