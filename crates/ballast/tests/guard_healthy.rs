@@ -5,7 +5,7 @@
 //! Nothing may alert: no alert line from the watch, none listed by Alertmanager, none active in
 //! serve's `/status`.
 //!
-//! The run lasts 35 s by default; `BALLAST_SOAK_SECONDS` sets another length (the soak in
+//! The run lasts 25 s by default; `BALLAST_SOAK_SECONDS` sets another length (the soak in
 //! `bench/soak-healthy.sh` runs 5 minutes). It prints
 //! `GUARD-HEALTHY seconds=.. samples=.. requests=.. false_alerts=..` before asserting.
 
@@ -120,7 +120,7 @@ fn healthy_random_power_of_two_and_round_robin_pools_raise_no_alert() {
     let seconds: u64 = std::env::var("BALLAST_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(35);
+        .unwrap_or(25);
     let am = Alertmanager::start_holding();
     let dir = tempfile::tempdir().expect("a temp dir");
     let admin = addr();

@@ -216,7 +216,8 @@ impl std::fmt::Display for Whole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let v = self.0;
         let rounded = v.round_ties_even();
-        if !(rounded.abs() < EXACT_INTEGERS) {
+        // NaN, infinities and values too large for exact integers: the float printer.
+        if !rounded.is_finite() || rounded.abs() >= EXACT_INTEGERS {
             return write!(f, "{v:.0}");
         }
         let n = rounded as i64;
