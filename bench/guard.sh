@@ -19,3 +19,4 @@ for fleet in healthy troubled; do
   done
 done
 cargo bench -p ballast-guard --bench nginx_log 2>/dev/null | grep -E "^nginx|time:|thrpt:" || true
+# The healthy soak on `ballast serve` (false alerts, target 0) is bench/soak-healthy.sh.

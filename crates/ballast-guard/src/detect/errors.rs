@@ -16,7 +16,7 @@
 
 use ballast_core::sample::{PoolSample, ResponseClasses, Sample, ServerSample, ServerState};
 
-use super::{Finding, Layer, Level, RuleSpec, by_name, figures, percent, pool_series, span};
+use super::{Finding, Layer, Level, RuleSpec, ServerPlace, by_name, figures, percent, span, whole};
 
 /// When errors, outliers and flapping are worth an alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -158,14 +158,24 @@ pub fn detect(window: &[Sample], thresholds: &ErrorThresholds) -> Vec<Finding> {
         return found;
     };
     let over = span(window);
+    // One pool's series and servers at a time, in buffers kept across pools: a fleet round
+    // would otherwise allocate two per pool.
+    let mut series = Vec::with_capacity(window.len());
+    let mut servers: Vec<ServerWindow> = Vec::new();
     for (index, pool) in now.pools.iter().enumerate() {
-        let series = pool_series(window, index, &pool.name);
-        let servers: Vec<ServerWindow> = pool
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ServerWindow::of(s, i, &series))
-            .collect();
+        series.clear();
+        series.extend(
+            window
+                .iter()
+                .filter_map(|s| by_name(&s.pools, index, &pool.name, |p| &p.name)),
+        );
+        servers.clear();
+        servers.extend(
+            pool.servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ServerWindow::of(s, i, &series)),
+        );
         let context = PoolContext {
             pool,
             over: &over,
@@ -332,13 +342,24 @@ impl Counted {
         ])
     }
 
-    fn breakdown(&self) -> String {
-        format!(
+    fn breakdown(&self) -> Breakdown {
+        Breakdown(*self)
+    }
+}
+
+/// "N errors of M responses: A 5xx, B with no response", written where it is formatted.
+struct Breakdown(Counted);
+
+impl std::fmt::Display for Breakdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.0;
+        write!(
+            f,
             "{} errors of {} responses: {} 5xx, {} with no response",
-            self.errors(),
-            self.responses,
-            self.c5xx,
-            self.other
+            c.errors(),
+            c.responses,
+            c.c5xx,
+            c.other
         )
     }
 }
@@ -378,7 +399,10 @@ impl PoolContext<'_> {
             let Some(level) = self.level(c.error_ratio()) else {
                 continue;
             };
-            let place = format!("server {name}/{}", s.now.name);
+            let place = ServerPlace {
+                pool: name,
+                server: &s.now.name,
+            };
             found.push(Finding {
                 rule: SERVER_ERROR_RATE,
                 level,
@@ -475,15 +499,24 @@ impl PoolContext<'_> {
             if !(rate < threshold && mean - rate >= self.t.outlier_min_gap) {
                 continue;
             }
-            let place = format!("server {}/{}", self.pool.name, s.now.name);
-            let mut figs = c.figures();
-            figs.extend(figures(&[
+            let place = ServerPlace {
+                pool: &self.pool.name,
+                server: &s.now.name,
+            };
+            // One map built from every figure at once: the outlier's figures are its
+            // counts' and the comparison's.
+            let figs = figures(&[
+                ("responses", c.responses as f64),
+                ("errors", c.errors() as f64),
+                ("c5xx", c.c5xx as f64),
+                ("other", c.other as f64),
+                ("ratio", c.error_ratio()),
                 ("success_rate", rate),
                 ("others_mean", mean),
                 ("others_stdev", sd),
                 ("threshold", threshold),
                 ("servers", n as f64),
-            ]));
+            ]);
             found.push(Finding {
                 rule: SERVER_ERROR_OUTLIER,
                 level: Level::Warning,
@@ -547,7 +580,17 @@ impl PoolContext<'_> {
             if !stands_out {
                 continue;
             }
-            let place = format!("server {}/{}", self.pool.name, s.now.name);
+            let place = ServerPlace {
+                pool: &self.pool.name,
+                server: &s.now.name,
+            };
+            let (ms, median_ms, mean_ms, sd_ms, threshold_ms) = (
+                whole(latency),
+                whole(median),
+                whole(mean),
+                whole(sd),
+                whole(threshold),
+            );
             found.push(Finding {
                 rule: SERVER_LATENCY_OUTLIER,
                 level: Level::Warning,
@@ -555,12 +598,12 @@ impl PoolContext<'_> {
                 pool: Some(self.pool.name.clone()),
                 server: Some(s.now.name.clone()),
                 summary: format!(
-                    "{place} is slower than its pool: {latency:.0} ms against a median of \
-                     {median:.0} ms over {n} servers"
+                    "{place} is slower than its pool: {ms} ms against a median of \
+                     {median_ms} ms over {n} servers"
                 ),
                 description: format!(
-                    "{place} answered in {latency:.0} ms on average in the last {}; the other \
-                     {} servers average {mean:.0} ms (σ {sd:.0} ms), threshold {threshold:.0} \
+                    "{place} answered in {ms} ms on average in the last {}; the other \
+                     {} servers average {mean_ms} ms (σ {sd_ms} ms), threshold {threshold_ms} \
                      ms. The other servers' latency is normal: not a shared dependency such as \
                      the database.",
                     self.over,
@@ -647,7 +690,10 @@ impl PoolContext<'_> {
             if s.flaps < self.t.flap_changes.max(1) {
                 continue;
             }
-            let place = format!("server {}/{}", self.pool.name, s.now.name);
+            let place = ServerPlace {
+                pool: &self.pool.name,
+                server: &s.now.name,
+            };
             let state = match s.now.state {
                 ServerState::Up => "up",
                 ServerState::Down => "down",

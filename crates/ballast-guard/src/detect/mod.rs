@@ -166,20 +166,153 @@ pub(crate) fn span(window: &[ballast_core::sample::Sample]) -> String {
     }
 }
 
-/// A ratio as a percentage: "84%", "12.5%", "0.4%".
-pub(crate) fn percent(ratio: f64) -> String {
-    let p = ratio * 100.0;
-    let rounded = (p * 10.0).round() / 10.0;
-    if rounded.fract() == 0.0 {
-        format!("{rounded:.0}%")
-    } else {
-        format!("{rounded:.1}%")
+/// A ratio as a percentage: "84%", "12.5%", "0.4%". Written straight into the text it is
+/// formatted in: a fleet round formats thousands of them, and a `String` each was a measurable
+/// part of it (BENCHMARKS.md, the guard).
+pub(crate) fn percent(ratio: f64) -> Percent {
+    Percent(ratio)
+}
+
+/// A ratio shown as a percentage; see [`percent`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Percent(f64);
+
+impl std::fmt::Display for Percent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.0 * 100.0;
+        let tenths = (p * 10.0).round();
+        let rounded = tenths / 10.0;
+        if rounded.fract() == 0.0 {
+            write!(f, "{}%", whole(rounded))
+        } else if tenths.abs() < EXACT_INTEGERS {
+            // `{rounded:.1}`, from the integer count of tenths: the float printer's exact
+            // path falls back to big-number arithmetic on many values.
+            let t = tenths as i64;
+            let sign = if t < 0 { "-" } else { "" };
+            let t = t.unsigned_abs();
+            write!(f, "{sign}{}.{}%", t / 10, t % 10)
+        } else {
+            write!(f, "{rounded:.1}%")
+        }
+    }
+}
+
+/// Floats below this magnitude are exact integers when whole (2⁵³).
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+/// `v` as `format!("{v:.0}")` writes it (ties to even, `-0` kept), through integer
+/// formatting when it fits: the float printer's exact path falls back to big-number
+/// arithmetic (Dragon4) on whole values such as 100.0, which a fleet round meets thousands of
+/// times.
+pub(crate) fn whole(v: f64) -> Whole {
+    Whole(v)
+}
+
+/// A float shown with no decimals; see [`whole`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Whole(f64);
+
+impl std::fmt::Display for Whole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        let rounded = v.round_ties_even();
+        // NaN, infinities and values too large for exact integers: the float printer.
+        if !rounded.is_finite() || rounded.abs() >= EXACT_INTEGERS {
+            return write!(f, "{v:.0}");
+        }
+        let n = rounded as i64;
+        if n == 0 && v.is_sign_negative() {
+            f.write_str("-0")
+        } else {
+            write!(f, "{n}")
+        }
+    }
+}
+
+/// "server POOL/SERVER", the way every server finding names its place, written where it is
+/// formatted rather than built as a `String` first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServerPlace<'a> {
+    pub(crate) pool: &'a str,
+    pub(crate) server: &'a str,
+}
+
+impl std::fmt::Display for ServerPlace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server {}/{}", self.pool, self.server)
     }
 }
 
 /// Figures by name, for [`Finding::figures`].
 pub(crate) fn figures(named: &[(&str, f64)]) -> BTreeMap<String, f64> {
     named.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{percent, whole};
+
+    /// Values around every rounding edge the detectors' figures meet: ratios, latencies,
+    /// thresholds below zero, ties, negative zero, huge and non-finite values.
+    fn edges() -> Vec<f64> {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -0.3,
+            -2.5,
+            1e15,
+            9.1e15,
+            1e300,
+            -1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+            values.push(unit * 2.0 - 0.5);
+            values.push(unit * 3000.0);
+            values.push(f64::from(i) / 1000.0);
+            values.push(f64::from(i) / 20.0 - 100.0);
+        }
+        values
+    }
+
+    #[test]
+    fn whole_writes_what_the_float_printer_writes() {
+        for v in edges() {
+            assert_eq!(whole(v).to_string(), format!("{v:.0}"), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn percent_writes_what_it_wrote_as_a_string() {
+        // The former implementation, kept as the reference.
+        let reference = |ratio: f64| {
+            let p = ratio * 100.0;
+            let rounded = (p * 10.0).round() / 10.0;
+            if rounded.fract() == 0.0 {
+                format!("{rounded:.0}%")
+            } else {
+                format!("{rounded:.1}%")
+            }
+        };
+        for v in edges() {
+            assert_eq!(percent(v).to_string(), reference(v), "{v:e}");
+        }
+        assert_eq!(percent(0.84).to_string(), "84%");
+        assert_eq!(percent(0.125).to_string(), "12.5%");
+        assert_eq!(percent(-0.0004).to_string(), "-0%");
+        assert_eq!(percent(-0.004).to_string(), "-0.4%");
+    }
 }
 
 /// Builders of synthetic samples for the detectors' tests, on a virtual clock.

@@ -17,7 +17,9 @@ use ballast_core::sample::{
     FrontendSample, PoolSample, ProcessSample, Sample, ServerSample, ServerState,
 };
 
-use super::{Finding, Layer, Level, RuleSpec, by_name, figures, increase, percent, span};
+use super::{
+    Finding, Layer, Level, RuleSpec, ServerPlace, by_name, figures, increase, percent, span,
+};
 
 /// When connections count as near or at a limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -227,12 +229,11 @@ fn judge_server(
     if queued == 0 && !fill.is_some_and(|f| f.near(t)) {
         return;
     }
-    let place = format!("server {}/{}", pool.name, server.name);
-    let queue_note = if queued > 0 {
-        format!(", {queued} queued")
-    } else {
-        String::new()
+    let place = ServerPlace {
+        pool: &pool.name,
+        server: &server.name,
     };
+    let queue_note = QueueNote(queued);
     if let Some(fill) = fill {
         let figs = || {
             figures(&[
@@ -291,9 +292,9 @@ fn judge_server(
     if queued == 0 {
         return;
     }
-    let sessions = match server.max_connections.filter(|&l| l > 0) {
-        Some(limit) => format!("{} of {limit} sessions", server.active),
-        None => format!("{} sessions, no limit", server.active),
+    let sessions = Sessions {
+        active: server.active,
+        limit: server.max_connections.filter(|&l| l > 0),
     };
     let max_queue = server.max_queue.filter(|&q| q > 0);
     let figs = || {
@@ -341,6 +342,33 @@ fn judge_server(
     });
 }
 
+/// ", N queued" after a server's sessions, nothing when none is: written where it is formatted.
+struct QueueNote(u64);
+
+impl std::fmt::Display for QueueNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            queued => write!(f, ", {queued} queued"),
+        }
+    }
+}
+
+/// "N of L sessions", or "N sessions, no limit": written where it is formatted.
+struct Sessions {
+    active: u64,
+    limit: Option<u64>,
+}
+
+impl std::fmt::Display for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.limit {
+            Some(limit) => write!(f, "{} of {limit} sessions", self.active),
+            None => write!(f, "{} sessions, no limit", self.active),
+        }
+    }
+}
+
 /// The servers that take new requests: up with a weight, primaries unless none is (then the
 /// backups serve, as the balancers do).
 pub(crate) fn in_rotation(pool: &PoolSample) -> Vec<&ServerSample> {
@@ -356,6 +384,17 @@ pub(crate) fn in_rotation(pool: &PoolSample) -> Vec<&ServerSample> {
     } else {
         primaries
     }
+}
+
+/// A server in rotation (as [`in_rotation`] chooses them) has no limit or is below it. False
+/// when none is in rotation, so the full judgement decides then.
+fn pool_has_room(pool: &PoolSample, t: &SaturationThresholds) -> bool {
+    let live = |s: &ServerSample| s.state == ServerState::Up && s.weight > 0;
+    let primaries = pool.servers.iter().any(|s| live(s) && !s.backup);
+    pool.servers
+        .iter()
+        .filter(|s| live(s) && (!primaries || !s.backup))
+        .any(|s| Fill::of(s.active, s.max_connections).is_none_or(|f| !f.at(t)))
 }
 
 fn judge_pool(pool: &PoolSample, t: &SaturationThresholds, found: &mut Vec<Finding>) {
@@ -381,6 +420,10 @@ fn judge_pool(pool: &PoolSample, t: &SaturationThresholds, found: &mut Vec<Findi
                 ("server_queued", server_queues as f64),
             ]),
         });
+    }
+    // Nearly every pool of a fleet has a server with room: say so before collecting anything.
+    if pool_has_room(pool, t) {
+        return;
     }
     let serving = in_rotation(pool);
     if serving.is_empty() {
