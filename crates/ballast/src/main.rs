@@ -6,6 +6,7 @@ mod convert_cmd;
 mod demo_cmd;
 mod diff_cmd;
 mod input;
+mod postmortem_cmd;
 mod rules_cmd;
 mod serve_cmd;
 mod simulate_cmd;
@@ -27,6 +28,7 @@ use clap::{Parser, Subcommand};
 ///   ballast convert haproxy.cfg -o ballast.toml       # an HAProxy or nginx file in ballast's format
 ///   ballast watch haproxy:/run/haproxy/admin.sock     # is the running load balancer the problem?
 ///   ballast rules prometheus > ballast-rules.yml      # the same signals for a fleet's Prometheus
+///   ballast postmortem --events events.jsonl          # the draft of the incident review
 ///
 /// Exit codes: 0 when all is well, 1 when a check or an assertion fails, 2 when an input
 /// cannot be read or parsed.
@@ -52,6 +54,7 @@ enum Command {
     Convert(convert_cmd::ConvertArgs),
     Watch(watch_cmd::WatchArgs),
     Rules(rules_cmd::RulesArgs),
+    Postmortem(postmortem_cmd::PostmortemArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert_cmd::run(args),
         Command::Watch(args) => watch_cmd::run(args),
         Command::Rules(args) => rules_cmd::run(args),
+        Command::Postmortem(args) => postmortem_cmd::run(args),
     };
     ExitCode::from(code)
 }
