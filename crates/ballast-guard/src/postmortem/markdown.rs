@@ -411,7 +411,7 @@ fn trigger(r: &Review) -> Vec<Block> {
         ));
     } else {
         items.push(format!(
-            "{} `{}`: `{}` changed{} (`{}`).",
+            "{} `{}`: `{}` changed{} to version `{}`.",
             clock(t.at_ms),
             t.event,
             t.file,

@@ -418,18 +418,28 @@ pub fn review(
     let resolution = match (rollback, incident.restored_ms) {
         (Some(r), _) => r,
         (None, None) => Resolution::Ongoing,
-        (None, Some(restored)) => span
-            .iter()
-            .rev()
-            .find(|e| {
-                e.at_ms > incident.first_alert_ms && e.at_ms <= restored && is_change(&e.kind)
-            })
-            .map_or(Resolution::Resolved { at_ms: restored }, |e| {
+        (None, Some(restored)) => {
+            let changes: Vec<&&Event> = span
+                .iter()
+                .filter(|e| {
+                    e.at_ms > incident.first_alert_ms && e.at_ms <= restored && is_change(&e.kind)
+                })
+                .collect();
+            // The last change, told by its edit (with the diff) when one is close to it.
+            let last = changes.last().map(|e| e.at_ms);
+            let told = changes
+                .iter()
+                .rev()
+                .filter(|e| last.is_some_and(|l| l - e.at_ms <= PAIRING_MS))
+                .find(|e| !matches!(e.kind, EventKind::Reloaded { .. }))
+                .or(changes.last());
+            told.map_or(Resolution::Resolved { at_ms: restored }, |e| {
                 Resolution::Change {
                     at_ms: e.at_ms,
                     what: describe(&e.kind),
                 }
-            }),
+            })
+        }
     };
     let end_of_log = events.last().map_or(incident.end_ms, |e| e.at_ms);
     let restored = incident.restored_ms;
@@ -949,13 +959,16 @@ fn ruled_out(
     incident: &Incident,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    // Each alert name's first statement: the later firings of one alert repeat it.
     let mut quoted = BTreeSet::new();
     for a in alerts.iter().filter(|a| a.alertname != CHANGE_ALERT) {
-        for clause in a.cause.split(['.', ';']).map(str::trim) {
+        if !quoted.insert(a.alertname.clone()) {
+            continue;
+        }
+        let text = a.cause.trim_end_matches('.');
+        for clause in text.split(". ").flat_map(|s| s.split("; ")).map(str::trim) {
             let lower = clause.to_lowercase();
-            if (lower.starts_with("request rate") || lower.starts_with("the other servers"))
-                && quoted.insert(lower.clone())
-            {
+            if lower.starts_with("request rate") || lower.starts_with("the other servers") {
                 out.push(format!(
                     "{clause} (the cause of {} at {})",
                     a.alertname,
@@ -1042,8 +1055,8 @@ fn ruled_out(
             e.at_ms >= from
                 && e.at_ms <= restored_ms
                 && is_change(&e.kind)
-                && !known.contains(&e.at_ms)
-                && Some(e.at_ms) != resolved_by
+                && !known.iter().any(|k| e.at_ms.abs_diff(*k) <= PAIRING_MS)
+                && resolved_by.is_none_or(|r| e.at_ms.abs_diff(r) > PAIRING_MS)
         })
         .collect();
     if others.is_empty() {

@@ -210,7 +210,7 @@ def record_haproxy(binary, out):
                  "--event-log", events, "--format", "json"],
                 open(os.path.join(work, "watch.out"), "w"),
             )
-            traffic = Traffic(front, 6, 0.02)
+            traffic = Traffic(front, 4, 0.02)
             time.sleep(35)
             write([1, 1, 8])
             time.sleep(3)
