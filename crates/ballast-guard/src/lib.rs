@@ -10,12 +10,16 @@
 //! - `alert`: findings → alerts with a lifecycle, deduplication, grouping and inhibition.
 //! - `sink`: alerts → Alertmanager, a webhook, the event log, the terminal.
 //! - `rules`: the same signals as Prometheus rules, for a fleet.
+//! - `events`: a round's configuration changes, reloads and pool snapshots as event-log events.
+//! - `postmortem`: an event log → the draft of the incident review (Markdown or HTML).
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod change;
 pub mod detect;
+pub mod events;
 pub mod http;
+pub mod postmortem;
 pub mod rules;
 pub mod runbook;
 pub mod sink;

@@ -7,6 +7,7 @@ mod demo_cmd;
 mod diff_cmd;
 mod input;
 mod loadtest_cmd;
+mod postmortem_cmd;
 mod rules_cmd;
 mod serve_cmd;
 mod simulate_cmd;
@@ -28,7 +29,8 @@ use clap::{Parser, Subcommand};
 ///   ballast convert haproxy.cfg -o ballast.toml       # an HAProxy or nginx file in ballast's format
 ///   ballast watch haproxy:/run/haproxy/admin.sock     # is the running load balancer the problem?
 ///   ballast rules prometheus > ballast-rules.yml      # the same signals for a fleet's Prometheus
-///   ballast loadtest http://127.0.0.1:8080/ --rate 500  # load, every answer attributed to its backend
+///   ballast loadtest http://127.0.0.1:8080/ -c 20     # load, every answer attributed to its backend
+///   ballast postmortem --events events.jsonl          # the draft of the incident review
 ///
 /// Exit codes: 0 when all is well, 1 when a check or an assertion fails, 2 when an input
 /// cannot be read or parsed.
@@ -55,6 +57,7 @@ enum Command {
     Watch(watch_cmd::WatchArgs),
     Rules(rules_cmd::RulesArgs),
     Loadtest(loadtest_cmd::LoadtestArgs),
+    Postmortem(postmortem_cmd::PostmortemArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch_cmd::run(args),
         Command::Rules(args) => rules_cmd::run(args),
         Command::Loadtest(args) => loadtest_cmd::run(args),
+        Command::Postmortem(args) => postmortem_cmd::run(args),
     };
     ExitCode::from(code)
 }

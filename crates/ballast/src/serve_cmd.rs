@@ -174,6 +174,7 @@ mod guard {
     use ballast_core::event::{ActiveAlert, Event};
     use ballast_guard::alert::{Alert, AlertState};
     use ballast_guard::change::ChangeWatcher;
+    use ballast_guard::events::{self, EventOptions};
     use ballast_guard::sink::Sink;
     use ballast_guard::sink::alertmanager::AlertmanagerSink;
     use ballast_guard::sink::eventlog::EventLogSink;
@@ -228,6 +229,10 @@ mod guard {
             let sample = proxy.sample();
             let now_ms = sample.at_ms;
             let outcome = watcher.observe(sample);
+            // The guard's changes, reloads and pool snapshots, in serve's event log.
+            for event in events::of_round(&outcome, &watcher, &EventOptions::default()) {
+                proxy.record_event(event);
+            }
             let delivered = outcome.round.to_deliver();
             for (sink, last) in sinks.iter_mut().zip(&mut last_errors) {
                 match sink.deliver(now_ms, &delivered) {

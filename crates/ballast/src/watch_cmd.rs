@@ -13,6 +13,7 @@ use ballast_guard::alert::{Alert, AlertState};
 use ballast_guard::change::ChangeWatcher;
 use ballast_guard::detect::Level;
 use ballast_guard::detect::distribution::{Measure, PoolDistribution, Verdict};
+use ballast_guard::events::{self, EventOptions};
 use ballast_guard::sink::Sink;
 use ballast_guard::sink::alertmanager::AlertmanagerSink;
 use ballast_guard::sink::eventlog::EventLogSink;
@@ -98,7 +99,8 @@ pub struct WatchArgs {
     /// A webhook to POST Alertmanager's webhook JSON (version 4) to, grouped by pool.
     #[arg(long, value_name = "URL")]
     webhook: Vec<String>,
-    /// Append alert, configuration-change and reload events to this file (JSON lines).
+    /// Append alert, configuration-change, reload and pool-snapshot (every 10 s) events to this
+    /// file (JSON lines): what `ballast postmortem --events FILE` drafts the review from.
     #[arg(long, value_name = "FILE")]
     event_log: Option<PathBuf>,
     /// Output: text for people, json for tools (every sample and alert as JSON lines).
@@ -195,6 +197,16 @@ pub fn run(args: WatchArgs) -> u8 {
             Err(e) => return refuse(&e.to_string()),
         }
     }
+    // The guard's own events (changes, reloads, pool snapshots) go to the same log.
+    let mut guard_log = match args
+        .event_log
+        .as_deref()
+        .map(EventLogSink::open)
+        .transpose()
+    {
+        Ok(log) => log,
+        Err(e) => return refuse(&e.to_string()),
+    };
     if args.once {
         return once(&mut watched, &args);
     }
@@ -211,6 +223,12 @@ pub fn run(args: WatchArgs) -> u8 {
             for sink in &mut sinks {
                 if let Err(e) = sink.deliver(now_ms, &delivered) {
                     eprintln!("warning: {e} (kept, tried again next round)");
+                }
+            }
+            if let Some(log) = &mut guard_log {
+                let events = events::of_round(&outcome, &w.watcher, &EventOptions::default());
+                if let Err(e) = log.record(events) {
+                    eprintln!("warning: {e}");
                 }
             }
             report(w, &outcome, args.format, live);

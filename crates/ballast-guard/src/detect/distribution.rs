@@ -184,6 +184,11 @@ pub struct PoolDistribution {
     pub verdict: Verdict,
     /// The other measure, shown and never alerted on (requests of a least-connections pool).
     pub information: Option<Evenness>,
+    /// Each candidate server's expected share (its live weight over the candidates' total),
+    /// by name, in the latest sample's order; servers out of rotation are absent (their share
+    /// is 0). Empty when the pool is not judged on shares (`first`). The event log's pool
+    /// snapshots take their expected shares from here, so they agree with the verdict.
+    pub expected_shares: Vec<(String, f64)>,
 }
 
 /// Judges one pool over `window`: its samples, oldest first, all of the same pool.
@@ -200,6 +205,7 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
         measure,
         verdict,
         information: None,
+        expected_shares: Vec::new(),
     };
     if promise == Promise::FillInOrder {
         return Some(done(Verdict::NotJudged {
@@ -207,6 +213,20 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
         }));
     }
     let candidates = candidates(window);
+    let total_weight: u64 = candidates.iter().map(|c| u64::from(c.now.weight)).sum();
+    let expected: Vec<f64> = candidates
+        .iter()
+        .map(|c| f64::from(c.now.weight) / total_weight.max(1) as f64)
+        .collect();
+    let expected_shares: Vec<(String, f64)> = candidates
+        .iter()
+        .zip(&expected)
+        .map(|(c, e)| (c.now.name.clone(), *e))
+        .collect();
+    let done = |verdict| PoolDistribution {
+        expected_shares: expected_shares.clone(),
+        ..done(verdict)
+    };
     if candidates.len() < 2 {
         return Some(done(Verdict::NotJudged {
             reason: format!(
@@ -221,11 +241,6 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
             reason: "a weight changed in this window".into(),
         }));
     }
-    let total_weight: u64 = candidates.iter().map(|c| u64::from(c.now.weight)).sum();
-    let expected: Vec<f64> = candidates
-        .iter()
-        .map(|c| f64::from(c.now.weight) / total_weight as f64)
-        .collect();
     let Some(sent): Option<Vec<u64>> = candidates.iter().map(|c| c.sent).collect() else {
         return Some(done(Verdict::NotJudged {
             reason: "the request counters restarted in this window (a reload)".into(),

@@ -1,4 +1,5 @@
-//! The event log sink: alert transitions appended to ballast's event log as
+//! The event log sink: the guard's own events (configuration changes, reloads, pool
+//! snapshots, from `crate::events`) through [`EventLogSink::record`], and alert transitions appended to ballast's event log as
 //! `ballast_core::event::Event` JSON lines, one `alert_firing` when an alert begins to fire and
 //! one `alert_resolved` when it resolves (never one per round), so the dashboard and
 //! `postmortem` read alerts from the same log as configuration changes and server states.
@@ -99,6 +100,40 @@ impl EventLogSink {
         events
     }
 
+    /// Appends events that are not alerts (the guard's configuration changes, reloads and
+    /// snapshots). Like alert events, those that cannot be written are kept for the next call;
+    /// the failure is returned on the first failing call only.
+    pub fn record(&mut self, events: Vec<Event>) -> Result<(), SinkError> {
+        if events.is_empty() && self.unwritten.is_empty() {
+            return Ok(());
+        }
+        self.unwritten.extend(events);
+        self.flush_unwritten()
+    }
+
+    fn flush_unwritten(&mut self) -> Result<(), SinkError> {
+        while self.unwritten.len() > MAX_UNWRITTEN {
+            self.unwritten.pop_front();
+        }
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        match self.write_unwritten() {
+            Ok(()) => {
+                self.failure.succeeded();
+                Ok(())
+            }
+            Err(e) => self.failure.failed(
+                self.name(),
+                format!(
+                    "cannot append to it: {e}; {} events are kept and written when it can be \
+                     (check the disk's space and the file's permissions)",
+                    self.unwritten.len()
+                ),
+            ),
+        }
+    }
+
     fn write_unwritten(&mut self) -> std::io::Result<()> {
         while let Some(event) = self.unwritten.front() {
             let mut line = serde_json::to_string(event).map_err(std::io::Error::other)?;
@@ -120,26 +155,7 @@ impl Sink for EventLogSink {
     fn deliver(&mut self, now_ms: u64, alerts: &[Alert]) -> Result<(), SinkError> {
         let events = self.transitions(now_ms, alerts);
         self.unwritten.extend(events);
-        while self.unwritten.len() > MAX_UNWRITTEN {
-            self.unwritten.pop_front();
-        }
-        if self.unwritten.is_empty() {
-            return Ok(());
-        }
-        match self.write_unwritten() {
-            Ok(()) => {
-                self.failure.succeeded();
-                Ok(())
-            }
-            Err(e) => self.failure.failed(
-                self.name(),
-                format!(
-                    "cannot append to it: {e}; {} alert events are kept and written when it \
-                     can be (check the disk's space and the file's permissions)",
-                    self.unwritten.len()
-                ),
-            ),
-        }
+        self.flush_unwritten()
     }
 }
 

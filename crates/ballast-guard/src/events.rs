@@ -1,0 +1,356 @@
+//! The guard's own events for the event log: a watcher's round (its [`Outcome`] and the
+//! history it judged) turned into `config_changed`, `reloaded` and, every snapshot interval,
+//! one `pool_snapshot` per pool. Pure: `ballast watch --event-log` and serve's guard thread
+//! call [`events`] after every round and append what it returns, so the postmortem, the
+//! dashboard and the rollback read one record whichever process watched.
+
+use std::collections::HashMap;
+
+use ballast_core::event::{Event, EventKind, ServerSnapshot};
+use ballast_core::sample::{PoolSample, Sample, ServerSample, ServerState};
+
+use crate::change::{ConfigChange, Reload};
+use crate::detect::distribution::{PoolDistribution, Verdict};
+use crate::watch::{Outcome, Watcher};
+
+/// How often pools are snapshotted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOptions {
+    /// A snapshot is written each time the clock crosses a multiple of this many ms, covering
+    /// the figures since the sample this long before.
+    pub snapshot_interval_ms: u64,
+}
+
+impl Default for EventOptions {
+    fn default() -> Self {
+        Self {
+            snapshot_interval_ms: 10_000,
+        }
+    }
+}
+
+/// The events of the round that ended with the history's latest sample: the configuration
+/// change and the reload the watcher saw, and the pools' snapshots when one is due.
+/// `history` is the watcher's history, oldest first, its last sample the one just observed.
+pub fn events(outcome: &Outcome, history: &[&Sample], options: &EventOptions) -> Vec<Event> {
+    let Some(latest) = history.last() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(change) = &outcome.change {
+        out.push(config_changed(change, latest));
+    }
+    if let Some(reload) = &outcome.reload {
+        out.push(reloaded(reload, latest));
+    }
+    if snapshot_due(history, options.snapshot_interval_ms) {
+        out.extend(snapshots(
+            history,
+            &outcome.distributions,
+            options.snapshot_interval_ms,
+        ));
+    }
+    out
+}
+
+/// [`events`] over a watcher's own history, for the callers that hold the watcher.
+pub fn of_round(outcome: &Outcome, watcher: &Watcher, options: &EventOptions) -> Vec<Event> {
+    let history: Vec<&Sample> = watcher.history().collect();
+    events(outcome, &history, options)
+}
+
+fn config_changed(c: &ConfigChange, sample: &Sample) -> Event {
+    Event {
+        at_ms: c.at_ms,
+        kind: EventKind::ConfigChanged {
+            source: sample.source.clone(),
+            instance: sample.instance.clone(),
+            file: c.file.clone(),
+            previous: c.previous.clone(),
+            version: c.version.clone(),
+            changes: c.changes.clone(),
+            pools: c.pools.clone(),
+            introduced: c.introduced.clone(),
+            shifts: c.shifts.clone(),
+            max_shift_points: c.max_shift_points,
+            risky: c.risky,
+            unreadable: c.unreadable.clone(),
+        },
+    }
+}
+
+fn reloaded(r: &Reload, sample: &Sample) -> Event {
+    Event {
+        at_ms: r.at_ms,
+        kind: EventKind::Reloaded {
+            source: sample.source.clone(),
+            instance: sample.instance.clone(),
+            previous: r.previous.clone(),
+            generation: r.generation.clone(),
+        },
+    }
+}
+
+/// Whether the latest sample is the first past a multiple of the interval. Decided from the
+/// two latest samples' times alone, so the function needs no state of its own and a restarted
+/// watcher keeps the same cadence.
+fn snapshot_due(history: &[&Sample], interval_ms: u64) -> bool {
+    let interval = interval_ms.max(1);
+    match history {
+        [.., previous, latest] => latest.at_ms / interval > previous.at_ms / interval,
+        _ => false,
+    }
+}
+
+/// One snapshot per pool of the latest sample, over the samples since the interval's start.
+fn snapshots(
+    history: &[&Sample],
+    distributions: &[PoolDistribution],
+    interval_ms: u64,
+) -> Vec<Event> {
+    let latest = history[history.len() - 1];
+    let start = latest.at_ms.saturating_sub(interval_ms);
+    // The window begins at the last sample at or before its start (the counters' baseline).
+    let first = history
+        .partition_point(|s| s.at_ms <= start)
+        .saturating_sub(1);
+    let window = &history[first..];
+    let window_ms = latest.at_ms - window[0].at_ms;
+    latest
+        .pools
+        .iter()
+        .map(|pool| {
+            let distribution = distributions.iter().find(|d| d.pool == pool.name);
+            Event {
+                at_ms: latest.at_ms,
+                kind: EventKind::PoolSnapshot {
+                    source: latest.source.clone(),
+                    instance: latest.instance.clone(),
+                    pool: pool.name.clone(),
+                    window_ms,
+                    algorithm: pool.promise.as_str().to_string(),
+                    peak_ratio: distribution.and_then(peak_ratio),
+                    servers: servers(pool, window, distribution),
+                },
+            }
+        })
+        .collect()
+}
+
+/// R of the distribution detector's last verdict, when it judged the pool.
+fn peak_ratio(d: &PoolDistribution) -> Option<f64> {
+    match &d.verdict {
+        Verdict::AsPromised { evenness } | Verdict::Skewed { evenness, .. } => {
+            Some(evenness.peak_ratio)
+        }
+        Verdict::NotJudged { .. } | Verdict::NotEnoughTraffic { .. } => None,
+    }
+}
+
+/// What one server did over the window.
+#[derive(Default)]
+struct Totals {
+    requests: u64,
+    errors_5xx: u64,
+    /// Σ latency × requests and Σ requests of the rounds that reported a latency.
+    latency_weighted: f64,
+    latency_requests: u64,
+}
+
+fn servers(
+    pool: &PoolSample,
+    window: &[&Sample],
+    distribution: Option<&PoolDistribution>,
+) -> Vec<ServerSnapshot> {
+    let mut totals: HashMap<&str, Totals> = HashMap::new();
+    let mut previous: HashMap<&str, &ServerSample> = HashMap::new();
+    for sample in window {
+        let Some(p) = sample.pools.iter().find(|p| p.name == pool.name) else {
+            continue;
+        };
+        for s in &p.servers {
+            if let Some(before) = previous.get(s.name.as_str()) {
+                let requests = increase(before.requests, s.requests);
+                let t = totals.entry(s.name.as_str()).or_default();
+                t.requests += requests;
+                t.errors_5xx += increase(before.responses.c5xx, s.responses.c5xx);
+                if let Some(latency) = s.latency_ms {
+                    // A round without requests still says something of a latency gauge.
+                    let weight = requests.max(1);
+                    t.latency_weighted += latency * weight as f64;
+                    t.latency_requests += weight;
+                }
+            }
+            previous.insert(s.name.as_str(), s);
+        }
+    }
+    let pool_requests: u64 = totals.values().map(|t| t.requests).sum();
+    let expected = |name: &str| {
+        distribution
+            .and_then(|d| d.expected_shares.iter().find(|(n, _)| n == name))
+            .map_or(0.0, |(_, e)| *e)
+    };
+    pool.servers
+        .iter()
+        .map(|s| {
+            let t = totals.remove(s.name.as_str()).unwrap_or_default();
+            ServerSnapshot {
+                server: s.name.clone(),
+                requests: t.requests,
+                share: if pool_requests == 0 {
+                    0.0
+                } else {
+                    t.requests as f64 / pool_requests as f64
+                },
+                expected_share: expected(&s.name),
+                in_flight: s.active,
+                limit: s.max_connections,
+                queued: s.queued,
+                errors_5xx: t.errors_5xx,
+                latency_ms: (t.latency_requests > 0)
+                    .then(|| t.latency_weighted / t.latency_requests as f64),
+                state: state(s).to_string(),
+            }
+        })
+        .collect()
+}
+
+/// A counter's increase between two samples; one that went down restarted (a reload) and
+/// counts from zero.
+fn increase(before: u64, now: u64) -> u64 {
+    if now >= before { now - before } else { now }
+}
+
+fn state(s: &ServerSample) -> &'static str {
+    match s.state {
+        ServerState::Up if s.backup => "backup",
+        ServerState::Up => "up",
+        ServerState::Down => "down",
+        ServerState::Drain => "drain",
+        ServerState::Maintenance => "maint",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testing::{pool, responses, sample, server};
+    use crate::watch::WatchOptions;
+
+    /// Runs a watcher over `secs` one-second rounds in which app-1..3 take `rates[i]`
+    /// requests per second (app-3 answering 5xx for `failing` of them), and gathers every
+    /// event `events` returns.
+    fn run(secs: u64, rates: [u64; 3], weights: [u32; 3], failing: u64) -> Vec<Event> {
+        let mut w = Watcher::new("test", "lb-1", WatchOptions::default());
+        let mut all = Vec::new();
+        for t in 0..=secs {
+            let servers = (0..3)
+                .map(|i| {
+                    let mut s = server(&format!("app-{}", i + 1));
+                    s.requests = rates[i] * t;
+                    s.weight = weights[i];
+                    s.active = i as u64;
+                    s.latency_ms = Some(10.0 * (i + 1) as f64);
+                    let bad = if i == 2 { failing * t } else { 0 };
+                    s.responses = responses(s.requests - bad, bad, 0);
+                    s
+                })
+                .collect();
+            let outcome = w.observe(sample(t, vec![pool("app", servers)]));
+            all.extend(of_round(&outcome, &w, &EventOptions::default()));
+        }
+        all
+    }
+
+    fn snapshots(events: &[Event]) -> Vec<(u64, &[ServerSnapshot], Option<f64>, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::PoolSnapshot {
+                    servers,
+                    peak_ratio,
+                    window_ms,
+                    ..
+                } => Some((e.at_ms, servers.as_slice(), *peak_ratio, *window_ms)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_every_ten_seconds_with_the_window_figures_and_the_detectors_expected_shares() {
+        let all = run(30, [100, 100, 400], [1, 1, 2], 20);
+        let snaps = snapshots(&all);
+        let times: Vec<u64> = snaps.iter().map(|s| s.0).collect();
+        assert_eq!(times, [10_000, 20_000, 30_000]);
+        let (_, servers, r, window_ms) = snaps[1];
+        assert_eq!(window_ms, 10_000);
+        let requests: Vec<u64> = servers.iter().map(|s| s.requests).collect();
+        assert_eq!(requests, [1_000, 1_000, 4_000]);
+        assert!((servers[2].share - 4.0 / 6.0).abs() < 1e-9);
+        // Weights 1,1,2: the detector's expected shares, not the observed ones.
+        let expected: Vec<f64> = servers.iter().map(|s| s.expected_share).collect();
+        assert_eq!(expected, [0.25, 0.25, 0.5]);
+        assert_eq!(servers[2].errors_5xx, 200);
+        assert_eq!(servers[0].errors_5xx, 0);
+        assert_eq!(servers[1].in_flight, 1);
+        assert_eq!(servers[2].latency_ms, Some(30.0));
+        assert_eq!(servers[0].state, "up");
+        // R: app-3 takes 4/6 against its 1/2.
+        let r = r.expect("judged");
+        assert!((r - (4.0 / 6.0) / 0.5).abs() < 0.01, "R = {r}");
+    }
+
+    #[test]
+    fn a_counter_that_restarts_counts_from_zero_not_as_a_huge_increase() {
+        assert_eq!(increase(500, 20), 20);
+        assert_eq!(increase(20, 500), 480);
+    }
+
+    #[test]
+    fn changes_and_reloads_become_events_with_the_samples_source() {
+        let change = ConfigChange {
+            at_ms: 5_000,
+            file: "haproxy.cfg".into(),
+            previous: "aa".into(),
+            version: "bb".into(),
+            changes: vec!["pool app: ~ weight of server app-3: 1 → 8".into()],
+            pools: vec!["app".into()],
+            introduced: vec!["SKEW-001 warning line 12: weight 8".into()],
+            max_shift_points: 41.0,
+            shifts: vec!["app: app-3 33% → 80%".into()],
+            risky: true,
+            unreadable: None,
+        };
+        let outcome = Outcome {
+            change: Some(change),
+            reload: Some(Reload {
+                at_ms: 6_000,
+                previous: "pid 1".into(),
+                generation: "pid 2".into(),
+            }),
+            ..Outcome::default()
+        };
+        let s = sample(6, Vec::new());
+        let out = events(&outcome, &[&s], &EventOptions::default());
+        assert_eq!(out.len(), 2, "{out:?}");
+        match &out[0].kind {
+            EventKind::ConfigChanged {
+                source,
+                introduced,
+                max_shift_points,
+                risky,
+                ..
+            } => {
+                assert_eq!(source, "test");
+                assert_eq!(introduced.len(), 1);
+                assert_eq!(*max_shift_points, 41.0);
+                assert!(*risky);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(&out[1].kind, EventKind::Reloaded { generation, .. } if generation == "pid 2")
+        );
+    }
+}
