@@ -10,10 +10,12 @@
 //! - `alert`: findings → alerts with a lifecycle, deduplication, grouping and inhibition.
 //! - `sink`: alerts → Alertmanager, a webhook, the event log, the terminal.
 //! - `rules`: the same signals as Prometheus rules, for a fleet.
+//! - `dashboard`: the live page's state (shares, R over time, alerts, timeline) as JSON.
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod change;
+pub mod dashboard;
 pub mod detect;
 pub mod http;
 pub mod rules;
