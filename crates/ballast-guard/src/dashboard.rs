@@ -53,7 +53,10 @@ impl DashboardState {
     pub fn to_json(&self) -> String {
         // Plain data of strings and numbers: serialising it cannot fail, but never panic.
         serde_json::to_string(self).unwrap_or_else(|e| {
-            format!("{{\"error\":{:?}}}", format!("cannot serialise the state: {e}"))
+            format!(
+                "{{\"error\":{:?}}}",
+                format!("cannot serialise the state: {e}")
+            )
         })
     }
 }
@@ -358,24 +361,26 @@ impl Dashboard {
             .zip(&sent)
             .zip(&measured)
             .zip(&expected)
-            .map(|(((s, &requests), &measured), &expected_share)| ServerView {
-                name: s.name.clone(),
-                state: s.state,
-                weight: s.weight,
-                backup: s.backup,
-                share: if total > 0 {
-                    measured as f64 / total as f64
-                } else {
-                    0.0
+            .map(
+                |(((s, &requests), &measured), &expected_share)| ServerView {
+                    name: s.name.clone(),
+                    state: s.state,
+                    weight: s.weight,
+                    backup: s.backup,
+                    share: if total > 0 {
+                        measured as f64 / total as f64
+                    } else {
+                        0.0
+                    },
+                    expected_share,
+                    requests,
+                    in_flight: s.active,
+                    limit: s.max_connections,
+                    queued: s.queued,
+                    errors_5xx: delta(s.responses.c5xx, before(s).map(|b| b.responses.c5xx)),
+                    latency_ms: s.latency_ms,
                 },
-                expected_share,
-                requests,
-                in_flight: s.active,
-                limit: s.max_connections,
-                queued: s.queued,
-                errors_5xx: delta(s.responses.c5xx, before(s).map(|b| b.responses.c5xx)),
-                latency_ms: s.latency_ms,
-            })
+            )
             .collect();
         let judged = self.verdicts.get(&pool.name);
         let (verdict, status) = judged.map_or_else(
@@ -622,7 +627,12 @@ mod tests {
         assert!((r - 1.0).abs() < 1e-9, "R {r}");
 
         // app-2 goes down: out of rotation, its expected share is the others'.
-        let s = at(11, [1_100, 1_100, 8_800], [1, 1, 8], [UP, ServerState::Down, UP]);
+        let s = at(
+            11,
+            [1_100, 1_100, 8_800],
+            [1, 1, 8],
+            [UP, ServerState::Down, UP],
+        );
         let o = w.observe(s);
         d.observe(&w, &o);
         let state = d.state(&w);
@@ -635,7 +645,9 @@ mod tests {
         let downs: Vec<&Event> = state
             .timeline
             .iter()
-            .filter(|e| matches!(&e.kind, EventKind::ServerDown { server, .. } if server == "app-2"))
+            .filter(
+                |e| matches!(&e.kind, EventKind::ServerDown { server, .. } if server == "app-2"),
+            )
             .collect();
         assert_eq!(downs.len(), 1, "{:?}", state.timeline);
         assert_eq!(downs[0].at_ms, 11_000);
@@ -647,7 +659,11 @@ mod tests {
         let mut d = Dashboard::new("test", "lb-1", 5_000);
         let mut totals = [0u64; 3];
         for t in 0..20u64 {
-            let per_second = if t < 8 { [300, 300, 300] } else { [100, 100, 700] };
+            let per_second = if t < 8 {
+                [300, 300, 300]
+            } else {
+                [100, 100, 700]
+            };
             for (total, n) in totals.iter_mut().zip(per_second) {
                 *total += n;
             }

@@ -122,9 +122,7 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
             _,
             "/" | "/dashboard/state" | "/healthz" | "/metrics" | "/status" | "/sample" | "/config"
             | "/reload",
-        ) => {
-            text_response(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
-        }
+        ) => text_response(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n"),
         _ => text_response(
             StatusCode::NOT_FOUND,
             "404 not found: try / (the dashboard), /status, /sample, /metrics, /config, /healthz, \

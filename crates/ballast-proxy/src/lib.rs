@@ -26,6 +26,10 @@ mod tcp;
 mod tls;
 mod upstream;
 
+/// The Content-Security-Policy of the dashboard page: only its own inline style and script,
+/// fetches to its own origin (`ballast watch --dashboard` sends it too).
+pub use admin::DASHBOARD_POLICY;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
