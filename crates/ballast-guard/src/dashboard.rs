@@ -13,6 +13,7 @@ use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerStat
 use serde::Serialize;
 
 use crate::alert::{Alert, AlertState};
+use crate::change::ConfigChange;
 use crate::detect::distribution::{Measure, PoolDistribution, Thresholds, Verdict};
 use crate::watch::{Outcome, Watcher};
 
@@ -88,7 +89,8 @@ pub struct PoolState {
     pub promise: Promise,
     /// What shares are of: `requests`, or `in_flight` for pools promising concurrency.
     pub measure: &'static str,
-    /// Requests the pool sent in the window.
+    /// Requests the pool sent in the window (since the last change of a weight or a state in
+    /// it, when one changed: shares are against the promise in force).
     pub requests: u64,
     /// The detector's verdict on the window, in words.
     pub verdict: String,
@@ -116,11 +118,12 @@ pub struct ServerView {
     pub state: ServerState,
     pub weight: u32,
     pub backup: bool,
-    /// Its share of the pool's measure over the window, 0..1.
+    /// Its share of the pool's measure over the window (since the last change of a weight or
+    /// state in it), 0..1.
     pub share: f64,
     /// The share its live weight and state promise, 0..1 (0 when out of rotation).
     pub expected_share: f64,
-    /// Requests sent to it in the window.
+    /// Requests sent to it in the window (as `share`).
     pub requests: u64,
     pub in_flight: u64,
     pub limit: Option<u64>,
@@ -195,6 +198,9 @@ pub struct Dashboard {
     timeline_source: TimelineSource,
     /// Each server's state in the previous sample: (pool, server) → state.
     states: BTreeMap<(String, String), ServerState>,
+    /// With a given timeline: the configuration changes the watcher saw in the file, with
+    /// their semantic diff (the caller's log may record only that a version was applied).
+    file_changes: VecDeque<Event>,
     unreadable: Option<String>,
 }
 
@@ -211,6 +217,7 @@ impl Dashboard {
             timeline: VecDeque::new(),
             timeline_source: TimelineSource::Rounds,
             states: BTreeMap::new(),
+            file_changes: VecDeque::new(),
             unreadable: None,
         }
     }
@@ -254,6 +261,12 @@ impl Dashboard {
             }
         } else {
             self.states = server_states(sample);
+            if let Some(c) = &outcome.change {
+                self.file_changes.push_back(self.change_event(c));
+                while self.file_changes.len() > TIMELINE_EVENTS {
+                    self.file_changes.pop_front();
+                }
+            }
         }
     }
 
@@ -276,10 +289,12 @@ impl Dashboard {
         }
     }
 
-    /// Replaces the timeline with the caller's events (oldest first).
+    /// Replaces the timeline with the caller's events (oldest first), merged with the
+    /// configuration changes the watcher saw in the file.
     pub fn set_timeline(&mut self, events: Vec<Event>) {
         self.timeline.clear();
-        for event in events {
+        let changes: Vec<Event> = self.file_changes.iter().cloned().collect();
+        for event in events.into_iter().chain(changes) {
             self.record(event);
         }
     }
@@ -326,6 +341,20 @@ impl Dashboard {
             .iter()
             .filter_map(|s| s.pools.iter().find(|p| p.name == pool.name))
             .collect();
+        // Shares are set against the promise in force now: a weight or state that changed in
+        // the window starts the shares at the sample before the change, so a reload or a
+        // server going down does not show the old split against the new expectation.
+        let promise = |p: &PoolSample| -> Vec<(String, u32, ServerState, bool)> {
+            p.servers
+                .iter()
+                .map(|s| (s.name.clone(), s.weight, s.state, s.backup))
+                .collect()
+        };
+        let since = (1..series.len())
+            .rev()
+            .find(|&i| promise(series[i]) != promise(series[i - 1]))
+            .map_or(0, |i| i - 1);
+        let series = &series[since..];
         let first = series.first().copied().unwrap_or(pool);
         let before = |s: &ServerSample| first.servers.iter().find(|f| f.name == s.name);
         // A counter that went down restarted (a reload): what it counts now is all it sent.
@@ -430,23 +459,7 @@ impl Dashboard {
         }
         self.states = states;
         if let Some(c) = &outcome.change {
-            events.push(Event {
-                at_ms: c.at_ms,
-                kind: EventKind::ConfigChanged {
-                    source: self.source.clone(),
-                    instance: self.instance.clone(),
-                    file: c.file.clone(),
-                    previous: c.previous.clone(),
-                    version: c.version.clone(),
-                    changes: c.changes.clone(),
-                    pools: c.pools.clone(),
-                    introduced: c.introduced.clone(),
-                    shifts: c.shifts.clone(),
-                    max_shift_points: c.max_shift_points,
-                    risky: c.risky,
-                    unreadable: c.unreadable.clone(),
-                },
-            });
+            events.push(self.change_event(c));
         }
         if let Some(r) = &outcome.reload {
             events.push(Event {
@@ -489,6 +502,28 @@ impl Dashboard {
             });
         }
         events
+    }
+}
+
+impl Dashboard {
+    fn change_event(&self, c: &ConfigChange) -> Event {
+        Event {
+            at_ms: c.at_ms,
+            kind: EventKind::ConfigChanged {
+                source: self.source.clone(),
+                instance: self.instance.clone(),
+                file: c.file.clone(),
+                previous: c.previous.clone(),
+                version: c.version.clone(),
+                changes: c.changes.clone(),
+                pools: c.pools.clone(),
+                introduced: c.introduced.clone(),
+                shifts: c.shifts.clone(),
+                max_shift_points: c.max_shift_points,
+                risky: c.risky,
+                unreadable: c.unreadable.clone(),
+            },
+        }
     }
 }
 

@@ -54,8 +54,7 @@ fn exchange(
     if conn.write_all(head.as_bytes()).is_err() {
         return (0, String::new(), String::new());
     }
-    let mut raw = Vec::new();
-    let _ = conn.read_to_end(&mut raw);
+    let raw = read_response(&mut conn);
     let response = String::from_utf8_lossy(&raw).to_string();
     let status = response
         .split_whitespace()
@@ -74,6 +73,33 @@ fn exchange(
         rest.to_string()
     };
     (status, head.to_string(), body)
+}
+
+/// One response: up to its Content-Length, or its last chunk, or the connection's end (a
+/// peer may keep the connection open after `Connection: close`, so reading to the end alone
+/// would wait for the timeout).
+fn read_response(conn: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            let body = raw.len() - end - 4;
+            if length.is_some_and(|n| body >= n)
+                || (head.contains("transfer-encoding: chunked") && raw.ends_with(b"0\r\n\r\n"))
+            {
+                return raw;
+            }
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 fn unchunk(mut rest: &str) -> String {
@@ -206,12 +232,36 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session ({status}): {body}"))
             .to_string();
-        Browser {
+        let browser = Browser {
             driver,
             session,
             _dir: dir,
             _peer: peer,
-        }
+        };
+        browser.viewport(1280, 800);
+        browser
+    }
+
+    /// Sizes the window so that the page itself (the viewport) is `width` × `height`.
+    fn viewport(&self, width: u64, height: u64) {
+        let script = "return [window.outerWidth - window.innerWidth, \
+                      window.outerHeight - window.innerHeight]";
+        let frame = self
+            .command(
+                "POST",
+                "/execute/sync",
+                Some(json!({"script": script, "args": []})),
+            )
+            .unwrap_or_default();
+        let (dw, dh) = (
+            frame[0].as_u64().unwrap_or(0),
+            frame[1].as_u64().unwrap_or(0),
+        );
+        let _ = self.command(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width + dw, "height": height + dh})),
+        );
     }
 
     /// A WebDriver command: its `value`, or the error WebDriver answered.
@@ -483,7 +533,7 @@ fn the_page_in_chromium_shows_the_pool_a_server_going_down_and_the_alert_with_it
         "every server up",
         "[data-pool=\"app\"] tr[data-server] .state",
         Duration::from_secs(5),
-        |t| t.iter().all(|s| s == "up"),
+        |t| t.iter().all(|s| s.eq_ignore_ascii_case("up")),
     );
     // Traffic shows as shares near a third each.
     browser.wait_for(
@@ -507,7 +557,7 @@ fn the_page_in_chromium_shows_the_pool_a_server_going_down_and_the_alert_with_it
         "app-2 down",
         "[data-pool=\"app\"] tr[data-server=\"app-2\"] .state",
         Duration::from_secs(8),
-        |t| t[0] == "down",
+        |t| t[0].eq_ignore_ascii_case("down"),
     );
     let down_after = stopped.elapsed();
     browser.wait_for(
@@ -521,34 +571,35 @@ fn the_page_in_chromium_shows_the_pool_a_server_going_down_and_the_alert_with_it
     // naming the change.
     serve.reload(&servers, &[1, 1, 8]);
     let alerted = Instant::now();
-    let alerts = browser.wait_for(
-        "an alert on pool app",
-        ".alert[data-pool=\"app\"] .name",
+    // The alert the reload caused names the change in its cause.
+    let causes = browser.wait_for(
+        "an alert on pool app whose cause names the weight change",
+        ".alert[data-pool=\"app\"] .cause",
         Duration::from_secs(10),
         |t| {
-            t.iter().any(|n| {
-                matches!(
-                    n.as_str(),
-                    "ConfigChangeRisky" | "PoolSharesShifted" | "PoolSkewed"
-                )
-            })
+            t.iter()
+                .any(|c| c.starts_with("Cause: ") && c.contains("weight of server app-3: 1 → 8"))
         },
     );
     let alert_after = alerted.elapsed();
-    let causes = browser.wait_for(
-        "the alert's cause",
-        ".alert[data-pool=\"app\"] .cause",
-        Duration::from_secs(5),
-        |t| t.iter().any(|c| c.starts_with("Cause: ") && c.len() > 20),
+    let alerts = browser
+        .texts(".alert[data-pool=\"app\"] .name")
+        .unwrap_or_default();
+    assert!(
+        alerts.iter().any(|n| matches!(
+            n.as_str(),
+            "ConfigChangeRisky" | "PoolSharesShifted" | "PoolSkewed"
+        )),
+        "{alerts:?}"
     );
     let diff = browser.wait_for(
         "the configuration diff in the timeline",
-        "li[data-event=\"config_applied\"] ul.lines li",
+        "li[data-event^=\"config_\"] ul.lines li",
         Duration::from_secs(5),
         |t| t.iter().any(|l| l.contains("weight")),
     );
-    // Let one more poll draw the chart and the shares after the change.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Let the shares after the change fill in before the picture.
+    std::thread::sleep(Duration::from_millis(2500));
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
     let path = screenshot_path();
