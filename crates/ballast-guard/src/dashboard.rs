@@ -412,10 +412,8 @@ impl Dashboard {
             )
             .collect();
         let judged = self.verdicts.get(&pool.name);
-        let (verdict, status) = judged.map_or_else(
-            || ("not judged yet".to_string(), "not_judged"),
-            |d| describe(d),
-        );
+        let (verdict, status) =
+            judged.map_or_else(|| ("not judged yet".to_string(), "not_judged"), describe);
         PoolState {
             name: pool.name.clone(),
             promise: pool.promise,

@@ -216,6 +216,8 @@ impl Browser {
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                     "--window-size=1280,800", "--hide-scrollbars",
+                    // Its crash handler would leave the process group (and outlive the test).
+                    "--disable-crash-reporter", "--disable-breakpad",
                     format!("--user-data-dir={}", profile.display()),
                 ],
             },
