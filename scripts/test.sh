@@ -2,7 +2,8 @@
 # The whole test suite: formatting, lints, and every test in the workspace.
 # Installs what the tests need when it is missing, from Debian's packages: HAProxy and nginx,
 # which the fidelity and guard tests run as real peers; Prometheus (with promtool) and
-# Alertmanager, which the guard's tests run to evaluate the generated rules and receive alerts.
+# Alertmanager, which the guard's tests run to evaluate the generated rules and receive alerts;
+# Chromium and chromedriver, which the dashboard's browser test runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,9 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+# The dashboard's browser test drives headless Chromium through chromedriver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages) for the tests with real peers"
   sudo_cmd=""

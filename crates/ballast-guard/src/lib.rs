@@ -12,10 +12,12 @@
 //! - `rules`: the same signals as Prometheus rules, for a fleet.
 //! - `events`: a round's configuration changes, reloads and pool snapshots as event-log events.
 //! - `postmortem`: an event log → the draft of the incident review (Markdown or HTML).
+//! - `dashboard`: the live page's state (shares, R over time, alerts, timeline) as JSON.
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod change;
+pub mod dashboard;
 pub mod detect;
 pub mod events;
 pub mod http;

@@ -1,6 +1,6 @@
 //! The admin API, on its own listener (loopback by default): `/healthz`, `/metrics`
 //! (Prometheus text), `/status` (JSON), `/config` (the running configuration and its version),
-//! and `POST /reload`. Changes need the configured bearer token; without a token configured,
+//! `POST /reload`, and the guard's read-only dashboard (`/` and `/dashboard/state`). Changes need the configured bearer token; without a token configured,
 //! changes over HTTP are refused (SIGHUP still reloads).
 
 use std::convert::Infallible;
@@ -51,6 +51,7 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
     let shared = &proxy.shared;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/" | "/dashboard/state") => dashboard(proxy, req.uri().path()),
         (&Method::GET, "/metrics") => {
             let mut r = text_response(
                 StatusCode::OK,
@@ -117,15 +118,70 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
                 ),
             }
         }
-        (_, "/healthz" | "/metrics" | "/status" | "/sample" | "/config" | "/reload") => {
-            text_response(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
-        }
+        (
+            _,
+            "/" | "/dashboard/state" | "/healthz" | "/metrics" | "/status" | "/sample" | "/config"
+            | "/reload",
+        ) => text_response(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n"),
         _ => text_response(
             StatusCode::NOT_FOUND,
-            "404 not found: try /status, /sample, /metrics, /config, /healthz, POST /reload\n",
+            "404 not found: try / (the dashboard), /status, /sample, /metrics, /config, /healthz, \
+             POST /reload\n",
         ),
     }
 }
+
+/// The dashboard's page or state. Both are readable without the token: they hold no secret
+/// (no configuration text beyond the timeline's diffs, no token) and offer no action.
+fn dashboard(proxy: &Arc<Proxy>, path: &str) -> Response<ProxyBody> {
+    let current = proxy
+        .shared
+        .dashboard
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
+    let Some(current) = current else {
+        return text_response(
+            StatusCode::NOT_FOUND,
+            "404 not found: the dashboard is drawn by the guard, which is not running yet or is \
+             turned off (`[alerts] enabled = false`); /status has the same figures\n",
+        );
+    };
+    let (body, content_type) = if path == "/" {
+        (
+            bytes::Bytes::from_static(current.page.as_bytes()),
+            "text/html; charset=utf-8",
+        )
+    } else {
+        (
+            bytes::Bytes::from(current.state.as_bytes().to_vec()),
+            "application/json",
+        )
+    };
+    let mut r = text_response(StatusCode::OK, body);
+    let headers = r.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // The page is one file: nothing may load from elsewhere, and it may only poll its origin.
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DASHBOARD_POLICY),
+    );
+    r
+}
+
+/// The dashboard's Content-Security-Policy: inline style and script of the page itself, fetches
+/// to its own origin, nothing else.
+pub const DASHBOARD_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
 
 /// `None` when a request presents `Authorization: Bearer <admin.token>`; otherwise the
 /// refusal to send (403 when no token is configured, 401 when it is wrong or missing).

@@ -26,6 +26,10 @@ mod tcp;
 mod tls;
 mod upstream;
 
+/// The Content-Security-Policy of the dashboard page: only its own inline style and script,
+/// fetches to its own origin (`ballast watch --dashboard` sends it too).
+pub use admin::DASHBOARD_POLICY;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +63,17 @@ pub(crate) struct Shared {
     /// The active alerts of the guard `serve` runs on this proxy (plain data, set from
     /// outside: the proxy never depends on the guard).
     pub alerts: std::sync::Mutex<Vec<ActiveAlert>>,
+    /// The dashboard's page and its latest state document, set from outside like the alerts
+    /// (the guard builds them; the admin API serves `/` and `/dashboard/state`).
+    pub dashboard: std::sync::Mutex<Option<Dashboard>>,
+}
+
+/// What the admin API serves as the dashboard: a page (one self-contained HTML file) and the
+/// JSON it polls.
+#[derive(Clone)]
+pub(crate) struct Dashboard {
+    pub page: &'static str,
+    pub state: Arc<String>,
 }
 
 /// How to start.
@@ -203,6 +218,7 @@ impl Proxy {
             access_log,
             connections: Arc::default(),
             alerts: Default::default(),
+            dashboard: Default::default(),
         });
         let proxy = Arc::new(Proxy {
             shared,
@@ -492,6 +508,20 @@ impl Proxy {
             .lock()
             .map(|a| a.clone())
             .unwrap_or_default()
+    }
+
+    /// Sets the dashboard the admin API serves: `page` at `/` and `state_json` at
+    /// `/dashboard/state`. The guard inside `serve` hands them over each round, as it does the
+    /// alerts; until it does, `/` answers 404 with the reason.
+    pub fn set_dashboard(&self, page: &'static str, state_json: String) {
+        *self
+            .shared
+            .dashboard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Dashboard {
+            page,
+            state: Arc::new(state_json),
+        });
     }
 
     /// Appends an event from outside the proxy (the guard's alerts) to its event log, with

@@ -3,6 +3,7 @@
 
 mod check_cmd;
 mod convert_cmd;
+mod dashboard_http;
 mod demo_cmd;
 mod diff_cmd;
 mod input;

@@ -112,7 +112,12 @@ async fn serve(args: ServeArgs, drain: Duration) -> u8 {
     let alerts = config.alerts.clone().unwrap_or_default();
     if alerts.enabled {
         match guard::start(std::sync::Arc::clone(&proxy), &args.config, &alerts) {
-            Ok(sinks) => say!("guard: judging this proxy every second; alerts to {sinks}"),
+            Ok(sinks) => {
+                say!("guard: judging this proxy every second; alerts to {sinks}");
+                if let Some(admin) = proxy.admin_addr() {
+                    say!("dashboard on http://{admin}/");
+                }
+            }
             Err(e) => {
                 eprintln!("error: [alerts] {e}");
                 let _ = proxy.drain(Duration::ZERO).await;
@@ -211,17 +216,26 @@ mod guard {
         let instance = proxy
             .admin_addr()
             .map_or_else(|| "ballast".to_string(), |a| a.to_string());
-        let watcher = Watcher::new("ballast", &instance, WatchOptions::default()).with_config(
-            ChangeWatcher::new(config, Vec::new(), ballast_import::Options::default()),
-        );
+        let options = WatchOptions::default();
+        let dashboard = crate::dashboard_http::serve_dashboard(&instance, &options);
+        let watcher = Watcher::new("ballast", &instance, options).with_config(ChangeWatcher::new(
+            config,
+            Vec::new(),
+            ballast_import::Options::default(),
+        ));
         std::thread::Builder::new()
             .name("guard".into())
-            .spawn(move || run(&proxy, watcher, sinks))
+            .spawn(move || run(&proxy, watcher, sinks, dashboard))
             .map_err(|e| format!("cannot start the guard's thread: {e}"))?;
         Ok(names.join(", "))
     }
 
-    fn run(proxy: &Arc<Proxy>, mut watcher: Watcher, mut sinks: Vec<Box<dyn Sink>>) {
+    fn run(
+        proxy: &Arc<Proxy>,
+        mut watcher: Watcher,
+        mut sinks: Vec<Box<dyn Sink>>,
+        mut dashboard: ballast_guard::dashboard::Dashboard,
+    ) {
         let mut next = Instant::now();
         // A sink that keeps failing is reported when its error changes, not every second.
         let mut last_errors: Vec<Option<String>> = vec![None; sinks.len()];
@@ -247,6 +261,7 @@ mod guard {
                 }
             }
             proxy.set_alerts(watcher.active().iter().map(active_alert).collect());
+            crate::dashboard_http::update_serve(proxy, &mut dashboard, &watcher, &outcome);
             next += INTERVAL;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }

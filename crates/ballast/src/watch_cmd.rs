@@ -50,6 +50,7 @@ use crate::stdout;
 ///   ballast watch nginx:/var/log/nginx/ballast-access.log --config /etc/nginx/nginx.conf \
 ///       --stub-status http://127.0.0.1/nginx_status --error-log /var/log/nginx/error.log
 ///   ballast watch ballast:127.0.0.1:9901 --alertmanager http://127.0.0.1:9093
+///   ballast watch haproxy:/run/haproxy/admin.sock --dashboard 127.0.0.1:9900   # a live page
 ///   ballast watch --nginx-log-format                        # the nginx lines to add
 ///
 /// Output: a live view redrawn in place on a terminal; otherwise one line per alert fired or
@@ -106,6 +107,11 @@ pub struct WatchArgs {
     /// Output: text for people, json for tools (every sample and alert as JSON lines).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Serve a live dashboard at ADDR (`127.0.0.1:9900`, or `:9900` for loopback): pools,
+    /// shares against expected, R over time, alerts with their cause, the timeline with
+    /// configuration diffs. Read-only, no token: keep it on loopback (docs/dashboard.md).
+    #[arg(long, value_name = "ADDR", conflicts_with = "once")]
+    dashboard: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -210,13 +216,34 @@ pub fn run(args: WatchArgs) -> u8 {
     if args.once {
         return once(&mut watched, &args);
     }
+    let mut dashboard = match &args.dashboard {
+        Some(addr) => {
+            let ids: Vec<(String, String)> = watched
+                .iter()
+                .map(|w| (w.source.kind().to_string(), w.source.instance()))
+                .collect();
+            match crate::dashboard_http::WatchDashboard::start(addr, &ids, options.window_ms) {
+                Ok(d) => {
+                    d.publish(watched.iter().map(|w| &w.watcher));
+                    eprintln!("dashboard on http://{}/", d.addr());
+                    Some(d)
+                }
+                Err(e) => return refuse(&e),
+            }
+        }
+        None => None,
+    };
     let live = args.format == Format::Text && std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut next = Instant::now();
     loop {
         let now_ms = unix_ms();
-        for w in &mut watched {
-            let Some(outcome) = take(w, now_ms) else {
+        for (i, w) in watched.iter_mut().enumerate() {
+            let outcome = take(w, now_ms);
+            if let Some(d) = &mut dashboard {
+                d.round(i, &w.watcher, outcome.as_ref(), w.failing.as_deref());
+            }
+            let Some(outcome) = outcome else {
                 continue;
             };
             let delivered = outcome.round.to_deliver();
@@ -232,6 +259,9 @@ pub fn run(args: WatchArgs) -> u8 {
                 }
             }
             report(w, &outcome, args.format, live);
+        }
+        if let Some(d) = &dashboard {
+            d.publish(watched.iter().map(|w| &w.watcher));
         }
         if live {
             let view = render_live(&watched);
