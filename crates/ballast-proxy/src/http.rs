@@ -14,6 +14,10 @@
 //! 7. **respond**: hop-by-hop headers out of the response, optional served-by header;
 //! 8. **release**: at the end of the response body the slot is freed and the connection goes
 //!    back to the idle pool.
+//!
+//! A failed exchange counts against the server for passive ejection only when the client's
+//! side was in order (`upload`): a malformed, aborted, oversized or stalled request body is
+//! the client's failure (400, 413, 408).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +48,7 @@ use crate::body::{Completion, TrackedBody};
 use crate::framing::Watched;
 use crate::headers::{client_ip, strip_hop_by_hop};
 use crate::runtime::{PoolRuntime, ServerRuntime};
+use crate::upload::{ClientFault, UploadBody, UploadProgress};
 use crate::upstream::{ProxyBody, connect};
 
 /// Seconds a client is told to wait before retrying a refused request.
@@ -354,25 +359,30 @@ async fn handle(
         deadline,
         started,
     };
-    let work = proxy(&shared, listener, spec, &snapshot, &client, req);
-    let (response, served_by) = if request_timeout.is_zero() {
+    let trace = Trace {
+        upload: Arc::default(),
+        served_by: shared.access_log.as_ref().map(|_| Default::default()),
+    };
+    let work = proxy(&shared, listener, spec, &snapshot, &client, &trace, req);
+    let response = if request_timeout.is_zero() {
         work.await
     } else {
         match tokio::time::timeout(request_timeout, work).await {
             Ok(r) => r,
-            Err(_) => {
-                shared.metrics.reject(listener, "request_timeout");
-                (
+            Err(_) => match trace.upload.fault_at_timeout() {
+                Some(fault) => client_fault(&shared, listener, fault),
+                None => {
+                    shared.metrics.reject(listener, "request_timeout");
                     text_response(
                         StatusCode::GATEWAY_TIMEOUT,
                         "504 gateway timeout: request timeout\n",
-                    ),
-                    None,
-                )
-            }
+                    )
+                }
+            },
         }
     };
     if let (Some(log), Some((method, path))) = (&shared.access_log, logged) {
+        let served_by = trace.served_by.and_then(|s| s.into_inner().ok()).flatten();
         log.write(
             listener,
             served_by.as_ref().map_or(peer.ip(), |s| s.client),
@@ -384,6 +394,50 @@ async fn handle(
         );
     }
     response
+}
+
+/// What the request path leaves behind for its caller, which may have cut it short at the
+/// request timeout: how far the client's body got, and (with an access log) the server the
+/// request reached.
+struct Trace {
+    upload: Arc<UploadProgress>,
+    served_by: Option<std::sync::Mutex<Option<ServedBy>>>,
+}
+
+impl Trace {
+    fn reached(&self, client: IpAddr, pool: &PoolRuntime, server: &ServerRuntime) {
+        if let Some(slot) = &self.served_by {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(ServedBy {
+                client,
+                pool: pool.name.clone(),
+                server: server.spec.name.clone(),
+            });
+        }
+    }
+}
+
+/// The answer to a client that failed its part of the exchange; the server is not blamed.
+fn client_fault(shared: &Shared, listener: &str, fault: ClientFault) -> Response<ProxyBody> {
+    match fault {
+        ClientFault::BadBody => {
+            shared.metrics.reject(listener, "bad_body");
+            text_response(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: the request body was malformed or cut short\n",
+            )
+        }
+        ClientFault::TooLarge => {
+            shared.metrics.reject(listener, "body_too_large");
+            text_response(StatusCode::PAYLOAD_TOO_LARGE, "413 content too large\n")
+        }
+        ClientFault::Stalled => {
+            shared.metrics.reject(listener, "body_timeout");
+            text_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "408 request timeout: the request body did not arrive in time\n",
+            )
+        }
+    }
 }
 
 /// What is known about the client side of a request.
@@ -412,8 +466,9 @@ async fn proxy(
     spec: &Listener,
     snapshot: &crate::runtime::Snapshot,
     downstream: &Downstream,
+    trace: &Trace,
     req: Request<Incoming>,
-) -> (Response<ProxyBody>, Option<ServedBy>) {
+) -> Response<ProxyBody> {
     let Downstream {
         peer,
         secure,
@@ -431,15 +486,12 @@ async fn proxy(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body) {
         shared.metrics.reject(listener, "body_too_large");
-        return (
-            text_response(StatusCode::PAYLOAD_TOO_LARGE, "413 content too large\n"),
-            None,
-        );
+        return text_response(StatusCode::PAYLOAD_TOO_LARGE, "413 content too large\n");
     }
 
     // Phase route.
     let Some(pool) = snapshot.pools.get(&spec.pool).cloned() else {
-        return (overloaded("no such pool"), None);
+        return overloaded("no such pool");
     };
     let (mut parts, body) = req.into_parts();
     let trusted = snapshot
@@ -462,7 +514,12 @@ async fn proxy(
                 parts.headers.clone(),
             )
         });
-    let body: ProxyBody = Limited::new(body, max_body as usize).boxed();
+    let upload = Arc::clone(&trace.upload);
+    let body: ProxyBody = UploadBody::new(
+        Limited::new(body, max_body as usize).boxed(),
+        Arc::clone(&upload),
+    )
+    .boxed();
     let mut request = Request::from_parts(parts, body);
 
     let mut attempts_left = pool.spec.retries.attempts;
@@ -471,7 +528,7 @@ async fn proxy(
         let now = shared.clock.now();
         let Some(index) = pool.pick_reporting(key, now, &shared.events) else {
             shared.metrics.reject(listener, "no_server");
-            return (overloaded("no server available"), None);
+            return overloaded("no server available");
         };
         let server = &pool.servers[index];
 
@@ -484,7 +541,7 @@ async fn proxy(
                     Ok(slot) => slot,
                     Err(cause) => {
                         shared.metrics.reject(listener, cause);
-                        return (overloaded(cause), None);
+                        return overloaded(cause);
                     }
                 }
             }
@@ -492,6 +549,7 @@ async fn proxy(
 
         // Phase connect. The slot is ours from here; dropping it (any early exit, or this
         // future being dropped) gives it back.
+        trace.reached(client, &pool, server);
         let mut conn = match server.state.idle.checkout(pool.spec.idle_timeout()).await {
             Some(c) => c,
             None => match connect(&server.spec.address, pool.spec.connect_timeout()).await {
@@ -506,12 +564,9 @@ async fn proxy(
                         continue;
                     }
                     shared.metrics.reject(listener, "connect_failed");
-                    return (
-                        text_response(
-                            StatusCode::BAD_GATEWAY,
-                            "502 bad gateway: cannot connect to a server\n",
-                        ),
-                        None,
+                    return text_response(
+                        StatusCode::BAD_GATEWAY,
+                        "502 bad gateway: cannot connect to a server\n",
                     );
                 }
             },
@@ -525,13 +580,14 @@ async fn proxy(
         let response = match sent {
             Err(_) => {
                 drop(slot);
+                // A server waiting for a body the client does not send has not failed.
+                if let Some(fault) = upload.fault_at_timeout() {
+                    return client_fault(shared, listener, fault);
+                }
                 crate::health::record_outcome(shared, &pool, index, false);
-                return (
-                    text_response(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "504 gateway timeout: the server did not answer in time\n",
-                    ),
-                    None,
+                return text_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "504 gateway timeout: the server did not answer in time\n",
                 );
             }
             Ok(Err(mut e)) => {
@@ -546,15 +602,9 @@ async fn proxy(
                     }
                     _ => {
                         let cause = e.into_error();
-                        if body_too_large(&cause) {
-                            shared.metrics.reject(listener, "body_too_large");
-                            return (
-                                text_response(
-                                    StatusCode::PAYLOAD_TOO_LARGE,
-                                    "413 content too large\n",
-                                ),
-                                None,
-                            );
+                        // The client's body failed (framing, abort, size): not the server.
+                        if let Some(fault) = upload.fault() {
+                            return client_fault(shared, listener, fault);
                         }
                         crate::health::record_outcome(shared, &pool, index, false);
                         tracing::warn!(pool = %pool.name, server = %server.spec.name, "forwarding failed: {cause}");
@@ -571,12 +621,9 @@ async fn proxy(
                             request = again;
                             continue;
                         }
-                        return (
-                            text_response(
-                                StatusCode::BAD_GATEWAY,
-                                "502 bad gateway: the server failed\n",
-                            ),
-                            None,
+                        return text_response(
+                            StatusCode::BAD_GATEWAY,
+                            "502 bad gateway: the server failed\n",
                         );
                     }
                 }
@@ -586,7 +633,10 @@ async fn proxy(
 
         // Phase respond.
         let status = response.status();
-        crate::health::record_outcome(shared, &pool, index, !status.is_server_error());
+        // A server answering a body the client broke off is judged on nothing.
+        if upload.fault().is_none() {
+            crate::health::record_outcome(shared, &pool, index, !status.is_server_error());
+        }
         let (mut head, upstream_body) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         if let Some(name) = &spec.served_by_header
@@ -611,12 +661,7 @@ async fn proxy(
             })),
         };
         let body = TrackedBody::new(upstream_body, completion, deadline).boxed();
-        let served = shared.access_log.is_some().then(|| ServedBy {
-            client,
-            pool: pool.name.clone(),
-            server: server.spec.name.clone(),
-        });
-        return (Response::from_parts(head, body), served);
+        return Response::from_parts(head, body);
     }
 }
 
@@ -680,17 +725,6 @@ fn set_host(request: &mut Request<ProxyBody>, address: &str) {
     {
         request.headers_mut().insert(HOST, v);
     }
-}
-
-fn body_too_large(e: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// Waits for a connection slot on a full server, within its queue bounds. The queue place is
