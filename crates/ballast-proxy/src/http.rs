@@ -1,6 +1,8 @@
 //! The HTTP data plane. A connection is *admitted* (global, listener and per-IP caps, else an
-//! immediate 503), then served by hyper (HTTP/1.1 or h2c, header-read timeout on a real timer,
-//! our own idle timeout). Each request goes through named phases:
+//! immediate 503), then served by hyper (HTTP/1.1 or h2c) under our own connection timeouts:
+//! `header_read` from the connection's start to its first request head and from the first byte
+//! of every later head, `idle` between keep-alive requests. Each request goes through named
+//! phases:
 //!
 //! 1. **read**: refuse ambiguous framing (CL + TE: 400, seen by `framing`) and oversized
 //!    bodies (413);
@@ -195,12 +197,24 @@ async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
     .await;
 }
 
-/// Requests in progress on one client connection and when the last one ended, for the idle
-/// keep-alive timeout (hyper has none of its own).
+/// Requests in progress on one client connection, how many have begun and when the last one
+/// ended, for the connection's own timeouts.
 struct Activity {
     active: AtomicU32,
+    begun: AtomicU64,
     last_ms: AtomicU64,
     started: Instant,
+    /// Told when a request ends, so the timeouts are recomputed.
+    ended: tokio::sync::Notify,
+}
+
+/// Which of a connection's own timeouts ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No complete request head within `header_read`: the connection is closed.
+    HeaderRead,
+    /// No request for `idle` after the last one: the connection is shut down gracefully.
+    Idle,
 }
 
 impl Activity {
@@ -208,18 +222,35 @@ impl Activity {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Resolves once the connection has had no request in progress for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let since = self
-                .now_ms()
-                .saturating_sub(self.last_ms.load(Ordering::Acquire));
-            let remaining = idle.saturating_sub(Duration::from_millis(since));
-            if self.active.load(Ordering::Acquire) == 0 && remaining.is_zero() {
-                return;
-            }
-            tokio::time::sleep(remaining.max(Duration::from_millis(50))).await;
+    /// When the connection's current timeout runs out (milliseconds since it started) and
+    /// which one it is; None while a request is in progress (the request timeout bounds it).
+    /// `head_started` is when the head being read began to arrive.
+    fn deadline(
+        &self,
+        head_started: Option<Instant>,
+        header_read: Duration,
+        idle: Duration,
+    ) -> Option<(u64, Expiry)> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
         }
+        let ms = |d: Duration| d.as_millis() as u64;
+        if self.begun.load(Ordering::Acquire) == 0 {
+            // The first request head, from the moment the connection was accepted.
+            return (!header_read.is_zero()).then(|| (ms(header_read), Expiry::HeaderRead));
+        }
+        if let Some(at) = head_started
+            && !header_read.is_zero()
+        {
+            let began = ms(at.saturating_duration_since(self.started));
+            return Some((began + ms(header_read), Expiry::HeaderRead));
+        }
+        (!idle.is_zero()).then(|| {
+            (
+                self.last_ms.load(Ordering::Acquire) + ms(idle),
+                Expiry::Idle,
+            )
+        })
     }
 }
 
@@ -228,6 +259,7 @@ struct ActiveRequest<'a>(&'a Activity);
 impl<'a> ActiveRequest<'a> {
     fn begin(a: &'a Activity) -> Self {
         a.active.fetch_add(1, Ordering::AcqRel);
+        a.begun.fetch_add(1, Ordering::AcqRel);
         Self(a)
     }
 }
@@ -236,6 +268,7 @@ impl Drop for ActiveRequest<'_> {
     fn drop(&mut self) {
         self.0.last_ms.store(self.0.now_ms(), Ordering::Release);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_one();
     }
 }
 
@@ -252,15 +285,20 @@ async fn serve_connection<I>(
 {
     let activity = Arc::new(Activity {
         active: AtomicU32::new(0),
+        begun: AtomicU64::new(0),
         last_ms: AtomicU64::new(0),
         started: Instant::now(),
+        ended: tokio::sync::Notify::new(),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let header_read = spec.timeouts.header_read();
+    // hyper's own header-read timer runs from the end of the previous response, so it would
+    // close keep-alive connections after `header_read` and never start for a client that
+    // sends nothing (the HTTP/2 detection reads first): the bounds are ours, below.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout((!header_read.is_zero()).then_some(header_read))
+        .header_read_timeout(None)
         .max_buf_size(spec.max_header_bytes() as usize)
         .max_headers(spec.max_headers() as usize);
     builder
@@ -268,9 +306,13 @@ async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(200)
         .max_header_list_size(spec.max_header_bytes());
-    let (stream, framing) = Watched::new(stream);
+    let head_began = Arc::new(tokio::sync::Notify::new());
+    let (stream, framing) = Watched::new(stream, Arc::clone(&head_began));
+    let watch = Arc::clone(&framing);
     let service = {
         let activity = Arc::clone(&activity);
+        let name = name.clone();
+        let shared = Arc::clone(&shared);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let name = name.clone();
@@ -297,13 +339,38 @@ async fn serve_connection<I>(
     tokio::pin!(conn);
     let idle = spec.timeouts.idle();
     let mut closing = false;
+    let deadline = || {
+        let head_started = watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .head_started();
+        activity.deadline(head_started, header_read, idle)
+    };
     loop {
+        let next = deadline();
+        let at = next.map(|(ms, _)| {
+            tokio::time::Instant::from_std(activity.started + Duration::from_millis(ms))
+        });
         tokio::select! {
             _ = conn.as_mut() => break,
-            _ = activity.idle_for(idle), if !closing && !idle.is_zero() => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            _ = tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now)),
+                if at.is_some() && !closing => {
+                // Recomputed: a request may have begun or ended since.
+                match deadline() {
+                    Some((ms, Expiry::HeaderRead)) if ms <= activity.now_ms() => {
+                        // hyper would keep reading a head it has started: closing is ours.
+                        shared.metrics.reject(&name, "header_timeout");
+                        break;
+                    }
+                    Some((ms, Expiry::Idle)) if ms <= activity.now_ms() => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ => {}
+                }
             }
+            _ = head_began.notified(), if !closing => {}
+            _ = activity.ended.notified(), if !closing => {}
             _ = stop.changed(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;

@@ -268,3 +268,98 @@ async fn a_keep_alive_connection_lives_for_idle_and_a_new_head_gets_header_read(
     );
     proxy.drain(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_pool_and_server_for_every_request_that_reached_one() {
+    let a = backend("a", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let text = format!(
+        "[global]\naccess_log = \"{}\"\n{}[pools.app]\nresponse_timeout = \"5s\"\n",
+        log.display(),
+        HEAD.replace(
+            "pool = \"app\"\n",
+            "pool = \"app\"\ntimeouts = { request = \"400ms\" }\n"
+        )
+    ) + &servers("app", &[&a], "");
+    let config = ConfigFile::new(&text);
+    let proxy = start(&config).await;
+    let addr = proxy.listener_addr("web").unwrap();
+    assert_eq!(get(addr, "/ok", &[]).await.unwrap().status, 200);
+    // A slow upload, cut by the request timeout while the server waits for the body.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        .await
+        .unwrap();
+    assert_eq!(read_status(&mut slow).await, Some(408));
+    // A malformed body.
+    assert_eq!(
+        raw_status(
+            addr,
+            b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n"
+        )
+        .await,
+        Some(400)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_path = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"] == path)
+            .unwrap_or_else(|| panic!("no line for {path}: {lines:?}"))
+            .clone()
+    };
+    for (path, status) in [("/ok", 200), ("/slow", 408), ("/bad", 400)] {
+        let line = by_path(path);
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["pool"], "app", "{line}");
+        assert_eq!(line["server"], "a", "{line}");
+    }
+    proxy.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rebinding_the_same_address_still_works() {
+    // The replacement socket binds while the old one serves: ballast's own sockets share.
+    let echo = raw_server(|mut s| async move {
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    })
+    .await;
+    let a = backend("a", Duration::ZERO).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = |protocol: &str, server: SocketAddr| {
+        format!(
+            "[listeners.web]\naddress = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\npool = \"app\"\n[pools.app]\n[[pools.app.servers]]\nname = \"s\"\naddress = \"{server}\"\n"
+        )
+    };
+    let config = ConfigFile::new(&text("http", a.addr));
+    let proxy = start(&config).await;
+    let addr = proxy.listener_addr("web").unwrap();
+    assert_eq!(get(addr, "/", &[]).await.unwrap().status, 200);
+    config.rewrite(&text("tcp", echo));
+    let outcome = proxy.reload().await;
+    assert!(
+        matches!(outcome, ballast_proxy::ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(proxy.listener_addr("web"), Some(addr));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut back))
+        .await
+        .expect("the new TCP listener answers")
+        .unwrap();
+    assert_eq!(&back, b"ping");
+    proxy.drain(Duration::from_secs(1)).await;
+}
