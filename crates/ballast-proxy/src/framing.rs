@@ -21,7 +21,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 
 /// Longest header line tracked; longer lines are cut (hyper refuses such heads anyway).
 const MAX_LINE: usize = 16 * 1024;
@@ -158,20 +157,15 @@ impl FramingWatch {
 pub struct Watched<T> {
     inner: T,
     watch: Arc<Mutex<FramingWatch>>,
-    /// Told when a request head begins to arrive.
-    head_began: Arc<Notify>,
 }
 
 impl<T> Watched<T> {
-    /// The wrapped connection and its watch; `head_began` is notified whenever the first
-    /// byte of a request head arrives.
-    pub fn new(inner: T, head_began: Arc<Notify>) -> (Self, Arc<Mutex<FramingWatch>>) {
+    pub fn new(inner: T) -> (Self, Arc<Mutex<FramingWatch>>) {
         let watch = Arc::new(Mutex::new(FramingWatch::default()));
         (
             Self {
                 inner,
                 watch: Arc::clone(&watch),
-                head_began,
             },
             watch,
         )
@@ -189,15 +183,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         if let Poll::Ready(Ok(())) = polled {
             let fresh = &buf.filled()[before..];
             if !fresh.is_empty() {
-                let began = {
-                    let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
-                    let before = watch.head_started;
-                    watch.feed(fresh);
-                    before.is_none() && watch.head_started().is_some()
-                };
-                if began {
-                    self.head_began.notify_one();
-                }
+                self.watch
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .feed(fresh);
             }
         }
         polled

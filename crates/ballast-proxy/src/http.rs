@@ -204,8 +204,6 @@ struct Activity {
     begun: AtomicU64,
     last_ms: AtomicU64,
     started: Instant,
-    /// Told when a request ends, so the timeouts are recomputed.
-    ended: tokio::sync::Notify,
 }
 
 /// Which of a connection's own timeouts ran out.
@@ -268,7 +266,6 @@ impl Drop for ActiveRequest<'_> {
     fn drop(&mut self) {
         self.0.last_ms.store(self.0.now_ms(), Ordering::Release);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.ended.notify_one();
     }
 }
 
@@ -288,7 +285,6 @@ async fn serve_connection<I>(
         begun: AtomicU64::new(0),
         last_ms: AtomicU64::new(0),
         started: Instant::now(),
-        ended: tokio::sync::Notify::new(),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let header_read = spec.timeouts.header_read();
@@ -306,8 +302,7 @@ async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(200)
         .max_header_list_size(spec.max_header_bytes());
-    let head_began = Arc::new(tokio::sync::Notify::new());
-    let (stream, framing) = Watched::new(stream, Arc::clone(&head_began));
+    let (stream, framing) = Watched::new(stream);
     let watch = Arc::clone(&framing);
     let service = {
         let activity = Arc::clone(&activity);
@@ -339,38 +334,47 @@ async fn serve_connection<I>(
     tokio::pin!(conn);
     let idle = spec.timeouts.idle();
     let mut closing = false;
-    let deadline = || {
+    // One timer per connection, never re-armed per request: it fires at the deadline or after
+    // `check_every`, whichever is first, and the deadline is recomputed then. Checking at least
+    // every `header_read` finds a head that began between requests while its deadline (its
+    // first byte plus `header_read`) is still ahead, so it is cut exactly then.
+    let check_every = [header_read, idle]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .min()
+        .unwrap_or(Duration::from_secs(3600))
+        .as_millis() as u64;
+    let next_check = || -> (tokio::time::Instant, Option<Expiry>) {
         let head_started = watch
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .head_started();
-        activity.deadline(head_started, header_read, idle)
+        let now = activity.now_ms();
+        let at_ms = match activity.deadline(head_started, header_read, idle) {
+            Some((ms, why)) if ms <= now => return (tokio::time::Instant::now(), Some(why)),
+            Some((ms, _)) => ms.min(now + check_every),
+            None => now + check_every,
+        };
+        let at = activity.started + Duration::from_millis(at_ms);
+        (tokio::time::Instant::from_std(at), None)
     };
+    let timer = tokio::time::sleep_until(next_check().0);
+    tokio::pin!(timer);
     loop {
-        let next = deadline();
-        let at = next.map(|(ms, _)| {
-            tokio::time::Instant::from_std(activity.started + Duration::from_millis(ms))
-        });
         tokio::select! {
             _ = conn.as_mut() => break,
-            _ = tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now)),
-                if at.is_some() && !closing => {
-                // Recomputed: a request may have begun or ended since.
-                match deadline() {
-                    Some((ms, Expiry::HeaderRead)) if ms <= activity.now_ms() => {
-                        // hyper would keep reading a head it has started: closing is ours.
-                        shared.metrics.reject(&name, "header_timeout");
-                        break;
-                    }
-                    Some((ms, Expiry::Idle)) if ms <= activity.now_ms() => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ => {}
+            () = &mut timer, if !closing => match next_check() {
+                (_, Some(Expiry::HeaderRead)) => {
+                    // hyper would keep reading a head it has started: closing is ours.
+                    shared.metrics.reject(&name, "header_timeout");
+                    break;
                 }
-            }
-            _ = head_began.notified(), if !closing => {}
-            _ = activity.ended.notified(), if !closing => {}
+                (_, Some(Expiry::Idle)) => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                (at, None) => timer.as_mut().reset(at),
+            },
             _ = stop.changed(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
