@@ -8,12 +8,17 @@
 //! connection exactly through heads and Content-Length bodies; after a chunked body or an
 //! HTTP/2 preface it stops (verdicts then read as "not ambiguous", and hyper's own handling
 //! applies).
+//!
+//! It also notes when the first byte of a request head arrived, so the connection's
+//! `header_read` bound runs from there and not from the end of the previous response (the
+//! time in between is `idle`).
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -35,6 +40,8 @@ pub struct FramingWatch {
     content_length: Option<u64>,
     transfer_encoding: bool,
     verdicts: VecDeque<bool>,
+    /// When the first byte of the head being read arrived; None between heads.
+    head_started: Option<Instant>,
 }
 
 impl Default for FramingWatch {
@@ -45,6 +52,7 @@ impl Default for FramingWatch {
             content_length: None,
             transfer_encoding: false,
             verdicts: VecDeque::new(),
+            head_started: None,
         }
     }
 }
@@ -66,6 +74,9 @@ impl FramingWatch {
                     };
                 }
                 State::Head { first_line } => {
+                    if self.head_started.is_none() {
+                        self.head_started = Some(Instant::now());
+                    }
                     let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
                         let room = MAX_LINE.saturating_sub(self.line.len());
                         self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
@@ -85,6 +96,7 @@ impl FramingWatch {
     fn end_of_line(&mut self, line: &[u8], first_line: bool) {
         if first_line {
             if line.is_empty() {
+                self.head_started = None;
                 return; // stray CRLF between requests
             }
             if line.starts_with(b"PRI * HTTP/2") {
@@ -95,6 +107,7 @@ impl FramingWatch {
             return;
         }
         if line.is_empty() {
+            self.head_started = None;
             self.verdicts
                 .push_back(self.content_length.is_some() && self.transfer_encoding);
             self.state = if self.transfer_encoding {
@@ -128,6 +141,15 @@ impl FramingWatch {
     /// The verdict for the next request head: whether it had both framing headers.
     pub fn next_verdict(&mut self) -> bool {
         self.verdicts.pop_front().unwrap_or(false)
+    }
+
+    /// When the head being read began to arrive; None between heads, and once the watch has
+    /// stopped (after a chunked body, on HTTP/2).
+    pub fn head_started(&self) -> Option<Instant> {
+        if self.state == State::Stopped {
+            return None;
+        }
+        self.head_started
     }
 }
 
@@ -231,6 +253,21 @@ mod tests {
         stream.extend_from_slice(body);
         stream.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
         assert_eq!(verdicts(&[&stream]), vec![false, false]);
+    }
+
+    #[test]
+    fn notes_when_a_head_begins_and_forgets_it_when_it_ends() {
+        let mut w = FramingWatch::default();
+        assert_eq!(w.head_started(), None);
+        w.feed(b"GET / HTTP/1.1\r\nHost");
+        let began = w.head_started().expect("a head is being read");
+        w.feed(b": a\r\n\r\n");
+        assert_eq!(w.head_started(), None, "the head is complete");
+        w.feed(b"G");
+        assert!(w.head_started().is_some_and(|t| t >= began));
+        w.feed(b"ET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        w.feed(b"GET /next HTTP/1.1\r\n");
+        assert_eq!(w.head_started(), None, "stopped after a chunked body");
     }
 
     #[test]

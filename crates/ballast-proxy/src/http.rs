@@ -1,6 +1,8 @@
 //! The HTTP data plane. A connection is *admitted* (global, listener and per-IP caps, else an
-//! immediate 503), then served by hyper (HTTP/1.1 or h2c, header-read timeout on a real timer,
-//! our own idle timeout). Each request goes through named phases:
+//! immediate 503), then served by hyper (HTTP/1.1 or h2c) under our own connection timeouts:
+//! `header_read` from the connection's start to its first request head and from the first byte
+//! of every later head, `idle` between keep-alive requests. Each request goes through named
+//! phases:
 //!
 //! 1. **read**: refuse ambiguous framing (CL + TE: 400, seen by `framing`) and oversized
 //!    bodies (413);
@@ -14,6 +16,10 @@
 //! 7. **respond**: hop-by-hop headers out of the response, optional served-by header;
 //! 8. **release**: at the end of the response body the slot is freed and the connection goes
 //!    back to the idle pool.
+//!
+//! A failed exchange counts against the server for passive ejection only when the client's
+//! side was in order (`upload`): a malformed, aborted, oversized or stalled request body is
+//! the client's failure (400, 413, 408).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +50,7 @@ use crate::body::{Completion, TrackedBody};
 use crate::framing::Watched;
 use crate::headers::{client_ip, strip_hop_by_hop};
 use crate::runtime::{PoolRuntime, ServerRuntime};
+use crate::upload::{ClientFault, UploadBody, UploadProgress};
 use crate::upstream::{ProxyBody, connect};
 
 /// Seconds a client is told to wait before retrying a refused request.
@@ -190,12 +197,22 @@ async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
     .await;
 }
 
-/// Requests in progress on one client connection and when the last one ended, for the idle
-/// keep-alive timeout (hyper has none of its own).
+/// Requests in progress on one client connection, how many have begun and when the last one
+/// ended, for the connection's own timeouts.
 struct Activity {
     active: AtomicU32,
+    begun: AtomicU64,
     last_ms: AtomicU64,
     started: Instant,
+}
+
+/// Which of a connection's own timeouts ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No complete request head within `header_read`: the connection is closed.
+    HeaderRead,
+    /// No request for `idle` after the last one: the connection is shut down gracefully.
+    Idle,
 }
 
 impl Activity {
@@ -203,18 +220,35 @@ impl Activity {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Resolves once the connection has had no request in progress for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let since = self
-                .now_ms()
-                .saturating_sub(self.last_ms.load(Ordering::Acquire));
-            let remaining = idle.saturating_sub(Duration::from_millis(since));
-            if self.active.load(Ordering::Acquire) == 0 && remaining.is_zero() {
-                return;
-            }
-            tokio::time::sleep(remaining.max(Duration::from_millis(50))).await;
+    /// When the connection's current timeout runs out (milliseconds since it started) and
+    /// which one it is; None while a request is in progress (the request timeout bounds it).
+    /// `head_started` is when the head being read began to arrive.
+    fn deadline(
+        &self,
+        head_started: Option<Instant>,
+        header_read: Duration,
+        idle: Duration,
+    ) -> Option<(u64, Expiry)> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
         }
+        let ms = |d: Duration| d.as_millis() as u64;
+        if self.begun.load(Ordering::Acquire) == 0 {
+            // The first request head, from the moment the connection was accepted.
+            return (!header_read.is_zero()).then(|| (ms(header_read), Expiry::HeaderRead));
+        }
+        if let Some(at) = head_started
+            && !header_read.is_zero()
+        {
+            let began = ms(at.saturating_duration_since(self.started));
+            return Some((began + ms(header_read), Expiry::HeaderRead));
+        }
+        (!idle.is_zero()).then(|| {
+            (
+                self.last_ms.load(Ordering::Acquire) + ms(idle),
+                Expiry::Idle,
+            )
+        })
     }
 }
 
@@ -223,6 +257,7 @@ struct ActiveRequest<'a>(&'a Activity);
 impl<'a> ActiveRequest<'a> {
     fn begin(a: &'a Activity) -> Self {
         a.active.fetch_add(1, Ordering::AcqRel);
+        a.begun.fetch_add(1, Ordering::AcqRel);
         Self(a)
     }
 }
@@ -247,15 +282,19 @@ async fn serve_connection<I>(
 {
     let activity = Arc::new(Activity {
         active: AtomicU32::new(0),
+        begun: AtomicU64::new(0),
         last_ms: AtomicU64::new(0),
         started: Instant::now(),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let header_read = spec.timeouts.header_read();
+    // hyper's own header-read timer runs from the end of the previous response, so it would
+    // close keep-alive connections after `header_read` and never start for a client that
+    // sends nothing (the HTTP/2 detection reads first): the bounds are ours, below.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout((!header_read.is_zero()).then_some(header_read))
+        .header_read_timeout(None)
         .max_buf_size(spec.max_header_bytes() as usize)
         .max_headers(spec.max_headers() as usize);
     builder
@@ -264,8 +303,11 @@ async fn serve_connection<I>(
         .max_concurrent_streams(200)
         .max_header_list_size(spec.max_header_bytes());
     let (stream, framing) = Watched::new(stream);
+    let watch = Arc::clone(&framing);
     let service = {
         let activity = Arc::clone(&activity);
+        let name = name.clone();
+        let shared = Arc::clone(&shared);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let name = name.clone();
@@ -292,13 +334,47 @@ async fn serve_connection<I>(
     tokio::pin!(conn);
     let idle = spec.timeouts.idle();
     let mut closing = false;
+    // One timer per connection, never re-armed per request: it fires at the deadline or after
+    // `check_every`, whichever is first, and the deadline is recomputed then. Checking at least
+    // every `header_read` finds a head that began between requests while its deadline (its
+    // first byte plus `header_read`) is still ahead, so it is cut exactly then.
+    let check_every = [header_read, idle]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .min()
+        .unwrap_or(Duration::from_secs(3600))
+        .as_millis() as u64;
+    let next_check = || -> (tokio::time::Instant, Option<Expiry>) {
+        let head_started = watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .head_started();
+        let now = activity.now_ms();
+        let at_ms = match activity.deadline(head_started, header_read, idle) {
+            Some((ms, why)) if ms <= now => return (tokio::time::Instant::now(), Some(why)),
+            Some((ms, _)) => ms.min(now + check_every),
+            None => now + check_every,
+        };
+        let at = activity.started + Duration::from_millis(at_ms);
+        (tokio::time::Instant::from_std(at), None)
+    };
+    let timer = tokio::time::sleep_until(next_check().0);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
-            _ = activity.idle_for(idle), if !closing && !idle.is_zero() => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
+            () = &mut timer, if !closing => match next_check() {
+                (_, Some(Expiry::HeaderRead)) => {
+                    // hyper would keep reading a head it has started: closing is ours.
+                    shared.metrics.reject(&name, "header_timeout");
+                    break;
+                }
+                (_, Some(Expiry::Idle)) => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                (at, None) => timer.as_mut().reset(at),
+            },
             _ = stop.changed(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
@@ -354,25 +430,30 @@ async fn handle(
         deadline,
         started,
     };
-    let work = proxy(&shared, listener, spec, &snapshot, &client, req);
-    let (response, served_by) = if request_timeout.is_zero() {
+    let trace = Trace {
+        upload: Arc::default(),
+        served_by: shared.access_log.as_ref().map(|_| Default::default()),
+    };
+    let work = proxy(&shared, listener, spec, &snapshot, &client, &trace, req);
+    let response = if request_timeout.is_zero() {
         work.await
     } else {
         match tokio::time::timeout(request_timeout, work).await {
             Ok(r) => r,
-            Err(_) => {
-                shared.metrics.reject(listener, "request_timeout");
-                (
+            Err(_) => match trace.upload.fault_at_timeout() {
+                Some(fault) => client_fault(&shared, listener, fault),
+                None => {
+                    shared.metrics.reject(listener, "request_timeout");
                     text_response(
                         StatusCode::GATEWAY_TIMEOUT,
                         "504 gateway timeout: request timeout\n",
-                    ),
-                    None,
-                )
-            }
+                    )
+                }
+            },
         }
     };
     if let (Some(log), Some((method, path))) = (&shared.access_log, logged) {
+        let served_by = trace.served_by.and_then(|s| s.into_inner().ok()).flatten();
         log.write(
             listener,
             served_by.as_ref().map_or(peer.ip(), |s| s.client),
@@ -384,6 +465,50 @@ async fn handle(
         );
     }
     response
+}
+
+/// What the request path leaves behind for its caller, which may have cut it short at the
+/// request timeout: how far the client's body got, and (with an access log) the server the
+/// request reached.
+struct Trace {
+    upload: Arc<UploadProgress>,
+    served_by: Option<std::sync::Mutex<Option<ServedBy>>>,
+}
+
+impl Trace {
+    fn reached(&self, client: IpAddr, pool: &PoolRuntime, server: &ServerRuntime) {
+        if let Some(slot) = &self.served_by {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(ServedBy {
+                client,
+                pool: pool.name.clone(),
+                server: server.spec.name.clone(),
+            });
+        }
+    }
+}
+
+/// The answer to a client that failed its part of the exchange; the server is not blamed.
+fn client_fault(shared: &Shared, listener: &str, fault: ClientFault) -> Response<ProxyBody> {
+    match fault {
+        ClientFault::BadBody => {
+            shared.metrics.reject(listener, "bad_body");
+            text_response(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: the request body was malformed or cut short\n",
+            )
+        }
+        ClientFault::TooLarge => {
+            shared.metrics.reject(listener, "body_too_large");
+            text_response(StatusCode::PAYLOAD_TOO_LARGE, "413 content too large\n")
+        }
+        ClientFault::Stalled => {
+            shared.metrics.reject(listener, "body_timeout");
+            text_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "408 request timeout: the request body did not arrive in time\n",
+            )
+        }
+    }
 }
 
 /// What is known about the client side of a request.
@@ -412,8 +537,9 @@ async fn proxy(
     spec: &Listener,
     snapshot: &crate::runtime::Snapshot,
     downstream: &Downstream,
+    trace: &Trace,
     req: Request<Incoming>,
-) -> (Response<ProxyBody>, Option<ServedBy>) {
+) -> Response<ProxyBody> {
     let Downstream {
         peer,
         secure,
@@ -431,15 +557,12 @@ async fn proxy(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body) {
         shared.metrics.reject(listener, "body_too_large");
-        return (
-            text_response(StatusCode::PAYLOAD_TOO_LARGE, "413 content too large\n"),
-            None,
-        );
+        return text_response(StatusCode::PAYLOAD_TOO_LARGE, "413 content too large\n");
     }
 
     // Phase route.
     let Some(pool) = snapshot.pools.get(&spec.pool).cloned() else {
-        return (overloaded("no such pool"), None);
+        return overloaded("no such pool");
     };
     let (mut parts, body) = req.into_parts();
     let trusted = snapshot
@@ -462,7 +585,12 @@ async fn proxy(
                 parts.headers.clone(),
             )
         });
-    let body: ProxyBody = Limited::new(body, max_body as usize).boxed();
+    let upload = Arc::clone(&trace.upload);
+    let body: ProxyBody = UploadBody::new(
+        Limited::new(body, max_body as usize).boxed(),
+        Arc::clone(&upload),
+    )
+    .boxed();
     let mut request = Request::from_parts(parts, body);
 
     let mut attempts_left = pool.spec.retries.attempts;
@@ -471,7 +599,7 @@ async fn proxy(
         let now = shared.clock.now();
         let Some(index) = pool.pick_reporting(key, now, &shared.events) else {
             shared.metrics.reject(listener, "no_server");
-            return (overloaded("no server available"), None);
+            return overloaded("no server available");
         };
         let server = &pool.servers[index];
 
@@ -484,7 +612,7 @@ async fn proxy(
                     Ok(slot) => slot,
                     Err(cause) => {
                         shared.metrics.reject(listener, cause);
-                        return (overloaded(cause), None);
+                        return overloaded(cause);
                     }
                 }
             }
@@ -492,6 +620,7 @@ async fn proxy(
 
         // Phase connect. The slot is ours from here; dropping it (any early exit, or this
         // future being dropped) gives it back.
+        trace.reached(client, &pool, server);
         let mut conn = match server.state.idle.checkout(pool.spec.idle_timeout()).await {
             Some(c) => c,
             None => match connect(&server.spec.address, pool.spec.connect_timeout()).await {
@@ -506,12 +635,9 @@ async fn proxy(
                         continue;
                     }
                     shared.metrics.reject(listener, "connect_failed");
-                    return (
-                        text_response(
-                            StatusCode::BAD_GATEWAY,
-                            "502 bad gateway: cannot connect to a server\n",
-                        ),
-                        None,
+                    return text_response(
+                        StatusCode::BAD_GATEWAY,
+                        "502 bad gateway: cannot connect to a server\n",
                     );
                 }
             },
@@ -525,13 +651,14 @@ async fn proxy(
         let response = match sent {
             Err(_) => {
                 drop(slot);
+                // A server waiting for a body the client does not send has not failed.
+                if let Some(fault) = upload.fault_at_timeout() {
+                    return client_fault(shared, listener, fault);
+                }
                 crate::health::record_outcome(shared, &pool, index, false);
-                return (
-                    text_response(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "504 gateway timeout: the server did not answer in time\n",
-                    ),
-                    None,
+                return text_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "504 gateway timeout: the server did not answer in time\n",
                 );
             }
             Ok(Err(mut e)) => {
@@ -546,15 +673,9 @@ async fn proxy(
                     }
                     _ => {
                         let cause = e.into_error();
-                        if body_too_large(&cause) {
-                            shared.metrics.reject(listener, "body_too_large");
-                            return (
-                                text_response(
-                                    StatusCode::PAYLOAD_TOO_LARGE,
-                                    "413 content too large\n",
-                                ),
-                                None,
-                            );
+                        // The client's body failed (framing, abort, size): not the server.
+                        if let Some(fault) = upload.fault() {
+                            return client_fault(shared, listener, fault);
                         }
                         crate::health::record_outcome(shared, &pool, index, false);
                         tracing::warn!(pool = %pool.name, server = %server.spec.name, "forwarding failed: {cause}");
@@ -571,12 +692,9 @@ async fn proxy(
                             request = again;
                             continue;
                         }
-                        return (
-                            text_response(
-                                StatusCode::BAD_GATEWAY,
-                                "502 bad gateway: the server failed\n",
-                            ),
-                            None,
+                        return text_response(
+                            StatusCode::BAD_GATEWAY,
+                            "502 bad gateway: the server failed\n",
                         );
                     }
                 }
@@ -586,7 +704,10 @@ async fn proxy(
 
         // Phase respond.
         let status = response.status();
-        crate::health::record_outcome(shared, &pool, index, !status.is_server_error());
+        // A server answering a body the client broke off is judged on nothing.
+        if upload.fault().is_none() {
+            crate::health::record_outcome(shared, &pool, index, !status.is_server_error());
+        }
         let (mut head, upstream_body) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         if let Some(name) = &spec.served_by_header
@@ -611,12 +732,7 @@ async fn proxy(
             })),
         };
         let body = TrackedBody::new(upstream_body, completion, deadline).boxed();
-        let served = shared.access_log.is_some().then(|| ServedBy {
-            client,
-            pool: pool.name.clone(),
-            server: server.spec.name.clone(),
-        });
-        return (Response::from_parts(head, body), served);
+        return Response::from_parts(head, body);
     }
 }
 
@@ -680,17 +796,6 @@ fn set_host(request: &mut Request<ProxyBody>, address: &str) {
     {
         request.headers_mut().insert(HOST, v);
     }
-}
-
-fn body_too_large(e: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// Waits for a connection slot on a full server, within its queue bounds. The queue place is

@@ -3,7 +3,8 @@
 //! Servers are chosen only by ballast-core's `Balancer`, through a live view of this crate's
 //! atomics, so what `ballast simulate` predicts is what this proxy does. Modules:
 //! `http` (the request path, phase by phase), `tcp` (layer 4), `upstream` (connections to
-//! servers), `body` (in-flight accounting to the end of the body), `admission` (connection
+//! servers), `body` (in-flight accounting to the end of the body), `upload` (whose failure
+//! a failed exchange is), `admission` (connection
 //! caps), `health` (active checks, passive ejection), `runtime` (live state and snapshots),
 //! `admin`, `metrics`, `status`, `events`, `accesslog`, `headers`.
 #![forbid(unsafe_code)]
@@ -11,6 +12,7 @@
 mod accesslog;
 mod admin;
 mod admission;
+mod bind;
 mod body;
 pub mod demo_backend;
 mod events;
@@ -24,6 +26,7 @@ mod sample;
 mod status;
 mod tcp;
 mod tls;
+mod upload;
 mod upstream;
 
 /// The Content-Security-Policy of the dashboard page: only its own inline style and script,
@@ -159,20 +162,10 @@ fn blocking_findings(loaded: &Loaded) -> Vec<String> {
         .collect()
 }
 
+/// Binds a listener; an address is shared only with this process's own sockets (a reload's
+/// replacement), never with another process (see `bind`).
 async fn bind(address: &str) -> std::io::Result<TcpListener> {
-    let addr: SocketAddr = address
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    bind::bind_listener(address).await
 }
 
 impl Proxy {

@@ -34,7 +34,10 @@ pub struct ServerClassLabels {
 pub struct RejectLabels {
     pub listener: String,
     /// Why: `global_limit`, `listener_limit`, `per_ip_limit`, `queue_full`, `queue_timeout`,
-    /// `no_server`, `connect_failed`, `header_too_large`, `body_too_large`, `bad_request`.
+    /// `no_server`, `connect_failed`, `header_too_large`, `body_too_large`, `bad_request`,
+    /// `bad_body` (malformed or cut-short request body), `body_timeout` (a timeout while the
+    /// server waited for the client's body), `header_timeout` (no request head within
+    /// `header_read`), `request_timeout`.
     pub cause: String,
 }
 
