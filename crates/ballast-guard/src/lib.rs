@@ -9,10 +9,12 @@
 //!   errors), tested with synthetic series on a virtual clock.
 //! - `alert`: findings → alerts with a lifecycle, deduplication, grouping and inhibition.
 //! - `sink`: alerts → Alertmanager, a webhook, the event log, the terminal.
+//! - `canary`: after a reload, the decision to revert it (a critical regression it caused).
 //! - `rules`: the same signals as Prometheus rules, for a fleet.
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod canary;
 pub mod change;
 pub mod detect;
 pub mod http;

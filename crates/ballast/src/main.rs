@@ -6,6 +6,8 @@ mod convert_cmd;
 mod demo_cmd;
 mod diff_cmd;
 mod input;
+mod on_critical;
+mod rollback;
 mod rules_cmd;
 mod serve_cmd;
 mod simulate_cmd;

@@ -109,9 +109,16 @@ async fn serve(args: ServeArgs, drain: Duration) -> u8 {
         "configuration {} applied; SIGHUP reloads, SIGTERM drains",
         proxy.version()
     );
+    crate::rollback::install_differ(&proxy);
     let alerts = config.alerts.clone().unwrap_or_default();
     if alerts.enabled {
-        match guard::start(std::sync::Arc::clone(&proxy), &args.config, &alerts) {
+        let rollback = config.rollback.clone().unwrap_or_default();
+        match guard::start(
+            std::sync::Arc::clone(&proxy),
+            &args.config,
+            &alerts,
+            &rollback,
+        ) {
             Ok(sinks) => say!("guard: judging this proxy every second; alerts to {sinks}"),
             Err(e) => {
                 eprintln!("error: [alerts] {e}");
@@ -184,7 +191,12 @@ mod guard {
     const INTERVAL: Duration = Duration::from_secs(1);
 
     /// Starts the guard; returns the sinks it delivers to, in words, or why a sink is wrong.
-    pub fn start(proxy: Arc<Proxy>, config: &Path, alerts: &Alerts) -> Result<String, String> {
+    pub fn start(
+        proxy: Arc<Proxy>,
+        config: &Path,
+        alerts: &Alerts,
+        rollback: &ballast_core::config::Rollback,
+    ) -> Result<String, String> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         for url in &alerts.alertmanager {
             sinks.push(Box::new(
@@ -213,14 +225,20 @@ mod guard {
         let watcher = Watcher::new("ballast", &instance, WatchOptions::default()).with_config(
             ChangeWatcher::new(config, Vec::new(), ballast_import::Options::default()),
         );
+        let rollback = crate::rollback::Rollback::new(Arc::clone(&proxy), rollback, &instance);
         std::thread::Builder::new()
             .name("guard".into())
-            .spawn(move || run(&proxy, watcher, sinks))
+            .spawn(move || run(&proxy, watcher, sinks, rollback))
             .map_err(|e| format!("cannot start the guard's thread: {e}"))?;
         Ok(names.join(", "))
     }
 
-    fn run(proxy: &Arc<Proxy>, mut watcher: Watcher, mut sinks: Vec<Box<dyn Sink>>) {
+    fn run(
+        proxy: &Arc<Proxy>,
+        mut watcher: Watcher,
+        mut sinks: Vec<Box<dyn Sink>>,
+        mut rollback: crate::rollback::Rollback,
+    ) {
         let mut next = Instant::now();
         // A sink that keeps failing is reported when its error changes, not every second.
         let mut last_errors: Vec<Option<String>> = vec![None; sinks.len()];
@@ -228,7 +246,8 @@ mod guard {
             let sample = proxy.sample();
             let now_ms = sample.at_ms;
             let outcome = watcher.observe(sample);
-            let delivered = outcome.round.to_deliver();
+            let mut delivered = outcome.round.to_deliver();
+            delivered.extend(rollback.take_delivery());
             for (sink, last) in sinks.iter_mut().zip(&mut last_errors) {
                 match sink.deliver(now_ms, &delivered) {
                     Ok(()) => *last = None,
@@ -241,7 +260,10 @@ mod guard {
                     }
                 }
             }
-            proxy.set_alerts(watcher.active().iter().map(active_alert).collect());
+            // After delivery: the alert that decides a revert is in the log before the revert.
+            rollback.round(now_ms, &outcome, &mut watcher);
+            let active = watcher.active().into_iter().chain(rollback.active());
+            proxy.set_alerts(active.map(|a| active_alert(&a)).collect());
             next += INTERVAL;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
