@@ -379,18 +379,20 @@ impl Proxy {
         if version == running.version {
             return ReloadOutcome::Unchanged { version };
         }
-        {
+        let refused = {
             let mut reverted = self.reverted.lock().unwrap_or_else(|p| p.into_inner());
-            match reverted.as_ref() {
-                Some(r) if r.version == version => {
-                    let message = r.message.clone();
-                    drop(reverted);
-                    return self.refuse(&running, version, vec![message]);
-                }
-                // The file changed since the rollback: a new version is judged afresh.
-                Some(_) => *reverted = None,
-                None => {}
+            let same = reverted
+                .as_ref()
+                .filter(|r| r.version == version)
+                .map(|r| r.message.clone());
+            // The file changed since the rollback: a new version is judged afresh.
+            if same.is_none() {
+                *reverted = None;
             }
+            same
+        };
+        if let Some(message) = refused {
+            return self.refuse(&running, version, vec![message]);
         }
         self.apply(Arc::new(loaded), running, None).await
     }

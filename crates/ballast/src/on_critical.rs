@@ -50,15 +50,15 @@ pub struct Incident {
 impl Incident {
     fn environment(&self) -> [(&'static str, &str); 9] {
         [
-            ("BALLAST_ALERTNAME", &self.alertname),
-            ("BALLAST_POOL", &self.pool),
-            ("BALLAST_SERVER", &self.server),
-            ("BALLAST_SUMMARY", &self.summary),
-            ("BALLAST_CAUSE", &self.cause),
-            ("BALLAST_CHANGE_DIFF", &self.change_diff),
-            ("BALLAST_CHANGE_FILE", &self.change_file),
-            ("BALLAST_SEVERITY", &self.severity),
-            ("BALLAST_INSTANCE", &self.instance),
+            ("BALLAST_ALERTNAME", self.alertname.as_str()),
+            ("BALLAST_POOL", self.pool.as_str()),
+            ("BALLAST_SERVER", self.server.as_str()),
+            ("BALLAST_SUMMARY", self.summary.as_str()),
+            ("BALLAST_CAUSE", self.cause.as_str()),
+            ("BALLAST_CHANGE_DIFF", self.change_diff.as_str()),
+            ("BALLAST_CHANGE_FILE", self.change_file.as_str()),
+            ("BALLAST_SEVERITY", self.severity.as_str()),
+            ("BALLAST_INSTANCE", self.instance.as_str()),
         ]
     }
 }
