@@ -1,6 +1,7 @@
 //! The canary of `ballast serve` end to end: a real serve on loopback with three named
 //! backends under continuous traffic reloads a bad change (round-robin becomes hashing on a
-//! header every client sends with one value: one server takes everything), the guard inside
+//! header every client sends with one value, bounded-load factor 10: one server takes it all),
+//! the guard inside
 //! serve fires `PoolSkewed` naming the reload, and the canary re-applies the previous version
 //! within its window. No request fails, the events come in order (config_applied,
 //! alert_firing, config_rolled_back, config_applied of the restored version), the previous
@@ -240,7 +241,7 @@ fn round_robin(backends: &[Backend], weights: [u32; 3]) -> String {
 
 fn hashed_on_tenant(backends: &[Backend]) -> String {
     format!(
-        "[pools.app]\nalgorithm = \"consistent-hash\"\nhash_key = {{ source = \"header\", name = \"X-Tenant\" }}\n{}",
+        "[pools.app]\nalgorithm = \"consistent-hash\"\nbalance_factor = 10.0\nhash_key = {{ source = \"header\", name = \"X-Tenant\" }}\n{}",
         servers(backends, [1, 1, 1])
     )
 }
