@@ -432,6 +432,7 @@ fn a_bad_reload_under_load_is_rolled_back_without_a_failed_request_and_not_appli
         to_alert.as_secs_f64(),
         to_rollback.as_secs_f64()
     );
+    println!("{rolled:#}");
     assert_eq!(rolled["reverted"], bad.as_str(), "{rolled:#}");
     assert_eq!(rolled["restored"], good.as_str(), "{rolled:#}");
     assert_eq!(rolled["alertname"], "PoolSkewed", "{rolled:#}");
