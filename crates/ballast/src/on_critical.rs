@@ -182,7 +182,7 @@ fn incident(a: &Alert, watcher: &Watcher) -> Incident {
         .changes()
         .iter()
         .rev()
-        .find(|c| pool.is_empty() || c.pools.is_empty() || c.pools.iter().any(|p| *p == pool));
+        .find(|c| pool.is_empty() || c.pools.is_empty() || c.pools.contains(&pool));
     Incident {
         alertname: a.label("alertname").unwrap_or("").to_string(),
         server: a.label("server").unwrap_or("").to_string(),
