@@ -62,6 +62,40 @@ pub struct Config {
     /// Where `serve`'s own guard sends its alerts. Absent: the guard still judges and shows
     /// its alerts in `/status`, `/metrics` and the event log, and sends them nowhere.
     pub alerts: Option<Alerts>,
+    /// The canary after every reload in `serve`. Absent: on, with a 60 s window.
+    pub rollback: Option<Rollback>,
+}
+
+/// Default length of the canary window after a reload (`[rollback] window`).
+pub const DEFAULT_ROLLBACK_WINDOW: Duration = Duration::from_secs(60);
+
+/// The canary of `serve`: for `window` after every applied reload the guard compares the
+/// pools with the minutes before it, and a critical regression the change caused reverts to
+/// the previous configuration (through the same path as a reload). The reverted version is
+/// refused by later reloads until the file changes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// Revert a reload that the canary finds critical (false: reloads are never reverted).
+    #[serde(default = "default_alerts_enabled")]
+    pub enabled: bool,
+    /// How long after a reload its canary watches, e.g. `"60s"`.
+    pub window: Option<Dur>,
+}
+
+impl Rollback {
+    pub fn window(&self) -> Duration {
+        self.window.map_or(DEFAULT_ROLLBACK_WINDOW, |d| d.0)
+    }
+}
+
+impl Default for Rollback {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: None,
+        }
+    }
 }
 
 /// The guard inside `serve`: every second it samples the proxy's own counters and runs the
@@ -578,6 +612,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollback_table_defaults_to_on_for_a_minute_and_refuses_unknown_keys() {
+        let c: Config = toml::from_str("[rollback]\nwindow = \"30s\"\n").unwrap();
+        let r = c.rollback.unwrap();
+        assert!(r.enabled);
+        assert_eq!(r.window(), Duration::from_secs(30));
+        let off: Config = toml::from_str("[rollback]\nenabled = false\n").unwrap();
+        assert!(!off.rollback.unwrap().enabled);
+        assert_eq!(Rollback::default().window(), DEFAULT_ROLLBACK_WINDOW);
+        assert!(toml::from_str::<Config>("").unwrap().rollback.is_none());
+        let typo = toml::from_str::<Config>("[rollback]\nwindows = \"1m\"\n").unwrap_err();
+        assert!(typo.to_string().contains("windows"), "{typo}");
+        assert!(toml::from_str::<Config>("[rollback]\nwindow = 60\n").is_err());
+    }
 
     #[test]
     fn alerts_table_defaults_to_enabled_and_refuses_unknown_keys() {

@@ -9,6 +9,7 @@
 //!   errors), tested with synthetic series on a virtual clock.
 //! - `alert`: findings → alerts with a lifecycle, deduplication, grouping and inhibition.
 //! - `sink`: alerts → Alertmanager, a webhook, the event log, the terminal.
+//! - `canary`: after a reload, the decision to revert it (a critical regression it caused).
 //! - `rules`: the same signals as Prometheus rules, for a fleet.
 //! - `events`: a round's configuration changes, reloads and pool snapshots as event-log events.
 //! - `postmortem`: an event log → the draft of the incident review (Markdown or HTML).
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod canary;
 pub mod change;
 pub mod dashboard;
 pub mod detect;

@@ -104,6 +104,13 @@ impl Watcher {
         self
     }
 
+    /// Says which configuration the process runs now, when the caller knows better than the
+    /// file: `serve` after its canary re-applied the previous version while the file still
+    /// holds the reverted one (drift is then judged against what runs, not the file).
+    pub fn set_live_config(&mut self, config: ballast_core::config::Config) {
+        self.live_config = Some(config);
+    }
+
     pub fn history(&self) -> impl Iterator<Item = &Sample> {
         self.history.iter()
     }

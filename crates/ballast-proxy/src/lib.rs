@@ -125,6 +125,35 @@ pub enum ReloadOutcome {
     },
 }
 
+/// What a rollback undoes and why: the guard of `serve` decides it and computes the diff
+/// (the proxy does not depend on the guard or on ballast-diff).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RollbackRequest {
+    /// The version to undo: it must be the one running, or nothing happens.
+    pub reverted: String,
+    /// The alert (or regression) that decided it, and its pool.
+    pub alertname: String,
+    pub pool: String,
+    /// One line, for the refusal of later reloads of the same version ("PoolSkewed fired on
+    /// pool app: ...").
+    pub reason: String,
+    /// The figures that decided it, one line each.
+    pub evidence: Vec<String>,
+    /// The diff undone, one line each.
+    pub changes: Vec<String>,
+}
+
+/// Computes the semantic diff between two configurations for `config_applied` (set by the
+/// binary, which has ballast-diff).
+pub type Differ = Arc<dyn Fn(&Loaded, &Loaded) -> Vec<String> + Send + Sync>;
+
+/// A version the canary rolled back: later reloads of the same file content are refused.
+#[derive(Debug, Clone)]
+struct Reverted {
+    version: String,
+    message: String,
+}
+
 struct RunningListener {
     address: String,
     /// What the listener's TLS is (paths and file contents), to rebind when it changes.
@@ -151,6 +180,10 @@ pub struct Proxy {
     checks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     admin: std::sync::Mutex<Option<(SocketAddr, watch::Sender<bool>)>>,
     reloading: tokio::sync::Mutex<()>,
+    /// The configuration the running one replaced: what a rollback re-applies.
+    previous: std::sync::Mutex<Option<Arc<Loaded>>>,
+    reverted: std::sync::Mutex<Option<Reverted>>,
+    differ: std::sync::Mutex<Option<Differ>>,
 }
 
 /// Error-level findings of the catalogue, rendered; empty when the configuration may go live.
@@ -221,6 +254,9 @@ impl Proxy {
             checks: Default::default(),
             admin: Default::default(),
             reloading: tokio::sync::Mutex::new(()),
+            previous: Default::default(),
+            reverted: Default::default(),
+            differ: Default::default(),
         });
         let snapshot = proxy.shared.snapshot.load_full();
         let mut bound = Vec::new();
@@ -318,32 +354,138 @@ impl Proxy {
         self.admin.lock().ok()?.as_ref().map(|a| a.0)
     }
 
+    /// The running configuration, as loaded.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        Arc::clone(&self.shared.snapshot.load().loaded)
+    }
+
+    /// The configuration the running one replaced (what [`Proxy::roll_back`] re-applies).
+    pub fn previous_loaded(&self) -> Option<Arc<Loaded>> {
+        self.previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The running configuration's version.
     pub fn version(&self) -> String {
         self.shared.snapshot.load().version.clone()
     }
 
     /// Re-reads the configuration file. Refused (and reported) when it cannot be loaded, has
-    /// error-level findings, or a new listener cannot bind; the running configuration then
-    /// keeps serving untouched. Otherwise server state carries over by identity and only
-    /// listeners whose address changed are rebound.
+    /// error-level findings, is the version the canary rolled back (until the file changes),
+    /// or a new listener cannot bind; the running configuration then keeps serving untouched.
+    /// Otherwise server state carries over by identity and only listeners whose address
+    /// changed are rebound.
     pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
         let _one_at_a_time = self.reloading.lock().await;
         let running = self.shared.snapshot.load_full();
-        let file = self.path.display().to_string();
-        let refuse = |version: String, reasons: Vec<String>| {
-            self.shared.events.emit(EventKind::ConfigRefused {
-                version,
-                running: Some(running.version.clone()),
-                file: file.clone(),
-                reasons: reasons.clone(),
-            });
-            ReloadOutcome::Refused { reasons }
-        };
         let loaded = match load_file(&self.path) {
             Ok(l) => l,
-            Err(e) => return refuse(String::new(), vec![e.render()]),
+            Err(e) => return self.refuse(&running, String::new(), vec![e.render()]),
         };
+        let version = loaded.version();
+        if version == running.version {
+            return ReloadOutcome::Unchanged { version };
+        }
+        let refused = {
+            let mut reverted = self.reverted.lock().unwrap_or_else(|p| p.into_inner());
+            let same = reverted
+                .as_ref()
+                .filter(|r| r.version == version)
+                .map(|r| r.message.clone());
+            // The file changed since the rollback: a new version is judged afresh.
+            if same.is_none() {
+                *reverted = None;
+            }
+            same
+        };
+        if let Some(message) = refused {
+            return self.refuse(&running, version, vec![message]);
+        }
+        self.apply(Arc::new(loaded), running, None).await
+    }
+
+    /// Re-applies the configuration the running one replaced, through the same path as a
+    /// reload (checks, listeners, snapshot swap, health checks, `config_applied`), after
+    /// writing `config_rolled_back`; later reloads of the reverted version are then refused
+    /// until the file changes. Returns the restored version, or why nothing was done (the
+    /// running version is not `request.reverted`, there is no previous configuration, or it
+    /// was refused).
+    pub async fn roll_back(self: &Arc<Self>, request: RollbackRequest) -> Result<String, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let running = self.shared.snapshot.load_full();
+        if running.version != request.reverted {
+            return Err(format!(
+                "version {} is running, not {}: another reload came first",
+                running.version, request.reverted
+            ));
+        }
+        let Some(previous) = self
+            .previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Err("no previous configuration to restore (the first one is running)".into());
+        };
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let announce = EventKind::ConfigRolledBack {
+            file: self.path.display().to_string(),
+            reverted: request.reverted.clone(),
+            restored: previous.version(),
+            changes: request.changes.clone(),
+            alertname: request.alertname.clone(),
+            pool: request.pool.clone(),
+            evidence: request.evidence.clone(),
+        };
+        match self.apply(previous, running, Some(announce)).await {
+            ReloadOutcome::Applied { version } => {
+                *self.reverted.lock().unwrap_or_else(|p| p.into_inner()) = Some(Reverted {
+                    version: request.reverted.clone(),
+                    message: format!(
+                        "version {} was rolled back at {} UTC because {}; edit the file to apply \
+                         a new version",
+                        request.reverted,
+                        clock(at_ms),
+                        request.reason
+                    ),
+                });
+                Ok(version)
+            }
+            ReloadOutcome::Unchanged { version } => Err(format!("{version} is already running")),
+            ReloadOutcome::Refused { reasons } => Err(reasons.join("\n")),
+        }
+    }
+
+    /// Sets how `config_applied` gets its semantic diff (the binary has ballast-diff).
+    pub fn set_differ(&self, differ: Differ) {
+        *self.differ.lock().unwrap_or_else(|p| p.into_inner()) = Some(differ);
+    }
+
+    fn refuse(&self, running: &Snapshot, version: String, reasons: Vec<String>) -> ReloadOutcome {
+        self.shared.events.emit(EventKind::ConfigRefused {
+            version,
+            running: Some(running.version.clone()),
+            file: self.path.display().to_string(),
+            reasons: reasons.clone(),
+        });
+        ReloadOutcome::Refused { reasons }
+    }
+
+    /// The one path by which a configuration goes live after start: a reload and a rollback
+    /// alike. `announce` is written once nothing can refuse any more, before the swap.
+    async fn apply(
+        self: &Arc<Self>,
+        loaded: Arc<Loaded>,
+        running: Arc<Snapshot>,
+        announce: Option<EventKind>,
+    ) -> ReloadOutcome {
+        let file = self.path.display().to_string();
+        let refuse =
+            |version: String, reasons: Vec<String>| self.refuse(&running, version, reasons);
         let version = loaded.version();
         if version == running.version {
             return ReloadOutcome::Unchanged { version };
@@ -403,13 +545,24 @@ impl Proxy {
                 }
             }
         }
+        let differ = self
+            .differ
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let changes = differ.map_or_else(Vec::new, |d| d(&running.loaded, &loaded));
+        if let Some(event) = announce {
+            self.shared.events.emit(event);
+        }
         let snapshot = Arc::new(Snapshot::build(
-            Arc::new(loaded),
+            loaded,
             Some(&running),
             self.seed,
             &self.shared.metrics,
         ));
         self.shared.snapshot.store(Arc::clone(&snapshot));
+        *self.previous.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::clone(&running.loaded));
         // Stop listeners that were removed or are being replaced.
         {
             let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
@@ -431,13 +584,12 @@ impl Proxy {
             task.abort();
         }
         *checks = health::start_checks(&self.shared, &snapshot);
+        drop(checks);
         self.shared.events.emit(EventKind::ConfigApplied {
             version: version.clone(),
             previous: Some(running.version.clone()),
             file,
-            // The semantic diff is the binary's to add (the proxy does not depend on
-            // ballast-diff); the guard's ConfigChanged carries it meanwhile.
-            changes: Vec::new(),
+            changes,
         });
         ReloadOutcome::Applied { version }
     }
@@ -542,6 +694,17 @@ impl Proxy {
             .unwrap_or_else(|| "ballast".into());
         sample::sample(&self.shared, at_ms, &instance)
     }
+}
+
+/// `HH:MM:SS` of a Unix time in ms, UTC (as the guard's cause statements write it).
+fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 /// Reports when a saturated server has room again, and samples pick counts once a second for

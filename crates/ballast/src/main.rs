@@ -9,6 +9,8 @@ mod diff_cmd;
 mod input;
 mod loadtest_cmd;
 mod postmortem_cmd;
+mod on_critical;
+mod rollback;
 mod rules_cmd;
 mod serve_cmd;
 mod simulate_cmd;

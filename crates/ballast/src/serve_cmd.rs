@@ -109,9 +109,16 @@ async fn serve(args: ServeArgs, drain: Duration) -> u8 {
         "configuration {} applied; SIGHUP reloads, SIGTERM drains",
         proxy.version()
     );
+    crate::rollback::install_differ(&proxy);
     let alerts = config.alerts.clone().unwrap_or_default();
     if alerts.enabled {
-        match guard::start(std::sync::Arc::clone(&proxy), &args.config, &alerts) {
+        let rollback = config.rollback.clone().unwrap_or_default();
+        match guard::start(
+            std::sync::Arc::clone(&proxy),
+            &args.config,
+            &alerts,
+            &rollback,
+        ) {
             Ok(sinks) => {
                 say!("guard: judging this proxy every second; alerts to {sinks}");
                 if let Some(admin) = proxy.admin_addr() {
@@ -190,7 +197,12 @@ mod guard {
     const INTERVAL: Duration = Duration::from_secs(1);
 
     /// Starts the guard; returns the sinks it delivers to, in words, or why a sink is wrong.
-    pub fn start(proxy: Arc<Proxy>, config: &Path, alerts: &Alerts) -> Result<String, String> {
+    pub fn start(
+        proxy: Arc<Proxy>,
+        config: &Path,
+        alerts: &Alerts,
+        rollback: &ballast_core::config::Rollback,
+    ) -> Result<String, String> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         for url in &alerts.alertmanager {
             sinks.push(Box::new(
@@ -223,9 +235,10 @@ mod guard {
             Vec::new(),
             ballast_import::Options::default(),
         ));
+        let rollback = crate::rollback::Rollback::new(Arc::clone(&proxy), rollback, &instance);
         std::thread::Builder::new()
             .name("guard".into())
-            .spawn(move || run(&proxy, watcher, sinks, dashboard))
+            .spawn(move || run(&proxy, watcher, sinks, dashboard, rollback))
             .map_err(|e| format!("cannot start the guard's thread: {e}"))?;
         Ok(names.join(", "))
     }
@@ -235,6 +248,7 @@ mod guard {
         mut watcher: Watcher,
         mut sinks: Vec<Box<dyn Sink>>,
         mut dashboard: ballast_guard::dashboard::Dashboard,
+        mut rollback: crate::rollback::Rollback,
     ) {
         let mut next = Instant::now();
         // A sink that keeps failing is reported when its error changes, not every second.
@@ -247,7 +261,8 @@ mod guard {
             for event in events::of_round(&outcome, &watcher, &EventOptions::default()) {
                 proxy.record_event(event);
             }
-            let delivered = outcome.round.to_deliver();
+            let mut delivered = outcome.round.to_deliver();
+            delivered.extend(rollback.take_delivery());
             for (sink, last) in sinks.iter_mut().zip(&mut last_errors) {
                 match sink.deliver(now_ms, &delivered) {
                     Ok(()) => *last = None,
@@ -260,7 +275,10 @@ mod guard {
                     }
                 }
             }
-            proxy.set_alerts(watcher.active().iter().map(active_alert).collect());
+            // After delivery: the alert that decides a revert is in the log before the revert.
+            rollback.round(now_ms, &outcome, &mut watcher);
+            let active = watcher.active().into_iter().chain(rollback.active());
+            proxy.set_alerts(active.map(|a| active_alert(&a)).collect());
             crate::dashboard_http::update_serve(proxy, &mut dashboard, &watcher, &outcome);
             next += INTERVAL;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));

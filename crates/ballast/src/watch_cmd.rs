@@ -112,6 +112,16 @@ pub struct WatchArgs {
     /// configuration diffs. Read-only, no token: keep it on loopback (docs/dashboard.md).
     #[arg(long, value_name = "ADDR", conflicts_with = "once")]
     dashboard: Option<String>,
+    /// Run CMD (through `sh -c`) once per incident when an alert reaches critical and firing,
+    /// such as restoring the previous file and reloading. Its environment: BALLAST_ALERTNAME,
+    /// BALLAST_POOL, BALLAST_SERVER, BALLAST_SUMMARY, BALLAST_CAUSE, BALLAST_SEVERITY,
+    /// BALLAST_INSTANCE, BALLAST_CHANGE_DIFF and BALLAST_CHANGE_FILE (the likely trigger's
+    /// diff lines and file). Each run is a command_ran event (docs/watch.md).
+    #[arg(long, value_name = "CMD")]
+    on_critical: Option<String>,
+    /// How long --on-critical's command may run before its process group is killed.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    on_critical_timeout: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -234,6 +244,14 @@ pub fn run(args: WatchArgs) -> u8 {
         None => None,
     };
     let live = args.format == Format::Text && std::io::stdout().is_terminal();
+    let mut on_critical = args.on_critical.clone().map(|cmd| {
+        crate::on_critical::OnCritical::new(
+            cmd,
+            args.on_critical_timeout,
+            args.event_log.clone(),
+            args.format == Format::Json,
+        )
+    });
     let started = Instant::now();
     let mut next = Instant::now();
     loop {
@@ -246,6 +264,9 @@ pub fn run(args: WatchArgs) -> u8 {
             let Some(outcome) = outcome else {
                 continue;
             };
+            if let Some(on_critical) = &mut on_critical {
+                on_critical.round(i, &w.watcher);
+            }
             let delivered = outcome.round.to_deliver();
             for sink in &mut sinks {
                 if let Err(e) = sink.deliver(now_ms, &delivered) {
@@ -276,6 +297,9 @@ pub fn run(args: WatchArgs) -> u8 {
         next += args.interval;
         let wait = next.saturating_duration_since(Instant::now());
         std::thread::sleep(wait);
+    }
+    if let Some(on_critical) = on_critical {
+        on_critical.finish();
     }
     let firing = watched.iter().any(|w| {
         w.watcher

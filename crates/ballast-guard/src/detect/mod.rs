@@ -97,6 +97,7 @@ pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
         .chain(saturation::RULES)
         .chain(errors::RULES)
         .chain(crate::change::RULES)
+        .chain(crate::canary::RULES)
 }
 
 /// The rule of a given name.

@@ -44,6 +44,13 @@ impl PeerGroup {
         PeerGroup(child)
     }
 
+    /// Like [`PeerGroup::spawn`], keeping the output the command was given (files the test
+    /// reads back).
+    pub fn spawn_with_output_of(mut command: Command) -> PeerGroup {
+        use std::os::unix::process::CommandExt;
+        PeerGroup(command.process_group(0).spawn().expect("start the peer"))
+    }
+
     pub fn id(&self) -> u32 {
         self.0.id()
     }

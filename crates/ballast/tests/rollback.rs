@@ -1,0 +1,562 @@
+//! The canary of `ballast serve` end to end: a real serve on loopback with three named
+//! backends under continuous traffic reloads a bad change (round-robin becomes hashing on a
+//! header every client sends with one value, bounded-load factor 10: one server takes it all),
+//! the guard inside
+//! serve fires `PoolSkewed` naming the reload, and the canary re-applies the previous version
+//! within its window. No request fails, the events come in order (config_applied,
+//! alert_firing, config_rolled_back, config_applied of the restored version), the previous
+//! distribution is back, a second reload of the unchanged bad file is refused with the
+//! rollback's reason, and a fresh edit applies. With `[rollback] enabled = false` the same
+//! change alerts and stays.
+//!
+//! Timings are printed as `ROLLBACK-TIMING reload_to_alert=<s> reload_to_rollback=<s>`.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::PeerGroup;
+
+const TOKEN: &str = "rollback-test-token-0123456789";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One HTTP/1.1 request on a fresh connection: the status (0 when the exchange failed) and
+/// the body (not de-chunked; the admin API and the backends send lengths).
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    if conn.write_all(head.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// A named backend answering `name` to every request, one thread per connection.
+struct Backend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a backend");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, name) = (stop.clone(), name.to_string());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (stop3, name3) = (stop2.clone(), name.clone());
+                        std::thread::spawn(move || answer(conn, &name3, &stop3));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Backend { addr, stop }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn answer(conn: TcpStream, name: &str, stop: &AtomicBool) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut writer = conn;
+    loop {
+        let mut line = String::new();
+        let mut got_request = false;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(_) => return,
+            }
+            if line == "\r\n" || line == "\n" {
+                if got_request {
+                    break;
+                }
+                continue;
+            }
+            got_request = true;
+        }
+        let body = format!("{name}\n");
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Client threads, each sending `X-Tenant: acme` on fresh connections every few ms until
+/// dropped (or 40 s): every answer is counted, failures apart, and answers by backend name.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    by_server: Arc<Mutex<Vec<(Instant, String)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(addr: SocketAddr, threads: usize, gap: Duration) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let by_server: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let until = Instant::now() + Duration::from_secs(40);
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, ok, failed, by_server) =
+                    (stop.clone(), ok.clone(), failed.clone(), by_server.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        let (status, body) = request(addr, "GET", "/", &[("X-Tenant", "acme")]);
+                        if status == 200 {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            by_server
+                                .lock()
+                                .unwrap()
+                                .push((Instant::now(), body.trim().to_string()));
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        std::thread::sleep(gap);
+                    }
+                })
+            })
+            .collect();
+        Clients {
+            stop,
+            ok,
+            failed,
+            by_server,
+            threads,
+        }
+    }
+
+    /// The share of each backend in the answers received since `since`.
+    fn shares_since(&self, since: Instant) -> Vec<(String, f64)> {
+        let answers = self.by_server.lock().unwrap();
+        let recent: Vec<&String> = answers
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, s)| s)
+            .collect();
+        let mut names: Vec<String> = recent.iter().map(|s| s.to_string()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|n| {
+                let c = recent.iter().filter(|s| ***s == n).count();
+                (n, c as f64 / recent.len().max(1) as f64)
+            })
+            .collect()
+    }
+
+    fn stop(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+struct Serve {
+    admin: SocketAddr,
+    listener: SocketAddr,
+    file: PathBuf,
+    events: PathBuf,
+    dir: tempfile::TempDir,
+    _peer: PeerGroup,
+}
+
+fn round_robin(backends: &[Backend], weights: [u32; 3]) -> String {
+    format!(
+        "[pools.app]\nalgorithm = \"round-robin\"\n{}",
+        servers(backends, weights)
+    )
+}
+
+fn hashed_on_tenant(backends: &[Backend]) -> String {
+    format!(
+        "[pools.app]\nalgorithm = \"consistent-hash\"\nbalance_factor = 10.0\nhash_key = {{ source = \"header\", name = \"X-Tenant\" }}\n{}",
+        servers(backends, [1, 1, 1])
+    )
+}
+
+fn servers(backends: &[Backend], weights: [u32; 3]) -> String {
+    backends
+        .iter()
+        .zip(weights)
+        .enumerate()
+        .map(|(i, (b, w))| {
+            format!(
+                "[[pools.app.servers]]\nname = \"app-{}\"\naddress = \"{}\"\nweight = {w}\n\n",
+                i + 1,
+                b.addr
+            )
+        })
+        .collect()
+}
+
+/// The whole file: the event log, the `[rollback]` table, the admin API, a listener `web`
+/// routing to pool `app`, then `body`.
+fn text(
+    events: &std::path::Path,
+    admin: SocketAddr,
+    listener: SocketAddr,
+    rollback: &str,
+    body: &str,
+) -> String {
+    format!(
+        "[global]\nevent_log = \"{}\"\n\n{rollback}\n\n[admin]\naddress = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n\
+         [listeners.web]\naddress = \"{listener}\"\npool = \"app\"\n\n{body}",
+        events.display()
+    )
+}
+
+impl Serve {
+    fn start(rollback: &str, body: &str) -> Serve {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = dir.path().join("ballast.toml");
+        let events = dir.path().join("events.jsonl");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listener: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        std::fs::write(&file, text(&events, admin, listener, rollback, body)).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
+        command
+            .args(["serve", "-c"])
+            .arg(&file)
+            .env("RUST_LOG", "warn");
+        let peer = PeerGroup::spawn_with_output(
+            command,
+            Stdio::from(File::create(dir.path().join("serve.out")).unwrap()),
+            Stdio::from(File::create(dir.path().join("serve.err")).unwrap()),
+        );
+        let serve = Serve {
+            admin,
+            listener,
+            file,
+            events,
+            dir,
+            _peer: peer,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while request(admin, "GET", "/healthz", &[]).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "ballast serve did not start: {}",
+                serve.output("serve.err")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        serve
+    }
+
+    /// Rewrites the file (not yet reloaded).
+    fn write(&self, rollback: &str, body: &str) {
+        let text = text(&self.events, self.admin, self.listener, rollback, body);
+        std::fs::write(&self.file, text).unwrap();
+    }
+
+    fn output(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// `POST /reload`: its status and JSON answer.
+    fn reload(&self) -> (u16, Value) {
+        let auth = format!("Bearer {TOKEN}");
+        let (status, body) = request(
+            self.admin,
+            "POST",
+            "/reload",
+            &[("Authorization", auth.as_str())],
+        );
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn version(&self) -> String {
+        let (_, body) = request(self.admin, "GET", "/status", &[]);
+        serde_json::from_str::<Value>(&body).unwrap_or_default()["version"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits for the first event that `wanted` accepts; when it came, after `from`.
+    fn wait_for_event(
+        &self,
+        what: &str,
+        from: Instant,
+        timeout: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> (Value, Duration) {
+        let deadline = from + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| wanted(e)) {
+                return (e, from.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {timeout:?}; events: {:#?}\nserve's output: {}\n{}",
+                self.events(),
+                self.output("serve.out"),
+                self.output("serve.err")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn is(event: &Value, kind: &str) -> bool {
+    event["event"] == kind
+}
+
+fn position(events: &[Value], wanted: impl Fn(&Value) -> bool) -> Option<usize> {
+    events.iter().position(wanted)
+}
+
+fn backends() -> Vec<Backend> {
+    (1..=3)
+        .map(|i| Backend::start(&format!("app-{i}")))
+        .collect()
+}
+
+#[test]
+fn a_bad_reload_under_load_is_rolled_back_without_a_failed_request_and_not_applied_again() {
+    let backends = backends();
+    let serve = Serve::start(
+        "[rollback]\nwindow = \"30s\"",
+        &round_robin(&backends, [1, 1, 1]),
+    );
+    let good = serve.version();
+    let clients = Clients::start(serve.listener, 4, Duration::from_millis(15));
+    // A baseline for the guard and the canary.
+    std::thread::sleep(Duration::from_secs(6));
+
+    serve.write("[rollback]\nwindow = \"30s\"", &hashed_on_tenant(&backends));
+    let fault = Instant::now();
+    let (status, answer) = serve.reload();
+    assert_eq!(status, 200, "{answer}");
+    let bad = answer["version"].as_str().unwrap_or("").to_string();
+    assert!(answer["applied"] == true && bad != good, "{answer}");
+
+    let (alert, to_alert) =
+        serve.wait_for_event("PoolSkewed", fault, Duration::from_secs(20), |e| {
+            is(e, "alert_firing") && e["alertname"] == "PoolSkewed"
+        });
+    assert_eq!(alert["pool"], "app");
+    assert!(
+        alert["cause"]
+            .as_str()
+            .unwrap_or("")
+            .contains("live since the reload of"),
+        "{alert:#}"
+    );
+    let (rolled, to_rollback) =
+        serve.wait_for_event("config_rolled_back", fault, Duration::from_secs(30), |e| {
+            is(e, "config_rolled_back")
+        });
+    println!(
+        "ROLLBACK-TIMING reload_to_alert={:.1} reload_to_rollback={:.1}",
+        to_alert.as_secs_f64(),
+        to_rollback.as_secs_f64()
+    );
+    println!("{rolled:#}");
+    assert_eq!(rolled["reverted"], bad.as_str(), "{rolled:#}");
+    assert_eq!(rolled["restored"], good.as_str(), "{rolled:#}");
+    assert_eq!(rolled["alertname"], "PoolSkewed", "{rolled:#}");
+    assert_eq!(rolled["pool"], "app");
+    let undone: Vec<&str> = rolled["changes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        undone
+            .iter()
+            .any(|c| c.contains("algorithm") && c.contains("consistent-hash")),
+        "the diff undone: {undone:?}"
+    );
+    let evidence = rolled["evidence"].to_string();
+    assert!(evidence.contains("before →"), "{evidence}");
+    assert!(evidence.contains("R "), "{evidence}");
+
+    // The restored version serves, and the previous distribution is back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while serve.version() != good {
+        assert!(
+            Instant::now() < deadline,
+            "the restored version never served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restored_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let shares = clients.shares_since(restored_at);
+    assert_eq!(shares.len(), 3, "{shares:?}");
+    for (server, share) in &shares {
+        assert!(
+            (share - 1.0 / 3.0).abs() < 0.1,
+            "{server} takes {share:.2} after the rollback: {shares:?}"
+        );
+    }
+
+    // The events, in order.
+    let events = serve.events();
+    let applied_bad = position(&events, |e| {
+        is(e, "config_applied") && e["version"] == bad.as_str()
+    })
+    .expect("config_applied of the bad version");
+    let firing = position(&events, |e| {
+        is(e, "alert_firing") && e["alertname"] == "PoolSkewed"
+    })
+    .unwrap();
+    let rolled_back = position(&events, |e| is(e, "config_rolled_back")).unwrap();
+    let applied_good = position(&events, |e| {
+        is(e, "config_applied") && e["version"] == good.as_str() && e["previous"] == bad.as_str()
+    })
+    .expect("config_applied of the restored version");
+    assert!(
+        applied_bad < firing && firing < rolled_back && rolled_back < applied_good,
+        "out of order: {applied_bad} {firing} {rolled_back} {applied_good}: {events:#?}"
+    );
+    let changes = events[applied_bad]["changes"].to_string();
+    assert!(
+        changes.contains("algorithm"),
+        "config_applied carries the diff: {changes}"
+    );
+    assert!(
+        events[applied_good]["changes"]
+            .to_string()
+            .contains("algorithm"),
+        "{:#}",
+        events[applied_good]
+    );
+
+    // The unchanged bad file is refused, with why.
+    let (status, answer) = serve.reload();
+    assert_eq!(status, 409, "{answer}");
+    let reasons = answer["reasons"].to_string();
+    assert!(
+        reasons.contains(&format!("version {bad} was rolled back at"))
+            && reasons.contains("PoolSkewed")
+            && reasons.contains("edit the file to apply a new version"),
+        "{reasons}"
+    );
+    assert_eq!(serve.version(), good);
+    // A fresh edit applies.
+    serve.write(
+        "[rollback]\nwindow = \"30s\"",
+        &round_robin(&backends, [1, 1, 2]),
+    );
+    let (status, answer) = serve.reload();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"], true, "{answer}");
+
+    let (ok, failed) = clients.stop();
+    assert_eq!(failed, 0, "{failed} requests failed ({ok} answered)");
+    assert!(ok > 1_000, "too little traffic to judge: {ok}");
+    assert!(
+        serve
+            .output("serve.out")
+            .contains("rollback: configuration"),
+        "{}",
+        serve.output("serve.out")
+    );
+}
+
+#[test]
+fn with_rollback_off_the_bad_reload_alerts_and_stays() {
+    let backends = backends();
+    let head = "[rollback]\nenabled = false";
+    let serve = Serve::start(head, &round_robin(&backends, [1, 1, 1]));
+    let clients = Clients::start(serve.listener, 4, Duration::from_millis(15));
+    std::thread::sleep(Duration::from_secs(6));
+    serve.write(head, &hashed_on_tenant(&backends));
+    let fault = Instant::now();
+    let (status, answer) = serve.reload();
+    assert_eq!(status, 200, "{answer}");
+    let bad = answer["version"].as_str().unwrap_or("").to_string();
+    serve.wait_for_event("PoolSkewed", fault, Duration::from_secs(20), |e| {
+        is(e, "alert_firing") && e["alertname"] == "PoolSkewed"
+    });
+    // Past the point where the canary would have reverted.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !serve.events().iter().any(|e| is(e, "config_rolled_back")),
+        "rolled back though [rollback] enabled = false"
+    );
+    assert_eq!(serve.version(), bad);
+    let (_, failed) = clients.stop();
+    assert_eq!(failed, 0);
+}
