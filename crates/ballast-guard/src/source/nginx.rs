@@ -17,6 +17,7 @@
 
 pub mod error_log;
 pub mod log;
+pub mod process;
 pub mod stub_status;
 pub mod tail;
 
@@ -447,6 +448,11 @@ pub struct NginxOptions {
     pub start: Start,
     /// How long the `stub_status` page may take.
     pub timeout: Duration,
+    /// nginx's `pid` file, to see reloads through its workers; `None`: the configuration's
+    /// `pid` directive, else `/run/nginx.pid`.
+    pub pid_file: Option<PathBuf>,
+    /// Where the process table is (`/proc`; another root in tests).
+    pub proc_root: PathBuf,
 }
 
 impl NginxOptions {
@@ -458,6 +464,8 @@ impl NginxOptions {
             error_log: None,
             start: Start::End,
             timeout: Duration::from_secs(2),
+            pid_file: None,
+            proc_root: PathBuf::from("/proc"),
         }
     }
 }
@@ -477,6 +485,14 @@ pub struct NginxSource {
     config_content: Vec<Option<Vec<u8>>>,
     import_options: Options,
     last_ms: Option<u64>,
+    /// The `pid` file read for the master's pid.
+    pid_file: PathBuf,
+    /// The generation of the last sample: the configuration is re-imported when it changes.
+    generation: Option<String>,
+    /// Whether the workers could not be read once already (said once, then the files' hash
+    /// stands in for the generation).
+    workers_unreadable: bool,
+    notes: Vec<String>,
 }
 
 impl NginxSource {
@@ -538,6 +554,13 @@ impl NginxSource {
             .as_ref()
             .map(|_| stub_status::agent(options.timeout));
         let files = config_files(&options.config, &import_options.nginx_prefix);
+        let pid_file = options.pid_file.clone().unwrap_or_else(|| {
+            let directive = match &imported.facts {
+                Facts::Nginx(f) => f.main("pid").and_then(|d| d.arg(0)).map(|w| w.text.clone()),
+                _ => None,
+            };
+            process::pid_file(directive.as_deref(), &import_options.nginx_prefix)
+        });
         Ok(NginxSource {
             config_content: read_all(&files),
             config_files: files,
@@ -549,7 +572,55 @@ impl NginxSource {
             agent,
             max_connections,
             last_ms: None,
+            pid_file,
+            generation: None,
+            workers_unreadable: false,
+            notes: Vec::new(),
         })
+    }
+
+    /// What the running nginx is: its master and newest worker, read from the `pid` file and
+    /// `/proc`; when they cannot be read, the configuration files' hash (an edit then counts
+    /// as a reload), said once in the notes.
+    fn current_generation(&mut self) -> String {
+        let workers = process::read_pid_file(&self.pid_file)
+            .and_then(|master| process::read_workers(&self.options.proc_root, master));
+        match workers {
+            Ok(w) => {
+                self.workers_unreadable = false;
+                w.generation()
+            }
+            Err(e) => {
+                if !self.workers_unreadable {
+                    self.workers_unreadable = true;
+                    self.notes.push(format!(
+                        "{}: nginx's reloads cannot be seen through its workers, so each edit of \
+                         its configuration files counts as a reload (pass --nginx-pid-file with \
+                         nginx's `pid` file, readable by ballast, to see the real reloads)",
+                        e.what
+                    ));
+                }
+                let mut bytes = Vec::new();
+                for content in read_all(&self.config_files).into_iter().flatten() {
+                    bytes.extend_from_slice(&content);
+                    bytes.push(0);
+                }
+                format!(
+                    "configuration {:016x}",
+                    ballast_core::balance::hash_key(&bytes)
+                )
+            }
+        }
+    }
+
+    /// What the source noticed about itself since the last call (said once each).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// The `pid` file read for reloads.
+    pub fn pid_file(&self) -> &Path {
+        &self.pid_file
     }
 
     /// The counters behind the samples: lines read, lines that did not parse and why.
@@ -722,8 +793,14 @@ impl Source for NginxSource {
     }
 
     fn sample(&mut self, now_ms: u64) -> Result<Sample, SourceError> {
-        // The file before the logs: lines read from now on count against what it says.
-        self.reread_config();
+        // The file before the logs: lines read from now on count against what it says. nginx
+        // runs a new file only once reloaded, so while its workers can be seen the file is
+        // read again at a reload, not at an edit (an edit not reloaded is not running).
+        let generation = self.current_generation();
+        if self.workers_unreadable || self.generation.as_ref() != Some(&generation) {
+            self.reread_config();
+        }
+        self.generation = Some(generation.clone());
         // The page first: when it fails, no log line is consumed, so none is lost.
         let process = match (&self.agent, &self.options.stub_status) {
             (Some(agent), Some(url)) => {
@@ -731,12 +808,15 @@ impl Source for NginxSource {
                 Some(ProcessSample {
                     active: s.active,
                     max_connections: self.max_connections,
-                    generation: None,
+                    generation: Some(generation),
                     accepted: Some(s.accepts),
                     handled: Some(s.handled),
                 })
             }
-            _ => None,
+            _ => Some(ProcessSample {
+                generation: Some(generation),
+                ..ProcessSample::default()
+            }),
         };
         self.read_logs()?;
         let interval = self.last_ms.map(|last| now_ms.saturating_sub(last));
@@ -754,6 +834,10 @@ impl Source for NginxSource {
 
     fn config_files(&self) -> Vec<PathBuf> {
         self.config_files.clone()
+    }
+
+    fn take_notes(&mut self) -> Vec<String> {
+        NginxSource::take_notes(self)
     }
 }
 
@@ -1054,13 +1138,90 @@ mod tests {
         let (conf, log) = (dir.path().join("nginx.conf"), dir.path().join("access.log"));
         std::fs::write(&conf, CONF).unwrap();
         std::fs::write(&log, "").unwrap();
-        let mut source = NginxSource::new(NginxOptions::new(&conf, &log)).unwrap();
+        let mut options = NginxOptions::new(&conf, &log);
+        options.pid_file = Some(dir.path().join("no.pid"));
+        let mut source = NginxSource::new(options).unwrap();
         let weight = |s: &Sample| server(&s.pools, "app", "10.0.0.1:80").weight;
         assert_eq!(weight(&source.sample(0).unwrap()), 2);
         std::fs::write(&conf, CONF.replace("weight=2", "weight=8")).unwrap();
         assert_eq!(weight(&source.sample(1000).unwrap()), 8);
         std::fs::write(&conf, "http { upstream app { server").unwrap();
         assert_eq!(weight(&source.sample(2000).unwrap()), 8);
+    }
+
+    /// A process table with an nginx master (pid 50) and one worker.
+    fn fake_proc(root: &Path, worker: u32, start: u64) {
+        for (pid, ppid, title, at) in [
+            (50, 1, "nginx: master process", 1),
+            (worker, 50, "nginx: worker process", start),
+        ] {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let rest: String = (5..22).map(|f| format!(" {f}")).collect();
+            std::fs::write(
+                dir.join("stat"),
+                format!("{pid} (nginx) S {ppid}{rest} {at} 0\n"),
+            )
+            .unwrap();
+            std::fs::write(dir.join("cmdline"), format!("{title}\0")).unwrap();
+        }
+        let task = root.join("50/task/50");
+        std::fs::create_dir_all(&task).unwrap();
+        std::fs::write(task.join("children"), worker.to_string()).unwrap();
+    }
+
+    #[test]
+    fn with_its_workers_seen_an_edit_is_read_at_the_reload_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (conf, log, proc) = (d.join("nginx.conf"), d.join("access.log"), d.join("proc"));
+        std::fs::write(&conf, CONF).unwrap();
+        std::fs::write(&log, "").unwrap();
+        std::fs::write(d.join("nginx.pid"), "50\n").unwrap();
+        fake_proc(&proc, 51, 10);
+        let mut options = NginxOptions::new(&conf, &log);
+        options.pid_file = Some(d.join("nginx.pid"));
+        options.proc_root = proc.clone();
+        let mut source = NginxSource::new(options).unwrap();
+        let read = |s: &Sample| {
+            (
+                server(&s.pools, "app", "10.0.0.1:80").weight,
+                s.process.as_ref().and_then(|p| p.generation.clone()),
+            )
+        };
+        let first = read(&source.sample(0).unwrap());
+        assert_eq!(first, (2, Some("master 50 worker 51".into())));
+        // Edited, not reloaded: nginx still runs the old file.
+        std::fs::write(&conf, CONF.replace("weight=2", "weight=8")).unwrap();
+        assert_eq!(read(&source.sample(1000).unwrap()), first);
+        // Reloaded: a new worker, and the new file is what runs.
+        fake_proc(&proc, 60, 20);
+        assert_eq!(
+            read(&source.sample(2000).unwrap()),
+            (8, Some("master 50 worker 60".into()))
+        );
+        assert!(source.take_notes().is_empty());
+    }
+
+    #[test]
+    fn without_its_workers_the_files_hash_is_the_generation_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conf, log) = (dir.path().join("nginx.conf"), dir.path().join("access.log"));
+        std::fs::write(&conf, CONF).unwrap();
+        std::fs::write(&log, "").unwrap();
+        let mut options = NginxOptions::new(&conf, &log);
+        options.pid_file = Some(dir.path().join("missing.pid"));
+        let mut source = NginxSource::new(options).unwrap();
+        let generation = |s: Sample| s.process.and_then(|p| p.generation).expect("a generation");
+        let a = generation(source.sample(0).unwrap());
+        assert_eq!(a, generation(source.sample(1000).unwrap()));
+        let notes = source.take_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("missing.pid") && notes[0].contains("--nginx-pid-file"));
+        std::fs::write(&conf, CONF.replace("weight=2", "weight=8")).unwrap();
+        let b = generation(source.sample(2000).unwrap());
+        assert!(a.starts_with("configuration ") && a != b, "{a} {b}");
+        assert!(source.take_notes().is_empty());
     }
 
     #[test]
