@@ -169,6 +169,10 @@ pub enum LoggedErrorKind {
     UnknownAddress,
     /// A line that could not be read (another log format, a torn line).
     Unparsed,
+    /// The load balancer answered a 5xx itself, reaching no server: in nginx's access log,
+    /// `$status` 502, 503 or 504 with `$upstream_addr` empty, `-` or the group's name (no
+    /// live upstreams, `limit_req`/`limit_conn` 503s). Counted toward the pool's error rate.
+    AnsweredByBalancer,
 }
 
 /// What a pool's algorithm promises about its distribution. "Even" means different things:

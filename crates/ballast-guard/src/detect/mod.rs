@@ -10,6 +10,7 @@ pub mod distribution;
 pub mod drift;
 pub mod errors;
 pub mod saturation;
+pub mod unreached;
 
 use std::collections::BTreeMap;
 
@@ -96,6 +97,7 @@ pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
         .chain(drift::RULES)
         .chain(saturation::RULES)
         .chain(errors::RULES)
+        .chain(unreached::RULES)
         .chain(crate::change::RULES)
 }
 

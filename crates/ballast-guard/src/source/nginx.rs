@@ -237,6 +237,19 @@ impl Attribution {
         };
         let last_group = record.answered().map_or(0, |a| a.group);
         let proxied = record.proxy_host.and_then(|h| self.pool_named(h));
+        if matches!(record.status, 502..=504) && record.answered().is_none_or(|a| !a.is_address()) {
+            // No server answered: nginx did, for the group it names or the one proxied to.
+            let pool = record
+                .answered()
+                .and_then(|a| self.pool_named(a.target))
+                .or(proxied)
+                .map(|p| self.pools[p].name.clone());
+            self.count(
+                LogFile::Access,
+                LoggedErrorKind::AnsweredByBalancer,
+                (pool.as_deref(), None),
+            );
+        }
         let n = record.attempts.len();
         for (i, attempt) in record.attempts.iter().enumerate() {
             let preferred = if attempt.group == last_group {
@@ -1002,6 +1015,46 @@ mod tests {
                 .iter()
                 .all(|p| p.servers.iter().all(|s| s.requests == 0))
         );
+    }
+
+    #[test]
+    fn fives_nginx_answered_itself_are_counted_on_their_pool() {
+        let mut a = attribution(CONF);
+        let answered = |status: &str, addr: &str, proxy_host: &str| {
+            format!(
+                "ballast1 \"1.000\" \"{status}\" \"0.000\" \"{addr}\" \"{}\" \"{}\" \"{proxy_host}\" \"1.2.3.4\" \"h\" \"/\"",
+                if addr == "-" { "-" } else { "502" },
+                if addr == "-" { "-" } else { "0.000" },
+            )
+            .into_bytes()
+        };
+        // No live upstreams: the group's name, 502.
+        a.access_line(&answered("502", "other", "other"));
+        a.access_line(&answered("502", "other", "other"));
+        // limit_req's 503 before any proxying: no group, no pool.
+        a.access_line(&answered("503", "-", "-"));
+        // A 503 with no upstream tried, in a location that proxies to app.
+        a.access_line(&answered("503", "-", "app"));
+        // A server's own 502 is the server's, not nginx's.
+        a.access_line(&answered("502", "10.0.0.1:80", "app"));
+        // A 404 nginx answered itself is no error.
+        a.access_line(&answered("404", "-", "-"));
+        let got: Vec<(Option<String>, u64)> = a
+            .log_errors()
+            .into_iter()
+            .filter(|e| e.kind == LoggedErrorKind::AnsweredByBalancer)
+            .map(|e| (e.pool, e.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (None, 1),
+                (Some("app".into()), 1),
+                (Some("other".into()), 2)
+            ]
+        );
+        let pools = a.pools(None);
+        assert_eq!(server(&pools, "app", "10.0.0.1:80").responses.c5xx, 1);
     }
 
     #[test]
