@@ -178,6 +178,10 @@ impl Watcher {
                     .iter()
                     .filter_map(distribution::finding),
             );
+            findings.extend(crate::detect::keys::detect(
+                window,
+                &self.options.distribution,
+            ));
             findings.extend(saturation::detect(window, &self.options.saturation));
             findings.extend(errors::detect(window, &self.options.errors));
             findings.extend(crate::detect::unreached::detect(

@@ -131,11 +131,17 @@ struct Watched {
 
 pub fn run(args: WatchArgs) -> u8 {
     if args.nginx_log_format {
-        return if stdout::print(&ballast_guard::source::nginx::log_format_lines()) {
-            0
-        } else {
-            2
+        let lines = match args.config.first() {
+            None => ballast_guard::source::nginx::log_format_lines(),
+            Some(config) => match ballast_guard::source::nginx::log_format_lines_for(config) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    eprintln!("error: {}", describe(&e));
+                    return 2;
+                }
+            },
         };
+        return if stdout::print(&lines) { 0 } else { 2 };
     }
     let mut options = WatchOptions {
         window_ms: args.window.as_millis() as u64,

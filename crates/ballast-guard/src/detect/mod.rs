@@ -9,6 +9,7 @@
 pub mod distribution;
 pub mod drift;
 pub mod errors;
+pub mod keys;
 pub mod saturation;
 pub mod unreached;
 
@@ -94,6 +95,7 @@ pub struct RuleSpec {
 pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
     distribution::RULES
         .iter()
+        .chain(keys::RULES)
         .chain(drift::RULES)
         .chain(saturation::RULES)
         .chain(errors::RULES)
@@ -210,6 +212,7 @@ pub(crate) mod testing {
 
     pub(crate) fn pool(name: &str, servers: Vec<ServerSample>) -> PoolSample {
         PoolSample {
+            predicted: None,
             name: name.into(),
             promise: Promise::RequestShares,
             servers,

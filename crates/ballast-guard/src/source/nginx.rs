@@ -16,6 +16,7 @@
 //! - [`NginxSource`]: the files and the page, read at each sample.
 
 pub mod error_log;
+pub mod keys;
 pub mod log;
 pub mod process;
 pub mod stub_status;
@@ -42,6 +43,42 @@ pub const DEFAULT_ACCESS_LOG: &str = "/var/log/nginx/ballast-access.log";
 
 /// The lines to add to nginx's `http` block so ballast can read its access log, commented.
 pub fn log_format_lines() -> String {
+    log_format_lines_with(&[])
+}
+
+/// [`log_format_lines`] for a configuration: with the variables its hashing pools' keys read
+/// (`$http_x_user`, `$cookie_sid`) added, so their shares can be predicted from the keys.
+pub fn log_format_lines_for(config_file: &Path) -> Result<String, SourceError> {
+    let imported = ballast_import::import_file(
+        config_file,
+        &Options {
+            format: Some(Format::Nginx),
+            ..Options::default()
+        },
+    )
+    .map_err(|e| {
+        SourceError::new(format!(
+            "cannot read the nginx configuration {}:\n{}",
+            config_file.display(),
+            e.render()
+        ))
+        .with_fix("pass the configuration nginx runs, or leave --config out for the base format")
+    })?;
+    Ok(log_format_lines_with(&keys::key_variables(
+        &imported.loaded.config,
+    )))
+}
+
+fn log_format_lines_with(variables: &[String]) -> String {
+    let keys = if variables.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "# The hashing keys' variables come last, as name=\"value\" ({}): with them ballast\n\
+             # predicts each hashing pool's shares from its keys, as nginx computes them.\n",
+            variables.join(", ")
+        )
+    };
     format!(
         "# ballast watch reads nginx's access log in this format: the servers each request tried\n\
          # ($upstream_addr, with $upstream_status and $upstream_response_time at the same\n\
@@ -49,9 +86,10 @@ pub fn log_format_lines() -> String {
          # ($remote_addr, $host, $request_uri). Every field is quoted, so any URI parses.\n\
          # Put both lines in the `http` block (an existing access_log can stay: nginx writes both),\n\
          # then `nginx -t && nginx -s reload`. `buffer=64k flush=1s` may be added to access_log.\n\
+         {keys}\
          log_format ballast '{}';\n\
          access_log {DEFAULT_ACCESS_LOG} ballast;\n",
-        log::format_string()
+        log::format_string_with(variables)
     )
 }
 
@@ -100,6 +138,8 @@ pub struct Attribution {
     lines: u64,
     unparsed: u64,
     first_error: Option<String>,
+    /// For each pool that hashes, where nginx's emulated algorithm sends the keys seen.
+    predictors: Vec<Option<keys::Predictor>>,
 }
 
 impl Attribution {
@@ -146,6 +186,11 @@ impl Attribution {
             lines: 0,
             unparsed: 0,
             first_error: None,
+            predictors: config
+                .pools
+                .values()
+                .map(keys::Predictor::for_pool)
+                .collect(),
         }
     }
 
@@ -167,6 +212,23 @@ impl Attribution {
                 {
                     next.counts[p][s] = self.counts[old_p][old_s];
                 }
+            }
+            // The prediction goes on only under the same key: another key predicts another
+            // thing, and a window across the change is not judged on it.
+            if let (Some(new), Some(old)) = (&mut next.predictors[p], &self.predictors[old_p])
+                && new.key() == old.key()
+            {
+                let map: Vec<Option<usize>> = pool
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        self.pools[old_p]
+                            .servers
+                            .iter()
+                            .position(|x| x.name == s.name)
+                    })
+                    .collect();
+                new.keep_counts(old, &map);
             }
         }
         next.errors = self.errors.clone();
@@ -282,6 +344,10 @@ impl Attribution {
             c.interval_busy_ms += ms.unwrap_or(0);
             if answered {
                 c.requests += 1;
+                if let Some(predictor) = &mut self.predictors[p] {
+                    predictor.observe(&record);
+                }
+                let c = &mut self.counts[p][s];
                 let class = match attempt.status {
                     Some(100..=199) => &mut c.responses.c1xx,
                     Some(200..=299) => &mut c.responses.c2xx,
@@ -362,7 +428,12 @@ impl Attribution {
     /// when it finishes.
     pub fn pools(&mut self, interval_ms: Option<u64>) -> Vec<PoolSample> {
         let mut out = Vec::with_capacity(self.pools.len());
-        for (pool, counts) in self.pools.iter().zip(self.counts.iter_mut()) {
+        for ((pool, counts), predictor) in self
+            .pools
+            .iter()
+            .zip(self.counts.iter_mut())
+            .zip(self.predictors.iter_mut())
+        {
             let servers = pool
                 .servers
                 .iter()
@@ -397,6 +468,7 @@ impl Attribution {
                 })
                 .collect();
             out.push(PoolSample {
+                predicted: predictor.as_mut().map(keys::Predictor::sample),
                 name: pool.name.clone(),
                 promise: pool.promise,
                 servers,
@@ -1055,6 +1127,62 @@ mod tests {
         );
         let pools = a.pools(None);
         assert_eq!(server(&pools, "app", "10.0.0.1:80").responses.c5xx, 1);
+    }
+
+    #[test]
+    fn a_hashing_pools_keys_predict_its_shares_when_the_log_carries_them() {
+        let conf = "events {}\nhttp {\n  upstream h {\n    hash $http_x_tenant;\n    server 10.0.0.1:80;\n    server 10.0.0.2:80;\n    server 10.0.0.3:80;\n  }\n  upstream ip {\n    ip_hash;\n    server 10.0.1.1:80;\n    server 10.0.1.2:80;\n  }\n  server { listen 8080; location / { proxy_pass http://h; } location /i { proxy_pass http://ip; } }\n}\n";
+        let config = imported_config(conf);
+        assert_eq!(keys::key_variables(&config), ["http_x_tenant"]);
+        let mut a = Attribution::from_config(&config);
+        let tenant_line = |server: &str, tenant: Option<&str>| {
+            let mut l = String::from_utf8(line(server, "200", "0.001", "h")).unwrap();
+            if let Some(t) = tenant {
+                l.push_str(&format!(" http_x_tenant=\"{t}\""));
+            }
+            l.into_bytes()
+        };
+        for _ in 0..50 {
+            a.access_line(&tenant_line("10.0.0.2:80", Some("t1")));
+        }
+        // A line in the base format: the key is not visible.
+        a.access_line(&tenant_line("10.0.0.1:80", None));
+        let pools = a.pools(None);
+        let h = pools.iter().find(|p| p.name == "h").unwrap();
+        let k = h.predicted.as_ref().expect("a prediction");
+        assert_eq!(k.key, "$http_x_tenant");
+        assert_eq!(k.requests.iter().sum::<u64>(), 50);
+        assert_eq!(k.requests.iter().filter(|&&n| n > 0).count(), 1, "{k:?}");
+        assert_eq!(k.unseen, 1);
+        assert_eq!(
+            (k.distinct_keys, k.top_key.as_deref(), k.top_key_share),
+            (1, Some("t1"), 1.0)
+        );
+        // Many tenants spread; the next interval's key figures start again.
+        for t in 0..300 {
+            a.access_line(&tenant_line("10.0.0.1:80", Some(&format!("tenant-{t}"))));
+        }
+        let pools = a.pools(None);
+        let k = pools
+            .iter()
+            .find(|p| p.name == "h")
+            .unwrap()
+            .predicted
+            .clone()
+            .unwrap();
+        assert!(k.requests.iter().all(|&n| n > 50), "{k:?}");
+        assert_eq!(k.distinct_keys, 300);
+        // ip_hash: the first three octets of the client.
+        let ip = pools.iter().find(|p| p.name == "ip").unwrap();
+        assert!(ip.predicted.is_some());
+        let round_robin = a.pools(None);
+        assert!(
+            attribution(CONF)
+                .pools(None)
+                .iter()
+                .all(|p| p.predicted.is_none())
+        );
+        drop(round_robin);
     }
 
     #[test]
