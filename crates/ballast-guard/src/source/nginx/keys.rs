@@ -192,7 +192,7 @@ impl Predictor {
             reader: KeyReader::new(pool),
             balancer: Balancer::new(pool),
             view,
-            rng: SmallRng::seed_from_u64(0x6261_6c6c_6173_74),
+            rng: SmallRng::seed_from_u64(0x0062_616c_6c61_7374),
             predicted: vec![0; pool.servers.len()],
             unseen: 0,
             interval_keys: HashMap::new(),
