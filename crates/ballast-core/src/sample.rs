@@ -43,6 +43,35 @@ pub struct PoolSample {
     /// Requests waiting in the pool's own queue (HAProxy queues in the backend too).
     #[serde(default)]
     pub queued: u64,
+    /// For a hashing pool whose keys the source sees (nginx's access log carrying the key's
+    /// variables): where the load balancer's own algorithm, emulated as `ballast simulate`
+    /// runs it, sends the requests seen. `None` when the pool does not hash or its keys are
+    /// not visible; the distribution is then judged with a wider band.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<KeyPrediction>,
+}
+
+/// What a hashing pool's keys predict: the requests seen, sent through the emulated
+/// algorithm with the live weights of the file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyPrediction {
+    /// The key as configured (`$remote_addr`, `$http_x_user`; `ip_hash`: the client address).
+    pub key: String,
+    /// Requests the emulation sends to each server for the keys seen, cumulative, aligned
+    /// with the pool's `servers`.
+    pub requests: Vec<u64>,
+    /// Requests whose key the log did not carry (not predicted), cumulative.
+    #[serde(default)]
+    pub unseen: u64,
+    /// Distinct key values in the interval since the previous sample.
+    #[serde(default)]
+    pub distinct_keys: u64,
+    /// The commonest key value of that interval, and its share of the interval's keyed
+    /// requests.
+    #[serde(default)]
+    pub top_key: Option<String>,
+    #[serde(default)]
+    pub top_key_share: f64,
 }
 
 /// One server of a pool.
@@ -169,6 +198,10 @@ pub enum LoggedErrorKind {
     UnknownAddress,
     /// A line that could not be read (another log format, a torn line).
     Unparsed,
+    /// The load balancer answered a 5xx itself, reaching no server: in nginx's access log,
+    /// `$status` 502, 503 or 504 with `$upstream_addr` empty, `-` or the group's name (no
+    /// live upstreams, `limit_req`/`limit_conn` 503s). Counted toward the pool's error rate.
+    AnsweredByBalancer,
 }
 
 /// What a pool's algorithm promises about its distribution. "Even" means different things:

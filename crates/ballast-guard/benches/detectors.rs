@@ -76,6 +76,7 @@ fn fleet_sample(round: u64, troubled: bool) -> Sample {
         instance: "lb-1".into(),
         pools: (0..POOLS)
             .map(|p| PoolSample {
+                predicted: None,
                 name: format!("pool-{p}"),
                 promise: promises[p % promises.len()],
                 servers: (0..SERVERS)

@@ -218,6 +218,7 @@ mod tests {
                     source: "haproxy".into(),
                     instance: "x".into(),
                     pools: vec![PoolSample {
+                        predicted: None,
                         name: "app".into(),
                         promise: Promise::RequestShares,
                         queued: 0,

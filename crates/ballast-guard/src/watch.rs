@@ -32,6 +32,8 @@ pub struct WatchOptions {
     pub saturation: SaturationThresholds,
     pub errors: ErrorThresholds,
     pub lifecycle: LifecycleOptions,
+    /// Requests that reached no server ("no live upstreams").
+    pub unreached: crate::detect::unreached::UnreachedThresholds,
 }
 
 impl Default for WatchOptions {
@@ -45,6 +47,7 @@ impl Default for WatchOptions {
             saturation: SaturationThresholds::default(),
             errors: ErrorThresholds::default(),
             lifecycle: LifecycleOptions::default(),
+            unreached: Default::default(),
         }
     }
 }
@@ -182,8 +185,16 @@ impl Watcher {
                     .iter()
                     .filter_map(distribution::finding),
             );
+            findings.extend(crate::detect::keys::detect(
+                window,
+                &self.options.distribution,
+            ));
             findings.extend(saturation::detect(window, &self.options.saturation));
             findings.extend(errors::detect(window, &self.options.errors));
+            findings.extend(crate::detect::unreached::detect(
+                window,
+                &self.options.unreached,
+            ));
         }
         // Drift is judged against the configuration the process loaded when it is read, else
         // the history's start.

@@ -174,6 +174,7 @@ impl PoolRun {
             promise: self.promise,
             servers,
             queued: 0,
+            predicted: None,
         }
     }
 

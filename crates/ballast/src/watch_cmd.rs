@@ -74,7 +74,12 @@ pub struct WatchArgs {
     /// nginx's error log: "worker_connections are not enough", "no live upstreams", timeouts.
     #[arg(long, value_name = "FILE")]
     error_log: Option<PathBuf>,
-    /// Print the log_format and access_log lines ballast reads in nginx's access log, and exit.
+    /// nginx's pid file, to see its reloads (default: the configuration's `pid`, else
+    /// /run/nginx.pid).
+    #[arg(long, value_name = "FILE")]
+    nginx_pid_file: Option<PathBuf>,
+    /// Print the log_format and access_log lines ballast reads in nginx's access log, and exit
+    /// (with --config: also the variables its hashing pools read).
     #[arg(long)]
     nginx_log_format: bool,
     /// Time between samples.
@@ -144,11 +149,17 @@ struct Watched {
 
 pub fn run(args: WatchArgs) -> u8 {
     if args.nginx_log_format {
-        return if stdout::print(&ballast_guard::source::nginx::log_format_lines()) {
-            0
-        } else {
-            2
+        let lines = match args.config.first() {
+            None => ballast_guard::source::nginx::log_format_lines(),
+            Some(config) => match ballast_guard::source::nginx::log_format_lines_for(config) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    eprintln!("error: {}", describe(&e));
+                    return 2;
+                }
+            },
         };
+        return if stdout::print(&lines) { 0 } else { 2 };
     }
     let mut options = WatchOptions {
         window_ms: args.window.as_millis() as u64,
@@ -374,6 +385,9 @@ fn once(watched: &mut [Watched], args: &WatchArgs) -> u8 {
 fn take(w: &mut Watched, now_ms: u64) -> Option<Outcome> {
     match w.source.sample(now_ms) {
         Ok(sample) => {
+            for note in w.source.take_notes() {
+                eprintln!("note: {} {}: {note}", w.source.kind(), w.source.instance());
+            }
             if w.failing.take().is_some() {
                 eprintln!(
                     "{} {}: readable again",
@@ -644,6 +658,7 @@ fn open_source(
             let mut options = NginxOptions::new(config, target);
             options.stub_status = args.stub_status.clone();
             options.error_log = args.error_log.clone();
+            options.pid_file = args.nginx_pid_file.clone();
             Ok(Box::new(NginxSource::new(options)?))
         }
         other => Err(SourceError::new(format!("unknown source kind `{other}`"))

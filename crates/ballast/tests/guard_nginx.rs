@@ -32,10 +32,22 @@ fn peers_available() -> bool {
     peers::peer_available("nginx") && peers::peer_available(ALERTMANAGER)
 }
 
-/// The `log_format` line `ballast watch --nginx-log-format` prints, as the user would paste it.
-fn ballast_log_format() -> String {
+/// The `log_format` line `ballast watch --nginx-log-format --config` prints for a
+/// configuration with `upstream`, as the user would paste it (a hashing key's variables
+/// included).
+fn ballast_log_format(upstream: &str) -> String {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "events {{}}\nhttp {{\n{upstream}server {{ listen 127.0.0.1:1; location / {{ proxy_pass http://app; }} }}\n}}\n"
+        ),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["watch", "--nginx-log-format"])
+        .args(["watch", "--nginx-log-format", "--config"])
+        .arg(&conf)
         .output()
         .expect("run ballast watch --nginx-log-format");
     assert!(out.status.success(), "{out:?}");
@@ -52,13 +64,16 @@ struct Nginx {
     dir: tempfile::TempDir,
     port: u16,
     worker_connections: u32,
+    /// The log format set at start (from the first configuration), kept through edits.
+    format: String,
 }
 
 impl Nginx {
     fn start(worker_connections: u32, upstream: &str) -> Nginx {
         let dir = tempfile::tempdir().expect("a tempdir");
         let port = free_port();
-        let text = Nginx::text(dir.path(), port, worker_connections, upstream);
+        let format = ballast_log_format(upstream);
+        let text = Nginx::text(dir.path(), port, worker_connections, upstream, &format);
         std::fs::write(dir.path().join("nginx.conf"), text).unwrap();
         let mut command = Command::new("nginx");
         command
@@ -74,6 +89,7 @@ impl Nginx {
             dir,
             port,
             worker_connections,
+            format,
         };
         assert!(
             wait_for_port(n.addr(), Duration::from_secs(5)),
@@ -83,7 +99,13 @@ impl Nginx {
         n
     }
 
-    fn text(dir: &Path, port: u16, worker_connections: u32, upstream: &str) -> String {
+    fn text(
+        dir: &Path,
+        port: u16,
+        worker_connections: u32,
+        upstream: &str,
+        format: &str,
+    ) -> String {
         let d = dir.display();
         format!(
             "worker_processes 1;\n\
@@ -102,7 +124,7 @@ impl Nginx {
                  location = /nginx_status {{ stub_status; access_log off; }}\n\
                }}\n\
              }}\n",
-            format = ballast_log_format(),
+            format = format,
         )
     }
 
@@ -114,6 +136,7 @@ impl Nginx {
             self.port,
             self.worker_connections,
             upstream,
+            &self.format,
         );
         let aside = self.path("nginx.conf.new");
         std::fs::write(&aside, text).unwrap();
@@ -538,21 +561,42 @@ fn one_tenant_on_a_hashed_pool_is_a_skewed_pool() {
         )
     };
     let rig = Rig::start(256, hashed, 80, 1000);
+    // Healthy and judged on the shares the keys predict through nginx's own hash, with the
+    // normal band: the emulation must place 1000 tenants where nginx does, or this fails.
     rig.settle();
+    let keyed = rig.watch.records("sample").into_iter().rev().find_map(|s| {
+        s["pools"][0]["predicted"]["requests"]
+            .as_array()
+            .map(|r| r.len())
+    });
+    assert_eq!(keyed, Some(3), "the samples carry the keys' prediction");
     let fault = Instant::now();
     let before = served(&rig.backends);
     rig.traffic.tenants.store(1, Ordering::Relaxed);
-    let alert = rig.measure("b", "PoolSkewed", fault);
+    // The keys visible in nginx's log say why: one tenant. The balancer does what its hash
+    // says, so the alert is the key's, not PoolSkewed.
+    let alert = rig.measure("b", "PoolKeyConcentrated", fault);
     let (hot, share) = busiest(&rig.backends, &before);
     assert!(share > 0.95, "one key goes to one server: {share}");
     assert_eq!(alert["labels"]["pool"], "app", "{alert}");
     assert_eq!(alert["labels"]["server"], rig.server_name(hot), "{alert}");
     assert!(
-        cause(&alert).contains("the load balancer's distribution"),
+        cause(&alert).contains("the load balancer's distribution")
+            && cause(&alert).contains("$http_x_tenant"),
         "{}",
         cause(&alert)
     );
-    rig.report_others("b");
+    assert!(
+        alert["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("`tenant-")),
+        "{alert}"
+    );
+    let others = rig.report_others("b");
+    assert!(
+        !others.iter().any(|a| a.starts_with("PoolSkewed")),
+        "the balancer follows its keys: {others:?}"
+    );
 }
 
 #[test]
@@ -698,10 +742,55 @@ fn a_reload_that_hashes_on_a_one_value_header_is_named_as_the_trigger() {
     assert!(
         cause.contains("the load balancer's distribution")
             && cause.contains("Likely trigger: the configuration change of")
-            && cause.contains("nginx.conf"),
+            && cause.contains("nginx.conf")
+            && cause.contains("live since the reload of"),
         "{cause}"
     );
+    // The reload was seen through nginx's workers: a new worker, the same master.
+    let reloads = rig.watch.records("reload");
+    assert_eq!(reloads.len(), 1, "{reloads:?}");
+    let master = format!("master {} ", rig.nginx.master.id());
+    assert!(
+        reloads[0]["previous"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&master))
+            && reloads[0]["generation"]
+                .as_str()
+                .is_some_and(|g| g.starts_with(&master))
+            && reloads[0]["previous"] != reloads[0]["generation"],
+        "{reloads:?}"
+    );
     rig.report_others("e");
+}
+
+#[test]
+fn every_server_dead_is_no_live_upstreams() {
+    if !peers_available() {
+        return;
+    }
+    let rig = Rig::start(256, round_robin([1, 1, 1]), 80, 1000);
+    rig.settle();
+    let fault = Instant::now();
+    // Every server stops listening: nginx's attempts are refused, it takes each out for
+    // `fail_timeout` (max_fails 1) and then has no live upstream for the rest.
+    for b in &rig.backends {
+        b.stop();
+    }
+    let alert = rig.measure("no-live-upstreams", "PoolNoLiveUpstreams", fault);
+    assert_eq!(alert["labels"]["pool"], "app", "{alert}");
+    assert_eq!(alert["labels"]["severity"], "critical", "{alert}");
+    let cause = cause(&alert);
+    assert!(
+        cause.contains("one backend") && cause.contains("no live server"),
+        "{cause}"
+    );
+    assert!(
+        alert["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("attempts on its servers failed")),
+        "{alert}"
+    );
+    rig.report_others("no-live-upstreams");
 }
 
 #[test]

@@ -143,11 +143,17 @@ pub fn finding(d: &PoolDistribution) -> Option<Finding> {
         ),
         description: format!(
             "The pool's algorithm promises {}; over the window {server} took {:.1}% of the \
-             {what} against the {:.1}% its live weight gives it (R = {:.2}, Jain's index \
-             {:.2}{gate}).",
+             {what} against the {:.1}% {} (R = {:.2}, Jain's index {:.2}{gate}).",
             d.promise.as_str(),
             share * 100.0,
             expected * 100.0,
+            if d.keyed {
+                "the keys seen predict for it through nginx's own hash: the balancer does not \
+                 send the keys where its algorithm does (a server it took out, another \
+                 configuration running)"
+            } else {
+                "its live weight gives it"
+            },
             evenness.peak_ratio,
             evenness.jain
         ),
@@ -189,6 +195,9 @@ pub struct PoolDistribution {
     /// is 0). Empty when the pool is not judged on shares (`first`). The event log's pool
     /// snapshots take their expected shares from here, so they agree with the verdict.
     pub expected_shares: Vec<(String, f64)>,
+    /// Judged against the shares its keys predict (a hashing pool whose keys are visible),
+    /// not its weights.
+    pub keyed: bool,
 }
 
 /// Judges one pool over `window`: its samples, oldest first, all of the same pool.
@@ -206,6 +215,7 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
         verdict,
         information: None,
         expected_shares: Vec::new(),
+        keyed: false,
     };
     if promise == Promise::FillInOrder {
         return Some(done(Verdict::NotJudged {
@@ -241,6 +251,14 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
             reason: "a weight changed in this window".into(),
         }));
     }
+    // A hashing pool whose keys the source sees is judged on what they predict, with the
+    // normal band: the balancer's fidelity to its keys. What the keys themselves do to the
+    // shares is the key detector's (`PoolKeyConcentrated`).
+    if promise == Promise::KeyDependent
+        && let Some(predicted) = super::keys::predicted_increase(window, &candidates, thresholds)
+    {
+        return Some(judge_on_keys(done, candidates, &predicted, thresholds));
+    }
     let Some(sent): Option<Vec<u64>> = candidates.iter().map(|c| c.sent).collect() else {
         return Some(done(Verdict::NotJudged {
             reason: "the request counters restarted in this window (a reload)".into(),
@@ -270,10 +288,43 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
     Some(result)
 }
 
+/// A hashing pool judged against the shares its keys predict: the servers the keys send
+/// nothing to are left out (nothing is promised to them), and one server left is not judged.
+fn judge_on_keys(
+    done: impl Fn(Verdict) -> PoolDistribution,
+    candidates: Vec<Candidate>,
+    predicted: &[u64],
+    thresholds: &Thresholds,
+) -> PoolDistribution {
+    let total: u64 = predicted.iter().sum();
+    let Some(sent): Option<Vec<u64>> = candidates.iter().map(|c| c.sent).collect() else {
+        return done(Verdict::NotJudged {
+            reason: "the request counters restarted in this window (a reload)".into(),
+        });
+    };
+    let (judged, kept): (Vec<(u64, f64)>, Vec<Candidate>) = candidates
+        .into_iter()
+        .zip(sent.iter().zip(predicted))
+        .filter(|(_, (_, p))| **p > 0)
+        .map(|(c, (s, p))| ((*s, *p as f64 / total as f64), c))
+        .unzip();
+    if kept.len() < 2 {
+        return done(Verdict::NotJudged {
+            reason: format!(
+                "the window's keys all hash to {}: the shares are what the keys say",
+                kept.first().map_or("one server", |c| c.now.name.as_str())
+            ),
+        });
+    }
+    let mut result = done(verdict(&judged, &kept, Measure::Requests, 1.0, thresholds));
+    result.keyed = true;
+    result
+}
+
 /// A candidate server's figures over the window, gathered in one pass over its samples.
-struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     /// The server in the window's latest sample (its name and live weight).
-    now: &'a ServerSample,
+    pub(crate) now: &'a ServerSample,
     /// Requests sent in the window; `None` when the counter went down (a reload).
     sent: Option<u64>,
     /// Its in-flight counts summed over the window's samples.
@@ -284,7 +335,7 @@ struct Candidate<'a> {
 
 /// The servers that compete for traffic throughout the window: in rotation (up, weight above
 /// 0) in every sample, from the primary tier unless no primary is, as the balancers choose.
-fn candidates<'a>(window: &[&'a PoolSample]) -> Vec<Candidate<'a>> {
+pub(crate) fn candidates<'a>(window: &[&'a PoolSample]) -> Vec<Candidate<'a>> {
     let last = window[window.len() - 1];
     let live: Vec<Candidate<'a>> = last
         .servers
@@ -410,6 +461,7 @@ mod tests {
 
     fn pool(promise: Promise, servers: Vec<ServerSample>) -> PoolSample {
         PoolSample {
+            predicted: None,
             name: "app".into(),
             promise,
             servers,

@@ -180,6 +180,7 @@ pub fn detect(window: &[Sample], thresholds: &ErrorThresholds) -> Vec<Finding> {
             pool,
             over: &over,
             t: thresholds,
+            answered_by_balancer: super::unreached::answered_by_balancer(window, &pool.name),
         };
         context.error_ratios(&servers, &mut found);
         context.success_outliers(&servers, &mut found);
@@ -377,6 +378,9 @@ struct PoolContext<'a> {
     pool: &'a PoolSample,
     over: &'a str,
     t: &'a ErrorThresholds,
+    /// The pool's requests the balancer failed itself in the window, no server reached
+    /// (nginx's "no live upstreams" 502s): errors of the pool that no server counts.
+    answered_by_balancer: u64,
 }
 
 impl PoolContext<'_> {
@@ -422,10 +426,16 @@ impl PoolContext<'_> {
         if servers.iter().any(|s| s.responses == Rise::Restarted) {
             return;
         }
+        let local = self.answered_by_balancer;
         let total = servers
             .iter()
             .filter_map(ServerWindow::counted)
-            .fold(Counted::default(), Counted::add);
+            .fold(Counted::default(), Counted::add)
+            .add(Counted {
+                responses: local,
+                c5xx: local,
+                other: 0,
+            });
         if total.responses < self.t.min_responses {
             return;
         }
@@ -459,6 +469,14 @@ impl PoolContext<'_> {
         };
         let mut figs = total.figures();
         figs.insert("queued".into(), queued as f64);
+        figs.insert("answered_by_balancer".into(), local as f64);
+        let worst = if local > 0 {
+            let mut w = vec![format!("the balancer itself {local} (no server reached)")];
+            w.extend(worst);
+            w
+        } else {
+            worst
+        };
         found.push(Finding {
             rule: POOL_ERROR_RATE,
             level,

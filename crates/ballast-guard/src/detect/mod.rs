@@ -9,7 +9,9 @@
 pub mod distribution;
 pub mod drift;
 pub mod errors;
+pub mod keys;
 pub mod saturation;
+pub mod unreached;
 
 use std::collections::BTreeMap;
 
@@ -93,9 +95,11 @@ pub struct RuleSpec {
 pub fn all_rules() -> impl Iterator<Item = &'static RuleSpec> {
     distribution::RULES
         .iter()
+        .chain(keys::RULES)
         .chain(drift::RULES)
         .chain(saturation::RULES)
         .chain(errors::RULES)
+        .chain(unreached::RULES)
         .chain(crate::change::RULES)
         .chain(crate::canary::RULES)
 }
@@ -342,6 +346,7 @@ pub(crate) mod testing {
 
     pub(crate) fn pool(name: &str, servers: Vec<ServerSample>) -> PoolSample {
         PoolSample {
+            predicted: None,
             name: name.into(),
             promise: Promise::RequestShares,
             servers,

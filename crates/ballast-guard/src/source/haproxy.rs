@@ -295,6 +295,7 @@ pub fn to_sample(
             },
         };
         pools.push(PoolSample {
+            predicted: None,
             name,
             promise,
             servers: members,

@@ -25,6 +25,11 @@ pub trait Source: Send {
     fn config_files(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+    /// What the source noticed about itself since the last call, each said once (nginx: its
+    /// reloads cannot be seen, so edits stand for them). The watcher prints these.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why a source could not produce a sample: what failed, and what to do about it.

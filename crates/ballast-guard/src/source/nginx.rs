@@ -16,7 +16,9 @@
 //! - [`NginxSource`]: the files and the page, read at each sample.
 
 pub mod error_log;
+pub mod keys;
 pub mod log;
+pub mod process;
 pub mod stub_status;
 pub mod tail;
 
@@ -41,6 +43,42 @@ pub const DEFAULT_ACCESS_LOG: &str = "/var/log/nginx/ballast-access.log";
 
 /// The lines to add to nginx's `http` block so ballast can read its access log, commented.
 pub fn log_format_lines() -> String {
+    log_format_lines_with(&[])
+}
+
+/// [`log_format_lines`] for a configuration: with the variables its hashing pools' keys read
+/// (`$http_x_user`, `$cookie_sid`) added, so their shares can be predicted from the keys.
+pub fn log_format_lines_for(config_file: &Path) -> Result<String, SourceError> {
+    let imported = ballast_import::import_file(
+        config_file,
+        &Options {
+            format: Some(Format::Nginx),
+            ..Options::default()
+        },
+    )
+    .map_err(|e| {
+        SourceError::new(format!(
+            "cannot read the nginx configuration {}:\n{}",
+            config_file.display(),
+            e.render()
+        ))
+        .with_fix("pass the configuration nginx runs, or leave --config out for the base format")
+    })?;
+    Ok(log_format_lines_with(&keys::key_variables(
+        &imported.loaded.config,
+    )))
+}
+
+fn log_format_lines_with(variables: &[String]) -> String {
+    let keys = if variables.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "# The hashing keys' variables come last, as name=\"value\" ({}): with them ballast\n\
+             # predicts each hashing pool's shares from its keys, as nginx computes them.\n",
+            variables.join(", ")
+        )
+    };
     format!(
         "# ballast watch reads nginx's access log in this format: the servers each request tried\n\
          # ($upstream_addr, with $upstream_status and $upstream_response_time at the same\n\
@@ -48,9 +86,10 @@ pub fn log_format_lines() -> String {
          # ($remote_addr, $host, $request_uri). Every field is quoted, so any URI parses.\n\
          # Put both lines in the `http` block (an existing access_log can stay: nginx writes both),\n\
          # then `nginx -t && nginx -s reload`. `buffer=64k flush=1s` may be added to access_log.\n\
+         {keys}\
          log_format ballast '{}';\n\
          access_log {DEFAULT_ACCESS_LOG} ballast;\n",
-        log::format_string()
+        log::format_string_with(variables)
     )
 }
 
@@ -99,6 +138,8 @@ pub struct Attribution {
     lines: u64,
     unparsed: u64,
     first_error: Option<String>,
+    /// For each pool that hashes, where nginx's emulated algorithm sends the keys seen.
+    predictors: Vec<Option<keys::Predictor>>,
 }
 
 impl Attribution {
@@ -145,6 +186,11 @@ impl Attribution {
             lines: 0,
             unparsed: 0,
             first_error: None,
+            predictors: config
+                .pools
+                .values()
+                .map(keys::Predictor::for_pool)
+                .collect(),
         }
     }
 
@@ -166,6 +212,23 @@ impl Attribution {
                 {
                     next.counts[p][s] = self.counts[old_p][old_s];
                 }
+            }
+            // The prediction goes on only under the same key: another key predicts another
+            // thing, and a window across the change is not judged on it.
+            if let (Some(new), Some(old)) = (&mut next.predictors[p], &self.predictors[old_p])
+                && new.key() == old.key()
+            {
+                let map: Vec<Option<usize>> = pool
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        self.pools[old_p]
+                            .servers
+                            .iter()
+                            .position(|x| x.name == s.name)
+                    })
+                    .collect();
+                new.keep_counts(old, &map);
             }
         }
         next.errors = self.errors.clone();
@@ -236,6 +299,19 @@ impl Attribution {
         };
         let last_group = record.answered().map_or(0, |a| a.group);
         let proxied = record.proxy_host.and_then(|h| self.pool_named(h));
+        if matches!(record.status, 502..=504) && record.answered().is_none_or(|a| !a.is_address()) {
+            // No server answered: nginx did, for the group it names or the one proxied to.
+            let pool = record
+                .answered()
+                .and_then(|a| self.pool_named(a.target))
+                .or(proxied)
+                .map(|p| self.pools[p].name.clone());
+            self.count(
+                LogFile::Access,
+                LoggedErrorKind::AnsweredByBalancer,
+                (pool.as_deref(), None),
+            );
+        }
         let n = record.attempts.len();
         for (i, attempt) in record.attempts.iter().enumerate() {
             let preferred = if attempt.group == last_group {
@@ -268,6 +344,10 @@ impl Attribution {
             c.interval_busy_ms += ms.unwrap_or(0);
             if answered {
                 c.requests += 1;
+                if let Some(predictor) = &mut self.predictors[p] {
+                    predictor.observe(&record);
+                }
+                let c = &mut self.counts[p][s];
                 let class = match attempt.status {
                     Some(100..=199) => &mut c.responses.c1xx,
                     Some(200..=299) => &mut c.responses.c2xx,
@@ -348,7 +428,12 @@ impl Attribution {
     /// when it finishes.
     pub fn pools(&mut self, interval_ms: Option<u64>) -> Vec<PoolSample> {
         let mut out = Vec::with_capacity(self.pools.len());
-        for (pool, counts) in self.pools.iter().zip(self.counts.iter_mut()) {
+        for ((pool, counts), predictor) in self
+            .pools
+            .iter()
+            .zip(self.counts.iter_mut())
+            .zip(self.predictors.iter_mut())
+        {
             let servers = pool
                 .servers
                 .iter()
@@ -383,6 +468,7 @@ impl Attribution {
                 })
                 .collect();
             out.push(PoolSample {
+                predicted: predictor.as_mut().map(keys::Predictor::sample),
                 name: pool.name.clone(),
                 promise: pool.promise,
                 servers,
@@ -447,6 +533,11 @@ pub struct NginxOptions {
     pub start: Start,
     /// How long the `stub_status` page may take.
     pub timeout: Duration,
+    /// nginx's `pid` file, to see reloads through its workers; `None`: the configuration's
+    /// `pid` directive, else `/run/nginx.pid`.
+    pub pid_file: Option<PathBuf>,
+    /// Where the process table is (`/proc`; another root in tests).
+    pub proc_root: PathBuf,
 }
 
 impl NginxOptions {
@@ -458,6 +549,8 @@ impl NginxOptions {
             error_log: None,
             start: Start::End,
             timeout: Duration::from_secs(2),
+            pid_file: None,
+            proc_root: PathBuf::from("/proc"),
         }
     }
 }
@@ -477,6 +570,14 @@ pub struct NginxSource {
     config_content: Vec<Option<Vec<u8>>>,
     import_options: Options,
     last_ms: Option<u64>,
+    /// The `pid` file read for the master's pid.
+    pid_file: PathBuf,
+    /// The generation of the last sample: the configuration is re-imported when it changes.
+    generation: Option<String>,
+    /// Whether the workers could not be read once already (said once, then the files' hash
+    /// stands in for the generation).
+    workers_unreadable: bool,
+    notes: Vec<String>,
 }
 
 impl NginxSource {
@@ -538,6 +639,13 @@ impl NginxSource {
             .as_ref()
             .map(|_| stub_status::agent(options.timeout));
         let files = config_files(&options.config, &import_options.nginx_prefix);
+        let pid_file = options.pid_file.clone().unwrap_or_else(|| {
+            let directive = match &imported.facts {
+                Facts::Nginx(f) => f.main("pid").and_then(|d| d.arg(0)).map(|w| w.text.clone()),
+                _ => None,
+            };
+            process::pid_file(directive.as_deref(), &import_options.nginx_prefix)
+        });
         Ok(NginxSource {
             config_content: read_all(&files),
             config_files: files,
@@ -549,7 +657,55 @@ impl NginxSource {
             agent,
             max_connections,
             last_ms: None,
+            pid_file,
+            generation: None,
+            workers_unreadable: false,
+            notes: Vec::new(),
         })
+    }
+
+    /// What the running nginx is: its master and newest worker, read from the `pid` file and
+    /// `/proc`; when they cannot be read, the configuration files' hash (an edit then counts
+    /// as a reload), said once in the notes.
+    fn current_generation(&mut self) -> String {
+        let workers = process::read_pid_file(&self.pid_file)
+            .and_then(|master| process::read_workers(&self.options.proc_root, master));
+        match workers {
+            Ok(w) => {
+                self.workers_unreadable = false;
+                w.generation()
+            }
+            Err(e) => {
+                if !self.workers_unreadable {
+                    self.workers_unreadable = true;
+                    self.notes.push(format!(
+                        "{}: nginx's reloads cannot be seen through its workers, so each edit of \
+                         its configuration files counts as a reload (pass --nginx-pid-file with \
+                         nginx's `pid` file, readable by ballast, to see the real reloads)",
+                        e.what
+                    ));
+                }
+                let mut bytes = Vec::new();
+                for content in read_all(&self.config_files).into_iter().flatten() {
+                    bytes.extend_from_slice(&content);
+                    bytes.push(0);
+                }
+                format!(
+                    "configuration {:016x}",
+                    ballast_core::balance::hash_key(&bytes)
+                )
+            }
+        }
+    }
+
+    /// What the source noticed about itself since the last call (said once each).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// The `pid` file read for reloads.
+    pub fn pid_file(&self) -> &Path {
+        &self.pid_file
     }
 
     /// The counters behind the samples: lines read, lines that did not parse and why.
@@ -722,8 +878,14 @@ impl Source for NginxSource {
     }
 
     fn sample(&mut self, now_ms: u64) -> Result<Sample, SourceError> {
-        // The file before the logs: lines read from now on count against what it says.
-        self.reread_config();
+        // The file before the logs: lines read from now on count against what it says. nginx
+        // runs a new file only once reloaded, so while its workers can be seen the file is
+        // read again at a reload, not at an edit (an edit not reloaded is not running).
+        let generation = self.current_generation();
+        if self.workers_unreadable || self.generation.as_ref() != Some(&generation) {
+            self.reread_config();
+        }
+        self.generation = Some(generation.clone());
         // The page first: when it fails, no log line is consumed, so none is lost.
         let process = match (&self.agent, &self.options.stub_status) {
             (Some(agent), Some(url)) => {
@@ -731,12 +893,15 @@ impl Source for NginxSource {
                 Some(ProcessSample {
                     active: s.active,
                     max_connections: self.max_connections,
-                    generation: None,
+                    generation: Some(generation),
                     accepted: Some(s.accepts),
                     handled: Some(s.handled),
                 })
             }
-            _ => None,
+            _ => Some(ProcessSample {
+                generation: Some(generation),
+                ..ProcessSample::default()
+            }),
         };
         self.read_logs()?;
         let interval = self.last_ms.map(|last| now_ms.saturating_sub(last));
@@ -754,6 +919,10 @@ impl Source for NginxSource {
 
     fn config_files(&self) -> Vec<PathBuf> {
         self.config_files.clone()
+    }
+
+    fn take_notes(&mut self) -> Vec<String> {
+        NginxSource::take_notes(self)
     }
 }
 
@@ -921,6 +1090,101 @@ mod tests {
     }
 
     #[test]
+    fn fives_nginx_answered_itself_are_counted_on_their_pool() {
+        let mut a = attribution(CONF);
+        let answered = |status: &str, addr: &str, proxy_host: &str| {
+            format!(
+                "ballast1 \"1.000\" \"{status}\" \"0.000\" \"{addr}\" \"{}\" \"{}\" \"{proxy_host}\" \"1.2.3.4\" \"h\" \"/\"",
+                if addr == "-" { "-" } else { "502" },
+                if addr == "-" { "-" } else { "0.000" },
+            )
+            .into_bytes()
+        };
+        // No live upstreams: the group's name, 502.
+        a.access_line(&answered("502", "other", "other"));
+        a.access_line(&answered("502", "other", "other"));
+        // limit_req's 503 before any proxying: no group, no pool.
+        a.access_line(&answered("503", "-", "-"));
+        // A 503 with no upstream tried, in a location that proxies to app.
+        a.access_line(&answered("503", "-", "app"));
+        // A server's own 502 is the server's, not nginx's.
+        a.access_line(&answered("502", "10.0.0.1:80", "app"));
+        // A 404 nginx answered itself is no error.
+        a.access_line(&answered("404", "-", "-"));
+        let got: Vec<(Option<String>, u64)> = a
+            .log_errors()
+            .into_iter()
+            .filter(|e| e.kind == LoggedErrorKind::AnsweredByBalancer)
+            .map(|e| (e.pool, e.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (None, 1),
+                (Some("app".into()), 1),
+                (Some("other".into()), 2)
+            ]
+        );
+        let pools = a.pools(None);
+        assert_eq!(server(&pools, "app", "10.0.0.1:80").responses.c5xx, 1);
+    }
+
+    #[test]
+    fn a_hashing_pools_keys_predict_its_shares_when_the_log_carries_them() {
+        let conf = "events {}\nhttp {\n  upstream h {\n    hash $http_x_tenant;\n    server 10.0.0.1:80;\n    server 10.0.0.2:80;\n    server 10.0.0.3:80;\n  }\n  upstream ip {\n    ip_hash;\n    server 10.0.1.1:80;\n    server 10.0.1.2:80;\n  }\n  server { listen 8080; location / { proxy_pass http://h; } location /i { proxy_pass http://ip; } }\n}\n";
+        let config = imported_config(conf);
+        assert_eq!(keys::key_variables(&config), ["http_x_tenant"]);
+        let mut a = Attribution::from_config(&config);
+        let tenant_line = |server: &str, tenant: Option<&str>| {
+            let mut l = String::from_utf8(line(server, "200", "0.001", "h")).unwrap();
+            if let Some(t) = tenant {
+                l.push_str(&format!(" http_x_tenant=\"{t}\""));
+            }
+            l.into_bytes()
+        };
+        for _ in 0..50 {
+            a.access_line(&tenant_line("10.0.0.2:80", Some("t1")));
+        }
+        // A line in the base format: the key is not visible.
+        a.access_line(&tenant_line("10.0.0.1:80", None));
+        let pools = a.pools(None);
+        let h = pools.iter().find(|p| p.name == "h").unwrap();
+        let k = h.predicted.as_ref().expect("a prediction");
+        assert_eq!(k.key, "$http_x_tenant");
+        assert_eq!(k.requests.iter().sum::<u64>(), 50);
+        assert_eq!(k.requests.iter().filter(|&&n| n > 0).count(), 1, "{k:?}");
+        assert_eq!(k.unseen, 1);
+        assert_eq!(
+            (k.distinct_keys, k.top_key.as_deref(), k.top_key_share),
+            (1, Some("t1"), 1.0)
+        );
+        // Many tenants spread; the next interval's key figures start again.
+        for t in 0..300 {
+            a.access_line(&tenant_line("10.0.0.1:80", Some(&format!("tenant-{t}"))));
+        }
+        let pools = a.pools(None);
+        let k = pools
+            .iter()
+            .find(|p| p.name == "h")
+            .unwrap()
+            .predicted
+            .clone()
+            .unwrap();
+        assert!(k.requests.iter().all(|&n| n > 50), "{k:?}");
+        assert_eq!(k.distinct_keys, 300);
+        // ip_hash: the first three octets of the client.
+        let ip = pools.iter().find(|p| p.name == "ip").unwrap();
+        assert!(ip.predicted.is_some());
+        // Round-robin pools predict nothing.
+        assert!(
+            attribution(CONF)
+                .pools(None)
+                .iter()
+                .all(|p| p.predicted.is_none())
+        );
+    }
+
+    #[test]
     fn active_is_busy_time_over_the_interval() {
         let mut a = attribution(CONF);
         // 20 requests of 250 ms in a 1 s interval: 5 in flight on average.
@@ -1054,13 +1318,90 @@ mod tests {
         let (conf, log) = (dir.path().join("nginx.conf"), dir.path().join("access.log"));
         std::fs::write(&conf, CONF).unwrap();
         std::fs::write(&log, "").unwrap();
-        let mut source = NginxSource::new(NginxOptions::new(&conf, &log)).unwrap();
+        let mut options = NginxOptions::new(&conf, &log);
+        options.pid_file = Some(dir.path().join("no.pid"));
+        let mut source = NginxSource::new(options).unwrap();
         let weight = |s: &Sample| server(&s.pools, "app", "10.0.0.1:80").weight;
         assert_eq!(weight(&source.sample(0).unwrap()), 2);
         std::fs::write(&conf, CONF.replace("weight=2", "weight=8")).unwrap();
         assert_eq!(weight(&source.sample(1000).unwrap()), 8);
         std::fs::write(&conf, "http { upstream app { server").unwrap();
         assert_eq!(weight(&source.sample(2000).unwrap()), 8);
+    }
+
+    /// A process table with an nginx master (pid 50) and one worker.
+    fn fake_proc(root: &Path, worker: u32, start: u64) {
+        for (pid, ppid, title, at) in [
+            (50, 1, "nginx: master process", 1),
+            (worker, 50, "nginx: worker process", start),
+        ] {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let rest: String = (5..22).map(|f| format!(" {f}")).collect();
+            std::fs::write(
+                dir.join("stat"),
+                format!("{pid} (nginx) S {ppid}{rest} {at} 0\n"),
+            )
+            .unwrap();
+            std::fs::write(dir.join("cmdline"), format!("{title}\0")).unwrap();
+        }
+        let task = root.join("50/task/50");
+        std::fs::create_dir_all(&task).unwrap();
+        std::fs::write(task.join("children"), worker.to_string()).unwrap();
+    }
+
+    #[test]
+    fn with_its_workers_seen_an_edit_is_read_at_the_reload_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (conf, log, proc) = (d.join("nginx.conf"), d.join("access.log"), d.join("proc"));
+        std::fs::write(&conf, CONF).unwrap();
+        std::fs::write(&log, "").unwrap();
+        std::fs::write(d.join("nginx.pid"), "50\n").unwrap();
+        fake_proc(&proc, 51, 10);
+        let mut options = NginxOptions::new(&conf, &log);
+        options.pid_file = Some(d.join("nginx.pid"));
+        options.proc_root = proc.clone();
+        let mut source = NginxSource::new(options).unwrap();
+        let read = |s: &Sample| {
+            (
+                server(&s.pools, "app", "10.0.0.1:80").weight,
+                s.process.as_ref().and_then(|p| p.generation.clone()),
+            )
+        };
+        let first = read(&source.sample(0).unwrap());
+        assert_eq!(first, (2, Some("master 50 worker 51".into())));
+        // Edited, not reloaded: nginx still runs the old file.
+        std::fs::write(&conf, CONF.replace("weight=2", "weight=8")).unwrap();
+        assert_eq!(read(&source.sample(1000).unwrap()), first);
+        // Reloaded: a new worker, and the new file is what runs.
+        fake_proc(&proc, 60, 20);
+        assert_eq!(
+            read(&source.sample(2000).unwrap()),
+            (8, Some("master 50 worker 60".into()))
+        );
+        assert!(source.take_notes().is_empty());
+    }
+
+    #[test]
+    fn without_its_workers_the_files_hash_is_the_generation_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conf, log) = (dir.path().join("nginx.conf"), dir.path().join("access.log"));
+        std::fs::write(&conf, CONF).unwrap();
+        std::fs::write(&log, "").unwrap();
+        let mut options = NginxOptions::new(&conf, &log);
+        options.pid_file = Some(dir.path().join("missing.pid"));
+        let mut source = NginxSource::new(options).unwrap();
+        let generation = |s: Sample| s.process.and_then(|p| p.generation).expect("a generation");
+        let a = generation(source.sample(0).unwrap());
+        assert_eq!(a, generation(source.sample(1000).unwrap()));
+        let notes = source.take_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("missing.pid") && notes[0].contains("--nginx-pid-file"));
+        std::fs::write(&conf, CONF.replace("weight=2", "weight=8")).unwrap();
+        let b = generation(source.sample(2000).unwrap());
+        assert!(a.starts_with("configuration ") && a != b, "{a} {b}");
+        assert!(source.take_notes().is_empty());
     }
 
     #[test]

@@ -142,6 +142,13 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Stops listening: new connections to it are refused (a server that died).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

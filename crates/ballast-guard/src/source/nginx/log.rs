@@ -53,6 +53,9 @@ pub struct Record<'a> {
     pub remote_addr: &'a str,
     pub host: Cow<'a, str>,
     pub request_uri: Cow<'a, str>,
+    /// Variables added after the fixed fields as `name="value"` (the request headers and
+    /// cookies a hashing pool's key reads, `http_x_user="bob"`), in line order.
+    pub extra: Vec<(&'a str, Cow<'a, str>)>,
 }
 
 /// One attempt of a request on one server (or on a group with no server to choose).
@@ -134,9 +137,7 @@ pub fn parse_line(line: &str) -> Result<Record<'_>, ParseError> {
         *field = &r[..end];
         rest = &r[end + 1..];
     }
-    if !rest.trim().is_empty() {
-        return err("the line has more fields than ballast's format");
-    }
+    let extra = extra_fields(rest)?;
     let [
         msec,
         status,
@@ -168,7 +169,42 @@ pub fn parse_line(line: &str) -> Result<Record<'_>, ParseError> {
         remote_addr,
         host: unescape(host),
         request_uri: unescape(request_uri),
+        extra,
     })
+}
+
+/// The ` name="value"` fields after the fixed ones (none in the base format).
+fn extra_fields(mut rest: &str) -> Result<Vec<(&str, Cow<'_, str>)>, ParseError> {
+    let mut out = Vec::new();
+    loop {
+        if rest.trim().is_empty() {
+            return Ok(out);
+        }
+        let Some(r) = rest.strip_prefix(' ') else {
+            return err("the line has more fields than ballast's format");
+        };
+        let Some((name, r)) = r.split_once("=\"") else {
+            return err("the line has more fields than ballast's format, not as name=\"value\"");
+        };
+        if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            return err(format!("the added field `{name}` is not a variable's name"));
+        }
+        let end = closing_quote(r.as_bytes()).ok_or_else(|| ParseError {
+            what: format!("the added field `{name}` has no closing quote"),
+        })?;
+        out.push((name, unescape(&r[..end])));
+        rest = &r[end + 1..];
+    }
+}
+
+/// The `log_format` string with `variables` added after the fixed fields as
+/// `name="$name"`, so a line says which variable each added value is.
+pub fn format_string_with(variables: &[String]) -> String {
+    let mut s = format_string();
+    for v in variables {
+        s.push_str(&format!(" {v}=\"${v}\""));
+    }
+    s
 }
 
 /// The attempts from the three parallel lists, which nginx writes with the same separators.
