@@ -1,6 +1,9 @@
 //! `ballast demo`: everything on an embedded default. Four in-process servers of different
-//! speeds, the balancer on `examples/demo.toml`, light open-loop traffic, and a live summary
-//! of the distribution.
+//! speeds, the balancer on `examples/demo.toml` with its guard and canary, light open-loop
+//! traffic, and the story every outage report tells, in about a minute: healthy traffic; a
+//! change `check` passes with only a warning goes live; the guard's alert names it within
+//! seconds; the canary rolls it back; the postmortem draft is written. `--quiet-run` keeps the
+//! healthy version and only shows the live distribution.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use ballast_core::config::parse_duration;
+use ballast_core::event::EventKind;
 use ballast_proxy::demo_backend::DemoBackend;
 use ballast_proxy::{Options, Proxy};
 
@@ -21,16 +25,28 @@ use crate::stdout::say;
 /// The configuration the demo runs (also in examples/demo.toml, checked by the tests).
 const DEMO_CONFIG: &str = include_str!("../../../examples/demo.toml");
 
-/// Run ballast on an embedded example: servers, balancer, traffic and a live summary.
+/// The outage every postmortem describes, caught and undone in about a minute.
 ///
 /// Starts four servers in process (two fast, one medium, one slow), the balancer in front of
-/// them with least-connections, health checks and limits, and sends light traffic. Every two
-/// seconds it prints how the traffic is distributed. The balancer stays up for you to try:
-/// curl the listener, read /status and /metrics on the admin API.
+/// them (least-connections, health checks, limits, the guard and its canary) and light
+/// traffic from clients that all carry the same `X-Tenant` header, as clients behind one
+/// proxy do. Then:
+///   1. healthy traffic for 15 s (open the dashboard URL it prints);
+///   2. a change goes live: pool `app` hashes on `X-Tenant`. `ballast check` passes it with a
+///      warning only, as CI would;
+///   3. every request now goes to one server: the guard's alert fires within seconds and
+///      names the change as the likely trigger;
+///   4. the canary reverts to the previous configuration, without dropping a request;
+///   5. the postmortem draft (Markdown and HTML) is written next to the event log and its
+///      path printed.
+///
+/// With --quiet-run the change never comes: the healthy version runs, with a summary of the
+/// distribution every two seconds, until Ctrl-C or --duration.
 ///
 /// Examples:
-///   ballast demo                      # runs until Ctrl-C
-///   ballast demo --duration 20s --rate 300
+///   ballast demo                          # the story, about a minute
+///   ballast demo --quiet-run              # the healthy balancer until Ctrl-C
+///   ballast demo --quiet-run --duration 20s --rate 300
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct DemoArgs {
@@ -43,9 +59,16 @@ pub struct DemoArgs {
     /// Listener port (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Admin API port (0 picks a free one).
+    /// Admin API port (0 picks a free one); the dashboard is at its `/`.
     #[arg(long, default_value_t = 9900)]
     admin_port: u16,
+    /// Keep the healthy version: no change, no outage, only the live distribution.
+    #[arg(long)]
+    quiet_run: bool,
+    /// Where the configuration, the event log and the postmortem go (default: a new
+    /// directory under the system's temporary directory, kept after the demo).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: DemoArgs) -> u8 {
@@ -60,7 +83,8 @@ pub fn run(args: DemoArgs) -> u8 {
         eprintln!("error: --rate must be between 1 and 10,000 requests per second");
         return 2;
     }
-    crate::init_logging();
+    // The story prints every event it needs; the event log has them all.
+    crate::init_logging_with("warn");
     let runtime = match crate::runtime(None) {
         Ok(r) => r,
         Err(e) => {
@@ -89,11 +113,30 @@ async fn demo(args: DemoArgs, duration: Option<Duration>) -> u8 {
             }
         }
     }
-    let Ok(dir) = tempfile::tempdir() else {
-        eprintln!("error: cannot create a temporary directory");
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "ballast-demo-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ))
+    });
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("error: cannot create {}: {e}", dir.display());
         return 1;
-    };
-    let path = dir.path().join("demo.toml");
+    }
+    let events = dir.join("events.jsonl");
+    // A fresh log per run: the postmortem reads this run only.
+    let _ = std::fs::remove_file(&events);
+    let config = config.replacen(
+        "[global]\n",
+        &format!(
+            "[global]\nevent_log = {}\n",
+            toml_string(&events.display().to_string())
+        ),
+        1,
+    ) + "\n[rollback]\n# The canary watches each reload this long (60s by default).\nwindow = \"30s\"\n";
+    let path = dir.join("demo.toml");
     if let Err(e) = std::fs::write(&path, &config) {
         eprintln!("error: cannot write {}: {e}", path.display());
         return 1;
@@ -111,18 +154,42 @@ async fn demo(args: DemoArgs, duration: Option<Duration>) -> u8 {
     let Some(listener) = proxy.listener_addr("web") else {
         return 1;
     };
+    crate::rollback::install_differ(&proxy);
+    let alerts = ballast_core::config::Alerts::default();
+    let rollback = ballast_core::config::Rollback {
+        window: Some(ballast_core::config::Dur(Duration::from_secs(30))),
+        ..ballast_core::config::Rollback::default()
+    };
+    if let Err(e) = crate::serve_cmd::guard::start(Arc::clone(&proxy), &path, &alerts, &rollback) {
+        eprintln!("error: cannot start the guard: {e}");
+        return 1;
+    }
     say!(
         "ballast demo: four servers (fast-1 2ms, fast-2 2ms, medium 10ms, slow 40ms), least-connections"
     );
     say!("  balancer   http://{listener}/            (try: curl -i http://{listener}/)");
     if let Some(admin) = proxy.admin_addr() {
+        say!("  dashboard  http://{admin}/              (open it now: it follows the story live)");
         say!("  status     http://{admin}/status");
         say!("  metrics    http://{admin}/metrics");
     }
     say!("  config     {} (from examples/demo.toml)", path.display());
-    say!("  traffic    {} requests/s; Ctrl-C stops\n", args.rate);
+    say!("  events     {}", events.display());
+    say!(
+        "  traffic    {} requests/s, every client with `X-Tenant: acme`; Ctrl-C stops\n",
+        args.rate
+    );
 
     let traffic = tokio::spawn(send_traffic(listener, args.rate));
+    if !args.quiet_run {
+        let code = tokio::select! {
+            code = story(&proxy, &path, &config, &dir, &events) => code,
+            _ = tokio::signal::ctrl_c() => 0,
+        };
+        traffic.abort();
+        proxy.drain(Duration::from_secs(2)).await;
+        return code;
+    }
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.tick().await;
@@ -161,7 +228,13 @@ async fn send_traffic(listener: std::net::SocketAddr, rate: u32) {
         let client = Arc::clone(&client);
         let uri = uri.clone();
         tokio::spawn(async move {
-            if let Ok(res) = client.get(uri).await {
+            let Ok(request) = hyper::Request::get(uri)
+                .header("X-Tenant", "acme")
+                .body(Empty::<Bytes>::new())
+            else {
+                return;
+            };
+            if let Ok(res) = client.request(request).await {
                 use http_body_util::BodyExt;
                 let _ = res.into_body().collect().await;
             }
@@ -200,4 +273,261 @@ fn print_summary(proxy: &Proxy, elapsed: Duration) {
             }
         );
     }
+}
+
+/// A TOML basic string: JSON's escaping is valid TOML.
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// How long each step of the story may take before the demo says it did not happen.
+const HEALTHY: Duration = Duration::from_secs(15);
+const ALERT_WITHIN: Duration = Duration::from_secs(20);
+const ROLLBACK_WITHIN: Duration = Duration::from_secs(35);
+const RESOLVE_WITHIN: Duration = Duration::from_secs(20);
+
+/// The change of the story: pool `app` hashes on the tenant header, with a bounded-load factor
+/// so high that nothing spills over (HAProxy's `hash-balance-factor` is off by default).
+fn hash_on_tenant(config: &str) -> String {
+    config.replacen(
+        "algorithm = \"least-connections\"",
+        "algorithm = \"consistent-hash\"\nhash_key = { source = \"header\", name = \"X-Tenant\" }\nbalance_factor = 10.0",
+        1,
+    )
+}
+
+/// The outage, told step by step as it happens; returns the exit code.
+async fn story(
+    proxy: &Arc<Proxy>,
+    path: &std::path::Path,
+    config: &str,
+    dir: &std::path::Path,
+    events: &std::path::Path,
+) -> u8 {
+    let started = Instant::now();
+    let at = || format!("[{:>4.0}s]", started.elapsed().as_secs_f64());
+    say!("{} 1. healthy: least-connections over four servers", at());
+    for _ in 0..3 {
+        tokio::time::sleep(HEALTHY / 3).await;
+        print_summary(proxy, started.elapsed());
+    }
+
+    let changed = hash_on_tenant(config);
+    say!(
+        "\n{} 2. a change goes live: pool `app` hashes on header X-Tenant (for cache affinity)",
+        at()
+    );
+    if let Err(e) = std::fs::write(path, &changed) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return 1;
+    }
+    match ballast_import::import_file(path, &ballast_import::Options::default()) {
+        Ok(imported) => {
+            let findings = ballast_check::check_imported(&imported);
+            let count = |s| findings.iter().filter(|f| f.severity == s).count();
+            say!(
+                "        ballast check: {} error(s), {} warning(s): CI would pass it",
+                count(ballast_core::Severity::Error),
+                count(ballast_core::Severity::Warning)
+            );
+            for f in findings
+                .iter()
+                .filter(|f| f.severity == ballast_core::Severity::Warning)
+            {
+                say!("          warning[{}]: {}", f.rule, f.message);
+            }
+        }
+        Err(e) => say!("        ballast check cannot read it: {e}"),
+    }
+    let change_ms = unix_ms();
+    match proxy.reload().await {
+        ballast_proxy::ReloadOutcome::Applied { version } => {
+            say!("        reloaded: version {version} is live");
+            if let Some(changes) = proxy.events().iter().rev().find_map(|e| match &e.kind {
+                EventKind::ConfigApplied { changes, .. } if e.at_ms >= change_ms => {
+                    Some(changes.clone())
+                }
+                _ => None,
+            }) {
+                for line in changes {
+                    say!("          {line}");
+                }
+            }
+        }
+        other => {
+            say!("        the reload did not apply: {other:?}");
+            return 1;
+        }
+    }
+
+    say!(
+        "\n{} 3. every request of tenant acme now goes to one server",
+        at()
+    );
+    let firing = wait_for(proxy, change_ms, ALERT_WITHIN, |k| match k {
+        EventKind::AlertFiring {
+            alertname,
+            severity,
+            ..
+        } => severity == "critical" && alertname != "ConfigChangeRisky",
+        _ => false,
+    })
+    .await;
+    let Some(firing) = firing else {
+        say!(
+            "        no critical alert within {} s: the story stops here",
+            ALERT_WITHIN.as_secs()
+        );
+        return 1;
+    };
+    let detect = Duration::from_millis(firing.at_ms.saturating_sub(change_ms));
+    if let EventKind::AlertFiring {
+        alertname,
+        severity,
+        server,
+        summary,
+        cause,
+        ..
+    } = &firing.kind
+    {
+        say!(
+            "{} ALERT {alertname} ({severity}) on pool app{}, {:.1} s after the change:",
+            at(),
+            server
+                .as_deref()
+                .map(|s| format!(", server {s}"))
+                .unwrap_or_default(),
+            detect.as_secs_f64()
+        );
+        say!("        {summary}");
+        for sentence in cause.split(". ").filter(|s| !s.is_empty()) {
+            say!(
+                "        {}",
+                sentence.trim_end_matches('.').to_string() + "."
+            );
+        }
+    }
+    print_summary(proxy, started.elapsed());
+
+    say!("\n{} 4. the canary judges the reload", at());
+    let rolled = wait_for(proxy, change_ms, ROLLBACK_WITHIN, |k| {
+        matches!(k, EventKind::ConfigRolledBack { .. })
+    })
+    .await;
+    let restore = match &rolled {
+        Some(event) => {
+            if let EventKind::ConfigRolledBack {
+                reverted,
+                restored,
+                evidence,
+                ..
+            } = &event.kind
+            {
+                say!(
+                    "{} ROLLED BACK: version {reverted} reverted, {restored} serving again",
+                    at()
+                );
+                for line in evidence {
+                    say!("        {line}");
+                }
+            }
+            Some(Duration::from_millis(event.at_ms.saturating_sub(change_ms)))
+        }
+        None => {
+            say!(
+                "        the canary kept the change for {} s: no critical regression it could \
+                 pin on it",
+                ROLLBACK_WITHIN.as_secs()
+            );
+            None
+        }
+    };
+    let resolved = wait_for(proxy, change_ms, RESOLVE_WITHIN, |k| {
+        match (k, &firing.kind) {
+            (
+                EventKind::AlertResolved { alertname, .. },
+                EventKind::AlertFiring {
+                    alertname: fired, ..
+                },
+            ) => alertname == fired,
+            _ => false,
+        }
+    })
+    .await;
+    if resolved.is_some() {
+        say!("{} resolved: the alert has stopped firing", at());
+    }
+    // Rounds enough for the summary's window and the log's snapshots to show the recovery.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    print_summary(proxy, started.elapsed());
+
+    say!("\n{} 5. the review", at());
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    let log = ballast_guard::postmortem::parse_log(&text);
+    let range = ballast_guard::postmortem::Range {
+        from_ms: None,
+        to_ms: None,
+    };
+    let mut written = Vec::new();
+    for (format, name) in [
+        (ballast_guard::postmortem::Format::Markdown, "postmortem.md"),
+        (ballast_guard::postmortem::Format::Html, "postmortem.html"),
+    ] {
+        match ballast_guard::postmortem::draft(&log, &range, format) {
+            Ok((draft, _)) => {
+                let file = dir.join(name);
+                match std::fs::write(&file, draft) {
+                    Ok(()) => written.push(file),
+                    Err(e) => say!("        cannot write {}: {e}", file.display()),
+                }
+            }
+            Err(e) => say!("        no draft: {e}"),
+        }
+    }
+    for file in &written {
+        say!("        postmortem draft: {}", file.display());
+    }
+    say!(
+        "\ndetected in {:.1} s{} after the change went live; the outage reports behind ballast took \
+         2.5 to 4 hours.",
+        detect.as_secs_f64(),
+        restore
+            .map(|r| format!(", restored in {:.1} s", r.as_secs_f64()))
+            .unwrap_or_default()
+    );
+    if written.is_empty() || rolled.is_none() {
+        1
+    } else {
+        0
+    }
+}
+
+/// The first event since `since_ms` that `wanted` accepts, polled from the proxy's recent
+/// events, or `None` after `within`.
+async fn wait_for(
+    proxy: &Proxy,
+    since_ms: u64,
+    within: Duration,
+    wanted: impl Fn(&EventKind) -> bool,
+) -> Option<ballast_core::event::Event> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(e) = proxy
+            .events()
+            .into_iter()
+            .find(|e| e.at_ms >= since_ms && wanted(&e.kind))
+        {
+            return Some(e);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -82,9 +82,13 @@ fn main() -> ExitCode {
 
 /// Logs to stderr; `RUST_LOG` overrides the default level (info for ballast, warn otherwise).
 pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,ballast=info,ballast_proxy=info")
-    });
+    init_logging_with("warn,ballast=info,ballast_proxy=info");
+}
+
+/// Logs to stderr at `default` unless `RUST_LOG` says otherwise.
+pub(crate) fn init_logging_with(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -176,7 +176,7 @@ async fn wait_for_signals(_proxy: &std::sync::Arc<Proxy>) {
 
 /// The guard inside serve: a thread (the detectors and sinks block) that judges the proxy's
 /// own sample every second.
-mod guard {
+pub(crate) mod guard {
     use std::io::Write;
     use std::path::Path;
     use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! and what ended it. Renderers (`markdown`, `html`) only lay these out.
 //!
 //! An incident opens with the first alert firing (a symptom: every alert but
-//! `ConfigChangeRisky`, which warns of a change and is its trigger's evidence, not an outage)
+//! `ConfigChangeRisky`, which warns of a change and is its trigger's evidence, and
+//! `ConfigRolledBack`, which says the restore happened)
 //! and closes when every alert that fired in it has resolved and none fires again within
 //! [`MARGIN_MS`]. Its span runs from the configuration change (or reload) before the first
 //! alert, within [`TRIGGER_WINDOW_MS`], to the restore plus the margin.
@@ -34,6 +35,12 @@ const SNAPSHOT_SLACK_MS: u64 = 10_000;
 const PAIRING_MS: u64 = 5_000;
 
 const CHANGE_ALERT: &str = "ConfigChangeRisky";
+
+/// Alerts about the configuration itself, not symptoms: a risky change (the trigger's
+/// evidence) and serve's rollback (the restore's). Neither opens an incident or holds it open.
+fn symptom(alertname: &str) -> bool {
+    alertname != CHANGE_ALERT && alertname != "ConfigRolledBack"
+}
 
 /// The part of the log to look in (Unix ms, both ends included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -206,7 +213,7 @@ impl Review {
     }
 
     pub fn first_alert(&self) -> Option<&AlertSeen> {
-        self.alerts.iter().find(|a| a.alertname != CHANGE_ALERT)
+        self.alerts.iter().find(|a| symptom(&a.alertname))
     }
 }
 
@@ -228,7 +235,7 @@ fn firing_key(kind: &EventKind) -> Option<AlertKey> {
             source,
             instance,
             ..
-        } if alertname != CHANGE_ALERT => Some((
+        } if symptom(alertname) => Some((
             alertname.clone(),
             pool.clone(),
             server.clone(),
@@ -248,7 +255,7 @@ fn resolved_key(kind: &EventKind) -> Option<AlertKey> {
             source,
             instance,
             ..
-        } if alertname != CHANGE_ALERT => Some((
+        } if symptom(alertname) => Some((
             alertname.clone(),
             pool.clone(),
             server.clone(),
@@ -359,7 +366,7 @@ pub fn review(
         .filter(|e| e.at_ms >= incident.start_ms && e.at_ms <= incident.end_ms)
         .collect();
     let alerts = alerts_of(&span, incident);
-    let first = alerts.iter().find(|a| a.alertname != CHANGE_ALERT);
+    let first = alerts.iter().find(|a| symptom(&a.alertname));
     let trigger = trigger(&span, incident.first_alert_ms, incident.start_ms);
     let pool = first.map(|a| a.pool.clone()).filter(|p| !p.is_empty());
     let instance = first.map(|a| a.instance.clone()).unwrap_or_default();
@@ -385,7 +392,7 @@ pub fn review(
     let pool_series = pool.as_deref().map(snapshots_of).unwrap_or_default();
     let hot_server = alerts
         .iter()
-        .filter(|a| a.alertname != CHANGE_ALERT)
+        .filter(|a| symptom(&a.alertname))
         .find_map(|a| a.server.clone())
         .or_else(|| hottest(&pool_series, incident.first_alert_ms));
     let baseline: Vec<&Point> = pool_series
@@ -537,7 +544,7 @@ fn alerts_of(span: &[&Event], incident: &Incident) -> Vec<AlertSeen> {
         }
     }
     // The incident's symptoms begin at its first alert; earlier change alerts are evidence.
-    alerts.retain(|a| a.alertname == CHANGE_ALERT || a.at_ms >= incident.first_alert_ms);
+    alerts.retain(|a| !symptom(&a.alertname) || a.at_ms >= incident.first_alert_ms);
     alerts
 }
 
@@ -886,7 +893,7 @@ fn impact(
     let servers: Vec<ServerImpact> = servers.into_values().collect();
     let mut pools: BTreeSet<String> = BTreeSet::new();
     let mut affected: BTreeSet<String> = BTreeSet::new();
-    for a in alerts.iter().filter(|a| a.alertname != CHANGE_ALERT) {
+    for a in alerts.iter().filter(|a| symptom(&a.alertname)) {
         if !a.pool.is_empty() {
             pools.insert(a.pool.clone());
         }
@@ -961,7 +968,7 @@ fn ruled_out(
     let mut out = Vec::new();
     // Each alert name's first statement: the later firings of one alert repeat it.
     let mut quoted = BTreeSet::new();
-    for a in alerts.iter().filter(|a| a.alertname != CHANGE_ALERT) {
+    for a in alerts.iter().filter(|a| symptom(&a.alertname)) {
         if !quoted.insert(a.alertname.clone()) {
             continue;
         }
