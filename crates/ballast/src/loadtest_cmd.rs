@@ -201,7 +201,20 @@ fn choose_keys(
 type Prepared = (Plan, Expected, Vec<ballast_sim::assert::Condition>);
 
 fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
-    let target = Target::parse(&args.url)?;
+    let mut target = Target::parse(&args.url)?;
+    // Resolve once and try one connection first: a wrong host or a balancer that is not
+    // listening is an error now, not ten seconds of failed requests.
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("cannot resolve `{}` in {}", target.host, args.url))?;
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| {
+        format!(
+            "cannot connect to {addr} ({}): {e}; is the balancer listening there?",
+            args.url
+        )
+    })?;
+    target.host = addr.ip().to_string();
     let arrival = match args.arrival.as_str() {
         "constant" => ArrivalKind::Constant,
         "poisson" => ArrivalKind::Poisson,
