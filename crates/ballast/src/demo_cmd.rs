@@ -1,6 +1,6 @@
 //! `ballast demo`: everything on an embedded default. Four in-process servers of different
 //! speeds, the balancer on `examples/demo.toml` with its guard and canary, light open-loop
-//! traffic, and the story every outage report tells, in about a minute: healthy traffic; a
+//! traffic, and the story every outage report tells, in about half a minute: healthy traffic; a
 //! change `check` passes with only a warning goes live; the guard's alert names it within
 //! seconds; the canary rolls it back; the postmortem draft is written. `--quiet-run` keeps the
 //! healthy version and only shows the live distribution.
@@ -25,15 +25,15 @@ use crate::stdout::say;
 /// The configuration the demo runs (also in examples/demo.toml, checked by the tests).
 const DEMO_CONFIG: &str = include_str!("../../../examples/demo.toml");
 
-/// The outage every postmortem describes, caught and undone in about a minute.
+/// The outage every postmortem describes, caught and undone in about half a minute.
 ///
 /// Starts four servers in process (two fast, one medium, one slow), the balancer in front of
 /// them (least-connections, health checks, limits, the guard and its canary) and light
 /// traffic from clients that all carry the same `X-Tenant` header, as clients behind one
 /// proxy do. Then:
 ///   1. healthy traffic for 15 s (open the dashboard URL it prints);
-///   2. a change goes live: pool `app` hashes on `X-Tenant`. `ballast check` passes it with a
-///      warning only, as CI would;
+///   2. a change goes live: pool `app` hashes on `X-Tenant`. `ballast check` passes it with
+///      warnings only, as CI would;
 ///   3. every request now goes to one server: the guard's alert fires within seconds and
 ///      names the change as the likely trigger;
 ///   4. the canary reverts to the previous configuration, without dropping a request;
@@ -44,13 +44,14 @@ const DEMO_CONFIG: &str = include_str!("../../../examples/demo.toml");
 /// distribution every two seconds, until Ctrl-C or --duration.
 ///
 /// Examples:
-///   ballast demo                          # the story, about a minute
+///   ballast demo                          # the story, about half a minute
 ///   ballast demo --quiet-run              # the healthy balancer until Ctrl-C
 ///   ballast demo --quiet-run --duration 20s --rate 300
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct DemoArgs {
-    /// Stop after this long (default: run until Ctrl-C).
+    /// With --quiet-run: stop after this long (default: run until Ctrl-C). The story ends by
+    /// itself.
     #[arg(long)]
     duration: Option<String>,
     /// Requests per second of background traffic.

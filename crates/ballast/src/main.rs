@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 /// ballast: find load-balancer misconfigurations before they become outages.
 ///
 /// Start here:
-///   ballast demo                                      # servers, balancer, traffic, live summary
+///   ballast demo                                      # an outage caught, rolled back, written up
 ///   ballast check examples/ballast.toml               # what is wrong, where, and how to fix it
 ///   ballast simulate examples/skewed-hash.toml        # the distribution this config will produce
 ///   ballast check --explain LIM-102                   # why a rule matters, with its source

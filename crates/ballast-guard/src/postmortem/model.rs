@@ -551,12 +551,32 @@ fn alerts_of(span: &[&Event], incident: &Incident) -> Vec<AlertSeen> {
 /// The latest configuration edit at or before the first alert (and within the attribution
 /// window, not before `not_before`), and the reload that made it live.
 fn trigger(events: &[&Event], first_alert_ms: u64, not_before: u64) -> Option<Trigger> {
+    // A rollback's own apply and reload (the restored version, from the rollback on) undo a
+    // change; they can share the first alert's millisecond but are never its trigger.
+    let rollbacks: Vec<(u64, &str)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ConfigRolledBack { restored, .. } => Some((e.at_ms, restored.as_str())),
+            _ => None,
+        })
+        .collect();
+    let restoring = |e: &Event| {
+        let version = match &e.kind {
+            EventKind::ConfigApplied { version, .. } => version.as_str(),
+            EventKind::Reloaded { generation, .. } => generation.as_str(),
+            _ => return false,
+        };
+        rollbacks
+            .iter()
+            .any(|(at, restored)| e.at_ms >= *at && version == *restored)
+    };
     let before: Vec<&&Event> = events
         .iter()
         .filter(|e| {
             e.at_ms <= first_alert_ms
                 && e.at_ms >= not_before
                 && first_alert_ms - e.at_ms <= TRIGGER_WINDOW_MS
+                && !restoring(e)
         })
         .collect();
     let edit = before.iter().rev().find(|e| {
@@ -1525,6 +1545,45 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// serve's canary can revert in the very round the alert fires: the rollback's apply
+    /// shares the alert's millisecond and must not pass for its trigger.
+    #[test]
+    fn a_rollback_in_the_alerts_own_round_is_not_its_trigger() {
+        let mut events = log();
+        let rollback = EventKind::ConfigRolledBack {
+            file: "ballast.toml".into(),
+            reverted: "v2".into(),
+            restored: "v1".into(),
+            changes: vec!["pool app: ~ weight of server app-3: 1 → 8".into()],
+            alertname: "PoolSkewed".into(),
+            pool: "app".into(),
+            evidence: vec!["R 2.4".into()],
+        };
+        let restored = EventKind::ConfigApplied {
+            version: "v1".into(),
+            previous: Some("v2".into()),
+            file: "ballast.toml".into(),
+            changes: vec!["pool app: ~ weight of server app-3: 8 → 1".into()],
+        };
+        // Inserted right after the alert of 44 s, at the same second.
+        let alert_at = events
+            .iter()
+            .position(|e| matches!(e.kind, EventKind::AlertFiring { .. }))
+            .unwrap();
+        events.insert(alert_at + 1, at(44, rollback));
+        events.insert(alert_at + 2, at(44, restored));
+        let r = review_of(&events);
+        let trigger = r.trigger.expect("a trigger");
+        assert_eq!(
+            trigger.at_ms, 1_035_000,
+            "the edit of 35 s, not the restore"
+        );
+        assert_eq!(
+            trigger.changes,
+            vec!["pool app: ~ weight of server app-3: 1 → 8".to_string()]
+        );
     }
 
     #[test]
