@@ -28,9 +28,9 @@ pub struct Section {
     pub blocks: Vec<Block>,
 }
 
-/// `1 min 05 s`, `46 s`, `1 h 02 min`.
+/// `1 min 05 s`, `46 s`, `1 h 02 min`, to the nearest second (3.99 s reads as 4 s).
 pub fn duration(ms: u64) -> String {
-    let s = ms / 1000;
+    let s = ms.saturating_add(500) / 1000;
     if s < 60 {
         format!("{s} s")
     } else if s < 3600 {
@@ -646,6 +646,8 @@ mod tests {
     #[test]
     fn durations_read_as_people_say_them() {
         assert_eq!(duration(46_000), "46 s");
+        assert_eq!(duration(3_990), "4 s");
+        assert_eq!(duration(1_499), "1 s");
         assert_eq!(duration(65_000), "1 min 05 s");
         assert_eq!(duration(3_720_000), "1 h 02 min");
     }
