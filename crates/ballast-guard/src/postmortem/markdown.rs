@@ -28,6 +28,12 @@ pub struct Section {
     pub blocks: Vec<Block>,
 }
 
+/// A code span of `text`. A backtick inside (a diff line quoting `X-Tenant`) would close the
+/// span early, so inner ones become single quotes.
+fn code(text: &str) -> String {
+    format!("`{}`", text.replace('`', "'"))
+}
+
 /// `1 min 05 s`, `46 s`, `1 h 02 min`, to the nearest second (3.99 s reads as 4 s).
 pub fn duration(ms: u64) -> String {
     let s = ms.saturating_add(500) / 1000;
@@ -191,7 +197,7 @@ fn summary(r: &Review) -> Vec<Block> {
         let what = t
             .changes
             .first()
-            .map_or(String::new(), |c| format!(" (`{c}`)"));
+            .map_or(String::new(), |c| format!(" ({})", code(c)));
         text.push_str(&format!(
             " The likely trigger is the change of {} to `{}`{what}",
             clock(t.at_ms),
@@ -333,11 +339,7 @@ fn list_or_none(items: &[String]) -> String {
     if items.is_empty() {
         "none seen".into()
     } else {
-        items
-            .iter()
-            .map(|i| format!("`{i}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        items.iter().map(|i| code(i)).collect::<Vec<_>>().join(", ")
     }
 }
 
