@@ -13,9 +13,12 @@
 
 mod common;
 
+#[path = "../../ballast-guard/tests/common/mod.rs"]
+mod guard_common;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,15 +28,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::PeerGroup;
+use guard_common::{Backend, free_port};
 
 const TOKEN: &str = "rollback-test-token-0123456789";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// One HTTP/1.1 request on a fresh connection: the status (0 when the exchange failed) and
 /// the body (not de-chunked; the admin API and the backends send lengths).
@@ -63,85 +60,6 @@ fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)])
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
-}
-
-/// A named backend answering `name` to every request, one thread per connection.
-struct Backend {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Backend {
-    fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a backend");
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, name) = (stop.clone(), name.to_string());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let (stop3, name3) = (stop2.clone(), name.clone());
-                        std::thread::spawn(move || answer(conn, &name3, &stop3));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        Backend { addr, stop }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn answer(conn: TcpStream, name: &str, stop: &AtomicBool) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-    let mut writer = conn;
-    loop {
-        let mut line = String::new();
-        let mut got_request = false;
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    continue;
-                }
-                Err(_) => return,
-            }
-            if line == "\r\n" || line == "\n" {
-                if got_request {
-                    break;
-                }
-                continue;
-            }
-            got_request = true;
-        }
-        let body = format!("{name}\n");
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
-            body.len()
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-    }
 }
 
 /// Client threads, each sending `X-Tenant: acme` on fresh connections every few ms until
