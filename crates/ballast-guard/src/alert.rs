@@ -172,9 +172,10 @@ impl Lifecycle {
                 .options
                 .for_override_ms
                 .unwrap_or_else(|| spec.map_or(0, |r| r.for_ms));
+            let words = finding.words();
             let annotations = BTreeMap::from([
-                ("summary".to_string(), finding.summary.clone()),
-                ("description".to_string(), finding.description.clone()),
+                ("summary".to_string(), words.summary),
+                ("description".to_string(), words.description),
                 ("cause".to_string(), explain(finding)),
                 ("runbook".to_string(), runbook_link(finding.rule)),
             ]);
@@ -369,6 +370,7 @@ pub fn runbook_link(alertname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::{Figures, Text};
 
     fn finding(rule: &'static str, level: Level, layer: Layer, server: &str) -> Finding {
         Finding {
@@ -377,9 +379,8 @@ mod tests {
             layer,
             pool: Some("app".into()),
             server: Some(server.into()),
-            summary: format!("{rule} on {server}"),
-            description: String::new(),
-            figures: BTreeMap::new(),
+            text: Text::written(format!("{rule} on {server}"), String::new()),
+            figures: Figures::new(),
         }
     }
 

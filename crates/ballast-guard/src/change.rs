@@ -16,7 +16,7 @@ use ballast_diff::ChangeKind;
 use ballast_import::{Imported, Options};
 use serde::Serialize;
 
-use crate::detect::{Finding, Layer, Level, RuleSpec};
+use crate::detect::{Figures, Finding, Layer, Level, RuleSpec, Text};
 
 /// The rules this module raises.
 pub const RULES: &[RuleSpec] = &[RuleSpec {
@@ -118,17 +118,19 @@ impl ConfigChange {
                 layer: Layer::Distribution,
                 pool,
                 server: None,
-                summary: format!("{} {}", self.headline(), why.join(" and ")),
-                description: [
-                    self.changes.join("\n"),
-                    self.introduced.join("\n"),
-                    self.shifts.join("\n"),
-                ]
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join("\n"),
-                figures: BTreeMap::from([("max_shift_points".to_string(), self.max_shift_points)]),
+                text: Text::written(
+                    format!("{} {}", self.headline(), why.join(" and ")),
+                    [
+                        self.changes.join("\n"),
+                        self.introduced.join("\n"),
+                        self.shifts.join("\n"),
+                    ]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                ),
+                figures: Figures::from([("max_shift_points", self.max_shift_points)]),
             })
             .collect()
     }
@@ -432,7 +434,7 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].rule, "ConfigChangeRisky");
         assert_eq!(f[0].pool.as_deref(), Some("app"));
-        assert!(f[0].summary.contains("1 → 8"), "{}", f[0].summary);
+        assert!(f[0].summary().contains("1 → 8"), "{}", f[0].summary());
         assert_eq!(w.poll(3_000), None, "seen once");
     }
 
@@ -471,10 +473,10 @@ mod tests {
         let f = c.findings();
         assert_eq!(f[0].level, Level::Warning, "no check error was added");
         assert!(
-            f[0].summary
+            f[0].summary()
                 .contains("moves a server's predicted share by 47 points"),
             "{}",
-            f[0].summary
+            f[0].summary()
         );
     }
 

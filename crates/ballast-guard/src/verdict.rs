@@ -27,9 +27,9 @@ const BASELINE_MIN_MS: u64 = 20_000;
 
 /// The cause statement for one finding.
 pub fn explain(f: &Finding, ctx: &Context) -> String {
-    let mut out = format!("It is {}: {}.", f.layer.as_str(), f.summary);
+    let mut out = format!("It is {}: {}.", f.layer.as_str(), f.summary());
     if f.layer == Layer::Traffic {
-        out = format!("It is the traffic: {}.", f.summary);
+        out = format!("It is the traffic: {}.", f.summary());
     }
     if let Some(trigger) = trigger(f, ctx) {
         out.push_str(&format!(" Likely trigger: {trigger}."));
@@ -194,9 +194,8 @@ fn per_second(rate: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Level;
+    use crate::detect::{Figures, Level, Text};
     use ballast_core::sample::{PoolSample, Promise, ResponseClasses, ServerState};
-    use std::collections::BTreeMap;
 
     /// Samples every second for `secs`: each server gains `rate` requests a second, with
     /// `latency` ms, and after `hot_from` s app-3 gains `hot_rate` instead.
@@ -253,9 +252,8 @@ mod tests {
             layer: Layer::Distribution,
             pool: Some("app".into()),
             server: Some("app-3".into()),
-            summary: "pool app sends 60% of its requests to app-3".into(),
-            description: String::new(),
-            figures: BTreeMap::new(),
+            text: Text::written("pool app sends 60% of its requests to app-3", ""),
+            figures: Figures::new(),
         }
     }
 

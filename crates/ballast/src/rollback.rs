@@ -14,7 +14,7 @@ use ballast_guard::canary::{
     CONFIG_ROLLED_BACK, Canary, CanaryOptions, Decision, ReloadUnderTest, RevertVerdict,
     change_lines,
 };
-use ballast_guard::detect::{Finding, Layer, Level};
+use ballast_guard::detect::{Figures, Finding, Layer, Level, Text};
 use ballast_guard::watch::{Outcome, Watcher};
 use ballast_proxy::{Proxy, RollbackRequest};
 
@@ -130,7 +130,7 @@ impl Rollback {
             format!(
                 "It is the configuration: {}. Service runs the previous version again; the file \
                  still holds the reverted one, refused by later reloads until it changes.",
-                f.summary
+                f.summary()
             )
         });
         self.to_deliver = round.to_deliver();
@@ -203,18 +203,20 @@ fn finding(d: &Done) -> Finding {
         layer: Layer::Distribution,
         pool: Some(d.verdict.pool.clone()).filter(|p| !p.is_empty()),
         server: d.verdict.server.clone(),
-        summary: format!(
-            "serve rolled back configuration {} to {} at {} because {}",
-            d.reverted,
-            d.restored,
-            ballast_guard::change::clock(d.at_ms),
-            d.verdict.reason
+        text: Text::written(
+            format!(
+                "serve rolled back configuration {} to {} at {} because {}",
+                d.reverted,
+                d.restored,
+                ballast_guard::change::clock(d.at_ms),
+                d.verdict.reason
+            ),
+            [
+                format!("Evidence:\n{}", d.verdict.evidence.join("\n")),
+                format!("Undone:\n{}", d.changes.join("\n")),
+            ]
+            .join("\n"),
         ),
-        description: [
-            format!("Evidence:\n{}", d.verdict.evidence.join("\n")),
-            format!("Undone:\n{}", d.changes.join("\n")),
-        ]
-        .join("\n"),
-        figures: BTreeMap::new(),
+        figures: Figures::new(),
     }
 }

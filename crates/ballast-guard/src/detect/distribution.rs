@@ -12,12 +12,10 @@
 //! to the saturation detector. Below a volume floor the answer is "not enough traffic", never
 //! an alert.
 
-use std::collections::BTreeMap;
-
 use ballast_core::distribution::{Evenness, evenness};
 use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
 
-use super::{Finding, Layer, by_name, pool_series};
+use super::{Figures, Finding, Layer, Text, by_name, pool_series};
 
 /// When a pool's spread is worth an alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,12 +119,12 @@ pub fn finding(d: &PoolDistribution) -> Option<Finding> {
         Measure::Requests => format!(", χ² p = {:.1e}", evenness.chi2_p),
         Measure::Concurrency => String::new(),
     };
-    let figures = BTreeMap::from([
-        ("peak_ratio".to_string(), evenness.peak_ratio),
-        ("share".to_string(), *share),
-        ("expected".to_string(), *expected),
-        ("jain".to_string(), evenness.jain),
-        ("chi2_p".to_string(), evenness.chi2_p),
+    let figures = Figures::from([
+        ("peak_ratio", evenness.peak_ratio),
+        ("share", *share),
+        ("expected", *expected),
+        ("jain", evenness.jain),
+        ("chi2_p", evenness.chi2_p),
     ]);
     Some(Finding {
         rule: "PoolSkewed",
@@ -134,28 +132,30 @@ pub fn finding(d: &PoolDistribution) -> Option<Finding> {
         layer: Layer::Distribution,
         pool: Some(d.pool.clone()),
         server: Some(server.clone()),
-        summary: format!(
-            "pool {} sends {:.0}% of its {what} to {server}, {:.1}× its share of {:.0}%",
-            d.pool,
-            share * 100.0,
-            evenness.peak_ratio,
-            expected * 100.0
-        ),
-        description: format!(
-            "The pool's algorithm promises {}; over the window {server} took {:.1}% of the \
+        text: Text::written(
+            format!(
+                "pool {} sends {:.0}% of its {what} to {server}, {:.1}× its share of {:.0}%",
+                d.pool,
+                share * 100.0,
+                evenness.peak_ratio,
+                expected * 100.0
+            ),
+            format!(
+                "The pool's algorithm promises {}; over the window {server} took {:.1}% of the \
              {what} against the {:.1}% {} (R = {:.2}, Jain's index {:.2}{gate}).",
-            d.promise.as_str(),
-            share * 100.0,
-            expected * 100.0,
-            if d.keyed {
-                "the keys seen predict for it through nginx's own hash: the balancer does not \
+                d.promise.as_str(),
+                share * 100.0,
+                expected * 100.0,
+                if d.keyed {
+                    "the keys seen predict for it through nginx's own hash: the balancer does not \
                  send the keys where its algorithm does (a server it took out, another \
                  configuration running)"
-            } else {
-                "its live weight gives it"
-            },
-            evenness.peak_ratio,
-            evenness.jain
+                } else {
+                    "its live weight gives it"
+                },
+                evenness.peak_ratio,
+                evenness.jain
+            ),
         ),
         figures,
     })

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use ballast_core::config::Config;
 use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
 
-use super::{Finding, Layer, Level, RuleSpec};
+use super::{Figures, Finding, Layer, Level, RuleSpec, Text};
 
 pub const POOL_SHARES_SHIFTED: &str = "PoolSharesShifted";
 
@@ -203,30 +203,28 @@ fn judge(
         layer: Layer::Distribution,
         pool: Some(pool.name.clone()),
         server: Some(hot.to_string()),
-        summary: format!(
-            "pool {} now promises {hot} {:.0}% of its traffic instead of {:.0}% ({})",
-            pool.name,
-            is * 100.0,
-            was * 100.0,
-            if changed.is_empty() {
-                "weights changed".to_string()
-            } else {
-                changed.join(", ")
-            }
-        ),
-        description: format!(
-            "Against {reference_name}, the live weights and states move {hot}'s expected share \
+        text: Text::written(
+            format!(
+                "pool {} now promises {hot} {:.0}% of its traffic instead of {:.0}% ({})",
+                pool.name,
+                is * 100.0,
+                was * 100.0,
+                if changed.is_empty() {
+                    "weights changed".to_string()
+                } else {
+                    changed.join(", ")
+                }
+            ),
+            format!(
+                "Against {reference_name}, the live weights and states move {hot}'s expected share \
              by {points:.0} points. Now: {}.",
-            now.iter()
-                .map(|(n, s)| format!("{n} {:.0}%", s * 100.0))
-                .collect::<Vec<_>>()
-                .join(", ")
+                now.iter()
+                    .map(|(n, s)| format!("{n} {:.0}%", s * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ),
-        figures: BTreeMap::from([
-            ("shift_points".to_string(), points),
-            ("share".to_string(), is),
-            ("expected".to_string(), was),
-        ]),
+        figures: Figures::from([("shift_points", points), ("share", is), ("expected", was)]),
     })
 }
 
@@ -259,14 +257,14 @@ mod tests {
         assert_eq!(f[0].level, Level::Critical);
         assert_eq!(f[0].server.as_deref(), Some("app-3"));
         assert!(
-            f[0].summary.contains("80% of its traffic instead of 33%"),
+            f[0].summary().contains("80% of its traffic instead of 33%"),
             "{}",
-            f[0].summary
+            f[0].summary()
         );
         assert!(
-            f[0].summary.contains("weight of app-3 1 → 8"),
+            f[0].summary().contains("weight of app-3 1 → 8"),
             "{}",
-            f[0].summary
+            f[0].summary()
         );
     }
 
@@ -286,9 +284,9 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].level, Level::Warning, "33% → 50% is 17 points");
         assert!(
-            f[0].summary.contains("app-2 in maintenance"),
+            f[0].summary().contains("app-2 in maintenance"),
             "{}",
-            f[0].summary
+            f[0].summary()
         );
     }
 
@@ -315,7 +313,7 @@ mod tests {
         let drained = sample(1, vec![pool("app", servers)]);
         let f = detect(&[drained], Some(&loaded.config), &t);
         assert_eq!(f.len(), 1);
-        assert!(f[0].description.contains("the configuration file"));
+        assert!(f[0].description().contains("the configuration file"));
     }
 
     #[test]

@@ -16,7 +16,10 @@
 
 use ballast_core::sample::{PoolSample, ResponseClasses, Sample, ServerSample, ServerState};
 
-use super::{Finding, Layer, Level, RuleSpec, ServerPlace, by_name, figures, percent, span, whole};
+use super::{
+    Figures, Finding, Layer, Level, RuleSpec, ServerPlace, Text, Words, by_name, figures, percent,
+    span, span_ms, span_of, whole,
+};
 
 /// When errors, outliers and flapping are worth an alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,6 +182,7 @@ pub fn detect(window: &[Sample], thresholds: &ErrorThresholds) -> Vec<Finding> {
         let context = PoolContext {
             pool,
             over: &over,
+            over_ms: span_of(window),
             t: thresholds,
             answered_by_balancer: super::unreached::answered_by_balancer(window, &pool.name),
         };
@@ -333,7 +337,7 @@ impl Counted {
         }
     }
 
-    fn figures(&self) -> std::collections::BTreeMap<String, f64> {
+    fn figures(&self) -> Figures {
         figures(&[
             ("responses", self.responses as f64),
             ("errors", self.errors() as f64),
@@ -377,6 +381,8 @@ fn others_mean_sd(sum: f64, sum_sq: f64, n: usize, x: f64) -> (f64, f64) {
 struct PoolContext<'a> {
     pool: &'a PoolSample,
     over: &'a str,
+    /// The window's length, for words written later.
+    over_ms: u64,
     t: &'a ErrorThresholds,
     /// The pool's requests the balancer failed itself in the window, no server reached
     /// (nginx's "no live upstreams" 502s): errors of the pool that no server counts.
@@ -403,22 +409,23 @@ impl PoolContext<'_> {
             let Some(level) = self.level(c.error_ratio()) else {
                 continue;
             };
-            let place = ServerPlace {
-                pool: name,
-                server: &s.now.name,
-            };
+            let over_ms = self.over_ms;
             found.push(Finding {
                 rule: SERVER_ERROR_RATE,
                 level,
                 layer: Layer::Backend,
                 pool: Some(name.clone()),
                 server: Some(s.now.name.clone()),
-                summary: format!(
-                    "{place} failed {} of its responses in the last {}",
-                    percent(c.error_ratio()),
-                    self.over
-                ),
-                description: format!("{place}: {} in the last {}.", c.breakdown(), self.over),
+                text: Text::later(move |f| {
+                    let (place, over) = (f.place(), span_ms(over_ms));
+                    Words {
+                        summary: format!(
+                            "{place} failed {} of its responses in the last {over}",
+                            percent(c.error_ratio()),
+                        ),
+                        description: format!("{place}: {} in the last {over}.", c.breakdown()),
+                    }
+                }),
                 figures: c.figures(),
             });
         }
@@ -468,8 +475,8 @@ impl PoolContext<'_> {
             (Layer::Backend, String::new())
         };
         let mut figs = total.figures();
-        figs.insert("queued".into(), queued as f64);
-        figs.insert("answered_by_balancer".into(), local as f64);
+        figs.insert("queued", queued as f64);
+        figs.insert("answered_by_balancer", local as f64);
         let worst = if local > 0 {
             let mut w = vec![format!("the balancer itself {local} (no server reached)")];
             w.extend(worst);
@@ -483,16 +490,18 @@ impl PoolContext<'_> {
             layer,
             pool: Some(name.clone()),
             server: None,
-            summary: format!(
-                "pool {name} failed {} of its responses in the last {}",
-                percent(total.error_ratio()),
-                self.over
-            ),
-            description: format!(
-                "pool {name}: {} in the last {}; most from {}.{queue_note}",
-                total.breakdown(),
-                self.over,
-                worst.join(", ")
+            text: Text::written(
+                format!(
+                    "pool {name} failed {} of its responses in the last {}",
+                    percent(total.error_ratio()),
+                    self.over
+                ),
+                format!(
+                    "pool {name}: {} in the last {}; most from {}.{queue_note}",
+                    total.breakdown(),
+                    self.over,
+                    worst.join(", ")
+                ),
             ),
             figures: figs,
         });
@@ -517,10 +526,7 @@ impl PoolContext<'_> {
             if !(rate < threshold && mean - rate >= self.t.outlier_min_gap) {
                 continue;
             }
-            let place = ServerPlace {
-                pool: &self.pool.name,
-                server: &s.now.name,
-            };
+            let (over_ms, c) = (self.over_ms, *c);
             // One map built from every figure at once: the outlier's figures are its
             // counts' and the comparison's.
             let figs = figures(&[
@@ -541,24 +547,29 @@ impl PoolContext<'_> {
                 layer: Layer::Backend,
                 pool: Some(self.pool.name.clone()),
                 server: Some(s.now.name.clone()),
-                summary: format!(
-                    "{place} stands out from its pool: {} success against {} on the other {} \
-                     servers",
-                    percent(rate),
-                    percent(mean),
-                    n - 1
-                ),
-                description: format!(
-                    "{place}: {} success ({}) in the last {}; the other {} servers average {} \
-                     (σ {}), threshold {}. The others are healthy: not a shared dependency.",
-                    percent(rate),
-                    c.breakdown(),
-                    self.over,
-                    n - 1,
-                    percent(mean),
-                    percent(sd),
-                    percent(threshold)
-                ),
+                text: Text::later(move |f| {
+                    let (place, over) = (f.place(), span_ms(over_ms));
+                    Words {
+                        summary: format!(
+                            "{place} stands out from its pool: {} success against {} on the \
+                             other {} servers",
+                            percent(rate),
+                            percent(mean),
+                            n - 1
+                        ),
+                        description: format!(
+                            "{place}: {} success ({}) in the last {over}; the other {} servers \
+                             average {} (σ {}), threshold {}. The others are healthy: not a \
+                             shared dependency.",
+                            percent(rate),
+                            c.breakdown(),
+                            n - 1,
+                            percent(mean),
+                            percent(sd),
+                            percent(threshold)
+                        ),
+                    }
+                }),
                 figures: figs,
             });
         }
@@ -598,10 +609,7 @@ impl PoolContext<'_> {
             if !stands_out {
                 continue;
             }
-            let place = ServerPlace {
-                pool: &self.pool.name,
-                server: &s.now.name,
-            };
+            let over_ms = self.over_ms;
             let (ms, median_ms, mean_ms, sd_ms, threshold_ms) = (
                 whole(latency),
                 whole(median),
@@ -615,18 +623,23 @@ impl PoolContext<'_> {
                 layer: Layer::Backend,
                 pool: Some(self.pool.name.clone()),
                 server: Some(s.now.name.clone()),
-                summary: format!(
-                    "{place} is slower than its pool: {ms} ms against a median of \
-                     {median_ms} ms over {n} servers"
-                ),
-                description: format!(
-                    "{place} answered in {ms} ms on average in the last {}; the other \
-                     {} servers average {mean_ms} ms (σ {sd_ms} ms), threshold {threshold_ms} \
-                     ms. The other servers' latency is normal: not a shared dependency such as \
-                     the database.",
-                    self.over,
-                    n - 1
-                ),
+                text: Text::later(move |f| {
+                    let place = f.place();
+                    Words {
+                        summary: format!(
+                            "{place} is slower than its pool: {ms} ms against a median of \
+                             {median_ms} ms over {n} servers"
+                        ),
+                        description: format!(
+                            "{place} answered in {ms} ms on average in the last {}; the other \
+                             {} servers average {mean_ms} ms (σ {sd_ms} ms), threshold \
+                             {threshold_ms} ms. The other servers' latency is normal: not a \
+                             shared dependency such as the database.",
+                            span_ms(over_ms),
+                            n - 1
+                        ),
+                    }
+                }),
                 figures: figures(&[
                     ("latency_ms", latency),
                     ("median_ms", median),
@@ -678,10 +691,12 @@ impl PoolContext<'_> {
                 layer: Layer::Backend,
                 pool: Some(name.clone()),
                 server: None,
-                summary: format!("pool {name} has no server up: {n} servers, {parts}"),
-                description: format!(
-                    "none of the {n} servers of pool {name} takes traffic ({parts}): every \
+                text: Text::written(
+                    format!("pool {name} has no server up: {n} servers, {parts}"),
+                    format!(
+                        "none of the {n} servers of pool {name} takes traffic ({parts}): every \
                      request to it fails."
+                    ),
                 ),
                 figures: figs,
             }
@@ -692,10 +707,12 @@ impl PoolContext<'_> {
                 layer: Layer::Distribution,
                 pool: Some(name.clone()),
                 server: None,
-                summary: format!("pool {name} has no server in rotation: {n} servers, {parts}"),
-                description: format!(
-                    "none of the {n} servers of pool {name} takes traffic ({parts}), and none \
+                text: Text::written(
+                    format!("pool {name} has no server in rotation: {n} servers, {parts}"),
+                    format!(
+                        "none of the {n} servers of pool {name} takes traffic ({parts}), and none \
                      failed: all were taken out, so every request to it fails."
+                    ),
                 ),
                 figures: figs,
             }
@@ -724,14 +741,16 @@ impl PoolContext<'_> {
                 layer: Layer::Backend,
                 pool: Some(self.pool.name.clone()),
                 server: Some(s.now.name.clone()),
-                summary: format!(
-                    "{place} is flapping: {} up/down changes in the last {}",
-                    s.flaps, self.over
-                ),
-                description: format!(
-                    "{place} changed between up and down {} times in the last {} (alert from \
+                text: Text::written(
+                    format!(
+                        "{place} is flapping: {} up/down changes in the last {}",
+                        s.flaps, self.over
+                    ),
+                    format!(
+                        "{place} changed between up and down {} times in the last {} (alert from \
                      {}); it is {state} now. Each fall moves its traffic onto the rest.",
-                    s.flaps, self.over, self.t.flap_changes
+                        s.flaps, self.over, self.t.flap_changes
+                    ),
                 ),
                 figures: figures(&[("changes", s.flaps as f64)]),
             });
@@ -794,7 +813,7 @@ mod tests {
         assert_eq!(rate[0].figures["responses"], 600.0);
         assert!((rate[0].figures["ratio"] - 0.1).abs() < 1e-12);
         assert_eq!(
-            rate[0].summary,
+            rate[0].summary(),
             "server app/s2 failed 10% of its responses in the last 1 min"
         );
         // No status at all counts as an error too.
@@ -812,9 +831,11 @@ mod tests {
             (Level::Warning, Layer::Backend)
         );
         assert!(
-            pool_rate[0].description.contains("most from s2 240 (40%)"),
+            pool_rate[0]
+                .description()
+                .contains("most from s2 240 (40%)"),
             "{}",
-            pool_rate[0].description
+            pool_rate[0].description()
         );
     }
 
@@ -861,7 +882,7 @@ mod tests {
             (pool_rate[0].level, pool_rate[0].layer),
             (Level::Critical, Layer::Limits)
         );
-        assert!(pool_rate[0].description.contains("balancer's own 503s"));
+        assert!(pool_rate[0].description().contains("balancer's own 503s"));
     }
 
     #[test]
@@ -915,10 +936,10 @@ mod tests {
         assert_eq!(outlier.figures["servers"], 5.0);
         assert!(
             outlier
-                .summary
+                .summary()
                 .contains("92% success against 99.8% on the other 4 servers"),
             "{}",
-            outlier.summary
+            outlier.summary()
         );
     }
 
@@ -976,7 +997,7 @@ mod tests {
             (400.0, 22.0)
         );
         assert!(
-            slow.description
+            slow.description()
                 .contains("not a shared dependency such as the database")
         );
         // Three servers suffice.
@@ -1037,14 +1058,14 @@ mod tests {
         );
         assert_eq!(down[0].figures["servers"], 3.0);
         assert_eq!(
-            down[0].summary,
+            down[0].summary(),
             "pool app has no server up: 3 servers, 3 down (failed checks)"
         );
         // Down and in maintenance: still failed.
         let found = run(&states(&[&[Down, Maint, Down]]));
         assert!(
             of_rule(&found, POOL_ALL_DOWN)[0]
-                .summary
+                .summary()
                 .ends_with("2 down (failed checks), 1 in maintenance")
         );
         // One server up is enough; so is a backup.
@@ -1165,7 +1186,9 @@ mod tests {
                 _ => 60_000,
             };
             assert_eq!(spec.for_ms, expected_for, "{}", f.rule);
-            assert!(!f.summary.is_empty() && !f.description.is_empty() && !f.figures.is_empty());
+            assert!(
+                !f.summary().is_empty() && !f.description().is_empty() && !f.figures.is_empty()
+            );
             assert!(f.pool.is_some());
         }
     }

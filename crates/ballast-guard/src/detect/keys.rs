@@ -10,7 +10,7 @@ use ballast_core::distribution::evenness;
 use ballast_core::sample::{PoolSample, Promise, Sample};
 
 use super::distribution::{Candidate, Thresholds, candidates};
-use super::{Finding, Layer, Level, RuleSpec, by_name, figures, percent, pool_series};
+use super::{Finding, Layer, Level, RuleSpec, Text, by_name, figures, percent, pool_series};
 
 pub const POOL_KEY_CONCENTRATED: &str = "PoolKeyConcentrated";
 
@@ -126,7 +126,7 @@ pub fn detect(window: &[Sample], thresholds: &Thresholds) -> Vec<Finding> {
             layer: Layer::Distribution,
             pool: Some(pool.name.clone()),
             server: Some(hot.clone()),
-            summary: format!(
+            text: Text::written(format!(
                 "pool {} hashes on {}, whose values send {} of its requests to {hot}, {:.1}× its \
                  share of {}",
                 pool.name,
@@ -134,8 +134,7 @@ pub fn detect(window: &[Sample], thresholds: &Thresholds) -> Vec<Finding> {
                 percent(share),
                 e.peak_ratio,
                 percent(expected)
-            ),
-            description: format!(
+            ), format!(
                 "The keys of the window's {total} requests, placed by the load balancer's own \
                  hash, send {} to {hot} against the {} its weight gives it (R = {:.2}, χ² p = \
                  {:.1e}){top}. The balancer follows its algorithm: the key has too few values.",
@@ -143,7 +142,7 @@ pub fn detect(window: &[Sample], thresholds: &Thresholds) -> Vec<Finding> {
                 percent(expected),
                 e.peak_ratio,
                 e.chi2_p
-            ),
+            )),
             figures: figures(&[
                 ("peak_ratio", e.peak_ratio),
                 ("share", share),
@@ -204,7 +203,7 @@ mod tests {
             (f.rule, f.level, f.server.as_deref()),
             (POOL_KEY_CONCENTRATED, Level::Critical, Some("app-3"))
         );
-        assert!(f.summary.contains("$http_x_tenant") && f.description.contains("`tenant-0`"));
+        assert!(f.summary().contains("$http_x_tenant") && f.description().contains("`tenant-0`"));
         // The balancer sent the keys where its hash does: PoolSkewed has nothing to say.
         assert!(
             matches!(verdict_of(&w), Verdict::NotJudged { .. }),

@@ -13,8 +13,6 @@ pub mod keys;
 pub mod saturation;
 pub mod unreached;
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 /// How loud a finding is.
@@ -60,7 +58,11 @@ impl Layer {
 }
 
 /// One thing a detector found in one window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// Its text is written on demand: a fleet round finds thousands of things and the lifecycle
+/// reads the words of each once, so a detector hands over the figures and a way to word them
+/// ([`Text::later`]) rather than two formatted sentences (BENCHMARKS.md, the guard).
+#[derive(Clone)]
 pub struct Finding {
     /// The rule that found it: an `alertname` from [`RULES`].
     pub rule: &'static str,
@@ -68,13 +70,204 @@ pub struct Finding {
     pub layer: Layer,
     pub pool: Option<String>,
     pub server: Option<String>,
-    /// One line for a page: what, where, how much.
-    pub summary: String,
-    /// The figures behind it, in a sentence or two.
-    pub description: String,
+    /// Its summary (one line for a page: what, where, how much) and its description (the
+    /// figures behind it, in a sentence or two); read them with [`Finding::summary`],
+    /// [`Finding::description`] or [`Finding::words`].
+    pub text: Text,
     /// The numbers, by name (`peak_ratio`, `share`, `expected`, `sessions`, `limit`…), for JSON
     /// output, the dashboard and the postmortem.
-    pub figures: BTreeMap<String, f64>,
+    pub figures: Figures,
+}
+
+/// A finding's words: a page's summary line and its description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Words {
+    pub summary: String,
+    pub description: String,
+}
+
+/// How a finding's words are had: written when it was found, or written from the finding when
+/// asked for.
+#[derive(Clone)]
+pub enum Text {
+    Written(Words),
+    /// Words from the finding (its pool, server and figures) and what the closure captured.
+    Later(std::sync::Arc<dyn Fn(&Finding) -> Words + Send + Sync>),
+}
+
+impl Text {
+    /// Words written now.
+    pub fn written(summary: impl Into<String>, description: impl Into<String>) -> Text {
+        Text::Written(Words {
+            summary: summary.into(),
+            description: description.into(),
+        })
+    }
+
+    /// Words written when read, from the finding and what `words` captures (capture plain
+    /// figures, not borrowed names: the finding carries its pool and server).
+    pub fn later(words: impl Fn(&Finding) -> Words + Send + Sync + 'static) -> Text {
+        Text::Later(std::sync::Arc::new(words))
+    }
+}
+
+impl Finding {
+    /// Its summary and description, written now if they were deferred.
+    pub fn words(&self) -> Words {
+        match &self.text {
+            Text::Written(w) => w.clone(),
+            Text::Later(write) => write(self),
+        }
+    }
+
+    /// One line for a page: what, where, how much.
+    pub fn summary(&self) -> String {
+        match &self.text {
+            Text::Written(w) => w.summary.clone(),
+            Text::Later(write) => write(self).summary,
+        }
+    }
+
+    /// The figures behind it, in a sentence or two.
+    pub fn description(&self) -> String {
+        match &self.text {
+            Text::Written(w) => w.description.clone(),
+            Text::Later(write) => write(self).description,
+        }
+    }
+
+    /// The pool's name, empty for findings of no pool.
+    pub fn pool_name(&self) -> &str {
+        self.pool.as_deref().unwrap_or("")
+    }
+
+    /// "server POOL/SERVER", for deferred words.
+    pub(crate) fn place(&self) -> ServerPlace<'_> {
+        ServerPlace {
+            pool: self.pool_name(),
+            server: self.server.as_deref().unwrap_or(""),
+        }
+    }
+}
+
+impl std::fmt::Debug for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words = self.words();
+        f.debug_struct("Finding")
+            .field("rule", &self.rule)
+            .field("level", &self.level)
+            .field("layer", &self.layer)
+            .field("pool", &self.pool)
+            .field("server", &self.server)
+            .field("summary", &words.summary)
+            .field("description", &words.description)
+            .field("figures", &self.figures)
+            .finish()
+    }
+}
+
+impl PartialEq for Finding {
+    fn eq(&self, other: &Self) -> bool {
+        self.rule == other.rule
+            && self.level == other.level
+            && self.layer == other.layer
+            && self.pool == other.pool
+            && self.server == other.server
+            && self.figures == other.figures
+            && self.words() == other.words()
+    }
+}
+
+/// The shape it always had: `summary` and `description` as strings, `figures` as a map.
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let words = self.words();
+        let mut s = serializer.serialize_struct("Finding", 8)?;
+        s.serialize_field("rule", self.rule)?;
+        s.serialize_field("level", &self.level)?;
+        s.serialize_field("layer", &self.layer)?;
+        s.serialize_field("pool", &self.pool)?;
+        s.serialize_field("server", &self.server)?;
+        s.serialize_field("summary", &words.summary)?;
+        s.serialize_field("description", &words.description)?;
+        s.serialize_field("figures", &self.figures)?;
+        s.end()
+    }
+}
+
+/// A finding's numbers by name: a handful, so a list searched in order (no map, no owned
+/// keys); serialized as a map sorted by name, as JSON output always had it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures(Vec<(&'static str, f64)>);
+
+impl Figures {
+    pub fn new() -> Figures {
+        Figures(Vec::new())
+    }
+
+    /// The figure `name`, if the finding has it.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    /// Sets figure `name`, replacing one of the same name.
+    pub fn insert(&mut self, name: &'static str, value: f64) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Every figure, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        let mut sorted: Vec<(&'static str, f64)> = self.0.clone();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        sorted.dedup_by(|later, first| later.0 == first.0);
+        sorted.into_iter()
+    }
+}
+
+impl<const N: usize> From<[(&'static str, f64); N]> for Figures {
+    fn from(named: [(&'static str, f64); N]) -> Figures {
+        named.into_iter().collect()
+    }
+}
+
+impl FromIterator<(&'static str, f64)> for Figures {
+    fn from_iter<I: IntoIterator<Item = (&'static str, f64)>>(named: I) -> Figures {
+        let mut figures = Figures::new();
+        for (k, v) in named {
+            figures.insert(k, v);
+        }
+        figures
+    }
+}
+
+impl std::ops::Index<&str> for Figures {
+    type Output = f64;
+
+    /// The figure `name`; panics when it is missing (tests and code that just set it).
+    fn index(&self, name: &str) -> &f64 {
+        match self.0.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => v,
+            None => panic!("no figure {name:?} in {self:?}"),
+        }
+    }
+}
+
+impl Serialize for Figures {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
 }
 
 /// A rule: what a detector's finding is called, how long it must hold before it fires, and
@@ -159,16 +352,7 @@ pub(crate) fn increase(values: impl IntoIterator<Item = u64>) -> Option<u64> {
 
 /// The window's length in words ("45 s", "2 min 30 s"), for summaries.
 pub(crate) fn span(window: &[ballast_core::sample::Sample]) -> String {
-    let ms = match (window.first(), window.last()) {
-        (Some(first), Some(last)) => last.at_ms.saturating_sub(first.at_ms),
-        _ => 0,
-    };
-    let seconds = ms.div_ceil(1000);
-    match (seconds / 60, seconds % 60) {
-        (0, s) => format!("{s} s"),
-        (m, 0) => format!("{m} min"),
-        (m, s) => format!("{m} min {s} s"),
-    }
+    span_ms(span_of(window))
 }
 
 /// A ratio as a percentage: "84%", "12.5%", "0.4%". Written straight into the text it is
@@ -249,8 +433,26 @@ impl std::fmt::Display for ServerPlace<'_> {
 }
 
 /// Figures by name, for [`Finding::figures`].
-pub(crate) fn figures(named: &[(&str, f64)]) -> BTreeMap<String, f64> {
-    named.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+pub(crate) fn figures(named: &[(&'static str, f64)]) -> Figures {
+    named.iter().copied().collect()
+}
+
+/// A length of time in words ("45 s", "2 min 30 s"), as [`span`] words a window.
+pub(crate) fn span_ms(ms: u64) -> String {
+    let seconds = ms.div_ceil(1000);
+    match (seconds / 60, seconds % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
+/// The window's length in milliseconds.
+pub(crate) fn span_of(window: &[ballast_core::sample::Sample]) -> u64 {
+    match (window.first(), window.last()) {
+        (Some(first), Some(last)) => last.at_ms.saturating_sub(first.at_ms),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use ballast_core::sample::{
 };
 
 use super::{
-    Finding, Layer, Level, RuleSpec, ServerPlace, by_name, figures, increase, percent, span,
+    Finding, Layer, Level, RuleSpec, Text, Words, by_name, figures, increase, percent, span,
 };
 
 /// When connections count as near or at a limit.
@@ -229,10 +229,7 @@ fn judge_server(
     if queued == 0 && !fill.is_some_and(|f| f.near(t)) {
         return;
     }
-    let place = ServerPlace {
-        pool: &pool.name,
-        server: &server.name,
-    };
+    // The words are written when read (Text::later): only what they need is captured.
     let queue_note = QueueNote(queued);
     if let Some(fill) = fill {
         let figs = || {
@@ -250,17 +247,23 @@ fn judge_server(
                 layer: Layer::Limits,
                 pool: Some(pool.name.clone()),
                 server: Some(server.name.clone()),
-                summary: format!(
-                    "{place} is at its connection limit: {} of {} sessions{queue_note}",
-                    fill.active, fill.limit
-                ),
-                description: format!(
-                    "{place} holds {} sessions against its limit of {} ({}); {queued} requests \
-                     wait in its queue. New requests for it queue or go to other servers.",
-                    fill.active,
-                    fill.limit,
-                    percent(fill.ratio)
-                ),
+                text: Text::later(move |f| {
+                    let place = f.place();
+                    Words {
+                        summary: format!(
+                            "{place} is at its connection limit: {} of {} sessions{queue_note}",
+                            fill.active, fill.limit
+                        ),
+                        description: format!(
+                            "{place} holds {} sessions against its limit of {} ({}); {queued} \
+                             requests wait in its queue. New requests for it queue or go to \
+                             other servers.",
+                            fill.active,
+                            fill.limit,
+                            percent(fill.ratio)
+                        ),
+                    }
+                }),
                 figures: figs(),
             });
         }
@@ -271,20 +274,28 @@ fn judge_server(
                 layer: Layer::Limits,
                 pool: Some(pool.name.clone()),
                 server: Some(server.name.clone()),
-                summary: format!(
-                    "{place} is near its connection limit: {} of {} sessions ({})",
-                    fill.active,
-                    fill.limit,
-                    percent(fill.ratio)
-                ),
-                description: format!(
-                    "{place} holds {} sessions against its limit of {} ({}, warning from {}); \
-                     {queued} requests queued.",
-                    fill.active,
-                    fill.limit,
-                    percent(fill.ratio),
-                    percent(t.near_limit)
-                ),
+                text: {
+                    let near_limit = t.near_limit;
+                    Text::later(move |f| {
+                        let place = f.place();
+                        Words {
+                            summary: format!(
+                                "{place} is near its connection limit: {} of {} sessions ({})",
+                                fill.active,
+                                fill.limit,
+                                percent(fill.ratio)
+                            ),
+                            description: format!(
+                                "{place} holds {} sessions against its limit of {} ({}, warning \
+                                 from {}); {queued} requests queued.",
+                                fill.active,
+                                fill.limit,
+                                percent(fill.ratio),
+                                percent(near_limit)
+                            ),
+                        }
+                    })
+                },
                 figures: figs(),
             });
         }
@@ -303,10 +314,10 @@ fn judge_server(
             ("sessions", server.active as f64),
         ]);
         if let Some(limit) = server.max_connections.filter(|&l| l > 0) {
-            f.insert("limit".into(), limit as f64);
+            f.insert("limit", limit as f64);
         }
         if let Some(q) = max_queue {
-            f.insert("max_queue".into(), q as f64);
+            f.insert("max_queue", q as f64);
         }
         f
     };
@@ -317,13 +328,19 @@ fn judge_server(
             layer: Layer::Limits,
             pool: Some(pool.name.clone()),
             server: Some(server.name.clone()),
-            summary: format!(
-                "{place}'s queue is full: {queued} of {max_queue} queued ({sessions})"
-            ),
-            description: format!(
-                "{place} has {queued} requests waiting against its queue limit of {max_queue}, \
-                 with {sessions}: further requests for it are redispatched or refused."
-            ),
+            text: Text::later(move |f| {
+                let place = f.place();
+                Words {
+                    summary: format!(
+                        "{place}'s queue is full: {queued} of {max_queue} queued ({sessions})"
+                    ),
+                    description: format!(
+                        "{place} has {queued} requests waiting against its queue limit of \
+                         {max_queue}, with {sessions}: further requests for it are redispatched \
+                         or refused."
+                    ),
+                }
+            }),
             figures: figs(),
         });
     }
@@ -333,16 +350,22 @@ fn judge_server(
         layer: Layer::Limits,
         pool: Some(pool.name.clone()),
         server: Some(server.name.clone()),
-        summary: format!("{place} has {queued} requests queued ({sessions})"),
-        description: format!(
-            "{place} has {queued} requests waiting for a connection slot, with {sessions}; \
-             queued requests are dropped with a 503 after the queue timeout."
-        ),
+        text: Text::later(move |f| {
+            let place = f.place();
+            Words {
+                summary: format!("{place} has {queued} requests queued ({sessions})"),
+                description: format!(
+                    "{place} has {queued} requests waiting for a connection slot, with \
+                     {sessions}; queued requests are dropped with a 503 after the queue timeout."
+                ),
+            }
+        }),
         figures: figs(),
     });
 }
 
 /// ", N queued" after a server's sessions, nothing when none is: written where it is formatted.
+#[derive(Clone, Copy)]
 struct QueueNote(u64);
 
 impl std::fmt::Display for QueueNote {
@@ -355,6 +378,7 @@ impl std::fmt::Display for QueueNote {
 }
 
 /// "N of L sessions", or "N sessions, no limit": written where it is formatted.
+#[derive(Clone, Copy)]
 struct Sessions {
     active: u64,
     limit: Option<u64>,
@@ -406,14 +430,16 @@ fn judge_pool(pool: &PoolSample, t: &SaturationThresholds, found: &mut Vec<Findi
             layer: Layer::Limits,
             pool: Some(pool.name.clone()),
             server: None,
-            summary: format!(
-                "pool {} has {} requests queued waiting for any server",
-                pool.name, pool.queued
-            ),
-            description: format!(
-                "pool {} has {} requests in its own queue (no server could take them), and \
+            text: Text::written(
+                format!(
+                    "pool {} has {} requests queued waiting for any server",
+                    pool.name, pool.queued
+                ),
+                format!(
+                    "pool {} has {} requests in its own queue (no server could take them), and \
                  {server_queues} more in its servers' queues.",
-                pool.name, pool.queued
+                    pool.name, pool.queued
+                ),
             ),
             figures: figures(&[
                 ("queued", pool.queued as f64),
@@ -450,16 +476,15 @@ fn judge_pool(pool: &PoolSample, t: &SaturationThresholds, found: &mut Vec<Findi
         layer: Layer::Limits,
         pool: Some(pool.name.clone()),
         server: None,
-        summary: format!(
+        text: Text::written(format!(
             "every server of pool {} is at its connection limit: {n} of {n} servers, {sessions} \
              of {limit} sessions, {queued} queued",
             pool.name
-        ),
-        description: format!(
+        ), format!(
             "all {n} servers in rotation of pool {} are at their limits ({sessions} sessions \
              against {limit}); {queued} requests wait. Not a skew: the pool has no room.",
             pool.name
-        ),
+        )),
         figures: figures(&[
             ("servers", n as f64),
             ("sessions", sessions as f64),
@@ -500,7 +525,7 @@ fn judge_frontend(
             ("connections", frontend.active as f64),
         ]);
         if let Some(limit) = frontend.max_connections {
-            figs.insert("limit".into(), limit as f64);
+            figs.insert("limit", limit as f64);
         }
         let limit = frontend
             .max_connections
@@ -511,11 +536,13 @@ fn judge_frontend(
             layer: Layer::Limits,
             pool: None,
             server: None,
-            summary: format!("{place} refused {refused} connections in the last {over}"),
-            description: format!(
-                "{place} refused {refused} connections in the last {over}; it holds {} \
+            text: Text::written(
+                format!("{place} refused {refused} connections in the last {over}"),
+                format!(
+                    "{place} refused {refused} connections in the last {over}; it holds {} \
                  connections ({limit}).",
-                frontend.active
+                    frontend.active
+                ),
             ),
             figures: figs,
         });
@@ -559,14 +586,16 @@ fn judge_process(
         layer: Layer::Limits,
         pool: None,
         server: None,
-        summary: format!(
-            "nginx dropped {dropped} of {accepted} accepted connections in the last {over}: \
+        text: Text::written(
+            format!(
+                "nginx dropped {dropped} of {accepted} accepted connections in the last {over}: \
              worker_connections are not enough"
-        ),
-        description: format!(
-            "stub_status counted {accepted} connections accepted and {handled} handled in the \
+            ),
+            format!(
+                "stub_status counted {accepted} connections accepted and {handled} handled in the \
              last {over}: {dropped} ({}) were closed for want of a free worker connection.",
-            percent(dropped as f64 / accepted.max(1) as f64)
+                percent(dropped as f64 / accepted.max(1) as f64)
+            ),
         ),
         figures: figures(&[
             ("accepted", accepted as f64),
@@ -599,15 +628,17 @@ fn limit_findings(
             layer: Layer::Limits,
             pool: None,
             server: None,
-            summary: format!(
-                "{place} is at its connection limit: {} of {} connections",
-                fill.active, fill.limit
-            ),
-            description: format!(
-                "{place} holds {} connections against its limit of {} ({}). {consequence}",
-                fill.active,
-                fill.limit,
-                percent(fill.ratio)
+            text: Text::written(
+                format!(
+                    "{place} is at its connection limit: {} of {} connections",
+                    fill.active, fill.limit
+                ),
+                format!(
+                    "{place} holds {} connections against its limit of {} ({}). {consequence}",
+                    fill.active,
+                    fill.limit,
+                    percent(fill.ratio)
+                ),
             ),
             figures: figs(),
         });
@@ -619,18 +650,20 @@ fn limit_findings(
             layer: Layer::Limits,
             pool: None,
             server: None,
-            summary: format!(
-                "{place} is near its connection limit: {} of {} connections ({})",
-                fill.active,
-                fill.limit,
-                percent(fill.ratio)
-            ),
-            description: format!(
-                "{place} holds {} connections against its limit of {} ({}, warning from {}).",
-                fill.active,
-                fill.limit,
-                percent(fill.ratio),
-                percent(t.near_limit)
+            text: Text::written(
+                format!(
+                    "{place} is near its connection limit: {} of {} connections ({})",
+                    fill.active,
+                    fill.limit,
+                    percent(fill.ratio)
+                ),
+                format!(
+                    "{place} holds {} connections against its limit of {} ({}, warning from {}).",
+                    fill.active,
+                    fill.limit,
+                    percent(fill.ratio),
+                    percent(t.near_limit)
+                ),
             ),
             figures: figs(),
         });
@@ -695,7 +728,7 @@ mod tests {
         let found = run(&window);
         let at = one(&found, SERVER_AT_LIMIT);
         assert_eq!(
-            at.summary,
+            at.summary(),
             "server app/app-3 is at its connection limit: 50 of 50 sessions, 12 queued"
         );
         assert_eq!((at.figures["sessions"], at.figures["limit"]), (50.0, 50.0));
@@ -820,7 +853,7 @@ mod tests {
         );
         let found = run(&[with_frontend(0, 1000, 0)]);
         assert_eq!(
-            one(&found, FRONTEND_AT_LIMIT).summary,
+            one(&found, FRONTEND_AT_LIMIT).summary(),
             "frontend www is at its connection limit: 1000 of 1000 connections"
         );
         let window = [
@@ -832,7 +865,7 @@ mod tests {
         let refusing = one(&found, FRONTEND_REFUSING);
         assert_eq!(refusing.figures["refused"], 120.0);
         assert_eq!(
-            refusing.summary,
+            refusing.summary(),
             "frontend www refused 120 connections in the last 30 s"
         );
     }
@@ -896,7 +929,7 @@ mod tests {
         assert_eq!(dropped.figures["accepted"], 1000.0);
         assert!(
             dropped
-                .summary
+                .summary()
                 .contains("worker_connections are not enough")
         );
         // The gap from before the window is history, not now.
@@ -972,7 +1005,9 @@ mod tests {
         for f in &found {
             let spec = rule(f.rule).expect("a known rule");
             assert_eq!(spec.layer, f.layer, "{}", f.rule);
-            assert!(!f.summary.is_empty() && !f.description.is_empty() && !f.figures.is_empty());
+            assert!(
+                !f.summary().is_empty() && !f.description().is_empty() && !f.figures.is_empty()
+            );
             // The issue: 80% and queues for 2 minutes, at the limit (or refusing) now.
             let expected = match f.level {
                 Level::Warning => 120_000,

@@ -9,7 +9,7 @@
 
 use ballast_core::sample::{LogFile, LoggedError, LoggedErrorKind, Sample};
 
-use super::{Finding, Layer, Level, RuleSpec, figures, pool_series, span};
+use super::{Finding, Layer, Level, RuleSpec, Text, figures, pool_series, span};
 
 pub const POOL_NO_LIVE_UPSTREAMS: &str = "PoolNoLiveUpstreams";
 
@@ -143,14 +143,16 @@ pub fn detect(window: &[Sample], thresholds: &UnreachedThresholds) -> Vec<Findin
             layer,
             pool: Some(pool.name.clone()),
             server: None,
-            summary: format!(
-                "pool {} had no live server for {none_live} requests in the last {over}",
-                pool.name
-            ),
-            description: format!(
-                "The load balancer found no server of pool {} to choose {none_live} times in \
+            text: Text::written(
+                format!(
+                    "pool {} had no live server for {none_live} requests in the last {over}",
+                    pool.name
+                ),
+                format!(
+                    "The load balancer found no server of pool {} to choose {none_live} times in \
                  the last {over} and answered {answered} requests with a 5xx itself; {why}.",
-                pool.name
+                    pool.name
+                ),
             ),
             figures: figures(&[
                 ("no_live_upstreams", none_live as f64),
@@ -218,7 +220,7 @@ mod tests {
         // Both logs say the same 12: counted once.
         assert_eq!(f.figures["no_live_upstreams"], 12.0);
         assert_eq!(f.figures["answered_by_balancer"], 12.0);
-        assert!(f.description.contains("max_fails"), "{}", f.description);
+        assert!(f.description().contains("max_fails"), "{}", f.description());
         assert_eq!(answered_by_balancer(&w, "app"), 12);
     }
 
@@ -233,7 +235,7 @@ mod tests {
         }
         let found = detect(&w, &UnreachedThresholds::default());
         assert_eq!(found[0].layer, Layer::Limits, "{found:?}");
-        assert!(found[0].description.contains("connection limit"));
+        assert!(found[0].description().contains("connection limit"));
     }
 
     #[test]
@@ -272,9 +274,9 @@ mod tests {
         assert_eq!(rate[0].figures["answered_by_balancer"], 80.0);
         assert_eq!(rate[0].figures["responses"], 1280.0);
         assert!(
-            rate[0].description.contains("the balancer itself 80"),
+            rate[0].description().contains("the balancer itself 80"),
             "{}",
-            rate[0].description
+            rate[0].description()
         );
         // Without them, the pool is clean.
         for s in &mut w {
