@@ -53,12 +53,7 @@ pub async fn accept_loop(
         let Some(spec) = snapshot.loaded.config.listeners.get(name).cloned() else {
             return;
         };
-        let global = &snapshot.loaded.config.global;
-        let caps = Caps {
-            global: global.effective_max_connections(),
-            listener: spec.effective_max_connections(),
-            per_ip: global.max_connections_per_ip,
-        };
+        let caps = caps_of(&snapshot.loaded.config.global, &spec);
         drop(snapshot);
         match shared.connections.admit(&counter, peer.ip(), caps) {
             Ok(permit) => serve(Admitted {
@@ -73,6 +68,21 @@ pub async fn accept_loop(
             }
         }
     }
+}
+
+fn caps_of(global: &ballast_core::config::Global, listener: &Listener) -> Caps {
+    Caps {
+        global: global.effective_max_connections(),
+        listener: listener.effective_max_connections(),
+        per_ip: global.max_connections_per_ip,
+    }
+}
+
+/// The caps of listener `name` in the running configuration (None once it has left it).
+pub fn caps(shared: &Shared, name: &str) -> Option<Caps> {
+    let snapshot = shared.snapshot.load();
+    let config = &snapshot.loaded.config;
+    Some(caps_of(&config.global, config.listeners.get(name)?))
 }
 
 /// Open connections, counted three ways.

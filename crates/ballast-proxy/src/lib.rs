@@ -5,7 +5,7 @@
 //! `http` (the request path, phase by phase), `tcp` (layer 4), `upstream` (connections to
 //! servers), `body` (in-flight accounting to the end of the body), `upload` (whose failure
 //! a failed exchange is), `admission` (connection
-//! caps), `health` (active checks, passive ejection), `runtime` (live state and snapshots),
+//! caps), `streams` (HTTP/2 streams under those caps), `send_timeout` (slow readers), `health` (active checks, passive ejection), `runtime` (live state and snapshots),
 //! `admin`, `metrics`, `status`, `events`, `accesslog`, `headers`.
 #![forbid(unsafe_code)]
 
@@ -23,7 +23,9 @@ mod http;
 mod metrics;
 mod runtime;
 mod sample;
+mod send_timeout;
 mod status;
+mod streams;
 mod tcp;
 mod tls;
 mod upload;

@@ -247,12 +247,16 @@ async fn http2_streams_with_a_zero_window_are_cut_at_the_send_timeout() {
     proxy.drain(Duration::from_secs(1)).await;
 }
 
-/// Opens `n` streams asking for `/hang` on one HTTP/2 connection and returns the statuses that
-/// came back within a second (the held ones never answer).
-async fn h2_streams_to_a_hanging_backend(
-    addr: SocketAddr,
-    n: usize,
-) -> (Vec<u16>, h2::client::SendRequest<Bytes>) {
+/// What one HTTP/2 connection's streams to a hanging backend got: the statuses that came
+/// back within a second, and the streams still held (kept open: dropping one resets it).
+struct Streams {
+    answered: Vec<u16>,
+    _held: Vec<h2::client::ResponseFuture>,
+    _client: h2::client::SendRequest<Bytes>,
+}
+
+/// Opens `n` streams asking for `/hang` on one HTTP/2 connection.
+async fn h2_streams_to_a_hanging_backend(addr: SocketAddr, n: usize) -> Streams {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
@@ -263,21 +267,23 @@ async fn h2_streams_to_a_hanging_backend(
             .body(())
             .unwrap();
         let (response, _) = client.send_request(req, true).unwrap();
-        pending.push(tokio::spawn(async move {
-            tokio::time::timeout(Duration::from_secs(1), response)
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .map(|r| r.status().as_u16())
-        }));
+        pending.push(response);
     }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut answered = Vec::new();
-    for p in pending {
-        if let Some(status) = p.await.unwrap() {
-            answered.push(status);
+    let mut held = Vec::new();
+    for mut response in pending {
+        match tokio::time::timeout(Duration::from_millis(5), &mut response).await {
+            Ok(Ok(r)) => answered.push(r.status().as_u16()),
+            Ok(Err(e)) => panic!("a stream failed: {e}"),
+            Err(_) => held.push(response),
         }
     }
-    (answered, client)
+    Streams {
+        answered,
+        _held: held,
+        _client: client,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,14 +297,14 @@ async fn http2_streams_count_against_the_per_ip_cap() {
     );
     let (proxy, _config) = start(&text).await;
     let addr = proxy.listener_addr("web").unwrap();
-    let (answered, _client) = h2_streams_to_a_hanging_backend(addr, 20).await;
+    let streams = h2_streams_to_a_hanging_backend(addr, 20).await;
     assert_eq!(
         hanging.load(Ordering::SeqCst),
         4,
         "one connection's streams reach the server only as far as the per-IP cap"
     );
     assert_eq!(
-        answered,
+        streams.answered,
         vec![503; 16],
         "the streams beyond the cap are refused"
     );
@@ -320,13 +326,13 @@ async fn http2_streams_count_against_the_listener_cap_and_others_are_served() {
     );
     let (proxy, _config) = start(&text).await;
     let addr = proxy.listener_addr("web").unwrap();
-    let (answered, _client) = h2_streams_to_a_hanging_backend(addr, 30).await;
+    let streams = h2_streams_to_a_hanging_backend(addr, 30).await;
     assert_eq!(
         hanging.load(Ordering::SeqCst),
         6,
         "one connection's streams reach the server only as far as the listener cap"
     );
-    assert_eq!(answered, vec![503; 24]);
+    assert_eq!(streams.answered, vec![503; 24]);
     let other = proxy.listener_addr("other").unwrap();
     assert_eq!(status_from("127.0.0.1", other, "/small").await, Some(200));
     proxy.drain(Duration::from_secs(1)).await;
