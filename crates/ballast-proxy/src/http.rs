@@ -153,8 +153,12 @@ pub async fn run_listener(
             drop(permit);
         });
     };
-    let refuse = |stream, cause| {
-        tokio::spawn(refuse_connection(stream, cause));
+    let refuse = |stream, cause, spare: Option<crate::fd_reserve::Spare>| {
+        tokio::spawn(async move {
+            refuse_connection(stream, cause).await;
+            // The client's descriptor is closed: the spare can be opened again.
+            drop(spare);
+        });
     };
     accept_loop(&shared, &name, listener, stop.clone(), serve, refuse).await;
 }
@@ -175,9 +179,16 @@ async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {RETRY_AFTER_SECONDS}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    // Out of descriptors, each refusal holds one of a few spares: answer in a hurry, so the
+    // clients queued behind it are answered too.
+    let (head_wait, linger) = if cause == "out_of_descriptors" {
+        (Duration::from_millis(50), Duration::from_millis(200))
+    } else {
+        (Duration::from_millis(200), Duration::from_secs(1))
+    };
     let mut buf = [0u8; 4096];
     let mut seen = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+    let _ = tokio::time::timeout(head_wait, async {
         while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 16 * 1024 {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -186,7 +197,7 @@ async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
         }
     })
     .await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(linger, async {
         let _ = stream.write_all(head.as_bytes()).await;
         let _ = stream.shutdown().await;
         // Linger until the client closes, so our answer is not reset away.

@@ -16,6 +16,7 @@ mod bind;
 mod body;
 pub mod demo_backend;
 mod events;
+mod fd_reserve;
 mod framing;
 mod headers;
 mod health;
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     pub events: EventLog,
     pub access_log: Option<AccessLog>,
     pub connections: Arc<ConnectionCounts>,
+    /// Spare descriptors, released to answer 503 when the process runs out (`fd_reserve`).
+    pub fd_reserve: Arc<fd_reserve::FdReserve>,
     /// The active alerts of the guard `serve` runs on this proxy (plain data, set from
     /// outside: the proxy never depends on the guard).
     pub alerts: std::sync::Mutex<Vec<ActiveAlert>>,
@@ -212,6 +215,7 @@ impl Proxy {
         if !blocking.is_empty() {
             return Err(StartError::Refused(blocking.join("\n")));
         }
+        fd_reserve::raise_limit_and_warn(&loaded.config);
         let global = &loaded.config.global;
         let events =
             EventLog::open(global.event_log.as_deref().map(Path::new)).map_err(|source| {
@@ -245,6 +249,7 @@ impl Proxy {
             events,
             access_log,
             connections: Arc::default(),
+            fd_reserve: fd_reserve::FdReserve::open(fd_reserve::SPARES),
             alerts: Default::default(),
             dashboard: Default::default(),
         });
