@@ -23,6 +23,9 @@ use ballast_import::{Facts, Imported};
 pub use context::Context;
 pub use foreign::CATALOGUE;
 pub use rules::RULES;
+pub use rules::descriptors::{
+    descriptor_limit, descriptors_needed, shortfall as descriptor_shortfall,
+};
 
 /// One rule of the catalogue.
 pub struct Rule {

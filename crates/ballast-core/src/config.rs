@@ -23,6 +23,12 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default bound on a whole request, from first byte to last byte of the response.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a response may wait for the client to take more of it (nginx's `send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Streams one HTTP/2 connection may have open at once (each also takes a request place).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Connections the admin API accepts at once; beyond it they are closed at once.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u32 = 64;
 /// Default time to establish a connection to a server.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default time a server has to start answering.
@@ -157,6 +163,16 @@ pub struct Admin {
     pub address: String,
     /// Bearer token required for changes, and for any bind beyond loopback.
     pub token: Option<String>,
+    /// Connections the admin API holds at once. Unset: [`DEFAULT_ADMIN_MAX_CONNECTIONS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+impl Admin {
+    pub fn effective_max_connections(&self) -> u32 {
+        self.max_connections
+            .unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS)
+    }
 }
 
 fn default_admin_address() -> String {
@@ -196,6 +212,10 @@ pub struct Listener {
     pub max_body_bytes: Option<u64>,
     /// Terminate TLS on this listener (HTTP/2 is offered by ALPN).
     pub tls: Option<ListenerTls>,
+    /// Streams an HTTP/2 client may open at once on one connection. Unset:
+    /// [`DEFAULT_MAX_CONCURRENT_STREAMS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// Certificate and key for a TLS listener, PEM files.
@@ -222,6 +242,10 @@ impl Listener {
     pub fn max_body_bytes(&self) -> u64 {
         self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)
     }
+    pub fn max_concurrent_streams(&self) -> u32 {
+        self.max_concurrent_streams
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS)
+    }
 }
 
 /// Client-side timeouts. `"0s"` disables one, which `check` reports.
@@ -234,6 +258,10 @@ pub struct ListenerTimeouts {
     pub idle: Option<Dur>,
     /// Bound on a whole request, including queueing, retries and the response.
     pub request: Option<Dur>,
+    /// Time a response may wait for the client to take more of it (nginx's `send_timeout`):
+    /// a client that stops reading is cut and its server slot freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<Dur>,
 }
 
 impl ListenerTimeouts {
@@ -246,6 +274,9 @@ impl ListenerTimeouts {
     }
     pub fn request(&self) -> Duration {
         self.request.map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0)
+    }
+    pub fn send(&self) -> Duration {
+        self.send.map_or(DEFAULT_SEND_TIMEOUT, |d| d.0)
     }
 }
 

@@ -72,6 +72,7 @@ pub fn listener(
         max_headers: None,
         max_body_bytes: None,
         tls: None,
+        max_concurrent_streams: None,
     }
 }
 

@@ -5,6 +5,10 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ballast_core::config::DEFAULT_ADMIN_MAX_CONNECTIONS;
+use tokio::io::AsyncWriteExt;
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -20,13 +24,51 @@ use crate::upstream::ProxyBody;
 use crate::{Proxy, ReloadOutcome};
 
 pub async fn run(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let open = Arc::new(AtomicU32::new(0));
     loop {
-        let (stream, _) = tokio::select! {
+        let (mut stream, _) = tokio::select! {
             _ = stop.changed() => break,
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off as the data plane does, never
+                    // spin (a spinning admin loop starves the data plane of its core).
+                    tracing::warn!("admin API: accept failed: {e}");
+                    tokio::time::sleep(crate::admission::ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
         };
+        let cap = proxy
+            .shared
+            .snapshot
+            .load()
+            .loaded
+            .config
+            .admin
+            .as_ref()
+            .map_or(DEFAULT_ADMIN_MAX_CONNECTIONS, |a| {
+                a.effective_max_connections()
+            });
+        let taken = open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        });
+        if taken.is_err() {
+            // Idle admin connections must not eat the descriptors the data plane needs.
+            proxy.shared.metrics.reject("admin", "admin_limit");
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                    let _ = stream.write_all(ADMIN_FULL.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        }
+        let place = AdminPlace(Arc::clone(&open));
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
+            let _place = place;
             let service = service_fn(move |req| {
                 let proxy = Arc::clone(&proxy);
                 async move { Ok::<_, Infallible>(route(&proxy, req).await) }
@@ -37,6 +79,18 @@ pub async fn run(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::Rece
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// The answer to an admin connection over `admin.max_connections`.
+const ADMIN_FULL: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 50\r\n\r\n503 service unavailable: admin connections at cap\n";
+
+/// One admin connection's place under the cap; given back when dropped.
+struct AdminPlace(Arc<AtomicU32>);
+
+impl Drop for AdminPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

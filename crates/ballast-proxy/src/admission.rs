@@ -13,6 +13,11 @@ use tokio::sync::watch;
 use ballast_core::config::Listener;
 
 use crate::Shared;
+use crate::fd_reserve::{Spare, out_of_descriptors};
+
+/// How long an accept loop waits after a failed accept, so that running out of descriptors
+/// costs a few wake-ups a second instead of a spinning core.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// A connection that passed admission, with the listener's configuration at accept time.
 pub struct Admitted {
@@ -32,7 +37,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     mut serve: impl FnMut(Admitted),
-    mut refuse: impl FnMut(TcpStream, &'static str),
+    mut refuse: impl FnMut(TcpStream, &'static str, Option<Spare>),
 ) {
     let counter = shared.connections.listener(name);
     loop {
@@ -42,10 +47,38 @@ pub async fn accept_loop(
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
+            Err(e) if out_of_descriptors(&e) => {
+                // A spare descriptor lets the waiting client in to hear 503 instead of hanging
+                // in the backlog; without one, back off instead of spinning.
+                // Linux reports EMFILE before it looks at the backlog, so the accept after the
+                // release must not wait: with nobody waiting, the spare is opened again and
+                // the loop goes back to waiting for a client (and for `stop`).
+                if let Some(spare) = shared.fd_reserve.release_one() {
+                    let waiting = std::future::poll_fn(|cx| match listener.poll_accept(cx) {
+                        std::task::Poll::Pending => std::task::Poll::Ready(None),
+                        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+                    })
+                    .await;
+                    match waiting {
+                        Some(Ok((stream, _))) => {
+                            shared.metrics.reject(name, "out_of_descriptors");
+                            refuse(stream, "out_of_descriptors", Some(spare));
+                        }
+                        None => drop(spare),
+                        Some(Err(_)) => {
+                            drop(spare);
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        }
+                    }
+                    continue;
+                }
+                tracing::warn!(listener = %name, "accept failed: {e}; raise the descriptor limit (ulimit -n) or lower max_connections");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
             Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
                 tracing::warn!(listener = %name, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -53,12 +86,7 @@ pub async fn accept_loop(
         let Some(spec) = snapshot.loaded.config.listeners.get(name).cloned() else {
             return;
         };
-        let global = &snapshot.loaded.config.global;
-        let caps = Caps {
-            global: global.effective_max_connections(),
-            listener: spec.effective_max_connections(),
-            per_ip: global.max_connections_per_ip,
-        };
+        let caps = caps_of(&snapshot.loaded.config.global, &spec);
         drop(snapshot);
         match shared.connections.admit(&counter, peer.ip(), caps) {
             Ok(permit) => serve(Admitted {
@@ -69,10 +97,25 @@ pub async fn accept_loop(
             }),
             Err(cause) => {
                 shared.metrics.reject(name, cause);
-                refuse(stream, cause);
+                refuse(stream, cause, None);
             }
         }
     }
+}
+
+fn caps_of(global: &ballast_core::config::Global, listener: &Listener) -> Caps {
+    Caps {
+        global: global.effective_max_connections(),
+        listener: listener.effective_max_connections(),
+        per_ip: global.max_connections_per_ip,
+    }
+}
+
+/// The caps of listener `name` in the running configuration (None once it has left it).
+pub fn caps(shared: &Shared, name: &str) -> Option<Caps> {
+    let snapshot = shared.snapshot.load();
+    let config = &snapshot.loaded.config;
+    Some(caps_of(&config.global, config.listeners.get(name)?))
 }
 
 /// Open connections, counted three ways.

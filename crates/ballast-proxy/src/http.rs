@@ -33,7 +33,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +50,8 @@ use crate::body::{Completion, TrackedBody};
 use crate::framing::Watched;
 use crate::headers::{client_ip, strip_hop_by_hop};
 use crate::runtime::{PoolRuntime, ServerRuntime};
+use crate::send_timeout::{Cut, ResponseWatch, SendTimed, StreamExecutor, stream_watch};
+use crate::streams::ConnectionStreams;
 use crate::upload::{ClientFault, UploadBody, UploadProgress};
 use crate::upstream::{ProxyBody, connect};
 
@@ -151,8 +153,12 @@ pub async fn run_listener(
             drop(permit);
         });
     };
-    let refuse = |stream, cause| {
-        tokio::spawn(refuse_connection(stream, cause));
+    let refuse = |stream, cause, spare: Option<crate::fd_reserve::Spare>| {
+        tokio::spawn(async move {
+            refuse_connection(stream, cause).await;
+            // The client's descriptor is closed: the spare can be opened again.
+            drop(spare);
+        });
     };
     accept_loop(&shared, &name, listener, stop.clone(), serve, refuse).await;
 }
@@ -173,9 +179,16 @@ async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {RETRY_AFTER_SECONDS}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    // Out of descriptors, each refusal holds one of a few spares: answer in a hurry, so the
+    // clients queued behind it are answered too.
+    let (head_wait, linger) = if cause == "out_of_descriptors" {
+        (Duration::from_millis(50), Duration::from_millis(200))
+    } else {
+        (Duration::from_millis(200), Duration::from_secs(1))
+    };
     let mut buf = [0u8; 4096];
     let mut seen = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+    let _ = tokio::time::timeout(head_wait, async {
         while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 16 * 1024 {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -184,7 +197,7 @@ async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
         }
     })
     .await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(linger, async {
         let _ = stream.write_all(head.as_bytes()).await;
         let _ = stream.shutdown().await;
         // Linger until the client closes, so our answer is not reset away.
@@ -213,6 +226,9 @@ enum Expiry {
     HeaderRead,
     /// No request for `idle` after the last one: the connection is shut down gracefully.
     Idle,
+    /// The response in progress waited on the client past the send timeout, or outlived the
+    /// request deadline: the connection is closed, which frees the server slot.
+    Cut(Cut),
 }
 
 impl Activity {
@@ -286,8 +302,15 @@ async fn serve_connection<I>(
         last_ms: AtomicU64::new(0),
         started: Instant::now(),
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(StreamExecutor {
+        shared: Arc::clone(&shared),
+        listener: Arc::from(name.as_str()),
+    });
     let header_read = spec.timeouts.header_read();
+    // Over HTTP/1.1 one response at a time, watched by this connection's timer loop; over
+    // HTTP/2 each stream has its own, watched in its task (StreamExecutor).
+    let response_watch = Arc::new(ResponseWatch::default());
+    let streams = Arc::new(ConnectionStreams::new(&shared, &name, peer.ip()));
     // hyper's own header-read timer runs from the end of the previous response, so it would
     // close keep-alive connections after `header_read` and never start for a client that
     // sends nothing (the HTTP/2 detection reads first): the bounds are ours, below.
@@ -300,7 +323,7 @@ async fn serve_connection<I>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(200)
+        .max_concurrent_streams(spec.max_concurrent_streams())
         .max_header_list_size(spec.max_header_bytes());
     let (stream, framing) = Watched::new(stream);
     let watch = Arc::clone(&framing);
@@ -308,25 +331,53 @@ async fn serve_connection<I>(
         let activity = Arc::clone(&activity);
         let name = name.clone();
         let shared = Arc::clone(&shared);
+        let response_watch = Arc::clone(&response_watch);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let name = name.clone();
             let activity = Arc::clone(&activity);
-            let ambiguous = req.version() < http::Version::HTTP_2
+            let response_watch = Arc::clone(&response_watch);
+            let streams = Arc::clone(&streams);
+            let multiplexed = req.version() >= http::Version::HTTP_2;
+            let ambiguous = !multiplexed
                 && framing
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .next_verdict();
             async move {
                 let _active = ActiveRequest::begin(&activity);
+                let watch = multiplexed
+                    .then(stream_watch)
+                    .flatten()
+                    .unwrap_or(response_watch);
+                let (request_timeout, send_timeout) = response_timeouts(&shared, &name);
+                watch.begin(request_timeout, send_timeout);
+                let timed = |r: Response<ProxyBody>, watch, place| {
+                    Ok::<_, Infallible>(r.map(|body| SendTimed::new(body, watch, place)))
+                };
+                let place = if multiplexed {
+                    match streams.take(&shared) {
+                        Ok(place) => Some(place),
+                        Err(cause) => {
+                            shared.metrics.reject(&name, cause);
+                            return timed(overloaded(cause), watch, None);
+                        }
+                    }
+                } else {
+                    None
+                };
                 if ambiguous {
                     shared.metrics.reject(&name, "bad_request");
-                    return Ok::<_, Infallible>(text_response(
-                        StatusCode::BAD_REQUEST,
-                        "400 bad request: Content-Length with Transfer-Encoding\n",
-                    ));
+                    return timed(
+                        text_response(
+                            StatusCode::BAD_REQUEST,
+                            "400 bad request: Content-Length with Transfer-Encoding\n",
+                        ),
+                        watch,
+                        place,
+                    );
                 }
-                Ok::<_, Infallible>(handle(shared, &name, peer, secure, req).await)
+                timed(handle(shared, &name, peer, secure, req).await, watch, place)
             }
         })
     };
@@ -338,18 +389,31 @@ async fn serve_connection<I>(
     // `check_every`, whichever is first, and the deadline is recomputed then. Checking at least
     // every `header_read` finds a head that began between requests while its deadline (its
     // first byte plus `header_read`) is still ahead, so it is cut exactly then.
-    let check_every = [header_read, idle]
-        .into_iter()
-        .filter(|d| !d.is_zero())
-        .min()
-        .unwrap_or(Duration::from_secs(3600))
-        .as_millis() as u64;
+    let check_every = [
+        header_read,
+        idle,
+        spec.timeouts.request(),
+        spec.timeouts.send(),
+    ]
+    .into_iter()
+    .filter(|d| !d.is_zero())
+    .min()
+    .unwrap_or(Duration::from_secs(3600))
+    .as_millis() as u64;
     let next_check = || -> (tokio::time::Instant, Option<Expiry>) {
         let head_started = watch
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .head_started();
         let now = activity.now_ms();
+        if response_watch.in_progress() {
+            // The response's own bounds hold while it is being sent, not the connection's.
+            let next = match response_watch.check() {
+                Ok(cut) => return (tokio::time::Instant::now(), Some(Expiry::Cut(cut))),
+                Err(at) => at.min(activity.started + Duration::from_millis(now + check_every)),
+            };
+            return (tokio::time::Instant::from_std(next), None);
+        }
         let at_ms = match activity.deadline(head_started, header_read, idle) {
             Some((ms, why)) if ms <= now => return (tokio::time::Instant::now(), Some(why)),
             Some((ms, _)) => ms.min(now + check_every),
@@ -363,7 +427,15 @@ async fn serve_connection<I>(
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
-            () = &mut timer, if !closing => match next_check() {
+            () = &mut timer => match next_check() {
+                (_, Some(Expiry::Cut(cut))) => {
+                    shared.metrics.reject(&name, cut.cause());
+                    break;
+                }
+                // Shutting down: only the response in progress is still watched.
+                (_, Some(_)) if closing => timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_millis(check_every)),
                 (_, Some(Expiry::HeaderRead)) => {
                     // hyper would keep reading a head it has started: closing is ours.
                     shared.metrics.reject(&name, "header_timeout");
@@ -381,6 +453,20 @@ async fn serve_connection<I>(
             }
         }
     }
+}
+
+/// The request and send timeouts of listener `name` in the running configuration.
+fn response_timeouts(shared: &Shared, name: &str) -> (Duration, Duration) {
+    shared
+        .snapshot
+        .load()
+        .loaded
+        .config
+        .listeners
+        .get(name)
+        .map_or((Duration::ZERO, Duration::ZERO), |l| {
+            (l.timeouts.request(), l.timeouts.send())
+        })
 }
 
 /// A request as the key extraction sees it.

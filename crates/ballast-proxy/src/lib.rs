@@ -5,7 +5,7 @@
 //! `http` (the request path, phase by phase), `tcp` (layer 4), `upstream` (connections to
 //! servers), `body` (in-flight accounting to the end of the body), `upload` (whose failure
 //! a failed exchange is), `admission` (connection
-//! caps), `health` (active checks, passive ejection), `runtime` (live state and snapshots),
+//! caps), `streams` (HTTP/2 streams under those caps), `send_timeout` (slow readers), `health` (active checks, passive ejection), `runtime` (live state and snapshots),
 //! `admin`, `metrics`, `status`, `events`, `accesslog`, `headers`.
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,7 @@ mod bind;
 mod body;
 pub mod demo_backend;
 mod events;
+mod fd_reserve;
 mod framing;
 mod headers;
 mod health;
@@ -23,7 +24,9 @@ mod http;
 mod metrics;
 mod runtime;
 mod sample;
+mod send_timeout;
 mod status;
+mod streams;
 mod tcp;
 mod tls;
 mod upload;
@@ -63,6 +66,8 @@ pub(crate) struct Shared {
     pub events: EventLog,
     pub access_log: Option<AccessLog>,
     pub connections: Arc<ConnectionCounts>,
+    /// Spare descriptors, released to answer 503 when the process runs out (`fd_reserve`).
+    pub fd_reserve: Arc<fd_reserve::FdReserve>,
     /// The active alerts of the guard `serve` runs on this proxy (plain data, set from
     /// outside: the proxy never depends on the guard).
     pub alerts: std::sync::Mutex<Vec<ActiveAlert>>,
@@ -210,6 +215,7 @@ impl Proxy {
         if !blocking.is_empty() {
             return Err(StartError::Refused(blocking.join("\n")));
         }
+        fd_reserve::raise_limit_and_warn(&loaded.config);
         let global = &loaded.config.global;
         let events =
             EventLog::open(global.event_log.as_deref().map(Path::new)).map_err(|source| {
@@ -243,6 +249,7 @@ impl Proxy {
             events,
             access_log,
             connections: Arc::default(),
+            fd_reserve: fd_reserve::FdReserve::open(fd_reserve::SPARES),
             alerts: Default::default(),
             dashboard: Default::default(),
         });

@@ -33,9 +33,14 @@ pub async fn run_listener(
         });
     };
     // Layer 4 has no way to say why: a refused connection is closed at once.
-    accept_loop(&shared, &name, listener, stop, serve, |stream, _| {
-        drop(stream)
-    })
+    accept_loop(
+        &shared,
+        &name,
+        listener,
+        stop,
+        serve,
+        |stream, _, _spare| drop(stream),
+    )
     .await;
 }
 

@@ -2,6 +2,7 @@
 //! checks it. Ids are stable: never renumber, only add. The catalogue entries cited in the
 //! explanations are in `shared/research/misconfig-catalog.md`.
 
+pub mod descriptors;
 mod hashing;
 mod health;
 mod limits;
@@ -196,6 +197,24 @@ pub static RULES: &[Rule] = &[
             so capacity arithmetic overstates the pool.\n\
             Source: ballast design.",
         check: Check::Model(limits::duplicate_server_address),
+    },
+    Rule {
+        id: "LIM-110",
+        name: "caps-beyond-descriptor-limit",
+        severity: Warning,
+        category: "limits",
+        summary: "the connection caps admit more connections than the descriptor limit allows",
+        explain: "Every client connection is a file descriptor, and so is every connection to a \
+            server. When the caps (listeners' max_connections under the global one, plus the \
+            admin API's) exceed the process's RLIMIT_NOFILE, the process runs out of descriptors \
+            before it reaches its caps: new clients cannot be accepted and wait in the backlog, \
+            a few get 503 from the spare descriptors `serve` keeps, and connections to servers \
+            fail. The limit read is this machine's hard limit (`serve` raises its soft limit to \
+            it); a service manager may set another (systemd `LimitNOFILE=`). Raise the limit to \
+            about twice the caps, or lower the caps.\n\
+            Source: issue #12 (300 idle connections under a 256-descriptor limit); nginx \
+            `worker_rlimit_nofile`, HAProxy computes `ulimit-n` from `maxconn`.",
+        check: Check::Model(descriptors::caps_beyond_descriptor_limit),
     },
     Rule {
         id: "TMO-101",
