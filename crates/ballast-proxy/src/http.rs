@@ -49,6 +49,7 @@ use crate::admission::{Admitted, accept_loop};
 use crate::body::{Completion, TrackedBody};
 use crate::framing::Watched;
 use crate::headers::{client_ip, strip_hop_by_hop};
+use crate::request_rules;
 use crate::runtime::{PoolRuntime, ServerRuntime};
 use crate::upload::{ClientFault, UploadBody, UploadProgress};
 use crate::upstream::{ProxyBody, connect};
@@ -549,6 +550,17 @@ async fn proxy(
     // Phase read.
     // (Content-Length with Transfer-Encoding was refused before this, by the framing watcher:
     // hyper has already dropped the Content-Length by the time the request reaches us.)
+    if let Some(refused) = request_rules::refusal(req.method(), req.version(), req.headers()) {
+        shared.metrics.reject(listener, refused.cause);
+        let mut response = text_response(refused.status, refused.message);
+        if refused.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static(request_rules::ALLOWED_METHODS),
+            );
+        }
+        return response;
+    }
     let max_body = spec.max_body_bytes();
     let declared = req
         .headers()
@@ -575,6 +587,7 @@ async fn proxy(
         req: &parts,
     });
     prepare_upstream_request(&mut parts, peer.ip(), secure);
+    request_rules::frame_body(&mut parts.headers, hyper::body::Body::is_end_stream(&body));
     // A request that is idempotent and carries no body can be rebuilt and sent again if the
     // server fails after receiving it; any other request is sent once.
     let replayable = (parts.method.is_idempotent() && hyper::body::Body::is_end_stream(&body))
@@ -754,7 +767,7 @@ fn empty_body() -> ProxyBody {
 
 /// Headers for the server: hop-by-hop out, X-Forwarded-For and -Proto in, origin-form URI.
 fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr, secure: bool) {
-    let authority = parts.uri.authority().map(|a| a.to_string());
+    let authority = request_rules::authority_host(&parts.uri);
     strip_hop_by_hop(&mut parts.headers);
     let forwarded = match parts
         .headers
@@ -771,12 +784,10 @@ fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr, secu
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    // HTTP/2 clients send :authority instead of Host; servers behind us speak HTTP/1.1.
-    if !parts.headers.contains_key(HOST)
-        && let Some(a) = authority
-        && let Ok(v) = HeaderValue::from_str(&a)
-    {
-        parts.headers.insert(HOST, v);
+    // The URI's authority (absolute form, h2's :authority) wins over a Host header; servers
+    // behind us speak HTTP/1.1 and read Host.
+    if let Some(host) = authority {
+        parts.headers.insert(HOST, host);
     }
     let path = parts
         .uri

@@ -21,6 +21,7 @@ mod headers;
 mod health;
 mod http;
 mod metrics;
+mod request_rules;
 mod runtime;
 mod sample;
 mod status;
