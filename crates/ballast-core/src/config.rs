@@ -25,6 +25,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time to establish a connection to a server.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time a tunnel (an upgraded connection: WebSocket) may pass no bytes either way
+/// before it is closed, as HAProxy's `timeout tunnel` is commonly set.
+pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default time a server has to start answering.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a request may wait in a server's queue.
@@ -234,6 +237,9 @@ pub struct ListenerTimeouts {
     pub idle: Option<Dur>,
     /// Bound on a whole request, including queueing, retries and the response.
     pub request: Option<Dur>,
+    /// Idle time allowed on a tunnel (an upgraded connection: WebSocket) with no bytes either
+    /// way; `request` does not bound a tunnel.
+    pub tunnel: Option<Dur>,
 }
 
 impl ListenerTimeouts {
@@ -246,6 +252,9 @@ impl ListenerTimeouts {
     }
     pub fn request(&self) -> Duration {
         self.request.map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0)
+    }
+    pub fn tunnel(&self) -> Duration {
+        self.tunnel.map_or(DEFAULT_TUNNEL_TIMEOUT, |d| d.0)
     }
 }
 

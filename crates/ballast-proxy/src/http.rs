@@ -51,6 +51,7 @@ use crate::framing::Watched;
 use crate::headers::{client_ip, strip_hop_by_hop};
 use crate::request_rules;
 use crate::runtime::{PoolRuntime, ServerRuntime};
+use crate::upgrade::{self, Handoff};
 use crate::upload::{ClientFault, UploadBody, UploadProgress};
 use crate::upstream::{ProxyBody, connect};
 
@@ -305,14 +306,17 @@ async fn serve_connection<I>(
         .max_header_list_size(spec.max_header_bytes());
     let (stream, framing) = Watched::new(stream);
     let watch = Arc::clone(&framing);
+    let handoff = Arc::new(Handoff::new(Arc::clone(&framing)));
     let service = {
         let activity = Arc::clone(&activity);
         let name = name.clone();
         let shared = Arc::clone(&shared);
+        let handoff = Arc::clone(&handoff);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let name = name.clone();
             let activity = Arc::clone(&activity);
+            let handoff = Arc::clone(&handoff);
             let ambiguous = req.version() < http::Version::HTTP_2
                 && framing
                     .lock()
@@ -327,11 +331,11 @@ async fn serve_connection<I>(
                         "400 bad request: Content-Length with Transfer-Encoding\n",
                     ));
                 }
-                Ok::<_, Infallible>(handle(shared, &name, peer, secure, req).await)
+                Ok::<_, Infallible>(handle(shared, &name, peer, secure, req, handoff).await)
             }
         })
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let idle = spec.timeouts.idle();
     let mut closing = false;
@@ -382,6 +386,10 @@ async fn serve_connection<I>(
             }
         }
     }
+    // An upgraded connection lives on as a tunnel in this task, keeping its admission permit.
+    if let Some(tunnel) = handoff.take() {
+        tunnel.await;
+    }
 }
 
 /// A request as the key extraction sees it.
@@ -412,6 +420,7 @@ async fn handle(
     peer: SocketAddr,
     secure: bool,
     req: Request<Incoming>,
+    handoff: Arc<Handoff>,
 ) -> Response<ProxyBody> {
     let snapshot = shared.snapshot.load_full();
     let Some(spec) = snapshot.loaded.config.listeners.get(listener) else {
@@ -434,6 +443,7 @@ async fn handle(
     let trace = Trace {
         upload: Arc::default(),
         served_by: shared.access_log.as_ref().map(|_| Default::default()),
+        handoff,
     };
     let work = proxy(&shared, listener, spec, &snapshot, &client, &trace, req);
     let response = if request_timeout.is_zero() {
@@ -474,6 +484,8 @@ async fn handle(
 struct Trace {
     upload: Arc<UploadProgress>,
     served_by: Option<std::sync::Mutex<Option<ServedBy>>>,
+    /// Where a request that is answered 101 leaves its tunnel for the connection's task.
+    handoff: Arc<Handoff>,
 }
 
 impl Trace {
@@ -577,6 +589,10 @@ async fn proxy(
         return overloaded("no such pool");
     };
     let (mut parts, body) = req.into_parts();
+    let upgrade = upgrade::requested(&parts);
+    let mut client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let trusted = snapshot
         .trusted
         .get(listener)
@@ -587,6 +603,9 @@ async fn proxy(
         req: &parts,
     });
     prepare_upstream_request(&mut parts, peer.ip(), secure);
+    if let Some(protocol) = &upgrade {
+        upgrade::restore_headers(&mut parts.headers, protocol.clone());
+    }
     request_rules::frame_body(&mut parts.headers, hyper::body::Body::is_end_stream(&body));
     // A request that is idempotent and carries no body can be rebuilt and sent again if the
     // server fails after receiving it; any other request is sent once.
@@ -634,9 +653,21 @@ async fn proxy(
         // Phase connect. The slot is ours from here; dropping it (any early exit, or this
         // future being dropped) gives it back.
         trace.reached(client, &pool, server);
-        let mut conn = match server.state.idle.checkout(pool.spec.idle_timeout()).await {
+        // An upgrade needs a connection of its own that hyper can hand over.
+        let upgrading = upgrade.is_some();
+        let pooled = match upgrading {
+            true => None,
+            false => server.state.idle.checkout(pool.spec.idle_timeout()).await,
+        };
+        let opened = |address, timeout| async move {
+            match upgrading {
+                true => upgrade::connect(address, timeout).await,
+                false => connect(address, timeout).await,
+            }
+        };
+        let mut conn = match pooled {
             Some(c) => c,
-            None => match connect(&server.spec.address, pool.spec.connect_timeout()).await {
+            None => match opened(&server.spec.address, pool.spec.connect_timeout()).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %pool.name, server = %server.spec.name, "{e}");
@@ -720,6 +751,24 @@ async fn proxy(
         // A server answering a body the client broke off is judged on nothing.
         if upload.fault().is_none() {
             crate::health::record_outcome(shared, &pool, index, !status.is_server_error());
+        }
+        if status == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = client_upgrade.take()
+        {
+            server.metrics.count(status);
+            server
+                .metrics
+                .latency
+                .observe(started.elapsed().as_secs_f64());
+            server.state.record_latency(started.elapsed());
+            let held = upgrade::Held {
+                slot,
+                conn,
+                idle: spec.timeouts.tunnel(),
+                pool: pool.name.clone(),
+                server: server.spec.name.clone(),
+            };
+            return upgrade::switch(response, client, held, &trace.handoff, &shared.tunnels);
         }
         let (mut head, upstream_body) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);

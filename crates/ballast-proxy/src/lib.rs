@@ -27,6 +27,7 @@ mod sample;
 mod status;
 mod tcp;
 mod tls;
+mod upgrade;
 mod upload;
 mod upstream;
 
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     /// The dashboard's page and its latest state document, set from outside like the alerts
     /// (the guard builds them; the admin API serves `/` and `/dashboard/state`).
     pub dashboard: std::sync::Mutex<Option<Dashboard>>,
+    /// Closes the WebSocket tunnels at the end of a drain.
+    pub tunnels: upgrade::Tunnels,
 }
 
 /// What the admin API serves as the dashboard: a page (one self-contained HTML file) and the
@@ -246,6 +249,7 @@ impl Proxy {
             connections: Arc::default(),
             alerts: Default::default(),
             dashboard: Default::default(),
+            tunnels: Default::default(),
         });
         let proxy = Arc::new(Proxy {
             shared,
@@ -610,6 +614,8 @@ impl Proxy {
         while self.shared.connections.global() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Tunnels (WebSocket) run until they close or the drain's deadline: that is now.
+        self.shared.tunnels.close_all();
         for task in self
             .checks
             .lock()
