@@ -31,6 +31,9 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u32 = 64;
 /// Default time to establish a connection to a server.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time a tunnel (an upgraded connection: WebSocket) may pass no bytes either way
+/// before it is closed, as HAProxy's `timeout tunnel` is commonly set.
+pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default time a server has to start answering.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a request may wait in a server's queue.
@@ -262,6 +265,9 @@ pub struct ListenerTimeouts {
     /// a client that stops reading is cut and its server slot freed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<Dur>,
+    /// Idle time allowed on a tunnel (an upgraded connection: WebSocket) with no bytes either
+    /// way; `request` does not bound a tunnel.
+    pub tunnel: Option<Dur>,
 }
 
 impl ListenerTimeouts {
@@ -277,6 +283,9 @@ impl ListenerTimeouts {
     }
     pub fn send(&self) -> Duration {
         self.send.map_or(DEFAULT_SEND_TIMEOUT, |d| d.0)
+    }
+    pub fn tunnel(&self) -> Duration {
+        self.tunnel.map_or(DEFAULT_TUNNEL_TIMEOUT, |d| d.0)
     }
 }
 

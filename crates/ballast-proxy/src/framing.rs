@@ -143,6 +143,14 @@ impl FramingWatch {
         self.verdicts.pop_front().unwrap_or(false)
     }
 
+    /// Stops watching: the connection has been upgraded and carries another protocol's bytes
+    /// (a WebSocket), which are not request heads.
+    pub fn stop(&mut self) {
+        self.state = State::Stopped;
+        self.line = Vec::new();
+        self.head_started = None;
+    }
+
     /// When the head being read began to arrive; None between heads, and once the watch has
     /// stopped (after a chunked body, on HTTP/2).
     pub fn head_started(&self) -> Option<Instant> {

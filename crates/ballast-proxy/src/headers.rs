@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use http::header::{CONNECTION, HeaderName};
+use http::header::{CONNECTION, HOST, HeaderName};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies still see.
 const HOP_BY_HOP: &[&str] = &[
@@ -19,7 +19,11 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
 ];
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Headers a `Connection` list cannot remove: a client naming Host there would otherwise send
+/// the server a request without one.
+const NEVER_HOP_BY_HOP: &[HeaderName] = &[HOST];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names (except Host).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -27,6 +31,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !NEVER_HOP_BY_HOP.contains(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -112,6 +117,9 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+        let mut named_host = headers(&[("connection", "Host, close"), ("host", "a.example")]);
+        strip_hop_by_hop(&mut named_host);
+        assert_eq!(named_host.get("host").unwrap(), "a.example");
     }
 
     #[test]

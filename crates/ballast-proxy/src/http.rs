@@ -49,9 +49,11 @@ use crate::admission::{Admitted, accept_loop};
 use crate::body::{Completion, TrackedBody};
 use crate::framing::Watched;
 use crate::headers::{client_ip, strip_hop_by_hop};
+use crate::request_rules;
 use crate::runtime::{PoolRuntime, ServerRuntime};
 use crate::send_timeout::{Cut, ResponseWatch, SendTimed, StreamExecutor, stream_watch};
 use crate::streams::ConnectionStreams;
+use crate::upgrade::{self, Handoff};
 use crate::upload::{ClientFault, UploadBody, UploadProgress};
 use crate::upstream::{ProxyBody, connect};
 
@@ -327,17 +329,20 @@ async fn serve_connection<I>(
         .max_header_list_size(spec.max_header_bytes());
     let (stream, framing) = Watched::new(stream);
     let watch = Arc::clone(&framing);
+    let handoff = Arc::new(Handoff::new(Arc::clone(&framing)));
     let service = {
         let activity = Arc::clone(&activity);
         let name = name.clone();
         let shared = Arc::clone(&shared);
         let response_watch = Arc::clone(&response_watch);
+        let handoff = Arc::clone(&handoff);
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let name = name.clone();
             let activity = Arc::clone(&activity);
             let response_watch = Arc::clone(&response_watch);
             let streams = Arc::clone(&streams);
+            let handoff = Arc::clone(&handoff);
             let multiplexed = req.version() >= http::Version::HTTP_2;
             let ambiguous = !multiplexed
                 && framing
@@ -377,11 +382,15 @@ async fn serve_connection<I>(
                         place,
                     );
                 }
-                timed(handle(shared, &name, peer, secure, req).await, watch, place)
+                timed(
+                    handle(shared, &name, peer, secure, req, handoff).await,
+                    watch,
+                    place,
+                )
             }
         })
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let idle = spec.timeouts.idle();
     let mut closing = false;
@@ -453,6 +462,10 @@ async fn serve_connection<I>(
             }
         }
     }
+    // An upgraded connection lives on as a tunnel in this task, keeping its admission permit.
+    if let Some(tunnel) = handoff.take() {
+        tunnel.await;
+    }
 }
 
 /// The request and send timeouts of listener `name` in the running configuration.
@@ -497,6 +510,7 @@ async fn handle(
     peer: SocketAddr,
     secure: bool,
     req: Request<Incoming>,
+    handoff: Arc<Handoff>,
 ) -> Response<ProxyBody> {
     let snapshot = shared.snapshot.load_full();
     let Some(spec) = snapshot.loaded.config.listeners.get(listener) else {
@@ -519,6 +533,7 @@ async fn handle(
     let trace = Trace {
         upload: Arc::default(),
         served_by: shared.access_log.as_ref().map(|_| Default::default()),
+        handoff,
     };
     let work = proxy(&shared, listener, spec, &snapshot, &client, &trace, req);
     let response = if request_timeout.is_zero() {
@@ -559,6 +574,8 @@ async fn handle(
 struct Trace {
     upload: Arc<UploadProgress>,
     served_by: Option<std::sync::Mutex<Option<ServedBy>>>,
+    /// Where a request that is answered 101 leaves its tunnel for the connection's task.
+    handoff: Arc<Handoff>,
 }
 
 impl Trace {
@@ -635,6 +652,17 @@ async fn proxy(
     // Phase read.
     // (Content-Length with Transfer-Encoding was refused before this, by the framing watcher:
     // hyper has already dropped the Content-Length by the time the request reaches us.)
+    if let Some(refused) = request_rules::refusal(req.method(), req.version(), req.headers()) {
+        shared.metrics.reject(listener, refused.cause);
+        let mut response = text_response(refused.status, refused.message);
+        if refused.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static(request_rules::ALLOWED_METHODS),
+            );
+        }
+        return response;
+    }
     let max_body = spec.max_body_bytes();
     let declared = req
         .headers()
@@ -651,6 +679,10 @@ async fn proxy(
         return overloaded("no such pool");
     };
     let (mut parts, body) = req.into_parts();
+    let upgrade = upgrade::requested(&parts);
+    let mut client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let trusted = snapshot
         .trusted
         .get(listener)
@@ -661,6 +693,10 @@ async fn proxy(
         req: &parts,
     });
     prepare_upstream_request(&mut parts, peer.ip(), secure);
+    if let Some(protocol) = &upgrade {
+        upgrade::restore_headers(&mut parts.headers, protocol.clone());
+    }
+    request_rules::frame_body(&mut parts.headers, hyper::body::Body::is_end_stream(&body));
     // A request that is idempotent and carries no body can be rebuilt and sent again if the
     // server fails after receiving it; any other request is sent once.
     let replayable = (parts.method.is_idempotent() && hyper::body::Body::is_end_stream(&body))
@@ -707,9 +743,21 @@ async fn proxy(
         // Phase connect. The slot is ours from here; dropping it (any early exit, or this
         // future being dropped) gives it back.
         trace.reached(client, &pool, server);
-        let mut conn = match server.state.idle.checkout(pool.spec.idle_timeout()).await {
+        // An upgrade needs a connection of its own that hyper can hand over.
+        let upgrading = upgrade.is_some();
+        let pooled = match upgrading {
+            true => None,
+            false => server.state.idle.checkout(pool.spec.idle_timeout()).await,
+        };
+        let opened = |address, timeout| async move {
+            match upgrading {
+                true => upgrade::connect(address, timeout).await,
+                false => connect(address, timeout).await,
+            }
+        };
+        let mut conn = match pooled {
             Some(c) => c,
-            None => match connect(&server.spec.address, pool.spec.connect_timeout()).await {
+            None => match opened(&server.spec.address, pool.spec.connect_timeout()).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %pool.name, server = %server.spec.name, "{e}");
@@ -794,6 +842,24 @@ async fn proxy(
         if upload.fault().is_none() {
             crate::health::record_outcome(shared, &pool, index, !status.is_server_error());
         }
+        if status == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = client_upgrade.take()
+        {
+            server.metrics.count(status);
+            server
+                .metrics
+                .latency
+                .observe(started.elapsed().as_secs_f64());
+            server.state.record_latency(started.elapsed());
+            let held = upgrade::Held {
+                slot,
+                conn,
+                idle: spec.timeouts.tunnel(),
+                pool: pool.name.clone(),
+                server: server.spec.name.clone(),
+            };
+            return upgrade::switch(response, client, held, &trace.handoff, &shared.tunnels);
+        }
         let (mut head, upstream_body) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         if let Some(name) = &spec.served_by_header
@@ -840,7 +906,7 @@ fn empty_body() -> ProxyBody {
 
 /// Headers for the server: hop-by-hop out, X-Forwarded-For and -Proto in, origin-form URI.
 fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr, secure: bool) {
-    let authority = parts.uri.authority().map(|a| a.to_string());
+    let authority = request_rules::authority_host(&parts.uri);
     strip_hop_by_hop(&mut parts.headers);
     let forwarded = match parts
         .headers
@@ -857,12 +923,10 @@ fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr, secu
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    // HTTP/2 clients send :authority instead of Host; servers behind us speak HTTP/1.1.
-    if !parts.headers.contains_key(HOST)
-        && let Some(a) = authority
-        && let Ok(v) = HeaderValue::from_str(&a)
-    {
-        parts.headers.insert(HOST, v);
+    // The URI's authority (absolute form, h2's :authority) wins over a Host header; servers
+    // behind us speak HTTP/1.1 and read Host.
+    if let Some(host) = authority {
+        parts.headers.insert(HOST, host);
     }
     let path = parts
         .uri

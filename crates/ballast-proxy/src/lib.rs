@@ -22,6 +22,7 @@ mod headers;
 mod health;
 mod http;
 mod metrics;
+mod request_rules;
 mod runtime;
 mod sample;
 mod send_timeout;
@@ -29,6 +30,7 @@ mod status;
 mod streams;
 mod tcp;
 mod tls;
+mod upgrade;
 mod upload;
 mod upstream;
 
@@ -74,6 +76,8 @@ pub(crate) struct Shared {
     /// The dashboard's page and its latest state document, set from outside like the alerts
     /// (the guard builds them; the admin API serves `/` and `/dashboard/state`).
     pub dashboard: std::sync::Mutex<Option<Dashboard>>,
+    /// Closes the WebSocket tunnels at the end of a drain.
+    pub tunnels: upgrade::Tunnels,
 }
 
 /// What the admin API serves as the dashboard: a page (one self-contained HTML file) and the
@@ -252,6 +256,7 @@ impl Proxy {
             fd_reserve: fd_reserve::FdReserve::open(fd_reserve::SPARES),
             alerts: Default::default(),
             dashboard: Default::default(),
+            tunnels: Default::default(),
         });
         let proxy = Arc::new(Proxy {
             shared,
@@ -616,6 +621,8 @@ impl Proxy {
         while self.shared.connections.global() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Tunnels (WebSocket) run until they close or the drain's deadline: that is now.
+        self.shared.tunnels.close_all();
         for task in self
             .checks
             .lock()
