@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,9 @@ pub struct ResponseWatch {
     waiting_ms: AtomicU64,
     /// The send timeout of the request in progress; 0 disables it.
     send_ms: AtomicU64,
+    /// The response head has been handed to hyper: from then on the watch may cut. Before, the
+    /// request path answers its own timeouts (504, 408).
+    responding: AtomicBool,
 }
 
 impl Default for ResponseWatch {
@@ -69,6 +72,7 @@ impl Default for ResponseWatch {
             deadline_ms: AtomicU64::new(NONE),
             waiting_ms: AtomicU64::new(NONE),
             send_ms: AtomicU64::new(0),
+            responding: AtomicBool::new(false),
         }
     }
 }
@@ -90,11 +94,24 @@ impl ResponseWatch {
         self.send_ms
             .store(send.as_millis() as u64, Ordering::Release);
         self.waiting_ms.store(NONE, Ordering::Release);
+        self.responding.store(false, Ordering::Release);
         self.deadline_ms.store(deadline, Ordering::Release);
     }
 
-    /// Its response head went to hyper: from now on the client is waited on.
+    /// Its response head went to hyper: from now on the client is waited on. A head handed
+    /// over at or after the deadline is the request path's own timeout answer (504, 408): only
+    /// the send timeout bounds its writing.
     pub fn responded(&self) {
+        let now = self.now_ms();
+        if self.deadline_ms.load(Ordering::Acquire) <= now {
+            self.deadline_ms.store(NONE, Ordering::Release);
+        }
+        self.waiting_ms.store(now, Ordering::Release);
+        self.responding.store(true, Ordering::Release);
+    }
+
+    /// hyper took a frame of the body: the client is waited on again.
+    fn handed(&self) {
         self.waiting_ms.store(self.now_ms(), Ordering::Release);
     }
 
@@ -106,16 +123,19 @@ impl ResponseWatch {
     pub fn finished(&self) {
         self.deadline_ms.store(NONE, Ordering::Release);
         self.waiting_ms.store(NONE, Ordering::Release);
+        self.responding.store(false, Ordering::Release);
     }
 
     /// A request or its response is in progress.
     pub fn in_progress(&self) -> bool {
-        self.deadline_ms.load(Ordering::Acquire) != NONE
-            || self.waiting_ms.load(Ordering::Acquire) != NONE
+        self.responding.load(Ordering::Acquire) || self.deadline_ms.load(Ordering::Acquire) != NONE
     }
 
     /// When the response in progress is cut, and why, if nothing changes.
     fn expiry(&self) -> Option<(u64, Cut)> {
+        if !self.responding.load(Ordering::Acquire) {
+            return None;
+        }
         let deadline = self.deadline_ms.load(Ordering::Acquire);
         let waiting = self.waiting_ms.load(Ordering::Acquire);
         let send = self.send_ms.load(Ordering::Acquire);
@@ -143,6 +163,11 @@ impl ResponseWatch {
                 return Ok(cut);
             }
             next = next.min(at);
+        }
+        // The deadline is looked at even before the response head, which may come just before.
+        let deadline = self.deadline_ms.load(Ordering::Acquire);
+        if deadline > now {
+            next = next.min(deadline);
         }
         Err(self.epoch + Duration::from_millis(next))
     }
@@ -192,7 +217,7 @@ where
         this.watch.asked_for_more();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(_))) => this.watch.responded(),
+            Poll::Ready(Some(Ok(_))) => this.watch.handed(),
             Poll::Ready(_) => this.watch.finished(),
             Poll::Pending => {}
         }
@@ -263,7 +288,11 @@ mod tests {
         let watch = ResponseWatch::default();
         assert!(watch.expiry().is_none());
         watch.begin(Duration::from_secs(20), Duration::from_secs(5));
-        assert_eq!(watch.expiry().map(|e| e.1), Some(Cut::RequestDeadline));
+        assert!(
+            watch.expiry().is_none(),
+            "the request path answers its own timeouts"
+        );
+        assert!(watch.in_progress());
         watch.responded();
         let (at, cut) = watch.expiry().unwrap();
         assert_eq!(cut, Cut::SendTimeout);
@@ -290,8 +319,20 @@ mod tests {
     #[test]
     fn an_expired_watch_says_so() {
         let watch = ResponseWatch::default();
-        watch.begin(Duration::from_millis(1), Duration::ZERO);
-        std::thread::sleep(Duration::from_millis(5));
+        watch.begin(Duration::from_millis(20), Duration::ZERO);
+        watch.responded();
+        std::thread::sleep(Duration::from_millis(30));
         assert_eq!(watch.check(), Ok(Cut::RequestDeadline));
+    }
+
+    #[test]
+    fn a_head_handed_over_after_the_deadline_is_bound_only_by_the_send_timeout() {
+        // The request path's own 504 at the deadline must still be written.
+        let watch = ResponseWatch::default();
+        watch.begin(Duration::from_millis(1), Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(watch.check().is_err(), "nothing is cut before the head");
+        watch.responded();
+        assert_eq!(watch.expiry().map(|e| e.1), Some(Cut::SendTimeout));
     }
 }

@@ -224,7 +224,7 @@ async fn http2_streams_with_a_zero_window_are_cut_at_the_send_timeout() {
         start(&two_slot_config(server, "send = \"2s\", request = \"60s\"")).await;
     let addr = proxy.listener_addr("web").unwrap();
     let since = Instant::now();
-    let mut readers = vec![stalled_h2_reader(addr).await, stalled_h2_reader(addr).await];
+    let mut readers = [stalled_h2_reader(addr).await, stalled_h2_reader(addr).await];
     assert_slots_held(addr).await;
     let took = served_again_after(addr, since, Duration::from_secs(6)).await;
     assert!(took >= Duration::from_millis(1800), "freed at {took:?}");
