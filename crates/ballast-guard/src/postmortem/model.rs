@@ -38,7 +38,7 @@ const CHANGE_ALERT: &str = "ConfigChangeRisky";
 
 /// Alerts about the configuration itself, not symptoms: a risky change (the trigger's
 /// evidence) and serve's rollback (the restore's). Neither opens an incident or holds it open.
-fn symptom(alertname: &str) -> bool {
+pub(crate) fn symptom(alertname: &str) -> bool {
     alertname != CHANGE_ALERT && alertname != "ConfigRolledBack"
 }
 
@@ -153,6 +153,8 @@ pub struct Impact {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub at_ms: u64,
+    /// The snapshot covers (at_ms - window_ms, at_ms].
+    pub window_ms: u64,
     pub peak_ratio: Option<f64>,
     pub servers: Vec<ServerSnapshot>,
 }
@@ -200,6 +202,9 @@ pub struct Review {
     pub time_to_restore_ms: Option<u64>,
     pub detect_to_restore_ms: Option<u64>,
     pub action_items: Vec<String>,
+    /// The shares the log's snapshots show before the onset and during the incident, for the
+    /// servers that moved (`app: medium 25% → 100%`), and the largest move in points.
+    pub observed_shift: Option<(String, f64)>,
     /// Every event of the span, time-ordered: (time, one line).
     pub timeline: Vec<(u64, String)>,
 }
@@ -379,9 +384,11 @@ pub fn review(
                     instance: i,
                     peak_ratio,
                     servers,
+                    window_ms,
                     ..
                 } if p == pool && (instance.is_empty() || *i == instance) => Some(Point {
                     at_ms: e.at_ms,
+                    window_ms: *window_ms,
                     peak_ratio: *peak_ratio,
                     servers: servers.clone(),
                 }),
@@ -475,6 +482,14 @@ pub fn review(
         incident,
     );
     let action_items = action_items(trigger.as_ref());
+    let observed_shift = pool.as_deref().and_then(|pool| {
+        let restored = restored.unwrap_or(end_of_log).max(onset.at_ms + 1);
+        let during: Vec<&Point> = pool_series
+            .iter()
+            .filter(|p| p.at_ms > onset.at_ms && p.at_ms.saturating_sub(p.window_ms) < restored)
+            .collect();
+        observed_shift(pool, &baseline, &during)
+    });
     let timeline = span.iter().map(|e| (e.at_ms, describe(&e.kind))).collect();
     Review {
         incident: incident.clone(),
@@ -492,8 +507,47 @@ pub fn review(
         ruled_out,
         resolution,
         action_items,
+        observed_shift,
         timeline,
     }
+}
+
+/// Each server's share of the requests over `points`.
+fn shares_over(points: &[&Point]) -> BTreeMap<String, f64> {
+    let mut requests: BTreeMap<String, u64> = BTreeMap::new();
+    for s in points.iter().flat_map(|p| &p.servers) {
+        *requests.entry(s.server.clone()).or_default() += s.requests;
+    }
+    let total: u64 = requests.values().sum();
+    requests
+        .into_iter()
+        .map(|(server, n)| (server, n as f64 / total.max(1) as f64))
+        .collect()
+}
+
+/// What the traffic in the log did: the shares before against the shares during, the servers
+/// that moved by 2 points or more.
+fn observed_shift(pool: &str, before: &[&Point], during: &[&Point]) -> Option<(String, f64)> {
+    let has_requests = |ps: &[&Point]| ps.iter().flat_map(|p| &p.servers).any(|s| s.requests > 0);
+    if !has_requests(before) || !has_requests(during) {
+        return None;
+    }
+    let (b, d) = (shares_over(before), shares_over(during));
+    let mut moved = Vec::new();
+    let mut max_points: f64 = 0.0;
+    for (server, now) in &d {
+        let then = b.get(server).copied().unwrap_or(0.0);
+        let points = (now - then).abs() * 100.0;
+        max_points = max_points.max(points);
+        if points >= 2.0 {
+            moved.push(format!(
+                "{server} {:.0}% → {:.0}%",
+                then * 100.0,
+                now * 100.0
+            ));
+        }
+    }
+    Some((format!("{pool}: {}", moved.join(", ")), max_points))
 }
 
 /// The incident's alerts (and the change alerts of its span), with their resolves.
@@ -1004,8 +1058,12 @@ fn ruled_out(
             }
         }
     }
-    // Snapshot windows: each covers the time since the one before it.
+    // Each snapshot says the window it covers; a log without it (0) covers the time since
+    // the one before.
     let window_of = |p: &Point| -> u64 {
+        if p.window_ms > 0 {
+            return p.window_ms;
+        }
         series
             .iter()
             .rev()
@@ -1013,9 +1071,12 @@ fn ruled_out(
             .map_or(10_000, |q| p.at_ms - q.at_ms)
             .min(60_000)
     };
+    // During: every snapshot whose window overlaps onset..restore, as the impact counts them
+    // (the one written after the restore still covers the incident's seconds).
+    let restored = restored_ms.max(onset.at_ms + 1);
     let during: Vec<&Point> = series
         .iter()
-        .filter(|p| p.at_ms > onset.at_ms && p.at_ms <= restored_ms.max(onset.at_ms + 1))
+        .filter(|p| p.at_ms > onset.at_ms && p.at_ms.saturating_sub(window_of(p)) < restored)
         .collect();
     match (rate(baseline, window_of), rate(&during, window_of)) {
         (Some(before), Some(now)) if before > 0.0 => {
@@ -1038,9 +1099,14 @@ fn ruled_out(
                 )
             });
         }
-        _ => out.push(
+        (None, _) => out.push(
             "the log has no pool snapshot before the incident: it cannot say whether traffic \
              was at its baseline"
+                .into(),
+        ),
+        (Some(_), _) => out.push(
+            "the log has no pool snapshot with requests during the incident: it cannot say \
+             whether traffic was at its baseline"
                 .into(),
         ),
     }
@@ -1057,11 +1123,15 @@ fn ruled_out(
                      {before:.0} ms before): not a shared dependency such as the database"
                 )
             }),
-            _ => out.push(
-                "the snapshots carry no latency before and during the incident: the log \
-                 cannot say whether the other servers stayed fast"
-                    .into(),
-            ),
+            (before, _) => out.push(format!(
+                "the snapshots carry no latency of the servers other than {hot} {}: the log \
+                 cannot say whether they stayed fast",
+                if before.is_none() {
+                    "before the incident"
+                } else {
+                    "during it"
+                }
+            )),
         }
     }
     let from = incident.start_ms.saturating_sub(TRIGGER_WINDOW_MS);
@@ -1159,7 +1229,7 @@ pub fn describe(kind: &EventKind) -> String {
             file,
             changes,
         } => {
-            let mut s = format!("config_applied: {file} version {version}");
+            let mut s = format!("config_applied: {file} as serve's configuration {version}");
             if let Some(p) = previous {
                 s.push_str(&format!(" (replacing {p})"));
             }
@@ -1245,13 +1315,15 @@ pub fn describe(kind: &EventKind) -> String {
             instance,
             previous,
             generation,
-        } => format!("reloaded: {source} {instance} ({previous} → {generation})"),
+        } => format!("reloaded: {source} {instance} (generation {previous} → {generation})"),
         EventKind::ConfigRolledBack {
             reverted,
             restored,
             alertname,
             ..
-        } => format!("config_rolled_back: {reverted} → {restored} (on {alertname})"),
+        } => format!(
+            "config_rolled_back: serve's configuration {reverted} → {restored} (on {alertname})"
+        ),
         EventKind::CommandRan {
             command,
             alertname,
