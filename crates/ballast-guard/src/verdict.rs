@@ -326,6 +326,29 @@ mod tests {
     }
 
     #[test]
+    fn the_other_servers_latency_is_weighed_by_their_requests() {
+        // app-1 answers 900 requests a second in 2 ms, app-2 10 a second in 200 ms: the
+        // requests saw about 4 ms, not the 101 ms of an unweighted mean.
+        let mut h = history(60, 0, 60, 0, 0.0);
+        for (t, s) in h.iter_mut().enumerate() {
+            let servers = &mut s.pools[0].servers;
+            servers[0].requests = 900 * t as u64;
+            servers[0].latency_ms = Some(2.0);
+            servers[1].requests = 10 * t as u64;
+            servers[1].latency_ms = Some(200.0);
+        }
+        let ctx = Context {
+            history: &h,
+            window_ms: 5_000,
+            changes: &[],
+            reloads: &[],
+            trigger_window_ms: 900_000,
+        };
+        let said = others_latency("app", "app-3", &ctx).expect("a latency statement");
+        assert!(said.contains("(4 ms, 4 ms before)"), "{said}");
+    }
+
+    #[test]
     fn a_change_to_another_pool_or_long_ago_is_not_the_trigger() {
         let h = history(60, 100, 50, 100, 3.0);
         let changes = [

@@ -68,7 +68,7 @@ const STORIES: &[Expected] = &[
             "ServerQueueFull",
             "PoolSaturated",
         ],
-        diff_word: "max_connections",
+        diff_word: "max connections of server",
     },
     Expected {
         scenario: "drain",

@@ -456,7 +456,12 @@ fn trigger(r: &Review) -> Vec<Block> {
                 "Made live by: no reload follows it in the log before the first alert.".into(),
             );
         }
-        if t.event == "config_changed" && t.live.is_some() {
+        // Only where serve applied it are there two numbers for one version.
+        if t.event == "config_changed"
+            && t.live
+                .as_ref()
+                .is_some_and(|l| l.1.starts_with("config_applied"))
+        {
             items.push(
                 "The file contents hash is the guard's name for a version of the file; serve \
                  names what it applies by its own configuration version (in `config_applied`, \
@@ -468,10 +473,19 @@ fn trigger(r: &Review) -> Vec<Block> {
             items.push(format!(
                 "Predicted shift (`ballast simulate` on its default traffic, evenly spread \
                  keys, not the traffic in the log): {points:.0} points{}.",
-                if t.shifts.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", t.shifts.join("; "))
+                {
+                    // A pool the simulation moved nowhere says nothing (`app: `).
+                    let shifts: Vec<&str> = t
+                        .shifts
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|s| !s.trim_end().ends_with(':'))
+                        .collect();
+                    if shifts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", shifts.join("; "))
+                    }
                 }
             ));
         }

@@ -1659,6 +1659,51 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_written_after_the_restore_still_covers_the_incident() {
+        // The demo's shape: change, alert and rollback within one snapshot window; the only
+        // snapshot of the incident is written after the restore.
+        let even = || snapshot([1000, 1000, 1000], 0, [10.0, 10.0, 10.0]);
+        let hot = snapshot([300, 300, 2400], 0, [11.0, 11.0, 80.0]);
+        let events = vec![
+            at(10, even()),
+            at(20, even()),
+            at(30, even()),
+            at(33, change()),
+            at(36, firing("PoolSkewed", Some("app-3"), "It is skew.")),
+            at(
+                37,
+                EventKind::ConfigRolledBack {
+                    file: "ballast.toml".into(),
+                    reverted: "v2".into(),
+                    restored: "v1".into(),
+                    changes: Vec::new(),
+                    alertname: "PoolSkewed".into(),
+                    pool: "app".into(),
+                    evidence: Vec::new(),
+                },
+            ),
+            at(38, resolved("PoolSkewed", Some("app-3"), 36)),
+            at(40, hot),
+            at(50, even()),
+        ];
+        let r = review_of(&events);
+        let text = r.ruled_out.join("\n");
+        assert!(
+            text.contains("300.0/s during the incident against 300.0/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kept their latency (11 ms against 10 ms"),
+            "{text}"
+        );
+        assert!(!text.contains("no pool snapshot"), "{text}");
+        // The traffic the log shows moved app-3 from a third to 80%.
+        let (moved, points) = r.observed_shift.clone().expect("observed");
+        assert!(moved.contains("app-3 33% → 80%"), "{moved}");
+        assert!((points - 46.7).abs() < 0.1, "{points}");
+    }
+
+    #[test]
     fn a_rollback_restores_at_its_time() {
         let mut events = log();
         events.push(at(
