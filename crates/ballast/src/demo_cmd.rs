@@ -46,10 +46,10 @@ const DEMO_CONFIG: &str = include_str!("../../../examples/demo.toml");
 ///
 /// --scenario picks another outage (`--scenario list` prints them):
 ///   hash    (the default) the story above: PoolSkewed
-///   limit   every server's max_connections drops from 300 to 2 while the servers answer
-///           in 40-160 ms: requests queue, then 503; ServerAtConnectionLimit
-///   drain   two of four servers drained (weight 0); the other two hit their limit of 8
-///           connections: ServerAtConnectionLimit
+///   limit   every server's max_connections drops from 300 to 1 while the servers answer
+///           in 40-160 ms: requests queue, then 503; PoolSaturated
+///   drain   two of four servers drained (weight 0); the other two hit their limit of 6
+///           connections: PoolSaturated
 /// Each change passes `check` with warnings only, and each story takes about half a minute.
 ///
 /// With --quiet-run the change never comes: the healthy version runs, with a summary of the

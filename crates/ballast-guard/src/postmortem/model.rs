@@ -1020,7 +1020,9 @@ fn others_latency(points: &[&Point], hot: &str) -> Option<f64> {
         .iter()
         .flat_map(|p| &p.servers)
         .filter(|s| s.server != hot)
-        .filter_map(|s| s.latency_ms.map(|l| (l, s.requests.max(1))))
+        // A server that answered nothing in a window says nothing of what requests saw.
+        .filter(|s| s.requests > 0)
+        .filter_map(|s| s.latency_ms.map(|l| (l, s.requests)))
         .fold((0.0, 0u64), |(sum, n), (l, r)| (sum + l * r as f64, n + r));
     (n > 0).then(|| sum / n as f64)
 }
