@@ -516,10 +516,22 @@ fn pool_figures(pool: &str, samples: &[&Sample]) -> Option<Figures> {
     } else {
         (None, String::new(), 0.0)
     };
-    let latencies: Vec<f64> = series
-        .iter()
-        .flat_map(|p| p.servers.iter().filter_map(|s| s.latency_ms))
-        .collect();
+    // Each round's latency weighed by the requests it answered: a slow server that took few
+    // requests must not outweigh the fast ones that took most.
+    let (mut latency_sum, mut latency_requests) = (0.0, 0u64);
+    for pair in series.windows(2) {
+        for s in &pair[1].servers {
+            let (Some(latency), Some(old)) = (
+                s.latency_ms,
+                pair[0].servers.iter().find(|o| o.name == s.name),
+            ) else {
+                continue;
+            };
+            let n = delta(s.requests, old.requests);
+            latency_sum += latency * n as f64;
+            latency_requests += n;
+        }
+    }
     let mut at_limit: Vec<String> = series
         .iter()
         .flat_map(|p| &p.servers)
@@ -544,8 +556,7 @@ fn pool_figures(pool: &str, samples: &[&Sample]) -> Option<Figures> {
         } else {
             0.0
         },
-        latency_ms: (!latencies.is_empty())
-            .then(|| latencies.iter().sum::<f64>() / latencies.len() as f64),
+        latency_ms: (latency_requests > 0).then(|| latency_sum / latency_requests as f64),
         at_limit,
     })
 }

@@ -1,6 +1,8 @@
 //! The guard's own events for the event log: a watcher's round (its [`Outcome`] and the
 //! history it judged) turned into `config_changed`, `reloaded` and, every snapshot interval,
-//! one `pool_snapshot` per pool. Pure: `ballast watch --event-log` and serve's guard thread
+//! one `pool_snapshot` per pool. A reload cuts the snapshots' windows: the round that sees it
+//! writes the figures up to the sample before it, and the next window starts there, so no
+//! snapshot mixes the traffic before a change with the traffic after it. Pure: `ballast watch --event-log` and serve's guard thread
 //! call [`events`] after every round and append what it returns, so the postmortem, the
 //! dashboard and the rollback read one record whichever process watched.
 
@@ -33,6 +35,18 @@ impl Default for EventOptions {
 /// change and the reload the watcher saw, and the pools' snapshots when one is due.
 /// `history` is the watcher's history, oldest first, its last sample the one just observed.
 pub fn events(outcome: &Outcome, history: &[&Sample], options: &EventOptions) -> Vec<Event> {
+    let reloads: Vec<u64> = outcome.reload.iter().map(|r| r.at_ms).collect();
+    events_cut(outcome, history, &reloads, options)
+}
+
+/// [`events`], with the times of the reloads the watcher remembers (`cuts_ms`, oldest first,
+/// this round's included): the snapshots' windows start no earlier than the last of them.
+pub fn events_cut(
+    outcome: &Outcome,
+    history: &[&Sample],
+    cuts_ms: &[u64],
+    options: &EventOptions,
+) -> Vec<Event> {
     let Some(latest) = history.last() else {
         return Vec::new();
     };
@@ -40,23 +54,54 @@ pub fn events(outcome: &Outcome, history: &[&Sample], options: &EventOptions) ->
     if let Some(change) = &outcome.change {
         out.push(config_changed(change, latest));
     }
+    let interval = options.snapshot_interval_ms.max(1);
     if let Some(reload) = &outcome.reload {
         out.push(reloaded(reload, latest));
+        // The figures since the last snapshot, up to the sample before the reload: the
+        // version that served them alone. Expected shares from that sample's weights (the
+        // detector's verdict of this round already judges the new version).
+        if let [.., before, _] = history {
+            let up_to = &history[..history.len() - 1];
+            let boundary = before.at_ms / interval * interval;
+            let since_boundary = up_to.partition_point(|s| s.at_ms < boundary);
+            let first = since_boundary.max(cut_start(up_to, cuts_ms, before.at_ms));
+            if first + 1 < up_to.len() {
+                out.extend(snapshots(&up_to[first..], None));
+            }
+        }
     }
-    if snapshot_due(history, options.snapshot_interval_ms) {
-        out.extend(snapshots(
-            history,
-            &outcome.distributions,
-            options.snapshot_interval_ms,
-        ));
+    if snapshot_due(history, interval) {
+        let start = latest.at_ms.saturating_sub(interval);
+        // The window begins at the last sample at or before its start (the counters'
+        // baseline), or at the last before the latest reload.
+        let first = history
+            .partition_point(|s| s.at_ms <= start)
+            .saturating_sub(1)
+            .max(cut_start(history, cuts_ms, latest.at_ms));
+        if first + 1 < history.len() {
+            out.extend(snapshots(&history[first..], Some(&outcome.distributions)));
+        }
     }
     out
+}
+
+/// The index of the last sample before the latest cut at or before `until_ms` (0 without one).
+fn cut_start(history: &[&Sample], cuts_ms: &[u64], until_ms: u64) -> usize {
+    cuts_ms
+        .iter()
+        .filter(|&&c| c <= until_ms)
+        .max()
+        .map_or(0, |&c| {
+            history.partition_point(|s| s.at_ms < c).saturating_sub(1)
+        })
 }
 
 /// [`events`] over a watcher's own history, for the callers that hold the watcher.
 pub fn of_round(outcome: &Outcome, watcher: &Watcher, options: &EventOptions) -> Vec<Event> {
     let history: Vec<&Sample> = watcher.history().collect();
-    events(outcome, &history, options)
+    let mut cuts: Vec<u64> = watcher.reloads().iter().map(|r| r.at_ms).collect();
+    cuts.extend(outcome.reload.iter().map(|r| r.at_ms));
+    events_cut(outcome, &history, &cuts, options)
 }
 
 fn config_changed(c: &ConfigChange, sample: &Sample) -> Event {
@@ -102,25 +147,19 @@ fn snapshot_due(history: &[&Sample], interval_ms: u64) -> bool {
     }
 }
 
-/// One snapshot per pool of the latest sample, over the samples since the interval's start.
-fn snapshots(
-    history: &[&Sample],
-    distributions: &[PoolDistribution],
-    interval_ms: u64,
-) -> Vec<Event> {
-    let latest = history[history.len() - 1];
-    let start = latest.at_ms.saturating_sub(interval_ms);
-    // The window begins at the last sample at or before its start (the counters' baseline).
-    let first = history
-        .partition_point(|s| s.at_ms <= start)
-        .saturating_sub(1);
-    let window = &history[first..];
-    let window_ms = latest.at_ms - window[0].at_ms;
+/// One snapshot per pool of the window's last sample, over the window (its first sample is
+/// the counters' baseline). Without the detector's distributions, the expected shares are what
+/// the last sample's weights promise and R is not given.
+fn snapshots(window: &[&Sample], distributions: Option<&[PoolDistribution]>) -> Vec<Event> {
+    let (Some(first), Some(latest)) = (window.first(), window.last()) else {
+        return Vec::new();
+    };
+    let window_ms = latest.at_ms - first.at_ms;
     latest
         .pools
         .iter()
         .map(|pool| {
-            let distribution = distributions.iter().find(|d| d.pool == pool.name);
+            let distribution = distributions.and_then(|d| d.iter().find(|d| d.pool == pool.name));
             Event {
                 at_ms: latest.at_ms,
                 kind: EventKind::PoolSnapshot {
@@ -185,10 +224,19 @@ fn servers(
         }
     }
     let pool_requests: u64 = totals.values().map(|t| t.requests).sum();
-    let expected = |name: &str| {
-        distribution
-            .and_then(|d| d.expected_shares.iter().find(|(n, _)| n == name))
-            .map_or(0.0, |(_, e)| *e)
+    let serving = crate::detect::saturation::in_rotation(pool);
+    let serving_weight: u64 = serving.iter().map(|s| u64::from(s.weight)).sum();
+    let expected = |name: &str| match distribution {
+        Some(d) => d
+            .expected_shares
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, e)| *e),
+        None => serving
+            .iter()
+            .find(|s| s.name == name)
+            .filter(|_| serving_weight > 0)
+            .map_or(0.0, |s| f64::from(s.weight) / serving_weight as f64),
     };
     pool.servers
         .iter()
@@ -241,6 +289,17 @@ mod tests {
     /// requests per second (app-3 answering 5xx for `failing` of them), and gathers every
     /// event `events` returns.
     fn run(secs: u64, rates: [u64; 3], weights: [u32; 3], failing: u64) -> Vec<Event> {
+        run_reloading(secs, rates, weights, failing, None)
+    }
+
+    /// [`run`], the process reloading (a new generation) at second `reload_at`.
+    fn run_reloading(
+        secs: u64,
+        rates: [u64; 3],
+        weights: [u32; 3],
+        failing: u64,
+        reload_at: Option<u64>,
+    ) -> Vec<Event> {
         let mut w = Watcher::new("test", "lb-1", WatchOptions::default());
         let mut all = Vec::new();
         for t in 0..=secs {
@@ -256,7 +315,17 @@ mod tests {
                     s
                 })
                 .collect();
-            let outcome = w.observe(sample(t, vec![pool("app", servers)]));
+            let mut s = sample(t, vec![pool("app", servers)]);
+            let generation = if reload_at.is_some_and(|r| t >= r) {
+                "v2"
+            } else {
+                "v1"
+            };
+            s.process = Some(ballast_core::sample::ProcessSample {
+                generation: Some(generation.into()),
+                ..Default::default()
+            });
+            let outcome = w.observe(s);
             all.extend(of_round(&outcome, &w, &EventOptions::default()));
         }
         all
@@ -299,6 +368,32 @@ mod tests {
         // R: app-3 takes 4/6 against its 1/2.
         let r = r.expect("judged");
         assert!((r - (4.0 / 6.0) / 0.5).abs() < 0.01, "R = {r}");
+    }
+
+    #[test]
+    fn a_reload_cuts_the_snapshot_windows_so_none_mixes_before_and_after() {
+        let all = run_reloading(30, [100, 100, 400], [1, 1, 2], 0, Some(15));
+        let snaps = snapshots(&all);
+        let times: Vec<(u64, u64)> = snaps.iter().map(|s| (s.0, s.3)).collect();
+        // 10..14 written when the reload is seen at 15, then 14..20 and 20..30.
+        assert_eq!(
+            times,
+            [
+                (10_000, 10_000),
+                (14_000, 4_000),
+                (20_000, 6_000),
+                (30_000, 10_000)
+            ]
+        );
+        let requests: Vec<u64> = snaps[1].1.iter().map(|s| s.requests).collect();
+        assert_eq!(requests, [400, 400, 1_600]);
+        // Without the detector's verdict the expected shares are the weights'.
+        let expected: Vec<f64> = snaps[1].1.iter().map(|s| s.expected_share).collect();
+        assert_eq!(expected, [0.25, 0.25, 0.5]);
+        assert_eq!(snaps[1].2, None);
+        // Every request is in exactly one snapshot from 0 to 30 s.
+        let total: u64 = snaps.iter().flat_map(|s| s.1).map(|s| s.requests).sum();
+        assert_eq!(total, 600 * 30);
     }
 
     #[test]

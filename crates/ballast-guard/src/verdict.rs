@@ -5,7 +5,7 @@
 //! rate is at its baseline: not a traffic surge"; "the other servers' latency is normal: not a
 //! shared dependency such as the database". Only what the samples show is said.
 
-use ballast_core::sample::{Sample, ServerSample};
+use ballast_core::sample::Sample;
 
 use crate::change::{ConfigChange, Reload, clock};
 use crate::detect::{Finding, Layer};
@@ -146,22 +146,37 @@ fn traffic(ctx: &Context) -> Option<String> {
 fn others_latency(pool: &str, server: &str, ctx: &Context) -> Option<String> {
     let last = ctx.history.last()?;
     let window_start = last.at_ms.saturating_sub(ctx.window_ms);
-    let mean_of_others = |s: &Sample| -> Option<f64> {
-        let p = s.pools.iter().find(|p| p.name == pool)?;
-        let l: Vec<f64> = p
-            .servers
-            .iter()
-            .filter(|x| x.name != server)
-            .filter_map(|x: &ServerSample| x.latency_ms)
-            .collect();
-        (!l.is_empty()).then(|| l.iter().sum::<f64>() / l.len() as f64)
+    // Request-weighted: each round's latency counts as often as the requests it answered, so a
+    // slow server that took few requests does not outweigh the fast ones that took most.
+    let weighted = |samples: &[Sample]| -> Option<f64> {
+        let (mut sum, mut requests) = (0.0, 0u64);
+        for pair in samples.windows(2) {
+            let (Some(old), Some(new)) = (
+                pair[0].pools.iter().find(|p| p.name == pool),
+                pair[1].pools.iter().find(|p| p.name == pool),
+            ) else {
+                continue;
+            };
+            for s in new.servers.iter().filter(|x| x.name != server) {
+                let (Some(latency), Some(o)) =
+                    (s.latency_ms, old.servers.iter().find(|o| o.name == s.name))
+                else {
+                    continue;
+                };
+                let n = s.requests.saturating_sub(o.requests);
+                sum += latency * n as f64;
+                requests += n;
+            }
+        }
+        (requests > 0).then(|| sum / requests as f64)
     };
-    let mean = |samples: &mut dyn Iterator<Item = &Sample>| -> Option<f64> {
-        let v: Vec<f64> = samples.filter_map(mean_of_others).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    let now = mean(&mut ctx.history.iter().filter(|s| s.at_ms >= window_start))?;
-    let before = mean(&mut ctx.history.iter().filter(|s| s.at_ms < window_start));
+    // The window's pairs start at the last sample before it (the counters' baseline).
+    let split = ctx
+        .history
+        .partition_point(|s| s.at_ms < window_start)
+        .saturating_sub(1);
+    let now = weighted(&ctx.history[split..])?;
+    let before = weighted(&ctx.history[..=split.min(ctx.history.len() - 1)]);
     match before {
         Some(b) if now > 2.0 * b.max(1.0) => Some(format!(
             "the other servers are slower too ({now:.0} ms against {b:.0} ms before): a shared \
@@ -195,7 +210,7 @@ fn per_second(rate: f64) -> String {
 mod tests {
     use super::*;
     use crate::detect::{Figures, Level, Text};
-    use ballast_core::sample::{PoolSample, Promise, ResponseClasses, ServerState};
+    use ballast_core::sample::{PoolSample, Promise, ResponseClasses, ServerSample, ServerState};
 
     /// Samples every second for `secs`: each server gains `rate` requests a second, with
     /// `latency` ms, and after `hot_from` s app-3 gains `hot_rate` instead.
@@ -306,6 +321,29 @@ mod tests {
             cause.contains("the other servers' latency is normal (3 ms, 3 ms before)"),
             "{cause}"
         );
+    }
+
+    #[test]
+    fn the_other_servers_latency_is_weighed_by_their_requests() {
+        // app-1 answers 900 requests a second in 2 ms, app-2 10 a second in 200 ms: the
+        // requests saw about 4 ms, not the 101 ms of an unweighted mean.
+        let mut h = history(60, 0, 60, 0, 0.0);
+        for (t, s) in h.iter_mut().enumerate() {
+            let servers = &mut s.pools[0].servers;
+            servers[0].requests = 900 * t as u64;
+            servers[0].latency_ms = Some(2.0);
+            servers[1].requests = 10 * t as u64;
+            servers[1].latency_ms = Some(200.0);
+        }
+        let ctx = Context {
+            history: &h,
+            window_ms: 5_000,
+            changes: &[],
+            reloads: &[],
+            trigger_window_ms: 900_000,
+        };
+        let said = others_latency("app", "app-3", &ctx).expect("a latency statement");
+        assert!(said.contains("(4 ms, 4 ms before)"), "{said}");
     }
 
     #[test]

@@ -127,6 +127,11 @@ impl Watcher {
         &self.changes
     }
 
+    /// The reloads seen within the trigger window, oldest first.
+    pub fn reloads(&self) -> &[Reload] {
+        &self.reloads
+    }
+
     /// Takes one sample and judges the window that ends with it.
     pub fn observe(&mut self, sample: Sample) -> Outcome {
         let now = sample.at_ms;

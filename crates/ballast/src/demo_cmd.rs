@@ -3,7 +3,11 @@
 //! traffic, and the story every outage report tells, in about half a minute: healthy traffic; a
 //! change `check` passes with only a warning goes live; the guard's alert names it within
 //! seconds; the canary rolls it back; the postmortem draft is written. `--quiet-run` keeps the
-//! healthy version and only shows the live distribution.
+//! healthy version and only shows the live distribution. `--scenario` picks the class of
+//! outage (`demo/scenario.rs` says what differs between them).
+
+#[path = "demo/scenario.rs"]
+mod scenario;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,11 +44,20 @@ const DEMO_CONFIG: &str = include_str!("../../../examples/demo.toml");
 ///   5. the postmortem draft (Markdown and HTML) is written next to the event log and its
 ///      path printed.
 ///
+/// --scenario picks another outage (`--scenario list` prints them):
+///   hash    (the default) the story above: PoolSkewed
+///   limit   every server's max_connections drops from 300 to 1 while the servers answer
+///           in 40-160 ms: requests queue, then 503; PoolSaturated
+///   drain   two of four servers drained (weight 0); the other two hit their limit of 6
+///           connections: PoolSaturated
+/// Each change passes `check` with warnings only, and each story takes about half a minute.
+///
 /// With --quiet-run the change never comes: the healthy version runs, with a summary of the
 /// distribution every two seconds, until Ctrl-C or --duration.
 ///
 /// Examples:
 ///   ballast demo                          # the story, about half a minute
+///   ballast demo --scenario limit         # a connection limit far below the traffic
 ///   ballast demo --quiet-run              # the healthy balancer until Ctrl-C
 ///   ballast demo --quiet-run --duration 20s --rate 300
 #[derive(Args)]
@@ -70,6 +83,9 @@ pub struct DemoArgs {
     /// directory under the system's temporary directory, kept after the demo).
     #[arg(long, value_name = "DIR")]
     dir: Option<std::path::PathBuf>,
+    /// The outage to stage: hash (the default), limit or drain; `list` prints them.
+    #[arg(long, default_value = "hash", value_name = "NAME")]
+    scenario: String,
 }
 
 pub fn run(args: DemoArgs) -> u8 {
@@ -77,6 +93,17 @@ pub fn run(args: DemoArgs) -> u8 {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: --duration {e}");
+            return 2;
+        }
+    };
+    if args.scenario == "list" {
+        print!("{}", scenario::list());
+        return 0;
+    }
+    let scenario = match scenario::find(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --scenario: {e}");
             return 2;
         }
     };
@@ -93,12 +120,13 @@ pub fn run(args: DemoArgs) -> u8 {
             return 1;
         }
     };
-    runtime.block_on(demo(args, duration))
+    runtime.block_on(demo(args, scenario, duration))
 }
 
-async fn demo(args: DemoArgs, duration: Option<Duration>) -> u8 {
-    let speeds = [("fast-1", 2), ("fast-2", 2), ("medium", 10), ("slow", 40)];
-    let mut config = DEMO_CONFIG
+async fn demo(args: DemoArgs, scenario: &scenario::Scenario, duration: Option<Duration>) -> u8 {
+    let speeds = scenario.servers;
+    // The scenario's healthy version first: its edits match the embedded default's addresses.
+    let mut config = (scenario.healthy)(DEMO_CONFIG)
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", args.port))
         .replace("127.0.0.1:9900", &format!("127.0.0.1:{}", args.admin_port));
     let mut backends = Vec::new();
@@ -156,6 +184,8 @@ async fn demo(args: DemoArgs, duration: Option<Duration>) -> u8 {
         return 1;
     };
     crate::rollback::install_differ(&proxy);
+    // The story announces the rollback itself, after the alert that decided it.
+    crate::rollback::announce_on_stdout(false);
     let alerts = ballast_core::config::Alerts::default();
     let rollback = ballast_core::config::Rollback {
         window: Some(ballast_core::config::Dur(Duration::from_secs(30))),
@@ -165,8 +195,14 @@ async fn demo(args: DemoArgs, duration: Option<Duration>) -> u8 {
         eprintln!("error: cannot start the guard: {e}");
         return 1;
     }
+    let servers: Vec<String> = speeds
+        .iter()
+        .map(|(name, ms)| format!("{name} {ms}ms"))
+        .collect();
     say!(
-        "ballast demo: four servers (fast-1 2ms, fast-2 2ms, medium 10ms, slow 40ms), least-connections"
+        "ballast demo, scenario {}: four servers ({}), least-connections",
+        scenario.name,
+        servers.join(", ")
     );
     say!("  balancer   http://{listener}/            (try: curl -i http://{listener}/)");
     if let Some(admin) = proxy.admin_addr() {
@@ -182,9 +218,10 @@ async fn demo(args: DemoArgs, duration: Option<Duration>) -> u8 {
     );
 
     let traffic = tokio::spawn(send_traffic(listener, args.rate));
+    let served = Served::new(&backends, "the start");
     if !args.quiet_run {
         let code = tokio::select! {
-            code = story(&proxy, &path, &config, &dir, &events) => code,
+            code = story(&proxy, scenario, &backends, &path, &config, &dir, &events) => code,
             _ = tokio::signal::ctrl_c() => 0,
         };
         traffic.abort();
@@ -196,13 +233,13 @@ async fn demo(args: DemoArgs, duration: Option<Duration>) -> u8 {
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = tick.tick() => print_summary(&proxy, started.elapsed()),
+            _ = tick.tick() => print_summary(&proxy, &served, &backends, started.elapsed()),
             _ = tokio::signal::ctrl_c() => break,
             _ = sleep_or_forever(duration.map(|d| d.saturating_sub(started.elapsed()))) => break,
         }
     }
     traffic.abort();
-    print_summary(&proxy, started.elapsed());
+    print_summary(&proxy, &served, &backends, started.elapsed());
     proxy.drain(Duration::from_secs(2)).await;
     0
 }
@@ -243,25 +280,69 @@ async fn send_traffic(listener: std::net::SocketAddr, rate: u32) {
     }
 }
 
-fn print_summary(proxy: &Proxy, elapsed: Duration) {
+/// The requests each demo server had served when the story last moved on (the start, the
+/// change, the rollback): the summaries count from there, so no window mixes the healthy
+/// version with the changed one.
+struct Served {
+    since: &'static str,
+    at: Instant,
+    hits: BTreeMap<String, u64>,
+}
+
+impl Served {
+    fn new(backends: &[DemoBackend], since: &'static str) -> Served {
+        Served {
+            since,
+            at: Instant::now(),
+            hits: backends
+                .iter()
+                .map(|b| (b.name.clone(), b.hits()))
+                .collect(),
+        }
+    }
+}
+
+fn print_summary(proxy: &Proxy, served: &Served, backends: &[DemoBackend], elapsed: Duration) {
     let status = proxy.status();
     let Some(pool) = status["pools"].as_array().and_then(|p| p.first()) else {
         return;
     };
-    let mut rows = BTreeMap::new();
+    let shares: BTreeMap<String, u64> = backends
+        .iter()
+        .map(|b| {
+            let before = served.hits.get(&b.name).copied().unwrap_or(0);
+            (b.name.clone(), b.hits().saturating_sub(before))
+        })
+        .collect();
+    let total: u64 = shares.values().sum();
+    let since = served.at.elapsed().as_secs_f64();
+    // The balancer's own R covers its last few seconds: quoted only when they all lie after
+    // the story's last step.
+    let window = pool["recent_window_seconds"].as_u64().unwrap_or(0);
+    let ratio = if since >= window as f64 {
+        format!(
+            "; last {window}s: peak ratio R {:.2}",
+            pool["recent_peak_ratio"].as_f64().unwrap_or(0.0)
+        )
+    } else {
+        String::new()
+    };
     say!(
-        "{:>5.0}s  pool `{}` ({}), last {}s: peak ratio R {:.2}",
+        "{:>5.0}s  pool `{}` ({}), since {} ({since:.0}s, {total} requests){ratio}",
         elapsed.as_secs_f64(),
         pool["name"].as_str().unwrap_or(""),
         pool["algorithm"].as_str().unwrap_or(""),
-        pool["recent_window_seconds"].as_u64().unwrap_or(0),
-        pool["recent_peak_ratio"].as_f64().unwrap_or(0.0)
+        served.since,
     );
+    let mut rows = BTreeMap::new();
     for s in pool["servers"].as_array().into_iter().flatten() {
         rows.insert(s["name"].as_str().unwrap_or("").to_string(), s.clone());
     }
     for (name, s) in rows {
-        let share = s["recent_share"].as_f64().unwrap_or(0.0);
+        let share = match total {
+            0 => 0.0,
+            _ => shares.get(&name).copied().unwrap_or(0) as f64 / total as f64,
+        };
         let bar = "#".repeat((share * 40.0).round() as usize);
         say!(
             "        {name:<7} {:>5.1}%  {bar:<40} in flight {:>3}  {}",
@@ -287,19 +368,11 @@ const ALERT_WITHIN: Duration = Duration::from_secs(20);
 const ROLLBACK_WITHIN: Duration = Duration::from_secs(35);
 const RESOLVE_WITHIN: Duration = Duration::from_secs(20);
 
-/// The change of the story: pool `app` hashes on the tenant header, with a bounded-load factor
-/// so high that nothing spills over (HAProxy's `hash-balance-factor` is off by default).
-fn hash_on_tenant(config: &str) -> String {
-    config.replacen(
-        "algorithm = \"least-connections\"",
-        "algorithm = \"consistent-hash\"\nhash_key = { source = \"header\", name = \"X-Tenant\" }\nbalance_factor = 10.0",
-        1,
-    )
-}
-
 /// The outage, told step by step as it happens; returns the exit code.
 async fn story(
     proxy: &Arc<Proxy>,
+    scenario: &scenario::Scenario,
+    backends: &[DemoBackend],
     path: &std::path::Path,
     config: &str,
     dir: &std::path::Path,
@@ -307,17 +380,15 @@ async fn story(
 ) -> u8 {
     let started = Instant::now();
     let at = || format!("[{:>4.0}s]", started.elapsed().as_secs_f64());
+    let mut served = Served::new(backends, "the start");
     say!("{} 1. healthy: least-connections over four servers", at());
     for _ in 0..3 {
         tokio::time::sleep(HEALTHY / 3).await;
-        print_summary(proxy, started.elapsed());
+        print_summary(proxy, &served, backends, started.elapsed());
     }
 
-    let changed = hash_on_tenant(config);
-    say!(
-        "\n{} 2. a change goes live: pool `app` hashes on header X-Tenant (for cache affinity)",
-        at()
-    );
+    let changed = (scenario.change)(config);
+    say!("\n{} 2. a change goes live: {}", at(), scenario.announce);
     if let Err(e) = std::fs::write(path, &changed) {
         eprintln!("error: cannot write {}: {e}", path.display());
         return 1;
@@ -341,6 +412,7 @@ async fn story(
         Err(e) => say!("        ballast check cannot read it: {e}"),
     }
     let change_ms = unix_ms();
+    served = Served::new(backends, "the change");
     match proxy.reload().await {
         ballast_proxy::ReloadOutcome::Applied { version } => {
             say!("        reloaded: version {version} is live");
@@ -361,10 +433,7 @@ async fn story(
         }
     }
 
-    say!(
-        "\n{} 3. every request of tenant acme now goes to one server",
-        at()
-    );
+    say!("\n{} 3. {}", at(), scenario.consequence);
     let firing = wait_for(proxy, change_ms, ALERT_WITHIN, |k| match k {
         EventKind::AlertFiring {
             alertname,
@@ -408,7 +477,7 @@ async fn story(
             );
         }
     }
-    print_summary(proxy, started.elapsed());
+    print_summary(proxy, &served, backends, started.elapsed());
 
     say!("\n{} 4. the canary judges the reload", at());
     let rolled = wait_for(proxy, change_ms, ROLLBACK_WITHIN, |k| {
@@ -432,6 +501,7 @@ async fn story(
                     say!("        {line}");
                 }
             }
+            served = Served::new(backends, "the rollback");
             Some(Duration::from_millis(event.at_ms.saturating_sub(change_ms)))
         }
         None => {
@@ -460,7 +530,7 @@ async fn story(
     }
     // Rounds enough for the summary's window and the log's snapshots to show the recovery.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    print_summary(proxy, started.elapsed());
+    print_summary(proxy, &served, backends, started.elapsed());
 
     say!("\n{} 5. the review", at());
     let text = std::fs::read_to_string(events).unwrap_or_default();

@@ -173,11 +173,13 @@ impl Rollback {
             .block_on(async move { proxy.roll_back(request).await })
         {
             Ok(restored) => {
-                say!(
-                    "rollback: configuration {} reverted to {restored}: {}",
-                    reload.version,
-                    verdict.reason
-                );
+                if ANNOUNCE.load(std::sync::atomic::Ordering::Relaxed) {
+                    say!(
+                        "rollback: configuration {} reverted to {restored}: {}",
+                        reload.version,
+                        verdict.reason
+                    );
+                }
                 self.restored = Some(restored.clone());
                 self.done = Some(Done {
                     at_ms: now_ms,
@@ -193,6 +195,14 @@ impl Rollback {
             ),
         }
     }
+}
+
+/// Whether a revert is announced on stdout (serve does; the demo tells it in its own story).
+static ANNOUNCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the stdout line of a revert on or off; the event log has it either way.
+pub fn announce_on_stdout(on: bool) {
+    ANNOUNCE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The `ConfigRolledBack` finding for a rollback done.

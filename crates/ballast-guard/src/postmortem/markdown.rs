@@ -376,7 +376,12 @@ fn detection(r: &Review) -> Vec<Block> {
             .map(|a| {
                 vec![
                     clock(a.at_ms),
-                    a.resolved_ms.map_or("–".into(), clock),
+                    match a.resolved_ms {
+                        Some(at) => clock(at),
+                        // Facts, not conditions: a change was made, a rollback done.
+                        None if !super::model::symptom(&a.alertname) => "event".into(),
+                        None => "–".into(),
+                    },
                     a.alertname.clone(),
                     a.severity.clone(),
                     a.pool.clone(),
@@ -385,6 +390,17 @@ fn detection(r: &Review) -> Vec<Block> {
             })
             .collect(),
     });
+    if r.alerts
+        .iter()
+        .any(|a| a.resolved_ms.is_none() && !super::model::symptom(&a.alertname))
+    {
+        blocks.push(Block::Paragraph(
+            "`ConfigChangeRisky` and `ConfigRolledBack` are events, not conditions: a change \
+             was made, a rollback was done. They never resolve (\"event\" above); the incident \
+             ends when its symptoms resolve."
+                .into(),
+        ));
+    }
     if let Some(a) = r.first_alert()
         && !a.cause.is_empty()
     {
@@ -412,14 +428,21 @@ fn trigger(r: &Review) -> Vec<Block> {
             t.live.as_ref().map_or("", |l| l.1.as_str())
         ));
     } else {
+        // Two numbering schemes meet here: the guard's hash of the file's contents, and the
+        // configuration version serve gives what it applies (its reloads and rollbacks).
+        let scheme = if t.event == "config_changed" {
+            "file contents hash"
+        } else {
+            "serve's configuration"
+        };
         items.push(format!(
-            "{} `{}`: `{}` changed{} to version `{}`.",
+            "{} `{}`: `{}` changed{} to {scheme} `{}`.",
             clock(t.at_ms),
             t.event,
             t.file,
             t.previous
                 .as_ref()
-                .map_or(String::new(), |p| format!(" from version `{p}`")),
+                .map_or(String::new(), |p| format!(" from {scheme} `{p}`")),
             if t.version.is_empty() {
                 "–"
             } else {
@@ -433,16 +456,45 @@ fn trigger(r: &Review) -> Vec<Block> {
                 "Made live by: no reload follows it in the log before the first alert.".into(),
             );
         }
+        // Only where serve applied it are there two numbers for one version.
+        if t.event == "config_changed"
+            && t.live
+                .as_ref()
+                .is_some_and(|l| l.1.starts_with("config_applied"))
+        {
+            items.push(
+                "The file contents hash is the guard's name for a version of the file; serve \
+                 names what it applies by its own configuration version (in `config_applied`, \
+                 `reloaded` and `config_rolled_back`): the two do not match by design."
+                    .into(),
+            );
+        }
         if let Some(points) = t.max_shift_points {
             items.push(format!(
-                "Predicted shift (`ballast simulate`): {points:.0} points{}.",
-                if t.shifts.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", t.shifts.join("; "))
+                "Predicted shift (`ballast simulate` on its default traffic, evenly spread \
+                 keys, not the traffic in the log): {points:.0} points{}.",
+                {
+                    // A pool the simulation moved nowhere says nothing (`app: `).
+                    let shifts: Vec<&str> = t
+                        .shifts
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|s| !s.trim_end().ends_with(':'))
+                        .collect();
+                    if shifts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", shifts.join("; "))
+                    }
                 }
             ));
         }
+    }
+    if let Some((moved, points)) = &r.observed_shift {
+        items.push(format!(
+            "Shift the log's snapshots show (before the onset against during the incident): \
+             {points:.0} points: {moved}."
+        ));
     }
     let mut blocks = vec![Block::List(items)];
     if !t.changes.is_empty() {
@@ -559,7 +611,7 @@ fn resolution(r: &Review) -> Vec<Block> {
             restored,
             ..
         } => format!(
-            "{} `config_rolled_back`: ballast reverted `{reverted}` and serves `{restored}` \
+            "{} `config_rolled_back`: ballast reverted serve's configuration `{reverted}` and serves `{restored}` \
              again.",
             clock(*at_ms)
         ),

@@ -38,7 +38,7 @@ const CHANGE_ALERT: &str = "ConfigChangeRisky";
 
 /// Alerts about the configuration itself, not symptoms: a risky change (the trigger's
 /// evidence) and serve's rollback (the restore's). Neither opens an incident or holds it open.
-fn symptom(alertname: &str) -> bool {
+pub(crate) fn symptom(alertname: &str) -> bool {
     alertname != CHANGE_ALERT && alertname != "ConfigRolledBack"
 }
 
@@ -153,6 +153,8 @@ pub struct Impact {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub at_ms: u64,
+    /// The snapshot covers (at_ms - window_ms, at_ms].
+    pub window_ms: u64,
     pub peak_ratio: Option<f64>,
     pub servers: Vec<ServerSnapshot>,
 }
@@ -200,6 +202,9 @@ pub struct Review {
     pub time_to_restore_ms: Option<u64>,
     pub detect_to_restore_ms: Option<u64>,
     pub action_items: Vec<String>,
+    /// The shares the log's snapshots show before the onset and during the incident, for the
+    /// servers that moved (`app: medium 25% → 100%`), and the largest move in points.
+    pub observed_shift: Option<(String, f64)>,
     /// Every event of the span, time-ordered: (time, one line).
     pub timeline: Vec<(u64, String)>,
 }
@@ -379,9 +384,11 @@ pub fn review(
                     instance: i,
                     peak_ratio,
                     servers,
+                    window_ms,
                     ..
                 } if p == pool && (instance.is_empty() || *i == instance) => Some(Point {
                     at_ms: e.at_ms,
+                    window_ms: *window_ms,
                     peak_ratio: *peak_ratio,
                     servers: servers.clone(),
                 }),
@@ -475,6 +482,14 @@ pub fn review(
         incident,
     );
     let action_items = action_items(trigger.as_ref());
+    let observed_shift = pool.as_deref().and_then(|pool| {
+        let restored = restored.unwrap_or(end_of_log).max(onset.at_ms + 1);
+        let during: Vec<&Point> = pool_series
+            .iter()
+            .filter(|p| p.at_ms > onset.at_ms && p.at_ms.saturating_sub(p.window_ms) < restored)
+            .collect();
+        observed_shift(pool, &baseline, &during)
+    });
     let timeline = span.iter().map(|e| (e.at_ms, describe(&e.kind))).collect();
     Review {
         incident: incident.clone(),
@@ -492,8 +507,47 @@ pub fn review(
         ruled_out,
         resolution,
         action_items,
+        observed_shift,
         timeline,
     }
+}
+
+/// Each server's share of the requests over `points`.
+fn shares_over(points: &[&Point]) -> BTreeMap<String, f64> {
+    let mut requests: BTreeMap<String, u64> = BTreeMap::new();
+    for s in points.iter().flat_map(|p| &p.servers) {
+        *requests.entry(s.server.clone()).or_default() += s.requests;
+    }
+    let total: u64 = requests.values().sum();
+    requests
+        .into_iter()
+        .map(|(server, n)| (server, n as f64 / total.max(1) as f64))
+        .collect()
+}
+
+/// What the traffic in the log did: the shares before against the shares during, the servers
+/// that moved by 2 points or more.
+fn observed_shift(pool: &str, before: &[&Point], during: &[&Point]) -> Option<(String, f64)> {
+    let has_requests = |ps: &[&Point]| ps.iter().flat_map(|p| &p.servers).any(|s| s.requests > 0);
+    if !has_requests(before) || !has_requests(during) {
+        return None;
+    }
+    let (b, d) = (shares_over(before), shares_over(during));
+    let mut moved = Vec::new();
+    let mut max_points: f64 = 0.0;
+    for (server, now) in &d {
+        let then = b.get(server).copied().unwrap_or(0.0);
+        let points = (now - then).abs() * 100.0;
+        max_points = max_points.max(points);
+        if points >= 2.0 {
+            moved.push(format!(
+                "{server} {:.0}% → {:.0}%",
+                then * 100.0,
+                now * 100.0
+            ));
+        }
+    }
+    Some((format!("{pool}: {}", moved.join(", ")), max_points))
 }
 
 /// The incident's alerts (and the change alerts of its span), with their resolves.
@@ -966,7 +1020,9 @@ fn others_latency(points: &[&Point], hot: &str) -> Option<f64> {
         .iter()
         .flat_map(|p| &p.servers)
         .filter(|s| s.server != hot)
-        .filter_map(|s| s.latency_ms.map(|l| (l, s.requests.max(1))))
+        // A server that answered nothing in a window says nothing of what requests saw.
+        .filter(|s| s.requests > 0)
+        .filter_map(|s| s.latency_ms.map(|l| (l, s.requests)))
         .fold((0.0, 0u64), |(sum, n), (l, r)| (sum + l * r as f64, n + r));
     (n > 0).then(|| sum / n as f64)
 }
@@ -1004,8 +1060,12 @@ fn ruled_out(
             }
         }
     }
-    // Snapshot windows: each covers the time since the one before it.
+    // Each snapshot says the window it covers; a log without it (0) covers the time since
+    // the one before.
     let window_of = |p: &Point| -> u64 {
+        if p.window_ms > 0 {
+            return p.window_ms;
+        }
         series
             .iter()
             .rev()
@@ -1013,9 +1073,12 @@ fn ruled_out(
             .map_or(10_000, |q| p.at_ms - q.at_ms)
             .min(60_000)
     };
+    // During: every snapshot whose window overlaps onset..restore, as the impact counts them
+    // (the one written after the restore still covers the incident's seconds).
+    let restored = restored_ms.max(onset.at_ms + 1);
     let during: Vec<&Point> = series
         .iter()
-        .filter(|p| p.at_ms > onset.at_ms && p.at_ms <= restored_ms.max(onset.at_ms + 1))
+        .filter(|p| p.at_ms > onset.at_ms && p.at_ms.saturating_sub(window_of(p)) < restored)
         .collect();
     match (rate(baseline, window_of), rate(&during, window_of)) {
         (Some(before), Some(now)) if before > 0.0 => {
@@ -1038,9 +1101,14 @@ fn ruled_out(
                 )
             });
         }
-        _ => out.push(
+        (None, _) => out.push(
             "the log has no pool snapshot before the incident: it cannot say whether traffic \
              was at its baseline"
+                .into(),
+        ),
+        (Some(_), _) => out.push(
+            "the log has no pool snapshot with requests during the incident: it cannot say \
+             whether traffic was at its baseline"
                 .into(),
         ),
     }
@@ -1057,11 +1125,15 @@ fn ruled_out(
                      {before:.0} ms before): not a shared dependency such as the database"
                 )
             }),
-            _ => out.push(
-                "the snapshots carry no latency before and during the incident: the log \
-                 cannot say whether the other servers stayed fast"
-                    .into(),
-            ),
+            (before, _) => out.push(format!(
+                "the snapshots carry no latency of the servers other than {hot} {}: the log \
+                 cannot say whether they stayed fast",
+                if before.is_none() {
+                    "before the incident"
+                } else {
+                    "during it"
+                }
+            )),
         }
     }
     let from = incident.start_ms.saturating_sub(TRIGGER_WINDOW_MS);
@@ -1159,7 +1231,7 @@ pub fn describe(kind: &EventKind) -> String {
             file,
             changes,
         } => {
-            let mut s = format!("config_applied: {file} version {version}");
+            let mut s = format!("config_applied: {file} as serve's configuration {version}");
             if let Some(p) = previous {
                 s.push_str(&format!(" (replacing {p})"));
             }
@@ -1245,13 +1317,15 @@ pub fn describe(kind: &EventKind) -> String {
             instance,
             previous,
             generation,
-        } => format!("reloaded: {source} {instance} ({previous} → {generation})"),
+        } => format!("reloaded: {source} {instance} (generation {previous} → {generation})"),
         EventKind::ConfigRolledBack {
             reverted,
             restored,
             alertname,
             ..
-        } => format!("config_rolled_back: {reverted} → {restored} (on {alertname})"),
+        } => format!(
+            "config_rolled_back: serve's configuration {reverted} → {restored} (on {alertname})"
+        ),
         EventKind::CommandRan {
             command,
             alertname,
@@ -1584,6 +1658,51 @@ mod tests {
             trigger.changes,
             vec!["pool app: ~ weight of server app-3: 1 → 8".to_string()]
         );
+    }
+
+    #[test]
+    fn a_snapshot_written_after_the_restore_still_covers_the_incident() {
+        // The demo's shape: change, alert and rollback within one snapshot window; the only
+        // snapshot of the incident is written after the restore.
+        let even = || snapshot([1000, 1000, 1000], 0, [10.0, 10.0, 10.0]);
+        let hot = snapshot([300, 300, 2400], 0, [11.0, 11.0, 80.0]);
+        let events = vec![
+            at(10, even()),
+            at(20, even()),
+            at(30, even()),
+            at(33, change()),
+            at(36, firing("PoolSkewed", Some("app-3"), "It is skew.")),
+            at(
+                37,
+                EventKind::ConfigRolledBack {
+                    file: "ballast.toml".into(),
+                    reverted: "v2".into(),
+                    restored: "v1".into(),
+                    changes: Vec::new(),
+                    alertname: "PoolSkewed".into(),
+                    pool: "app".into(),
+                    evidence: Vec::new(),
+                },
+            ),
+            at(38, resolved("PoolSkewed", Some("app-3"), 36)),
+            at(40, hot),
+            at(50, even()),
+        ];
+        let r = review_of(&events);
+        let text = r.ruled_out.join("\n");
+        assert!(
+            text.contains("300.0/s during the incident against 300.0/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kept their latency (11 ms against 10 ms"),
+            "{text}"
+        );
+        assert!(!text.contains("no pool snapshot"), "{text}");
+        // The traffic the log shows moved app-3 from a third to 80%.
+        let (moved, points) = r.observed_shift.clone().expect("observed");
+        assert!(moved.contains("app-3 33% → 80%"), "{moved}");
+        assert!((points - 46.7).abs() < 0.1, "{points}");
     }
 
     #[test]
