@@ -7,6 +7,7 @@
 //! from the simulator's traffic model, so `simulate` and `loadtest` draw the same traffic.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -148,7 +148,13 @@ async fn open(
         }
         let (plan, pool, tx) = (Arc::clone(&plan), Arc::clone(&pool), tx.clone());
         tasks.spawn(async move {
-            let outcome = pool.send(&plan).await;
+            // The timeout runs from the intended time: a request still waiting for a free
+            // connection when it expires is a timeout too, so an overloaded run drains within
+            // one timeout of its end instead of serving its whole queue.
+            let deadline = intended + plan.timeout;
+            let outcome = tokio::time::timeout_at(deadline.into(), pool.send(&plan))
+                .await
+                .unwrap_or(Outcome::Failed(Failure::Timeout));
             let _ = tx.send(Record {
                 outcome,
                 latency: intended.elapsed(),

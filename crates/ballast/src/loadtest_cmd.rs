@@ -11,6 +11,7 @@ use clap::Args;
 
 use ballast_core::config::parse_duration;
 use ballast_core::traffic::ArrivalKind;
+use ballast_loadtest::capacity::{Phase, SearchSpec, find_capacity};
 use ballast_loadtest::plan::{Load, Plan, Stop, Target};
 use ballast_loadtest::report::Report;
 use ballast_loadtest::run::{self, Progress};
@@ -86,9 +87,10 @@ pub struct LoadtestArgs {
     /// With --config: the pool the URL reaches (default: the first listener's pool).
     #[arg(long, requires = "config")]
     pool: Option<String>,
-    /// A request with no answer by then is a timeout.
-    #[arg(long, default_value = "10s")]
-    timeout: String,
+    /// A request with no answer by then is a timeout (default 10s; in a capacity search, 1s
+    /// or twice the SLO's longest latency bound, so an overloaded step drains quickly).
+    #[arg(long)]
+    timeout: Option<String>,
     /// Conditions for the exit code: `p99<20ms,peak_ratio<1.5,errors==0` (metrics: requests,
     /// rate, errors (a fraction: 0.1%), failed, unattributed, mean, p50, p90, p99, p999, max
     /// (ms), peak_ratio, jain, chi2_p).
@@ -103,6 +105,31 @@ pub struct LoadtestArgs {
     /// Worker threads (default: the cores this process may run on).
     #[arg(long)]
     threads: Option<usize>,
+    /// Capacity search: open-model steps at a rising rate (doubling from --start-rate), then
+    /// bisection, to the highest rate that meets --slo; and which backend saturated first.
+    #[arg(long, requires = "slo", conflicts_with_all = ["connections", "requests", "assertions"])]
+    find_capacity: bool,
+    /// The capacity search's SLO, in --assert's grammar: `p99<50ms,errors<0.1%`.
+    #[arg(long, value_name = "CONDITIONS", requires = "find_capacity")]
+    slo: Option<String>,
+    /// Capacity search: the first step's rate (requests per second).
+    #[arg(long, default_value_t = 100.0)]
+    start_rate: f64,
+    /// Capacity search: no step goes above this rate.
+    #[arg(long, default_value_t = 100_000.0)]
+    max_rate: f64,
+    /// Capacity search: each step's measured length.
+    #[arg(long, default_value = "3s")]
+    step_duration: String,
+    /// Capacity search: each step's warm-up, left out of its figures.
+    #[arg(long, default_value = "500ms")]
+    step_warmup: String,
+    /// Capacity search: bisect until the failing rate is within this much above the passing one.
+    #[arg(long, default_value = "5%")]
+    precision: String,
+    /// Capacity search: the whole search's time budget.
+    #[arg(long, default_value = "120s")]
+    search_time: String,
 }
 
 pub fn run(args: LoadtestArgs) -> u8 {
@@ -124,6 +151,9 @@ pub fn run(args: LoadtestArgs) -> u8 {
         Load::Open { rate, .. } => Some(rate),
         Load::Closed { .. } => None,
     };
+    if args.find_capacity {
+        return run_capacity(&args, plan, &expected, &runtime);
+    }
     let served_by = plan.served_by.clone();
     let live = std::io::stderr().is_terminal();
     let finished = runtime.block_on(run::run(plan, move |p: &Progress| {
@@ -164,6 +194,109 @@ pub fn run(args: LoadtestArgs) -> u8 {
         eprintln!("assertion failed: {} (actual {:.4})", v.condition, v.actual);
     }
     u8::from(verdicts.iter().any(|v| !v.passed))
+}
+
+/// `--find-capacity`: the search, its progress on stderr step by step, and its result.
+fn run_capacity(
+    args: &LoadtestArgs,
+    mut plan: Plan,
+    expected: &Expected,
+    runtime: &tokio::runtime::Runtime,
+) -> u8 {
+    let slo_text = args.slo.clone().unwrap_or_default();
+    let prepared = (|| -> Result<_, String> {
+        let slo = ballast_sim::assert::parse_for(&slo_text, Report::METRICS)
+            .map_err(|e| format!("--slo: {e}"))?;
+        if slo.is_empty() {
+            return Err("--slo names no condition; write it like 'p99<50ms,errors<0.1%'".into());
+        }
+        let spec = SearchSpec {
+            start_rate: args.start_rate,
+            max_rate: args.max_rate,
+            step: parse_duration(&args.step_duration)
+                .map_err(|e| format!("--step-duration {e}"))?,
+            step_warmup: parse_duration(&args.step_warmup)
+                .map_err(|e| format!("--step-warmup {e}"))?,
+            precision: parse_fraction(&args.precision)
+                .ok_or_else(|| format!("--precision `{}`: write 5% or 0.05", args.precision))?,
+            budget: parse_duration(&args.search_time).map_err(|e| format!("--search-time {e}"))?,
+        };
+        spec.validate()?;
+        Ok((slo, spec))
+    })();
+    let (slo, spec) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if args.timeout.is_none() {
+        // Past the SLO's longest latency bound a request's exact latency no longer matters;
+        // cutting it there lets an overloaded step end promptly.
+        let longest_ms = slo
+            .iter()
+            .filter(|c| ["mean", "p50", "p90", "p99", "p999", "max"].contains(&c.metric.as_str()))
+            .map(|c| c.value)
+            .fold(0.0, f64::max);
+        plan.timeout =
+            Duration::from_secs(1).max(Duration::from_secs_f64(longest_ms * 2.0 / 1000.0));
+    }
+    let served_by = plan.served_by.clone();
+    let result = runtime.block_on(find_capacity(
+        &plan,
+        spec,
+        &slo,
+        &slo_text,
+        |finished, rate| {
+            Report::build(
+                &finished.tally,
+                finished.measured,
+                Some(rate),
+                &served_by,
+                &choose_keys(expected, &finished.tally),
+            )
+        },
+        |n, step| {
+            eprintln!(
+                "step {n} ({}): {:.1} req/s target, {:.1} achieved, p99 {:.2} ms, errors {:.2}%: {}",
+                match step.phase {
+                    Phase::Raise => "raise",
+                    Phase::Bisect => "bisect",
+                },
+                step.target_rate,
+                step.rate,
+                step.p99_ms,
+                step.error_ratio * 100.0,
+                if step.met_slo {
+                    "meets the SLO".to_string()
+                } else {
+                    format!("misses it ({})", step.failed.join(", "))
+                }
+            );
+        },
+    ));
+    let written = match args.format.as_str() {
+        "json" => stdout::print(&format!(
+            "{}\n",
+            serde_json::to_string(&result).unwrap_or_default()
+        )),
+        _ => stdout::print(&result.table()),
+    };
+    if !written {
+        return 2;
+    }
+    // The search found a rate meeting the SLO; none at all is a failure for CI.
+    u8::from(result.capacity.is_none())
+}
+
+/// `5%` or `0.05`.
+fn parse_fraction(text: &str) -> Option<f64> {
+    let v = match text.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().ok()? / 100.0,
+        None => text.trim().parse::<f64>().ok()?,
+    };
+    v.is_finite().then_some(v)
 }
 
 /// Expected shares keyed two ways: by server name (ballast, HAProxy's `%s`) and by address
@@ -256,7 +389,7 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
             args.served_by
         ));
     }
-    let plan = Plan {
+    let mut plan = Plan {
         target,
         load,
         stop,
@@ -265,7 +398,10 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
         headers,
         body: args.body.clone().unwrap_or_default().into_bytes(),
         served_by: args.served_by.clone(),
-        timeout: parse_duration(&args.timeout).map_err(|e| format!("--timeout {e}"))?,
+        timeout: match &args.timeout {
+            Some(t) => parse_duration(t).map_err(|e| format!("--timeout {e}"))?,
+            None => Duration::from_secs(10),
+        },
         seed: args.seed,
     };
     plan.validate()?;
@@ -279,6 +415,13 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
             by_address: BTreeMap::new(),
         },
     };
+    if args.find_capacity && args.rate.is_none() {
+        plan.load = Load::Open {
+            rate: args.start_rate,
+            arrival,
+            max_connections: args.max_connections,
+        };
+    }
     let conditions = match &args.assertions {
         Some(spec) => ballast_sim::assert::parse_for(spec, Report::METRICS)
             .map_err(|e| format!("--assert: {e}"))?,
