@@ -1,4 +1,4 @@
-//! Sending the plan: tokio and hyper's HTTP/1.1 client connections (keep-alive), one outcome
+//! Sending the plan: tokio and the raw HTTP/1.1 keep-alive connections of `h1`, one outcome
 //! per request into a collector that owns the tally and reports progress every second. The
 //! decisions (what to send when, what counts) are in `plan` and `tally`; this is the I/O.
 
@@ -7,14 +7,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use std::net::{SocketAddr, ToSocketAddrs};
+
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use crate::h1::{self, Connection};
 use crate::plan::{Load, Plan, Schedule, Stop};
 use crate::tally::{Failure, Outcome, Tally};
 
@@ -47,20 +45,22 @@ struct Record {
 
 /// Runs the plan to its end; `progress` is called about once a second.
 pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress) + Send) -> Finished {
+    let wire = Arc::new(Wire::of(&plan));
     let plan = Arc::new(plan);
     let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
     let start = Instant::now();
     let warmup_end = start + plan.warmup;
     let driver = {
         let plan = Arc::clone(&plan);
+        let wire = Arc::clone(&wire);
         tokio::spawn(async move {
             match plan.load {
                 Load::Open {
                     rate,
                     arrival,
                     max_connections,
-                } => open(plan, rate, arrival, max_connections, start, tx).await,
-                Load::Closed { connections } => closed(plan, connections, start, tx).await,
+                } => open(plan, wire, rate, arrival, max_connections, start, tx).await,
+                Load::Closed { connections } => closed(plan, wire, connections, start, tx).await,
             }
         })
     };
@@ -117,6 +117,7 @@ fn still_sending(plan: &Plan, offset: Duration, measured_started: u64) -> bool {
 /// The open model: each request at its intended time, whatever the earlier ones take.
 async fn open(
     plan: Arc<Plan>,
+    wire: Arc<Wire>,
     rate: f64,
     arrival: ballast_core::traffic::ArrivalKind,
     max_connections: u32,
@@ -146,13 +147,18 @@ async fn open(
         if !warmup {
             measured_started += 1;
         }
-        let (plan, pool, tx) = (Arc::clone(&plan), Arc::clone(&pool), tx.clone());
+        let (plan, wire, pool, tx) = (
+            Arc::clone(&plan),
+            Arc::clone(&wire),
+            Arc::clone(&pool),
+            tx.clone(),
+        );
         tasks.spawn(async move {
             // The timeout runs from the intended time: a request still waiting for a free
             // connection when it expires is a timeout too, so an overloaded run drains within
             // one timeout of its end instead of serving its whole queue.
             let deadline = intended + plan.timeout;
-            let outcome = tokio::time::timeout_at(deadline.into(), pool.send(&plan))
+            let outcome = tokio::time::timeout_at(deadline.into(), pool.send(&plan, &wire))
                 .await
                 .unwrap_or(Outcome::Failed(Failure::Timeout));
             let _ = tx.send(Record {
@@ -170,6 +176,7 @@ async fn open(
 /// The closed model: each connection sends its next request when the last one answered.
 async fn closed(
     plan: Arc<Plan>,
+    wire: Arc<Wire>,
     connections: u32,
     start: Instant,
     tx: mpsc::UnboundedSender<Record>,
@@ -177,9 +184,14 @@ async fn closed(
     let started = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for _ in 0..connections {
-        let (plan, tx, started) = (Arc::clone(&plan), tx.clone(), Arc::clone(&started));
+        let (plan, wire, tx, started) = (
+            Arc::clone(&plan),
+            Arc::clone(&wire),
+            tx.clone(),
+            Arc::clone(&started),
+        );
         tasks.spawn(async move {
-            let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+            let mut connection: Option<Connection> = None;
             loop {
                 let sent = Instant::now();
                 let offset = sent - start;
@@ -194,7 +206,7 @@ async fn closed(
                 {
                     return;
                 }
-                let outcome = send_on(&plan, &mut connection).await;
+                let outcome = send_on(&plan, &wire, &mut connection).await;
                 let _ = tx.send(Record {
                     outcome,
                     latency: sent.elapsed(),
@@ -208,18 +220,18 @@ async fn closed(
 
 /// The open model's connections: idle ones to reuse, and slots bounding how many are busy.
 struct Pool {
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Connection>>,
     slots: Semaphore,
 }
 
 impl Pool {
-    async fn send(&self, plan: &Plan) -> Outcome {
+    async fn send(&self, plan: &Plan, wire: &Wire) -> Outcome {
         // Waiting for a slot counts in the request's latency: it was meant to go out already.
         let Ok(_slot) = self.slots.acquire().await else {
             return Outcome::Failed(Failure::Broken);
         };
         let mut connection = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let outcome = send_on(plan, &mut connection).await;
+        let outcome = send_on(plan, wire, &mut connection).await;
         if let Some(c) = connection {
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
         }
@@ -229,48 +241,42 @@ impl Pool {
 
 /// Sends one request on `connection`, opening one first if there is none (or it closed);
 /// leaves it `None` when the connection cannot be used again.
-async fn send_on(plan: &Plan, connection: &mut Option<SendRequest<Full<Bytes>>>) -> Outcome {
+async fn send_on(plan: &Plan, wire: &Wire, connection: &mut Option<Connection>) -> Outcome {
+    let head_only = plan.method == "HEAD";
     let attempt = async {
-        if connection.as_ref().is_none_or(|c| c.is_closed()) {
-            *connection = Some(connect(plan).await?);
+        let reused = connection.is_some();
+        if connection.is_none() {
+            *connection = Some(Connection::open(wire.addr, None).await?);
         }
-        let Some(sender) = connection.as_mut() else {
+        let Some(c) = connection.as_mut() else {
             return Err(Failure::Broken);
         };
-        if sender.ready().await.is_err() {
-            // The server closed it between requests: one more try on a new connection.
-            *connection = Some(connect(plan).await?);
+        let result = c.exchange(&wire.request, &plan.served_by, head_only).await;
+        let answered_any = c.answered_any();
+        match result {
+            Ok(answer) => Ok(answer),
+            // A kept-alive connection the server closed between requests: one more try on a
+            // new connection (the request never reached it).
+            Err(Failure::Broken) if reused && !answered_any => {
+                let mut fresh = Connection::open(wire.addr, None).await?;
+                let answer = fresh
+                    .exchange(&wire.request, &plan.served_by, head_only)
+                    .await;
+                *connection = Some(fresh);
+                answer
+            }
+            Err(e) => Err(e),
         }
-        let Some(sender) = connection.as_mut() else {
-            return Err(Failure::Broken);
-        };
-        let response = sender
-            .send_request(request(plan))
-            .await
-            .map_err(|_| Failure::Broken)?;
-        let status = response.status().as_u16();
-        let backend = response
-            .headers()
-            .get(plan.served_by.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let keep = !response
-            .headers()
-            .get(hyper::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|_| Failure::Broken)?;
-        Ok((status, backend, keep))
     };
     match tokio::time::timeout(plan.timeout, attempt).await {
-        Ok(Ok((status, backend, keep))) => {
-            if !keep {
+        Ok(Ok(answer)) => {
+            if !answer.keep_alive {
                 *connection = None;
             }
-            Outcome::Response { status, backend }
+            Outcome::Response {
+                status: answer.status,
+                backend: answer.backend,
+            }
         }
         Ok(Err(failure)) => {
             *connection = None;
@@ -283,35 +289,28 @@ async fn send_on(plan: &Plan, connection: &mut Option<SendRequest<Full<Bytes>>>)
     }
 }
 
-async fn connect(plan: &Plan) -> Result<SendRequest<Full<Bytes>>, Failure> {
-    let stream = TcpStream::connect((plan.target.host.as_str(), plan.target.port))
-        .await
-        .map_err(|_| Failure::Connect)?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| Failure::Broken)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+/// What goes on the wire, prepared once: the target's address and the serialised request.
+pub struct Wire {
+    pub addr: SocketAddr,
+    pub request: Vec<u8>,
 }
 
-fn request(plan: &Plan) -> hyper::Request<Full<Bytes>> {
-    let mut builder = hyper::Request::builder()
-        .method(plan.method.as_str())
-        .uri(plan.target.path.as_str())
-        .header(hyper::header::HOST, plan.target.authority.as_str());
-    for (name, value) in &plan.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+impl Wire {
+    fn of(plan: &Plan) -> Wire {
+        let addr = (plan.target.host.as_str(), plan.target.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], plan.target.port)));
+        Wire {
+            addr,
+            request: h1::serialise(
+                &plan.method,
+                &plan.target.path,
+                &plan.target.authority,
+                &plan.headers,
+                &plan.body,
+            ),
+        }
     }
-    builder
-        .body(Full::new(Bytes::from(plan.body.clone())))
-        .unwrap_or_else(|_| {
-            // The CLI validates method and headers; a request that still fails to build is
-            // sent as a plain GET rather than panicking mid-run.
-            let mut r = hyper::Request::new(Full::new(Bytes::new()));
-            *r.uri_mut() = hyper::Uri::from_static("/");
-            r
-        })
 }
