@@ -11,6 +11,7 @@ pub mod capacity;
 pub mod h1;
 pub mod plan;
 pub mod report;
+pub mod requests;
 pub mod run;
 pub mod tally;
 

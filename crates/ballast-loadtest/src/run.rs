@@ -4,16 +4,20 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::h1::{self, Connection};
+use crate::h1::Connection;
 use crate::plan::{Load, Plan, Schedule, Stop};
+use crate::requests::Requests;
 use crate::tally::{Failure, Outcome, Tally};
 
 /// What the progress callback sees once a second.
@@ -158,9 +162,13 @@ async fn open(
             // connection when it expires is a timeout too, so an overloaded run drains within
             // one timeout of its end instead of serving its whole queue.
             let deadline = intended + plan.timeout;
-            let outcome = tokio::time::timeout_at(deadline.into(), pool.send(&plan, &wire))
-                .await
-                .unwrap_or(Outcome::Failed(Failure::Timeout));
+            let mut rng = SmallRng::seed_from_u64(plan.seed ^ offset.as_nanos() as u64);
+            let mut scratch = Vec::new();
+            let request = wire.requests.next(&mut rng, &mut scratch);
+            let outcome =
+                tokio::time::timeout_at(deadline.into(), pool.send(&plan, &wire, request))
+                    .await
+                    .unwrap_or(Outcome::Failed(Failure::Timeout));
             let _ = tx.send(Record {
                 outcome,
                 latency: intended.elapsed(),
@@ -183,7 +191,7 @@ async fn closed(
 ) {
     let started = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    for _ in 0..connections {
+    for index in 0..connections {
         let (plan, wire, tx, started) = (
             Arc::clone(&plan),
             Arc::clone(&wire),
@@ -192,6 +200,8 @@ async fn closed(
         );
         tasks.spawn(async move {
             let mut connection: Option<Connection> = None;
+            let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(u64::from(index)));
+            let mut scratch = Vec::new();
             loop {
                 let sent = Instant::now();
                 let offset = sent - start;
@@ -206,7 +216,8 @@ async fn closed(
                 {
                     return;
                 }
-                let outcome = send_on(&plan, &wire, &mut connection).await;
+                let request = wire.requests.next(&mut rng, &mut scratch);
+                let outcome = send_on(&plan, &wire, request, &mut connection).await;
                 let _ = tx.send(Record {
                     outcome,
                     latency: sent.elapsed(),
@@ -225,13 +236,13 @@ struct Pool {
 }
 
 impl Pool {
-    async fn send(&self, plan: &Plan, wire: &Wire) -> Outcome {
+    async fn send(&self, plan: &Plan, wire: &Wire, request: &[u8]) -> Outcome {
         // Waiting for a slot counts in the request's latency: it was meant to go out already.
         let Ok(_slot) = self.slots.acquire().await else {
             return Outcome::Failed(Failure::Broken);
         };
         let mut connection = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let outcome = send_on(plan, wire, &mut connection).await;
+        let outcome = send_on(plan, wire, request, &mut connection).await;
         if let Some(c) = connection {
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
         }
@@ -241,27 +252,30 @@ impl Pool {
 
 /// Sends one request on `connection`, opening one first if there is none (or it closed);
 /// leaves it `None` when the connection cannot be used again.
-async fn send_on(plan: &Plan, wire: &Wire, connection: &mut Option<Connection>) -> Outcome {
+async fn send_on(
+    plan: &Plan,
+    wire: &Wire,
+    request: &[u8],
+    connection: &mut Option<Connection>,
+) -> Outcome {
     let head_only = plan.method == "HEAD";
     let attempt = async {
         let reused = connection.is_some();
         if connection.is_none() {
-            *connection = Some(Connection::open(wire.addr, None).await?);
+            *connection = Some(Connection::open(wire.addr, wire.source()).await?);
         }
         let Some(c) = connection.as_mut() else {
             return Err(Failure::Broken);
         };
-        let result = c.exchange(&wire.request, &plan.served_by, head_only).await;
+        let result = c.exchange(request, &plan.served_by, head_only).await;
         let answered_any = c.answered_any();
         match result {
             Ok(answer) => Ok(answer),
             // A kept-alive connection the server closed between requests: one more try on a
             // new connection (the request never reached it).
             Err(Failure::Broken) if reused && !answered_any => {
-                let mut fresh = Connection::open(wire.addr, None).await?;
-                let answer = fresh
-                    .exchange(&wire.request, &plan.served_by, head_only)
-                    .await;
+                let mut fresh = Connection::open(wire.addr, wire.source()).await?;
+                let answer = fresh.exchange(request, &plan.served_by, head_only).await;
                 *connection = Some(fresh);
                 answer
             }
@@ -289,10 +303,13 @@ async fn send_on(plan: &Plan, wire: &Wire, connection: &mut Option<Connection>) 
     }
 }
 
-/// What goes on the wire, prepared once: the target's address and the serialised request.
+/// What goes on the wire, prepared once: the target's address, the requests, the source
+/// addresses new connections take in turn.
 pub struct Wire {
     pub addr: SocketAddr,
-    pub request: Vec<u8>,
+    pub requests: Requests,
+    sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
 }
 
 impl Wire {
@@ -302,15 +319,31 @@ impl Wire {
             .ok()
             .and_then(|mut a| a.next())
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], plan.target.port)));
+        let urls = if plan.urls.is_empty() {
+            vec![(plan.target.clone(), 1.0)]
+        } else {
+            plan.urls.clone()
+        };
         Wire {
             addr,
-            request: h1::serialise(
+            requests: Requests::new(
+                &urls,
+                plan.key.as_ref(),
                 &plan.method,
-                &plan.target.path,
-                &plan.target.authority,
                 &plan.headers,
                 &plan.body,
             ),
+            sources: plan.sources.clone(),
+            next_source: AtomicUsize::new(0),
         }
+    }
+
+    /// The source address of the next new connection.
+    fn source(&self) -> Option<IpAddr> {
+        if self.sources.is_empty() {
+            return None;
+        }
+        let i = self.next_source.fetch_add(1, Ordering::Relaxed);
+        self.sources.get(i % self.sources.len()).copied()
     }
 }

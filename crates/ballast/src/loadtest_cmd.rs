@@ -14,6 +14,7 @@ use ballast_core::traffic::ArrivalKind;
 use ballast_loadtest::capacity::{Phase, SearchSpec, find_capacity};
 use ballast_loadtest::plan::{Load, Plan, Stop, Target};
 use ballast_loadtest::report::Report;
+use ballast_loadtest::requests::{self, KeyPlace, KeySpec};
 use ballast_loadtest::run::{self, Progress};
 
 use crate::stdout;
@@ -45,7 +46,32 @@ use crate::stdout;
 #[command(verbatim_doc_comment)]
 pub struct LoadtestArgs {
     /// The URL to load (http://host:port/path).
-    url: String,
+    #[arg(required_unless_present_any = ["weighted_urls", "url_file"])]
+    url: Option<String>,
+    /// A URL drawn with a weight, `URL=WEIGHT` (repeat for more; the weight defaults to 1).
+    /// Every URL is on the same host and port: the balancer.
+    #[arg(long = "url", value_name = "URL=WEIGHT")]
+    weighted_urls: Vec<String>,
+    /// A file of URLs, one `URL=WEIGHT` or `WEIGHT URL` a line (`#` comments).
+    #[arg(long = "urls", value_name = "FILE")]
+    url_file: Option<PathBuf>,
+    /// Put a hash-key value in each request: `header:X-Tenant`, `cookie:session` or
+    /// `query:user`. Values `k0`, `k1`, ... drawn as `simulate` draws them.
+    #[arg(long, value_name = "PLACE:NAME")]
+    key: Option<String>,
+    /// With --key: how many distinct values.
+    #[arg(long, default_value_t = 100_000, requires = "key")]
+    key_cardinality: u32,
+    /// With --key: how the values are skewed: `uniform` or `zipf:1.1` (k0 the most popular).
+    #[arg(long, default_value = "uniform", requires = "key")]
+    key_skew: String,
+    /// With --key: the fraction of requests sent without it (`5%`).
+    #[arg(long, default_value = "0%", requires = "key")]
+    key_missing: String,
+    /// Bind new connections to these source addresses in turn, `127.0.0.2-127.0.0.50`
+    /// (loopback tests of source hashing; all of 127.0.0.0/8 is local on Linux).
+    #[arg(long, value_name = "FROM-TO")]
+    source_range: Option<String>,
     /// Open model: requests per second.
     #[arg(long, conflicts_with = "connections")]
     rate: Option<f64>,
@@ -333,21 +359,79 @@ fn choose_keys(
 
 type Prepared = (Plan, Expected, Vec<ballast_sim::assert::Condition>);
 
+/// The URLs: the positional one (weight 1), the `--url` ones, the `--urls` file's.
+fn urls(args: &LoadtestArgs) -> Result<Vec<(Target, f64)>, String> {
+    let mut urls = Vec::new();
+    if let Some(url) = &args.url {
+        urls.push((Target::parse(url)?, 1.0));
+    }
+    for u in &args.weighted_urls {
+        urls.push(requests::parse_weighted_url(u)?);
+    }
+    if let Some(path) = &args.url_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --urls {}: {e}", path.display()))?;
+        urls.extend(
+            requests::parse_url_file(&text)
+                .map_err(|e| format!("--urls {}: {e}", path.display()))?,
+        );
+    }
+    let first = urls.first().ok_or("give a URL")?.0.clone();
+    if let Some((other, _)) = urls
+        .iter()
+        .find(|(t, _)| (t.host.as_str(), t.port) != (first.host.as_str(), first.port))
+    {
+        return Err(format!(
+            "every URL must be on the same host and port (the balancer): {} is not {}",
+            other.authority, first.authority
+        ));
+    }
+    Ok(urls)
+}
+
 fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
-    let mut target = Target::parse(&args.url)?;
+    let mut urls = urls(args)?;
+    let mut target = urls[0].0.clone();
+    let shown = format!("http://{}{}", target.authority, target.path);
     // Resolve once and try one connection first: a wrong host or a balancer that is not
     // listening is an error now, not ten seconds of failed requests.
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("cannot resolve `{}` in {}", target.host, args.url))?;
+        .ok_or_else(|| format!("cannot resolve `{}` in {shown}", target.host))?;
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| {
-        format!(
-            "cannot connect to {addr} ({}): {e}; is the balancer listening there?",
-            args.url
-        )
+        format!("cannot connect to {addr} ({shown}): {e}; is the balancer listening there?")
     })?;
     target.host = addr.ip().to_string();
+    for (t, _) in &mut urls {
+        t.host = target.host.clone();
+    }
+    let key = match &args.key {
+        Some(place) => Some(KeySpec {
+            place: KeyPlace::parse(place)?,
+            cardinality: args.key_cardinality,
+            zipf: requests::parse_skew(&args.key_skew)?,
+            missing: parse_fraction(&args.key_missing)
+                .ok_or_else(|| format!("--key-missing `{}`: write 5% or 0.05", args.key_missing))?,
+        }),
+        None => None,
+    };
+    let sources = match &args.source_range {
+        Some(range) => {
+            let sources = requests::parse_source_range(range)?;
+            // Bind once now: an address the host does not have is an error before the run.
+            let probe = std::net::TcpListener::bind((sources[0], 0));
+            if let Err(e) = probe {
+                return Err(format!(
+                    "--source-range: cannot bind {}: {e}; use addresses this host has \
+                     (127.0.0.0/8 on Linux)",
+                    sources[0]
+                ));
+            }
+            sources
+        }
+        None => Vec::new(),
+    };
     let arrival = match args.arrival.as_str() {
         "constant" => ArrivalKind::Constant,
         "poisson" => ArrivalKind::Poisson,
@@ -403,6 +487,9 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
             None => Duration::from_secs(10),
         },
         seed: args.seed,
+        urls: if urls.len() > 1 { urls } else { Vec::new() },
+        key,
+        sources,
     };
     plan.validate()?;
     if plan.timeout < Duration::from_millis(1) {
