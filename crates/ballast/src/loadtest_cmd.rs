@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use ballast_core::config::parse_duration;
+use ballast_core::event::{Event, EventKind, LoadTestBackend};
 use ballast_core::traffic::ArrivalKind;
 use ballast_loadtest::capacity::{Phase, SearchSpec, find_capacity};
 use ballast_loadtest::plan::{Load, Plan, Stop, Target};
@@ -131,6 +132,10 @@ pub struct LoadtestArgs {
     /// Worker threads (default: the cores this process may run on).
     #[arg(long)]
     threads: Option<usize>,
+    /// Append one `load_test_ran` event with the run's figures to this event log (the JSON
+    /// lines `serve --events` writes), for `postmortem` and the dashboard.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
     /// Capacity search: open-model steps at a rising rate (doubling from --start-rate), then
     /// bisection, to the highest rate that meets --slo; and which backend saturated first.
     #[arg(long, requires = "slo", conflicts_with_all = ["connections", "requests", "assertions"])]
@@ -180,6 +185,7 @@ pub fn run(args: LoadtestArgs) -> u8 {
     if args.find_capacity {
         return run_capacity(&args, plan, &expected, &runtime);
     }
+    let started_ms = unix_ms();
     let served_by = plan.served_by.clone();
     let live = std::io::stderr().is_terminal();
     let finished = runtime.block_on(run::run(plan, move |p: &Progress| {
@@ -216,10 +222,35 @@ pub fn run(args: LoadtestArgs) -> u8 {
         return 2;
     }
     let verdicts = ballast_sim::assert::evaluate(&conditions, &report);
-    for v in verdicts.iter().filter(|v| !v.passed) {
-        eprintln!("assertion failed: {} (actual {:.4})", v.condition, v.actual);
+    let failed: Vec<String> = verdicts
+        .iter()
+        .filter(|v| !v.passed)
+        .map(|v| format!("{} (actual {:.4})", v.condition, v.actual))
+        .collect();
+    for f in &failed {
+        eprintln!("assertion failed: {f}");
     }
-    u8::from(verdicts.iter().any(|v| !v.passed))
+    if let Some(path) = &args.events {
+        let model = if target_rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        };
+        let event = load_test_event(
+            &args,
+            started_ms,
+            model,
+            &report,
+            None,
+            None,
+            failed.clone(),
+        );
+        if let Err(e) = append_event(path, &event) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
+    u8::from(!failed.is_empty())
 }
 
 /// `--find-capacity`: the search, its progress on stderr step by step, and its result.
@@ -268,20 +299,24 @@ fn run_capacity(
         plan.timeout =
             Duration::from_secs(1).max(Duration::from_secs_f64(longest_ms * 2.0 / 1000.0));
     }
+    let started_ms = unix_ms();
     let served_by = plan.served_by.clone();
+    let last_report = std::cell::RefCell::new(None::<Report>);
     let result = runtime.block_on(find_capacity(
         &plan,
         spec,
         &slo,
         &slo_text,
         |finished, rate| {
-            Report::build(
+            let report = Report::build(
                 &finished.tally,
                 finished.measured,
                 Some(rate),
                 &served_by,
                 &choose_keys(expected, &finished.tally),
-            )
+            );
+            *last_report.borrow_mut() = Some(report.clone());
+            report
         },
         |n, step| {
             eprintln!(
@@ -312,8 +347,96 @@ fn run_capacity(
     if !written {
         return 2;
     }
+    if let (Some(path), Some(mut report)) = (&args.events, last_report.into_inner()) {
+        // The event carries the last step's figures, the whole search's length.
+        report.seconds = result.seconds;
+        let event = load_test_event(
+            args,
+            started_ms,
+            "capacity",
+            &report,
+            result.capacity,
+            result.saturated.as_ref().map(|s| s.backend.clone()),
+            Vec::new(),
+        );
+        if let Err(e) = append_event(path, &event) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
     // The search found a rate meeting the SLO; none at all is a failure for CI.
     u8::from(result.capacity.is_none())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The run as one event of the log.
+fn load_test_event(
+    args: &LoadtestArgs,
+    at_ms: u64,
+    model: &str,
+    report: &Report,
+    capacity: Option<f64>,
+    saturated: Option<String>,
+    failed_assertions: Vec<String>,
+) -> Event {
+    let target = args
+        .url
+        .clone()
+        .or_else(|| args.weighted_urls.first().cloned())
+        .unwrap_or_default();
+    Event {
+        at_ms,
+        kind: EventKind::LoadTestRan {
+            target,
+            model: model.to_string(),
+            seconds: report.seconds,
+            requests: report.requests,
+            rate: report.rate,
+            target_rate: report.target_rate,
+            error_ratio: report.error_ratio,
+            p50_ms: report.latency_ms.p50,
+            p99_ms: report.latency_ms.p99,
+            peak_ratio: report.peak_ratio,
+            backends: report
+                .backends
+                .iter()
+                .map(|b| LoadTestBackend {
+                    name: b.name.clone(),
+                    requests: b.requests,
+                    share: b.share,
+                    expected_share: b.expected_share,
+                    p99_ms: b.latency_ms.p99,
+                    errors_5xx: b.responses.get("5xx").copied().unwrap_or(0),
+                })
+                .collect(),
+            capacity,
+            saturated,
+            failed_assertions,
+        },
+    }
+}
+
+/// Appends one JSON line (one write, so lines of concurrent writers do not interleave).
+fn append_event(path: &std::path::Path, event: &Event) -> Result<(), String> {
+    use std::io::Write;
+    let mut line = serde_json::to_string(event).map_err(|e| e.to_string())?;
+    line.push('\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| {
+            format!(
+                "cannot append the run's event to {}: {e} (check the directory exists and is writable)",
+                path.display()
+            )
+        })
 }
 
 /// `5%` or `0.05`.
