@@ -28,6 +28,8 @@ pub struct SearchSpec {
     pub precision: f64,
     /// The whole search stops by then, with the best bracket found so far.
     pub budget: Duration,
+    /// Run a step that missed the SLO once more before the miss counts.
+    pub confirm_misses: bool,
 }
 
 impl SearchSpec {
@@ -130,6 +132,8 @@ pub struct Step {
     pub p99_ms: f64,
     pub error_ratio: f64,
     pub met_slo: bool,
+    /// The step missed the SLO once and was run again; these are the second run's figures.
+    pub retried: bool,
     /// The SLO's conditions that failed, with their actual values.
     pub failed: Vec<String>,
 }
@@ -357,10 +361,20 @@ pub async fn find_capacity(
         };
         plan.stop = Stop::After(spec.step);
         plan.warmup = spec.step_warmup;
-        let finished = run::run(plan, |_| {}).await;
-        let r = report(&finished, rate);
-        let verdicts = evaluate(slo, &r);
-        let met = verdicts.iter().all(|v| v.passed);
+        let finished = run::run(plan.clone(), |_| {}).await;
+        let mut r = report(&finished, rate);
+        let mut verdicts = evaluate(slo, &r);
+        let mut met = verdicts.iter().all(|v| v.passed);
+        // A miss is confirmed by a second run before it counts: one burst of noise (another
+        // process on the machine, a GC pause in the target) must not end the raise or move
+        // the bracket below the real capacity.
+        let retried = !met && spec.confirm_misses;
+        if retried {
+            let again = run::run(plan, |_| {}).await;
+            r = report(&again, rate);
+            verdicts = evaluate(slo, &r);
+            met = verdicts.iter().all(|v| v.passed);
+        }
         if !met && search.failed.is_none() {
             saturated = saturated_backend(&r, slo, rate);
         }
@@ -373,6 +387,7 @@ pub async fn find_capacity(
             p99_ms: r.latency_ms.p99,
             error_ratio: r.error_ratio,
             met_slo: met,
+            retried,
             failed: verdicts
                 .iter()
                 .filter(|v| !v.passed)
@@ -407,6 +422,7 @@ mod tests {
             step_warmup: Duration::ZERO,
             precision: 0.05,
             budget: Duration::from_secs(60),
+            confirm_misses: true,
         }
     }
 

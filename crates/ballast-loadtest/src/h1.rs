@@ -76,6 +76,15 @@ impl Connection {
         head_only: bool,
     ) -> Result<Answer, Failure> {
         self.answered_any = self.filled > 0;
+        if self.filled == 0 {
+            // The last answer was read to its end and nothing else can arrive before this
+            // request goes out, so the read readiness tokio kept from it is stale: clearing it
+            // (no syscall) saves the `read` that would only return WouldBlock, one of the four
+            // syscalls a request costs. A close or reset from the server raises a new event.
+            let _ = self.stream.try_io(tokio::io::Interest::READABLE, || {
+                Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+            });
+        }
         self.stream
             .write_all(request)
             .await
