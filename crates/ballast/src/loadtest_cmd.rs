@@ -1,6 +1,7 @@
 //! `ballast loadtest URL`: load with every response attributed to its backend. Parses the
 //! command line into a `ballast_loadtest::Plan`, reads the expected shares from a
-//! configuration, runs, prints progress on a terminal and the report, and judges `--assert`.
+//! configuration, runs (or runs the capacity search), prints progress and the report, judges
+//! `--assert`, and appends the run's event to the event log.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -40,6 +41,9 @@ use crate::stdout;
 ///   ballast loadtest http://127.0.0.1:8080/ --rate 2000 --arrival poisson --warmup 2s
 ///   ballast loadtest http://127.0.0.1:8080/ --rate 500 --config haproxy.cfg --assert 'p99<20ms,peak_ratio<1.5,errors==0'
 ///   ballast loadtest http://127.0.0.1:8080/api -X POST -H 'Content-Type: application/json' --body '{"a":1}' --format json
+///   ballast loadtest http://127.0.0.1:8080/ --find-capacity --slo 'p99<50ms,errors<0.1%' --config ballast.toml
+///   ballast loadtest --url http://127.0.0.1:8080/a=3 --url http://127.0.0.1:8080/b=1 --key header:X-Tenant --key-skew zipf:1.1
+///   ballast loadtest http://127.0.0.1:8080/ --source-range 127.0.0.2-127.0.0.50 -c 49 --events events.jsonl
 ///
 /// Exit codes: 0 when the run finished (and every --assert held), 1 when an assertion failed,
 /// 2 when the arguments or the configuration cannot be used.
