@@ -15,6 +15,8 @@ command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanag
 # The dashboard's browser test drives headless Chromium through chromedriver.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# bench/loadtest.sh compares `ballast loadtest` with wrk.
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages) for the tests with real peers"
   sudo_cmd=""

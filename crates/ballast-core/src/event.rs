@@ -155,6 +155,39 @@ pub enum EventKind {
         peak_ratio: Option<f64>,
         servers: Vec<ServerSnapshot>,
     },
+    /// `ballast loadtest` ran (`--events FILE`): its figures, so the postmortem and the
+    /// dashboard can show the load beside what the balancer did. `at_ms` is when it began.
+    LoadTestRan {
+        /// The URL (the first one when several were drawn).
+        target: String,
+        /// `closed`, `open` or `capacity` (a `--find-capacity` search).
+        model: String,
+        /// The measured part's length, s (the whole search's for `capacity`).
+        seconds: f64,
+        requests: u64,
+        /// Achieved requests per second.
+        rate: f64,
+        /// The open model's target rate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_rate: Option<f64>,
+        /// Requests without an answer or with a 5xx, over all requests.
+        error_ratio: f64,
+        p50_ms: f64,
+        p99_ms: f64,
+        /// Weight-normalised peak ratio over the backends' shares.
+        peak_ratio: f64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        backends: Vec<LoadTestBackend>,
+        /// A capacity search's result: the highest rate meeting the SLO, req/s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capacity: Option<f64>,
+        /// A capacity search's backend that saturated first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        saturated: Option<String>,
+        /// `--assert` conditions that failed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed_assertions: Vec<String>,
+    },
     /// A firing alert resolved (written once, at the time it resolved); `fired_at_ms` is when
     /// it began to fire, so the pair can be found without scanning back.
     AlertResolved {
@@ -165,6 +198,21 @@ pub enum EventKind {
         instance: String,
         fired_at_ms: u64,
     },
+}
+
+/// One backend's figures in a [`EventKind::LoadTestRan`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoadTestBackend {
+    pub name: String,
+    pub requests: u64,
+    /// Its share of the attributed responses, 0..1.
+    pub share: f64,
+    /// The share the configuration promises it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_share: Option<f64>,
+    pub p99_ms: f64,
+    #[serde(default)]
+    pub errors_5xx: u64,
 }
 
 /// One server's figures in a [`EventKind::PoolSnapshot`].

@@ -3,12 +3,15 @@
 //! p99 was 400 ms".
 //!
 //! The plan ([`plan`]) and the figures ([`tally`], [`report`]) are pure; [`run`] is the thin
-//! I/O layer that sends the requests (tokio + hyper, HTTP/1.1 keep-alive). Arrival gaps come
+//! I/O layer that sends the requests (tokio and a small HTTP/1.1 keep-alive client, [`h1`]). Arrival gaps come
 //! from the simulator's traffic model, so `simulate` and `loadtest` draw the same traffic.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
+pub mod h1;
 pub mod plan;
 pub mod report;
+pub mod requests;
 pub mod run;
 pub mod tally;
 

@@ -3,12 +3,15 @@
 //! warm-up left out of the figures, the request itself and how a response names its backend.
 //! Also the open model's schedule of intended send times, pure and seeded.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use ballast_core::traffic::{Arrival, ArrivalKind, Traffic};
 use ballast_sim::model::Arrivals;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+
+use crate::requests::KeySpec;
 
 /// Where the requests go: an `http://` URL on loopback or elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +102,15 @@ pub struct Plan {
     pub served_by: String,
     /// A request with no answer by then counts as a timeout.
     pub timeout: Duration,
-    /// Seed of the arrival gaps.
+    /// Seed of the arrival gaps, the URL draws and the key values.
     pub seed: u64,
+    /// Several URLs on the same host and port, each drawn with its weight (empty: `target`
+    /// alone).
+    pub urls: Vec<(Target, f64)>,
+    /// A hash-key value in each request, from the simulator's key model.
+    pub key: Option<KeySpec>,
+    /// Source addresses new connections bind to, in turn (empty: the system's choice).
+    pub sources: Vec<IpAddr>,
 }
 
 impl Plan {
@@ -125,6 +135,25 @@ impl Plan {
                 if connections == 0 {
                     return Err("--connections is 0: use at least one".into());
                 }
+            }
+        }
+        if let Some((other, _)) = self.urls.iter().find(|(t, _)| {
+            (t.host.as_str(), t.port) != (self.target.host.as_str(), self.target.port)
+        }) {
+            return Err(format!(
+                "every URL must be on the same host and port (the balancer): {}:{} is not {}:{}",
+                other.host, other.port, self.target.host, self.target.port
+            ));
+        }
+        if let Some(k) = &self.key {
+            if k.cardinality == 0 {
+                return Err("--key-cardinality is 0: give at least one value".into());
+            }
+            if !(0.0..1.0).contains(&k.missing) {
+                return Err(format!(
+                    "--key-missing {} must be a fraction below 1, e.g. 5%",
+                    k.missing
+                ));
             }
         }
         match self.stop {

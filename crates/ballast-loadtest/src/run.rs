@@ -1,21 +1,23 @@
-//! Sending the plan: tokio and hyper's HTTP/1.1 client connections (keep-alive), one outcome
+//! Sending the plan: tokio and the raw HTTP/1.1 keep-alive connections of `h1`, one outcome
 //! per request into a collector that owns the tally and reports progress every second. The
 //! decisions (what to send when, what counts) are in `plan` and `tally`; this is the I/O.
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use crate::h1::Connection;
 use crate::plan::{Load, Plan, Schedule, Stop};
+use crate::requests::Requests;
 use crate::tally::{Failure, Outcome, Tally};
 
 /// What the progress callback sees once a second.
@@ -47,20 +49,22 @@ struct Record {
 
 /// Runs the plan to its end; `progress` is called about once a second.
 pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress) + Send) -> Finished {
+    let wire = Arc::new(Wire::of(&plan));
     let plan = Arc::new(plan);
     let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
     let start = Instant::now();
     let warmup_end = start + plan.warmup;
     let driver = {
         let plan = Arc::clone(&plan);
+        let wire = Arc::clone(&wire);
         tokio::spawn(async move {
             match plan.load {
                 Load::Open {
                     rate,
                     arrival,
                     max_connections,
-                } => open(plan, rate, arrival, max_connections, start, tx).await,
-                Load::Closed { connections } => closed(plan, connections, start, tx).await,
+                } => open(plan, wire, rate, arrival, max_connections, start, tx).await,
+                Load::Closed { connections } => closed(plan, wire, connections, start, tx).await,
             }
         })
     };
@@ -117,6 +121,7 @@ fn still_sending(plan: &Plan, offset: Duration, measured_started: u64) -> bool {
 /// The open model: each request at its intended time, whatever the earlier ones take.
 async fn open(
     plan: Arc<Plan>,
+    wire: Arc<Wire>,
     rate: f64,
     arrival: ballast_core::traffic::ArrivalKind,
     max_connections: u32,
@@ -146,9 +151,24 @@ async fn open(
         if !warmup {
             measured_started += 1;
         }
-        let (plan, pool, tx) = (Arc::clone(&plan), Arc::clone(&pool), tx.clone());
+        let (plan, wire, pool, tx) = (
+            Arc::clone(&plan),
+            Arc::clone(&wire),
+            Arc::clone(&pool),
+            tx.clone(),
+        );
         tasks.spawn(async move {
-            let outcome = pool.send(&plan).await;
+            // The timeout runs from the intended time: a request still waiting for a free
+            // connection when it expires is a timeout too, so an overloaded run drains within
+            // one timeout of its end instead of serving its whole queue.
+            let deadline = intended + plan.timeout;
+            let mut rng = SmallRng::seed_from_u64(plan.seed ^ offset.as_nanos() as u64);
+            let mut scratch = Vec::new();
+            let request = wire.requests.next(&mut rng, &mut scratch);
+            let outcome =
+                tokio::time::timeout_at(deadline.into(), pool.send(&plan, &wire, request))
+                    .await
+                    .unwrap_or(Outcome::Failed(Failure::Timeout));
             let _ = tx.send(Record {
                 outcome,
                 latency: intended.elapsed(),
@@ -164,16 +184,24 @@ async fn open(
 /// The closed model: each connection sends its next request when the last one answered.
 async fn closed(
     plan: Arc<Plan>,
+    wire: Arc<Wire>,
     connections: u32,
     start: Instant,
     tx: mpsc::UnboundedSender<Record>,
 ) {
     let started = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    for _ in 0..connections {
-        let (plan, tx, started) = (Arc::clone(&plan), tx.clone(), Arc::clone(&started));
+    for index in 0..connections {
+        let (plan, wire, tx, started) = (
+            Arc::clone(&plan),
+            Arc::clone(&wire),
+            tx.clone(),
+            Arc::clone(&started),
+        );
         tasks.spawn(async move {
-            let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+            let mut connection: Option<Connection> = None;
+            let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(u64::from(index)));
+            let mut scratch = Vec::new();
             loop {
                 let sent = Instant::now();
                 let offset = sent - start;
@@ -188,7 +216,8 @@ async fn closed(
                 {
                     return;
                 }
-                let outcome = send_on(&plan, &mut connection).await;
+                let request = wire.requests.next(&mut rng, &mut scratch);
+                let outcome = send_on(&plan, &wire, request, &mut connection).await;
                 let _ = tx.send(Record {
                     outcome,
                     latency: sent.elapsed(),
@@ -202,18 +231,18 @@ async fn closed(
 
 /// The open model's connections: idle ones to reuse, and slots bounding how many are busy.
 struct Pool {
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Connection>>,
     slots: Semaphore,
 }
 
 impl Pool {
-    async fn send(&self, plan: &Plan) -> Outcome {
+    async fn send(&self, plan: &Plan, wire: &Wire, request: &[u8]) -> Outcome {
         // Waiting for a slot counts in the request's latency: it was meant to go out already.
         let Ok(_slot) = self.slots.acquire().await else {
             return Outcome::Failed(Failure::Broken);
         };
         let mut connection = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let outcome = send_on(plan, &mut connection).await;
+        let outcome = send_on(plan, wire, request, &mut connection).await;
         if let Some(c) = connection {
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
         }
@@ -223,48 +252,45 @@ impl Pool {
 
 /// Sends one request on `connection`, opening one first if there is none (or it closed);
 /// leaves it `None` when the connection cannot be used again.
-async fn send_on(plan: &Plan, connection: &mut Option<SendRequest<Full<Bytes>>>) -> Outcome {
+async fn send_on(
+    plan: &Plan,
+    wire: &Wire,
+    request: &[u8],
+    connection: &mut Option<Connection>,
+) -> Outcome {
+    let head_only = plan.method == "HEAD";
     let attempt = async {
-        if connection.as_ref().is_none_or(|c| c.is_closed()) {
-            *connection = Some(connect(plan).await?);
+        let reused = connection.is_some();
+        if connection.is_none() {
+            *connection = Some(Connection::open(wire.addr, wire.source()).await?);
         }
-        let Some(sender) = connection.as_mut() else {
+        let Some(c) = connection.as_mut() else {
             return Err(Failure::Broken);
         };
-        if sender.ready().await.is_err() {
-            // The server closed it between requests: one more try on a new connection.
-            *connection = Some(connect(plan).await?);
+        let result = c.exchange(request, &plan.served_by, head_only).await;
+        let answered_any = c.answered_any();
+        match result {
+            Ok(answer) => Ok(answer),
+            // A kept-alive connection the server closed between requests: one more try on a
+            // new connection (the request never reached it).
+            Err(Failure::Broken) if reused && !answered_any => {
+                let mut fresh = Connection::open(wire.addr, wire.source()).await?;
+                let answer = fresh.exchange(request, &plan.served_by, head_only).await;
+                *connection = Some(fresh);
+                answer
+            }
+            Err(e) => Err(e),
         }
-        let Some(sender) = connection.as_mut() else {
-            return Err(Failure::Broken);
-        };
-        let response = sender
-            .send_request(request(plan))
-            .await
-            .map_err(|_| Failure::Broken)?;
-        let status = response.status().as_u16();
-        let backend = response
-            .headers()
-            .get(plan.served_by.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let keep = !response
-            .headers()
-            .get(hyper::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|_| Failure::Broken)?;
-        Ok((status, backend, keep))
     };
     match tokio::time::timeout(plan.timeout, attempt).await {
-        Ok(Ok((status, backend, keep))) => {
-            if !keep {
+        Ok(Ok(answer)) => {
+            if !answer.keep_alive {
                 *connection = None;
             }
-            Outcome::Response { status, backend }
+            Outcome::Response {
+                status: answer.status,
+                backend: answer.backend,
+            }
         }
         Ok(Err(failure)) => {
             *connection = None;
@@ -277,35 +303,47 @@ async fn send_on(plan: &Plan, connection: &mut Option<SendRequest<Full<Bytes>>>)
     }
 }
 
-async fn connect(plan: &Plan) -> Result<SendRequest<Full<Bytes>>, Failure> {
-    let stream = TcpStream::connect((plan.target.host.as_str(), plan.target.port))
-        .await
-        .map_err(|_| Failure::Connect)?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| Failure::Broken)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+/// What goes on the wire, prepared once: the target's address, the requests, the source
+/// addresses new connections take in turn.
+pub struct Wire {
+    pub addr: SocketAddr,
+    pub requests: Requests,
+    sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
 }
 
-fn request(plan: &Plan) -> hyper::Request<Full<Bytes>> {
-    let mut builder = hyper::Request::builder()
-        .method(plan.method.as_str())
-        .uri(plan.target.path.as_str())
-        .header(hyper::header::HOST, plan.target.authority.as_str());
-    for (name, value) in &plan.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+impl Wire {
+    fn of(plan: &Plan) -> Wire {
+        let addr = (plan.target.host.as_str(), plan.target.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], plan.target.port)));
+        let urls = if plan.urls.is_empty() {
+            vec![(plan.target.clone(), 1.0)]
+        } else {
+            plan.urls.clone()
+        };
+        Wire {
+            addr,
+            requests: Requests::new(
+                &urls,
+                plan.key.as_ref(),
+                &plan.method,
+                &plan.headers,
+                &plan.body,
+            ),
+            sources: plan.sources.clone(),
+            next_source: AtomicUsize::new(0),
+        }
     }
-    builder
-        .body(Full::new(Bytes::from(plan.body.clone())))
-        .unwrap_or_else(|_| {
-            // The CLI validates method and headers; a request that still fails to build is
-            // sent as a plain GET rather than panicking mid-run.
-            let mut r = hyper::Request::new(Full::new(Bytes::new()));
-            *r.uri_mut() = hyper::Uri::from_static("/");
-            r
-        })
+
+    /// The source address of the next new connection.
+    fn source(&self) -> Option<IpAddr> {
+        if self.sources.is_empty() {
+            return None;
+        }
+        let i = self.next_source.fetch_add(1, Ordering::Relaxed);
+        self.sources.get(i % self.sources.len()).copied()
+    }
 }

@@ -1,6 +1,7 @@
 //! `ballast loadtest URL`: load with every response attributed to its backend. Parses the
 //! command line into a `ballast_loadtest::Plan`, reads the expected shares from a
-//! configuration, runs, prints progress on a terminal and the report, and judges `--assert`.
+//! configuration, runs (or runs the capacity search), prints progress and the report, judges
+//! `--assert`, and appends the run's event to the event log.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -10,9 +11,12 @@ use std::time::Duration;
 use clap::Args;
 
 use ballast_core::config::parse_duration;
+use ballast_core::event::{Event, EventKind, LoadTestBackend};
 use ballast_core::traffic::ArrivalKind;
+use ballast_loadtest::capacity::{Phase, SearchSpec, find_capacity};
 use ballast_loadtest::plan::{Load, Plan, Stop, Target};
 use ballast_loadtest::report::Report;
+use ballast_loadtest::requests::{self, KeyPlace, KeySpec};
 use ballast_loadtest::run::{self, Progress};
 
 use crate::stdout;
@@ -37,6 +41,9 @@ use crate::stdout;
 ///   ballast loadtest http://127.0.0.1:8080/ --rate 2000 --arrival poisson --warmup 2s
 ///   ballast loadtest http://127.0.0.1:8080/ --rate 500 --config haproxy.cfg --assert 'p99<20ms,peak_ratio<1.5,errors==0'
 ///   ballast loadtest http://127.0.0.1:8080/api -X POST -H 'Content-Type: application/json' --body '{"a":1}' --format json
+///   ballast loadtest http://127.0.0.1:8080/ --find-capacity --slo 'p99<50ms,errors<0.1%' --config ballast.toml
+///   ballast loadtest --url http://127.0.0.1:8080/a=3 --url http://127.0.0.1:8080/b=1 --key header:X-Tenant --key-skew zipf:1.1
+///   ballast loadtest http://127.0.0.1:8080/ --source-range 127.0.0.2-127.0.0.50 -c 49 --events events.jsonl
 ///
 /// Exit codes: 0 when the run finished (and every --assert held), 1 when an assertion failed,
 /// 2 when the arguments or the configuration cannot be used.
@@ -44,7 +51,32 @@ use crate::stdout;
 #[command(verbatim_doc_comment)]
 pub struct LoadtestArgs {
     /// The URL to load (http://host:port/path).
-    url: String,
+    #[arg(required_unless_present_any = ["weighted_urls", "url_file"])]
+    url: Option<String>,
+    /// A URL drawn with a weight, `URL=WEIGHT` (repeat for more; the weight defaults to 1).
+    /// Every URL is on the same host and port: the balancer.
+    #[arg(long = "url", value_name = "URL=WEIGHT")]
+    weighted_urls: Vec<String>,
+    /// A file of URLs, one `URL=WEIGHT` or `WEIGHT URL` a line (`#` comments).
+    #[arg(long = "urls", value_name = "FILE")]
+    url_file: Option<PathBuf>,
+    /// Put a hash-key value in each request: `header:X-Tenant`, `cookie:session` or
+    /// `query:user`. Values `k0`, `k1`, ... drawn as `simulate` draws them.
+    #[arg(long, value_name = "PLACE:NAME")]
+    key: Option<String>,
+    /// With --key: how many distinct values.
+    #[arg(long, default_value_t = 100_000, requires = "key")]
+    key_cardinality: u32,
+    /// With --key: how the values are skewed: `uniform` or `zipf:1.1` (k0 the most popular).
+    #[arg(long, default_value = "uniform", requires = "key")]
+    key_skew: String,
+    /// With --key: the fraction of requests sent without it (`5%`).
+    #[arg(long, default_value = "0%", requires = "key")]
+    key_missing: String,
+    /// Bind new connections to these source addresses in turn, `127.0.0.2-127.0.0.50`
+    /// (loopback tests of source hashing; all of 127.0.0.0/8 is local on Linux).
+    #[arg(long, value_name = "FROM-TO")]
+    source_range: Option<String>,
     /// Open model: requests per second.
     #[arg(long, conflicts_with = "connections")]
     rate: Option<f64>,
@@ -86,9 +118,10 @@ pub struct LoadtestArgs {
     /// With --config: the pool the URL reaches (default: the first listener's pool).
     #[arg(long, requires = "config")]
     pool: Option<String>,
-    /// A request with no answer by then is a timeout.
-    #[arg(long, default_value = "10s")]
-    timeout: String,
+    /// A request with no answer by then is a timeout (default 10s; in a capacity search, 1s
+    /// or twice the SLO's longest latency bound, so an overloaded step drains quickly).
+    #[arg(long)]
+    timeout: Option<String>,
     /// Conditions for the exit code: `p99<20ms,peak_ratio<1.5,errors==0` (metrics: requests,
     /// rate, errors (a fraction: 0.1%), failed, unattributed, mean, p50, p90, p99, p999, max
     /// (ms), peak_ratio, jain, chi2_p).
@@ -103,6 +136,39 @@ pub struct LoadtestArgs {
     /// Worker threads (default: the cores this process may run on).
     #[arg(long)]
     threads: Option<usize>,
+    /// Append one `load_test_ran` event with the run's figures to this event log (the JSON
+    /// lines `serve --events` writes), for `postmortem` and the dashboard.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Capacity search: open-model steps at a rising rate (doubling from --start-rate), then
+    /// bisection, to the highest rate that meets --slo; and which backend saturated first.
+    #[arg(long, requires = "slo", conflicts_with_all = ["connections", "requests", "assertions"])]
+    find_capacity: bool,
+    /// The capacity search's SLO, in --assert's grammar: `p99<50ms,errors<0.1%`.
+    #[arg(long, value_name = "CONDITIONS", requires = "find_capacity")]
+    slo: Option<String>,
+    /// Capacity search: the first step's rate (requests per second).
+    #[arg(long, default_value_t = 100.0)]
+    start_rate: f64,
+    /// Capacity search: no step goes above this rate.
+    #[arg(long, default_value_t = 100_000.0)]
+    max_rate: f64,
+    /// Capacity search: each step's measured length.
+    #[arg(long, default_value = "3s")]
+    step_duration: String,
+    /// Capacity search: each step's warm-up, left out of its figures.
+    #[arg(long, default_value = "500ms")]
+    step_warmup: String,
+    /// Capacity search: bisect until the failing rate is within this much above the passing one.
+    #[arg(long, default_value = "5%")]
+    precision: String,
+    /// Capacity search: count a step's miss at once instead of running the step again to
+    /// confirm it (faster; on a quiet machine).
+    #[arg(long)]
+    no_confirm: bool,
+    /// Capacity search: the whole search's time budget.
+    #[arg(long, default_value = "120s")]
+    search_time: String,
 }
 
 pub fn run(args: LoadtestArgs) -> u8 {
@@ -124,6 +190,10 @@ pub fn run(args: LoadtestArgs) -> u8 {
         Load::Open { rate, .. } => Some(rate),
         Load::Closed { .. } => None,
     };
+    if args.find_capacity {
+        return run_capacity(&args, plan, &expected, &runtime);
+    }
+    let started_ms = unix_ms();
     let served_by = plan.served_by.clone();
     let live = std::io::stderr().is_terminal();
     let finished = runtime.block_on(run::run(plan, move |p: &Progress| {
@@ -160,10 +230,231 @@ pub fn run(args: LoadtestArgs) -> u8 {
         return 2;
     }
     let verdicts = ballast_sim::assert::evaluate(&conditions, &report);
-    for v in verdicts.iter().filter(|v| !v.passed) {
-        eprintln!("assertion failed: {} (actual {:.4})", v.condition, v.actual);
+    let failed: Vec<String> = verdicts
+        .iter()
+        .filter(|v| !v.passed)
+        .map(|v| format!("{} (actual {:.4})", v.condition, v.actual))
+        .collect();
+    for f in &failed {
+        eprintln!("assertion failed: {f}");
     }
-    u8::from(verdicts.iter().any(|v| !v.passed))
+    if let Some(path) = &args.events {
+        let model = if target_rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        };
+        let event = load_test_event(
+            &args,
+            started_ms,
+            model,
+            &report,
+            None,
+            None,
+            failed.clone(),
+        );
+        if let Err(e) = append_event(path, &event) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
+    u8::from(!failed.is_empty())
+}
+
+/// `--find-capacity`: the search, its progress on stderr step by step, and its result.
+fn run_capacity(
+    args: &LoadtestArgs,
+    mut plan: Plan,
+    expected: &Expected,
+    runtime: &tokio::runtime::Runtime,
+) -> u8 {
+    let slo_text = args.slo.clone().unwrap_or_default();
+    let prepared = (|| -> Result<_, String> {
+        let slo = ballast_sim::assert::parse_for(&slo_text, Report::METRICS)
+            .map_err(|e| format!("--slo: {e}"))?;
+        if slo.is_empty() {
+            return Err("--slo names no condition; write it like 'p99<50ms,errors<0.1%'".into());
+        }
+        let spec = SearchSpec {
+            start_rate: args.start_rate,
+            max_rate: args.max_rate,
+            step: parse_duration(&args.step_duration)
+                .map_err(|e| format!("--step-duration {e}"))?,
+            step_warmup: parse_duration(&args.step_warmup)
+                .map_err(|e| format!("--step-warmup {e}"))?,
+            precision: parse_fraction(&args.precision)
+                .ok_or_else(|| format!("--precision `{}`: write 5% or 0.05", args.precision))?,
+            budget: parse_duration(&args.search_time).map_err(|e| format!("--search-time {e}"))?,
+            confirm_misses: !args.no_confirm,
+        };
+        spec.validate()?;
+        Ok((slo, spec))
+    })();
+    let (slo, spec) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if args.timeout.is_none() {
+        // Past the SLO's longest latency bound a request's exact latency no longer matters;
+        // cutting it there lets an overloaded step end promptly.
+        let longest_ms = slo
+            .iter()
+            .filter(|c| ["mean", "p50", "p90", "p99", "p999", "max"].contains(&c.metric.as_str()))
+            .map(|c| c.value)
+            .fold(0.0, f64::max);
+        plan.timeout =
+            Duration::from_secs(1).max(Duration::from_secs_f64(longest_ms * 2.0 / 1000.0));
+    }
+    let started_ms = unix_ms();
+    let served_by = plan.served_by.clone();
+    let last_report = std::cell::RefCell::new(None::<Report>);
+    let result = runtime.block_on(find_capacity(
+        &plan,
+        spec,
+        &slo,
+        &slo_text,
+        |finished, rate| {
+            let report = Report::build(
+                &finished.tally,
+                finished.measured,
+                Some(rate),
+                &served_by,
+                &choose_keys(expected, &finished.tally),
+            );
+            *last_report.borrow_mut() = Some(report.clone());
+            report
+        },
+        |n, step| {
+            eprintln!(
+                "step {n} ({}): {:.1} req/s target, {:.1} achieved, p99 {:.2} ms, errors {:.2}%: {}",
+                match step.phase {
+                    Phase::Raise => "raise",
+                    Phase::Bisect => "bisect",
+                },
+                step.target_rate,
+                step.rate,
+                step.p99_ms,
+                step.error_ratio * 100.0,
+                match (step.met_slo, step.retried) {
+                    (true, false) => "meets the SLO".to_string(),
+                    (true, true) => "meets the SLO (on a second run, after a miss)".to_string(),
+                    (false, _) => format!("misses it ({})", step.failed.join(", ")),
+                }
+            );
+        },
+    ));
+    let written = match args.format.as_str() {
+        "json" => stdout::print(&format!(
+            "{}\n",
+            serde_json::to_string(&result).unwrap_or_default()
+        )),
+        _ => stdout::print(&result.table()),
+    };
+    if !written {
+        return 2;
+    }
+    if let (Some(path), Some(mut report)) = (&args.events, last_report.into_inner()) {
+        // The event carries the last step's figures, the whole search's length.
+        report.seconds = result.seconds;
+        let event = load_test_event(
+            args,
+            started_ms,
+            "capacity",
+            &report,
+            result.capacity,
+            result.saturated.as_ref().map(|s| s.backend.clone()),
+            Vec::new(),
+        );
+        if let Err(e) = append_event(path, &event) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
+    // The search found a rate meeting the SLO; none at all is a failure for CI.
+    u8::from(result.capacity.is_none())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The run as one event of the log.
+fn load_test_event(
+    args: &LoadtestArgs,
+    at_ms: u64,
+    model: &str,
+    report: &Report,
+    capacity: Option<f64>,
+    saturated: Option<String>,
+    failed_assertions: Vec<String>,
+) -> Event {
+    let target = args
+        .url
+        .clone()
+        .or_else(|| args.weighted_urls.first().cloned())
+        .unwrap_or_default();
+    Event {
+        at_ms,
+        kind: EventKind::LoadTestRan {
+            target,
+            model: model.to_string(),
+            seconds: report.seconds,
+            requests: report.requests,
+            rate: report.rate,
+            target_rate: report.target_rate,
+            error_ratio: report.error_ratio,
+            p50_ms: report.latency_ms.p50,
+            p99_ms: report.latency_ms.p99,
+            peak_ratio: report.peak_ratio,
+            backends: report
+                .backends
+                .iter()
+                .map(|b| LoadTestBackend {
+                    name: b.name.clone(),
+                    requests: b.requests,
+                    share: b.share,
+                    expected_share: b.expected_share,
+                    p99_ms: b.latency_ms.p99,
+                    errors_5xx: b.responses.get("5xx").copied().unwrap_or(0),
+                })
+                .collect(),
+            capacity,
+            saturated,
+            failed_assertions,
+        },
+    }
+}
+
+/// Appends one JSON line (one write, so lines of concurrent writers do not interleave).
+fn append_event(path: &std::path::Path, event: &Event) -> Result<(), String> {
+    use std::io::Write;
+    let mut line = serde_json::to_string(event).map_err(|e| e.to_string())?;
+    line.push('\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| {
+            format!(
+                "cannot append the run's event to {}: {e} (check the directory exists and is writable)",
+                path.display()
+            )
+        })
+}
+
+/// `5%` or `0.05`.
+fn parse_fraction(text: &str) -> Option<f64> {
+    let v = match text.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().ok()? / 100.0,
+        None => text.trim().parse::<f64>().ok()?,
+    };
+    v.is_finite().then_some(v)
 }
 
 /// Expected shares keyed two ways: by server name (ballast, HAProxy's `%s`) and by address
@@ -200,21 +491,79 @@ fn choose_keys(
 
 type Prepared = (Plan, Expected, Vec<ballast_sim::assert::Condition>);
 
+/// The URLs: the positional one (weight 1), the `--url` ones, the `--urls` file's.
+fn urls(args: &LoadtestArgs) -> Result<Vec<(Target, f64)>, String> {
+    let mut urls = Vec::new();
+    if let Some(url) = &args.url {
+        urls.push((Target::parse(url)?, 1.0));
+    }
+    for u in &args.weighted_urls {
+        urls.push(requests::parse_weighted_url(u)?);
+    }
+    if let Some(path) = &args.url_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --urls {}: {e}", path.display()))?;
+        urls.extend(
+            requests::parse_url_file(&text)
+                .map_err(|e| format!("--urls {}: {e}", path.display()))?,
+        );
+    }
+    let first = urls.first().ok_or("give a URL")?.0.clone();
+    if let Some((other, _)) = urls
+        .iter()
+        .find(|(t, _)| (t.host.as_str(), t.port) != (first.host.as_str(), first.port))
+    {
+        return Err(format!(
+            "every URL must be on the same host and port (the balancer): {} is not {}",
+            other.authority, first.authority
+        ));
+    }
+    Ok(urls)
+}
+
 fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
-    let mut target = Target::parse(&args.url)?;
+    let mut urls = urls(args)?;
+    let mut target = urls[0].0.clone();
+    let shown = format!("http://{}{}", target.authority, target.path);
     // Resolve once and try one connection first: a wrong host or a balancer that is not
     // listening is an error now, not ten seconds of failed requests.
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("cannot resolve `{}` in {}", target.host, args.url))?;
+        .ok_or_else(|| format!("cannot resolve `{}` in {shown}", target.host))?;
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| {
-        format!(
-            "cannot connect to {addr} ({}): {e}; is the balancer listening there?",
-            args.url
-        )
+        format!("cannot connect to {addr} ({shown}): {e}; is the balancer listening there?")
     })?;
     target.host = addr.ip().to_string();
+    for (t, _) in &mut urls {
+        t.host = target.host.clone();
+    }
+    let key = match &args.key {
+        Some(place) => Some(KeySpec {
+            place: KeyPlace::parse(place)?,
+            cardinality: args.key_cardinality,
+            zipf: requests::parse_skew(&args.key_skew)?,
+            missing: parse_fraction(&args.key_missing)
+                .ok_or_else(|| format!("--key-missing `{}`: write 5% or 0.05", args.key_missing))?,
+        }),
+        None => None,
+    };
+    let sources = match &args.source_range {
+        Some(range) => {
+            let sources = requests::parse_source_range(range)?;
+            // Bind once now: an address the host does not have is an error before the run.
+            let probe = std::net::TcpListener::bind((sources[0], 0));
+            if let Err(e) = probe {
+                return Err(format!(
+                    "--source-range: cannot bind {}: {e}; use addresses this host has \
+                     (127.0.0.0/8 on Linux)",
+                    sources[0]
+                ));
+            }
+            sources
+        }
+        None => Vec::new(),
+    };
     let arrival = match args.arrival.as_str() {
         "constant" => ArrivalKind::Constant,
         "poisson" => ArrivalKind::Poisson,
@@ -256,7 +605,7 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
             args.served_by
         ));
     }
-    let plan = Plan {
+    let mut plan = Plan {
         target,
         load,
         stop,
@@ -265,8 +614,14 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
         headers,
         body: args.body.clone().unwrap_or_default().into_bytes(),
         served_by: args.served_by.clone(),
-        timeout: parse_duration(&args.timeout).map_err(|e| format!("--timeout {e}"))?,
+        timeout: match &args.timeout {
+            Some(t) => parse_duration(t).map_err(|e| format!("--timeout {e}"))?,
+            None => Duration::from_secs(10),
+        },
         seed: args.seed,
+        urls: if urls.len() > 1 { urls } else { Vec::new() },
+        key,
+        sources,
     };
     plan.validate()?;
     if plan.timeout < Duration::from_millis(1) {
@@ -279,6 +634,13 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
             by_address: BTreeMap::new(),
         },
     };
+    if args.find_capacity && args.rate.is_none() {
+        plan.load = Load::Open {
+            rate: args.start_rate,
+            arrival,
+            max_connections: args.max_connections,
+        };
+    }
     let conditions = match &args.assertions {
         Some(spec) => ballast_sim::assert::parse_for(spec, Report::METRICS)
             .map_err(|e| format!("--assert: {e}"))?,

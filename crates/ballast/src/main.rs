@@ -59,7 +59,7 @@ enum Command {
     Convert(convert_cmd::ConvertArgs),
     Watch(watch_cmd::WatchArgs),
     Rules(rules_cmd::RulesArgs),
-    Loadtest(loadtest_cmd::LoadtestArgs),
+    Loadtest(Box<loadtest_cmd::LoadtestArgs>),
     Postmortem(postmortem_cmd::PostmortemArgs),
 }
 
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert_cmd::run(args),
         Command::Watch(args) => watch_cmd::run(args),
         Command::Rules(args) => rules_cmd::run(args),
-        Command::Loadtest(args) => loadtest_cmd::run(args),
+        Command::Loadtest(args) => loadtest_cmd::run(*args),
         Command::Postmortem(args) => postmortem_cmd::run(args),
     };
     ExitCode::from(code)

@@ -271,3 +271,54 @@ fn the_open_model_shows_the_queue_a_closed_model_hides() {
     );
     assert_eq!(open["requests"], 200, "{open:#}");
 }
+
+/// `--events FILE` appends one `load_test_ran` line with the run's figures (the event log's
+/// JSON-lines format), and the postmortem's reader takes it as an `Event`.
+#[test]
+fn a_run_appends_its_event_to_the_event_log() {
+    let backends = backends();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let url = format!("http://{}/", backends[0].addr);
+    let log_path = log.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["loadtest", &url, "-n", "300", "-c", "3", "--format", "json"])
+        .args(["--events", &log_path, "--assert", "requests>1000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the assertion fails");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let event: ballast_core::event::Event = serde_json::from_str(lines[0]).unwrap();
+    let raw: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(raw["event"], "load_test_ran", "{raw:#}");
+    match event.kind {
+        ballast_core::event::EventKind::LoadTestRan {
+            model,
+            requests,
+            backends: rows,
+            failed_assertions,
+            p99_ms,
+            ..
+        } => {
+            assert_eq!(model, "closed");
+            assert_eq!(requests, 300);
+            assert_eq!(Some(requests), report["requests"].as_u64());
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].name, "app-1");
+            assert_eq!(rows[0].requests, 300);
+            assert_eq!(Some(p99_ms), report["latency_ms"]["p99"].as_f64());
+            assert_eq!(failed_assertions.len(), 1, "{failed_assertions:?}");
+            assert!(failed_assertions[0].starts_with("requests>1000"));
+        }
+        other => panic!("not a load test event: {other:?}"),
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(event.at_ms <= now_ms && event.at_ms + 60_000 > now_ms);
+}

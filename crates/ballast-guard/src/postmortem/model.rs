@@ -1341,6 +1341,22 @@ pub fn describe(kind: &EventKind) -> String {
                 format!(" ({detail})")
             }
         ),
+        EventKind::LoadTestRan {
+            target,
+            model,
+            requests,
+            rate,
+            p99_ms,
+            error_ratio,
+            peak_ratio,
+            capacity,
+            ..
+        } => format!(
+            "loadtest_ran: {model} on {target}: {requests} requests at {rate:.0} req/s, p99 \
+             {p99_ms:.1} ms, errors {:.2}%, R {peak_ratio:.2}{}",
+            error_ratio * 100.0,
+            capacity.map_or(String::new(), |c| format!(", capacity {c:.0} req/s"))
+        ),
         EventKind::PoolSnapshot {
             pool,
             peak_ratio,
