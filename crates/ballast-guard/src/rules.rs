@@ -81,6 +81,11 @@ pub struct RulesOptions {
     /// requests in flight, hashing pools in a wider band, and `first` pools not at all, as the
     /// guard judges them.
     pub promises: BTreeMap<String, Promise>,
+    /// The backup servers of each named pool (from the configurations, see
+    /// [`RulesOptions::learn_promises`]). HAProxy's exporter does not mark backups, so without
+    /// this an idle backup counts as a server the pool's traffic should reach; the HAProxy
+    /// rules leave these servers out of the expected shares.
+    pub backups: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Default for RulesOptions {
@@ -101,6 +106,7 @@ impl Default for RulesOptions {
             concentration: true,
             runbook: "docs/runbook.md".to_string(),
             promises: BTreeMap::new(),
+            backups: BTreeMap::new(),
         }
     }
 }
@@ -137,10 +143,23 @@ impl RulesOptions {
     /// Learns what each pool of a configuration promises. The rules match pools by name across
     /// the fleet, so a name whose pools promise different things in different files is judged
     /// by the weaker promise (see [`weaker`]): no false alert, at the cost of a looser
-    /// judgement; the conflicting names are returned.
+    /// judgement; the conflicting names are returned. It also learns each pool's backup
+    /// servers ([`RulesOptions::backups`]).
     pub fn learn_promises(&mut self, config: &ballast_core::config::Config) -> Vec<String> {
         let mut conflicting = Vec::new();
         for (name, pool) in &config.pools {
+            let backups: Vec<String> = pool
+                .servers
+                .iter()
+                .filter(|s| s.backup)
+                .map(|s| s.name.clone())
+                .collect();
+            if !backups.is_empty() {
+                self.backups
+                    .entry(name.clone())
+                    .or_default()
+                    .extend(backups);
+            }
             let promise = Promise::of(pool);
             match self.promises.get(name).copied() {
                 Some(known) if known != promise => {

@@ -464,6 +464,9 @@ fn promtool_unit_tests_judge_each_pool_on_what_its_algorithm_promises() {
                 "\nbackend {pool}\n    balance {balance}\n    server s1 127.0.0.1:9001\n    server s2 127.0.0.1:9002\n    server s3 127.0.0.1:9003\n"
             );
         }
+        // A round-robin pool with two idle backups: the exporter does not mark them, so only
+        // the configuration says they are expected to take nothing while s1 and s2 serve.
+        cfg += "\nbackend bk\n    balance roundrobin\n    server s1 127.0.0.1:9001\n    server s2 127.0.0.1:9002\n    server s3 127.0.0.1:9003 backup\n    server s4 127.0.0.1:9004 backup\n";
         let cfg_path = write(dir.path(), "haproxy.cfg", &cfg);
         let config = ballast_import::import_file(&cfg_path, &ballast_import::Options::default())
             .unwrap_or_else(|e| panic!("{e}"))
@@ -474,6 +477,11 @@ fn promtool_unit_tests_judge_each_pool_on_what_its_algorithm_promises() {
         assert_eq!(options.promises["hashed2"], Promise::KeyDependent);
         assert_eq!(options.promises["first"], Promise::FillInOrder);
         assert_eq!(options.promises["rr"], Promise::RequestShares);
+        assert_eq!(
+            options.backups["bk"].iter().collect::<Vec<_>>(),
+            ["s3", "s4"],
+            "the backups learnt from the configuration"
+        );
         let rules = prometheus(&options);
         write(dir.path(), "rules.yml", &rules);
         let p = n.pool;
@@ -496,6 +504,22 @@ fn promtool_unit_tests_judge_each_pool_on_what_its_algorithm_promises() {
             ("first", [100, 0, 0], [0, 0, 0]),
             ("rr", [34, 33, 33], [0, 0, 0]),
         ];
+        // The backup pool, on HAProxy's exporter (ballast's own metrics need no list): its
+        // primaries split the traffic evenly, its backups idle (against all four servers, s1
+        // and s2 would take 2× their share and PoolSkewed and PoolConcentrated would fire).
+        let haproxy = n.source == "haproxy";
+        assert_eq!(rules.contains("ballast:haproxy_server_backup"), haproxy);
+        let backup_pool: (&str, [u32; 4], [u32; 4]) = ("bk", [50, 50, 0, 0], [0, 0, 0, 0]);
+        let pools = pools
+            .iter()
+            .map(|(pool, picks, held)| (*pool, picks.to_vec(), held.to_vec()))
+            .chain(haproxy.then(|| {
+                (
+                    backup_pool.0,
+                    backup_pool.1.to_vec(),
+                    backup_pool.2.to_vec(),
+                )
+            }));
         for (pool, picks, sessions) in pools {
             for (i, (step, held)) in picks.iter().zip(sessions).enumerate() {
                 let l = format!(

@@ -457,7 +457,43 @@ pub(crate) fn span_of(window: &[ballast_core::sample::Sample]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{percent, whole};
+    use super::{Figures, Finding, Layer, Level, Text, Words, percent, whole};
+
+    /// A finding whose words are deferred reads, compares and serializes as one written at
+    /// once: the same JSON as before (`summary`, `description`, `figures` as a sorted map).
+    #[test]
+    fn deferred_words_read_and_serialize_as_written_ones() {
+        let ratio = 0.25;
+        let deferred = Finding {
+            rule: "ServerErrorRate",
+            level: Level::Critical,
+            layer: Layer::Backend,
+            pool: Some("app".into()),
+            server: Some("app-3".into()),
+            text: Text::later(move |f| Words {
+                summary: format!("{} failed {}", f.place(), percent(ratio)),
+                description: format!("{} of {}", f.figures["errors"], f.figures["responses"]),
+            }),
+            figures: Figures::from([("responses", 40.0), ("errors", 10.0), ("ratio", ratio)]),
+        };
+        let written = Finding {
+            text: Text::written("server app/app-3 failed 25%", "10 of 40"),
+            ..deferred.clone()
+        };
+        assert_eq!(deferred.summary(), "server app/app-3 failed 25%");
+        assert_eq!(deferred.description(), "10 of 40");
+        assert_eq!(deferred, written);
+        let json = serde_json::to_value(&deferred).unwrap();
+        assert_eq!(json, serde_json::to_value(&written).unwrap());
+        assert_eq!(json["summary"], "server app/app-3 failed 25%");
+        let keys: Vec<&String> = json["figures"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["errors", "ratio", "responses"]);
+        assert_eq!(json["figures"]["errors"], 10.0);
+        let mut figures = deferred.figures.clone();
+        figures.insert("errors", 11.0);
+        assert_eq!((figures.get("errors"), figures.len()), (Some(11.0), 3));
+        assert_eq!(figures.get("absent"), None);
+    }
 
     /// Values around every rounding edge the detectors' figures meet: ratios, latencies,
     /// thresholds below zero, ties, negative zero, huge and non-finite values.

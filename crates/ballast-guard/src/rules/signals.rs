@@ -221,7 +221,8 @@ saturation (as the guard does), e.g.
 
 /// All groups of one family.
 pub(crate) fn groups(family: &Family, o: &RulesOptions) -> Vec<Group> {
-    let mut shares = distribution(family, Basis::Weighted, o);
+    let mut shares: Vec<Rule> = backups(family, o).into_iter().collect();
+    shares.extend(distribution(family, Basis::Weighted, o));
     if o.concentration {
         shares.extend(distribution(family, Basis::Even, o));
     }
@@ -246,6 +247,46 @@ pub(crate) fn groups(family: &Family, o: &RulesOptions) -> Vec<Group> {
             rules: changes(family, o),
         },
     ]
+}
+
+/// The recording rule listing the backup servers the configurations name, one series
+/// `{proxy="POOL", server="NAME"}` each.
+const BACKUP_SERVERS: &str = "ballast:haproxy_server_backup";
+
+/// The backups learnt from the configurations as series of their own, for the HAProxy family
+/// (its exporter has no backup label). `None` when no configuration names one.
+fn backups(family: &Family, o: &RulesOptions) -> Option<Rule> {
+    if family.source != "haproxy" || o.backups.values().all(|b| b.is_empty()) {
+        return None;
+    }
+    // A label_replace value is a PromQL string and an RE2 replacement: `\`, `"` and `$`
+    // escaped.
+    let quote = |v: &str| {
+        let mut out = String::new();
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '$' => out.push_str("$$"),
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    let series: Vec<String> = o
+        .backups
+        .iter()
+        .flat_map(|(pool, servers)| servers.iter().map(move |server| (pool, server)))
+        .map(|(pool, server)| {
+            format!(
+                "label_replace(label_replace(vector(1), \"{p}\", \"{}\", \"\", \"\"), \"server\", \"{}\", \"\", \"\")",
+                quote(pool),
+                quote(server),
+                p = family.pool
+            )
+        })
+        .collect();
+    Some(record(BACKUP_SERVERS, series.join("\nor ")))
 }
 
 /// Names of one family's recording rules for one basis and window.
@@ -304,6 +345,15 @@ fn distribution(family: &Family, basis: Basis, o: &RulesOptions) -> Vec<Rule> {
     let weight = match basis {
         Basis::Weighted => format!("sum by ({server}) ({})", family.weight),
         Basis::Even => format!("sum by ({server}) ({} > bool 0)", family.weight),
+    };
+    // Backups known from the configuration take no share while a primary serves; the
+    // exporter cannot tell them apart, so the configuration's list is subtracted.
+    let weight = match backups(family, o) {
+        Some(_) => format!(
+            "({weight}\nunless on ({p}, server) {BACKUP_SERVERS})",
+            p = family.pool
+        ),
+        None => weight,
     };
     rules.push(record(
         &n.in_rotation,
