@@ -6,7 +6,8 @@
 //! servers), `body` (in-flight accounting to the end of the body), `upload` (whose failure
 //! a failed exchange is), `admission` (connection
 //! caps), `health` (active checks, passive ejection), `runtime` (live state and snapshots),
-//! `admin`, `metrics`, `status`, `events`, `accesslog`, `headers`.
+//! `admin`, `metrics`, `status`, `events`, `accesslog`, `headers`, `request_rules` (Host,
+//! CONNECT, bodies on GET/HEAD), `upgrade` (WebSocket tunnels).
 #![forbid(unsafe_code)]
 
 mod accesslog;
