@@ -4,8 +4,8 @@
 //! of every later head, `idle` between keep-alive requests. Each request goes through named
 //! phases:
 //!
-//! 1. **read**: refuse ambiguous framing (CL + TE: 400, seen by `framing`) and oversized
-//!    bodies (413);
+//! 1. **read**: refuse ambiguous framing (CL + TE: 400, seen by `framing`), Host faults
+//!    (400) and CONNECT (405) (`request_rules`), and oversized bodies (413);
 //! 2. **route**: the listener's pool in the running snapshot;
 //! 3. **pick**: the pool's balancer (ballast-core) chooses, with the request's key;
 //! 4. **queue**: a full server makes the request wait for a slot, bounded by `max_queue` and
@@ -16,6 +16,9 @@
 //! 7. **respond**: hop-by-hop headers out of the response, optional served-by header;
 //! 8. **release**: at the end of the response body the slot is freed and the connection goes
 //!    back to the idle pool.
+//!
+//! A WebSocket upgrade takes the same phases on a fresh upstream connection; its 101 hands
+//! the connection over to a tunnel (`upgrade`) that holds the slot until it closes.
 //!
 //! A failed exchange counts against the server for passive ejection only when the client's
 //! side was in order (`upload`): a malformed, aborted, oversized or stalled request body is

@@ -5,8 +5,10 @@
 //! `http` (the request path, phase by phase), `tcp` (layer 4), `upstream` (connections to
 //! servers), `body` (in-flight accounting to the end of the body), `upload` (whose failure
 //! a failed exchange is), `admission` (connection
-//! caps), `streams` (HTTP/2 streams under those caps), `send_timeout` (slow readers), `health` (active checks, passive ejection), `runtime` (live state and snapshots),
-//! `admin`, `metrics`, `status`, `events`, `accesslog`, `headers`.
+//! caps), `streams` (HTTP/2 streams under those caps), `send_timeout` (slow readers),
+//! `health` (active checks, passive ejection), `runtime` (live state and snapshots),
+//! `admin`, `metrics`, `status`, `events`, `accesslog`, `headers`, `request_rules` (Host,
+//! CONNECT, bodies on GET/HEAD), `upgrade` (WebSocket tunnels).
 #![forbid(unsafe_code)]
 
 mod accesslog;

@@ -42,25 +42,22 @@ const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 /// The protocol this request asks to upgrade to (the `Upgrade` value), when it is one the
 /// proxy tunnels: a WebSocket over HTTP/1.1.
 pub fn requested(parts: &http::request::Parts) -> Option<HeaderValue> {
+    // Most requests have no Upgrade header: that is checked first, and nothing allocates.
+    let upgrade = parts.headers.get(UPGRADE)?;
     if parts.version != Version::HTTP_11 || parts.method != Method::GET {
         return None;
     }
-    let connection_upgrade = tokens(&parts.headers, CONNECTION).any(|t| t == "upgrade");
-    let upgrade = parts.headers.get(UPGRADE)?;
-    let websocket = upgrade.to_str().is_ok_and(|v| {
-        v.split(',')
-            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-    });
-    (connection_upgrade && websocket).then(|| upgrade.clone())
-}
-
-fn tokens(headers: &HeaderMap, name: http::HeaderName) -> impl Iterator<Item = String> + '_ {
-    headers
-        .get_all(name)
+    let has = |value: &HeaderValue, token: &str| {
+        value
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let connection_upgrade = parts
+        .headers
+        .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
+        .any(|v| has(v, "upgrade"));
+    (connection_upgrade && has(upgrade, "websocket")).then(|| upgrade.clone())
 }
 
 /// Puts the upgrade headers back after the hop-by-hop ones were removed.

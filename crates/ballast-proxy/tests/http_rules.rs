@@ -23,7 +23,7 @@ use ballast_proxy::{Options, Proxy};
 use common::ConfigFile;
 
 /// A server that answers every request with what it saw: `x-seen-host` (every Host value,
-/// joined by ` | `), `x-seen-method`, `x-seen-uri`, `x-seen-body`, and counts requests.
+/// joined by ` | `), `x-seen-method`, `x-seen-upgrade`, `x-seen-uri`, `x-seen-body`, and counts requests.
 struct Echo {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
@@ -48,6 +48,11 @@ async fn echo_server() -> Echo {
                             .iter()
                             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                             .collect();
+                        let upgrade = req
+                            .headers()
+                            .get("upgrade")
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .unwrap_or_default();
                         let method = req.method().to_string();
                         let uri = req.uri().to_string();
                         let body = req.into_body().collect().await.map(|b| b.to_bytes());
@@ -58,6 +63,7 @@ async fn echo_server() -> Echo {
                         let response = Response::builder()
                             .header("x-seen-host", hosts.join(" | "))
                             .header("x-seen-method", method)
+                            .header("x-seen-upgrade", upgrade)
                             .header("x-seen-uri", uri)
                             .header("x-seen-body", body.clone())
                             .body(Full::new(Bytes::from(body)))
@@ -311,5 +317,20 @@ async fn connect_is_refused_with_405_and_allow() {
     );
     assert_eq!(echo.requests.load(Ordering::SeqCst), 0);
     assert!(!ejected(&proxy));
+    proxy.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_to_anything_but_websocket_is_not_passed_on() {
+    let echo = echo_server().await;
+    let (_config, proxy, addr) = start(&echo).await;
+    // h2c through a proxy would take the client past the proxy's own HTTP/2 handling.
+    let r = raw(
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "served as a plain request");
+    assert_eq!(r.header("x-seen-upgrade"), Some(""));
     proxy.drain(Duration::from_secs(1)).await;
 }

@@ -34,14 +34,11 @@ async fn echo_server() -> SocketAddr {
                     return;
                 }
                 while let Some(Ok(message)) = ws.next().await {
-                    match message {
-                        Message::Text(_) | Message::Binary(_) => {
-                            if ws.send(message).await.is_err() {
-                                return;
-                            }
-                        }
-                        Message::Close(_) => return,
-                        _ => {}
+                    let echo = matches!(message, Message::Text(_) | Message::Binary(_));
+                    if matches!(message, Message::Close(_))
+                        || (echo && ws.send(message).await.is_err())
+                    {
+                        return;
                     }
                 }
             });
