@@ -483,11 +483,7 @@ pub fn review(
     );
     let action_items = action_items(trigger.as_ref());
     let observed_shift = pool.as_deref().and_then(|pool| {
-        let restored = restored.unwrap_or(end_of_log).max(onset.at_ms + 1);
-        let during: Vec<&Point> = pool_series
-            .iter()
-            .filter(|p| p.at_ms > onset.at_ms && p.at_ms.saturating_sub(p.window_ms) < restored)
-            .collect();
+        let during = during_points(&pool_series, onset.at_ms, restored.unwrap_or(end_of_log));
         observed_shift(pool, &baseline, &during)
     });
     let timeline = span.iter().map(|e| (e.at_ms, describe(&e.kind))).collect();
@@ -509,6 +505,36 @@ pub fn review(
         action_items,
         observed_shift,
         timeline,
+    }
+}
+
+/// A snapshot this far past the onset or the restore still counts as within them: the guard
+/// cuts its windows at the first sample after a reload, up to a round later.
+const CUT_SLACK_MS: u64 = 1_500;
+
+/// The snapshots of the incident: those that lie within onset..restore (the guard cuts its
+/// windows at reloads, so a rolled-back change has one of its own), else every one whose
+/// window overlaps it (a log written without cuts).
+fn during_points(series: &[Point], onset_ms: u64, restored_ms: u64) -> Vec<&Point> {
+    let restored_ms = restored_ms.max(onset_ms + 1);
+    let window = |p: &Point| if p.window_ms > 0 { p.window_ms } else { 10_000 };
+    let overlapping: Vec<&Point> = series
+        .iter()
+        .filter(|p| p.at_ms > onset_ms && p.at_ms.saturating_sub(window(p)) < restored_ms)
+        .collect();
+    let within: Vec<&Point> = overlapping
+        .iter()
+        .copied()
+        .filter(|p| {
+            p.at_ms.saturating_sub(window(p)) + CUT_SLACK_MS >= onset_ms
+                && p.at_ms <= restored_ms + CUT_SLACK_MS
+        })
+        .collect();
+    let answered = |ps: &[&Point]| ps.iter().flat_map(|p| &p.servers).any(|s| s.requests > 0);
+    if answered(&within) {
+        within
+    } else {
+        overlapping
     }
 }
 
@@ -546,6 +572,9 @@ fn observed_shift(pool: &str, before: &[&Point], during: &[&Point]) -> Option<(S
                 now * 100.0
             ));
         }
+    }
+    if moved.is_empty() {
+        moved.push("no server's share moved by 2 points or more".into());
     }
     Some((format!("{pool}: {}", moved.join(", ")), max_points))
 }
@@ -1073,13 +1102,9 @@ fn ruled_out(
             .map_or(10_000, |q| p.at_ms - q.at_ms)
             .min(60_000)
     };
-    // During: every snapshot whose window overlaps onset..restore, as the impact counts them
-    // (the one written after the restore still covers the incident's seconds).
-    let restored = restored_ms.max(onset.at_ms + 1);
-    let during: Vec<&Point> = series
-        .iter()
-        .filter(|p| p.at_ms > onset.at_ms && p.at_ms.saturating_sub(window_of(p)) < restored)
-        .collect();
+    // During: the snapshots within onset..restore, else those whose windows overlap it (a
+    // short incident's only snapshot may be written after the restore and still cover it).
+    let during = during_points(series, onset.at_ms, restored_ms);
     match (rate(baseline, window_of), rate(&during, window_of)) {
         (Some(before), Some(now)) if before > 0.0 => {
             let ratio = now / before;
