@@ -5,7 +5,6 @@
 //! raises a `ConfigRolledBack` alert of its own. Also gives the proxy its differ, so every
 //! `config_applied` carries its semantic diff.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ballast_core::config::Rollback as RollbackConfig;
