@@ -40,8 +40,9 @@ pub fn shortfall(config: &Config, limit: u64) -> Option<(String, String)> {
     (needed > limit).then(|| {
         (
             format!(
-                "the connection caps admit {} client connections (listeners and admin API, \
-                 plus {BASE_DESCRIPTORS} for the process itself) but the descriptor limit \
+                "the connection caps need {} descriptors (the client connections the \
+                 listeners and the admin API admit, plus {BASE_DESCRIPTORS} for the process \
+                 itself) but the descriptor limit \
                  (RLIMIT_NOFILE) is {}: the process runs out first, and clients beyond it \
                  get 503 from a small reserve or wait instead of the caps' 503",
                 thousands(needed),
