@@ -97,6 +97,11 @@ pub struct ServerSample {
     pub responses: ResponseClasses,
     /// Recent mean response time, when the source reports one.
     pub latency_ms: Option<f64>,
+    /// Seconds since the server's state last changed (up, down, drain, maintenance), by the
+    /// balancer's own clock, when it keeps one (HAProxy's `lastchg`). Dates a runtime change
+    /// that no file records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_for_s: Option<u64>,
 }
 
 /// Responses by status class, cumulative.
@@ -151,6 +156,10 @@ pub struct ProcessSample {
     /// connections it had accepted.
     #[serde(default)]
     pub handled: Option<u64>,
+    /// When the process started, in Unix seconds (HAProxy's `Start_time_sec`): the earliest a
+    /// runtime change it does not date (a weight set over its API) can have been made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_s: Option<u64>,
 }
 
 /// A kind of problem counted from a load balancer's logs, at one place, cumulative.

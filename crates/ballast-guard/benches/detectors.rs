@@ -33,6 +33,7 @@ fn server(p: usize, s: usize, round: u64, troubled: bool) -> ServerSample {
         requests / 100
     };
     ServerSample {
+        state_for_s: None,
         name: format!("app-{p}-{s}"),
         requests,
         // In flight in proportion to weight, as least-connections keeps it.
@@ -92,6 +93,7 @@ fn fleet_sample(round: u64, troubled: bool) -> Sample {
             refused: 0,
         }],
         process: Some(ProcessSample {
+            started_unix_s: None,
             active: 30_000,
             max_connections: Some(100_000),
             generation: Some("1".into()),

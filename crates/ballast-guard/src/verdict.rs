@@ -238,6 +238,7 @@ mod tests {
                         queued: 0,
                         servers: (0..3)
                             .map(|i| ServerSample {
+                                state_for_s: None,
                                 name: format!("app-{}", i + 1),
                                 requests: counts[i],
                                 active: 1,

@@ -151,6 +151,7 @@ impl PoolRun {
                 self.latency_sum_ns[i] = 0;
                 self.latency_count[i] = 0;
                 ServerSample {
+                    state_for_s: None,
                     name: s.name.clone(),
                     requests: self.requests[i],
                     active: u64::from(self.state.servers[i].in_flight),
@@ -244,6 +245,7 @@ fn healthy_run(seed: u64, minutes: u64) -> Tally {
                 refused: 0,
             }],
             process: Some(ProcessSample {
+                started_unix_s: None,
                 active: in_flight,
                 max_connections: Some(100_000),
                 generation: Some("1".into()),

@@ -38,6 +38,7 @@ pub(crate) fn sample(shared: &Shared, at_ms: u64, instance: &str) -> Sample {
                         ServerState::Up
                     };
                     ServerSample {
+                        state_for_s: None,
                         name: s.spec.name.clone(),
                         requests: st.picks.load(Ordering::Relaxed),
                         active: u64::from(st.in_flight.load(Ordering::Relaxed)),

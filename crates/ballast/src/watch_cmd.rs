@@ -500,6 +500,10 @@ fn alert_block(a: &Alert) -> String {
     if let Some(cause) = a.annotation("cause") {
         out.push_str(&format!("    cause: {cause}\n"));
     }
+    // The figures behind it and, for a runtime change, since when: the checklist's answer.
+    if let Some(detail) = a.annotation("description") {
+        out.push_str(&format!("    detail: {detail}\n"));
+    }
     if let Some(runbook) = a.annotation("runbook") {
         out.push_str(&format!("    runbook: {runbook}\n"));
     }

@@ -919,3 +919,74 @@ fn healthy_random_traffic_at_a_low_and_a_high_rate_raises_nothing() {
     let alerts = am.alerts();
     assert!(alerts.is_empty(), "a healthy run: {}", summary(&alerts));
 }
+
+// ---------------------------------------------------------------------------------------------
+// `watch --once`: the incident checklist's first question, on a HAProxy skewed at run time
+
+#[test]
+fn once_on_a_runtime_skewed_haproxy_names_pool_server_size_and_since_when() {
+    if !common::peer_available("haproxy") {
+        return;
+    }
+    let b = backends(Duration::ZERO);
+    let h = Haproxy::start(&app_section(
+        "roundrobin",
+        &b,
+        &["weight 1", "weight 1", "weight 1"],
+    ));
+    let traffic = Traffic::start(
+        h.front,
+        4,
+        Duration::from_millis(40),
+        Duration::from_secs(15),
+    );
+    // Two runtime changes no file records: s2 into maintenance (HAProxy dates it, `lastchg`),
+    // s3's weight set to 5 (HAProxy does not date it: only its process start bounds it).
+    h.runtime("disable server app/s2");
+    h.runtime("set weight app/s3 5");
+    std::thread::sleep(Duration::from_secs(3));
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .arg("watch")
+        .arg("--once")
+        .args(["--window", "3s", "--interval", "1s"])
+        .arg("--config")
+        .arg(&h.config)
+        .arg(format!("haproxy:{}", h.socket.display()))
+        .output()
+        .expect("run ballast watch --once");
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "it is the load balancer:\n{text}"
+    );
+    assert!(took < Duration::from_secs(10), "--once took {took:?}");
+    // Which pool, which server, by how much: s3 promised 83% instead of 33%.
+    assert!(text.contains("PoolSharesShifted"), "{text}");
+    assert!(text.contains("pool app"), "{text}");
+    assert!(
+        text.contains("s3 83% of its traffic instead of 33%"),
+        "{text}"
+    );
+    // Since when: the maintenance by HAProxy's own clock, the weight bounded by the process.
+    let since = text
+        .split("s2 in maintenance for ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s").next())
+        .and_then(|secs| secs.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no dated maintenance in:\n{text}"));
+    assert!(
+        (3..=12).contains(&since),
+        "s2 in maintenance for {since} s:\n{text}"
+    );
+    assert!(text.contains("weight of s3 1 → 5"), "{text}");
+    assert!(
+        text.contains("The weights were set at run time")
+            && text.contains("after the process started at"),
+        "{text}"
+    );
+    let (ok, failed) = traffic.stop();
+    assert!(ok > 50 && failed == 0, "{ok} answered, {failed} failed");
+}

@@ -445,6 +445,7 @@ mod tests {
 
     fn server(name: &str, weight: u32, requests: u64, active: u64) -> ServerSample {
         ServerSample {
+            state_for_s: None,
             name: name.into(),
             requests,
             active,

@@ -11,6 +11,8 @@ use ballast_core::config::Config;
 use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
 
 use super::{Figures, Finding, Layer, Level, RuleSpec, Text};
+use crate::change::clock;
+use crate::postmortem::markdown::duration;
 
 pub const POOL_SHARES_SHIFTED: &str = "PoolSharesShifted";
 
@@ -117,7 +119,15 @@ pub fn detect(
                     .map(|s| (s.name.as_str(), Standing::live(s)))
                     .collect(),
             };
-            judge(pool, &reference, config.is_some(), thresholds)
+            let started = latest.process.as_ref().and_then(|p| p.started_unix_s);
+            judge(
+                pool,
+                &reference,
+                config.is_some(),
+                thresholds,
+                latest.at_ms,
+                started,
+            )
         })
         .collect()
 }
@@ -149,6 +159,8 @@ fn judge(
     reference: &BTreeMap<&str, Standing>,
     against_config: bool,
     t: &DriftThresholds,
+    at_ms: u64,
+    started_unix_s: Option<u64>,
 ) -> Option<Finding> {
     // Only servers both sides know: an added or removed server is a configuration change.
     let known: Vec<&ServerSample> = pool
@@ -174,23 +186,50 @@ fn judge(
     } else {
         return None;
     };
+    let mut weights_changed = false;
+    // The most recent state change the balancer dates, in seconds before this sample.
+    let mut latest_state_change_s: Option<u64> = None;
     let changed: Vec<String> = known
         .iter()
         .filter_map(|s| {
             let r = reference[s.name.as_str()];
             let live = Standing::live(s);
             if live.weight != r.weight && s.state == ServerState::Up {
+                weights_changed = true;
                 Some(format!(
                     "weight of {} {} → {}",
                     s.name, r.weight, live.weight
                 ))
             } else if live.in_rotation != r.in_rotation {
-                Some(format!("{} {}", s.name, Standing::state_word(s)))
+                let since = s.state_for_s.map(|secs| {
+                    latest_state_change_s =
+                        Some(latest_state_change_s.map_or(secs, |l: u64| l.min(secs)));
+                    format!(" for {}", duration(secs.saturating_mul(1000)))
+                });
+                Some(format!(
+                    "{} {}{}",
+                    s.name,
+                    Standing::state_word(s),
+                    since.unwrap_or_default()
+                ))
             } else {
                 None
             }
         })
         .collect();
+    // A weight set over the runtime API is dated by nobody: the process's start bounds it.
+    let weight_bound = match (weights_changed, started_unix_s) {
+        (true, Some(started)) => {
+            let started_ms = started.saturating_mul(1000);
+            format!(
+                " The weights were set at run time (the file says otherwise), after the process \
+                 started at {} UTC, {} before this sample; the balancer does not record when.",
+                clock(started_ms),
+                duration(at_ms.saturating_sub(started_ms))
+            )
+        }
+        _ => String::new(),
+    };
     let reference_name = if against_config {
         "the configuration file"
     } else {
@@ -217,14 +256,21 @@ fn judge(
             ),
             format!(
                 "Against {reference_name}, the live weights and states move {hot}'s expected share \
-             by {points:.0} points. Now: {}.",
+             by {points:.0} points. Now: {}.{weight_bound}",
                 now.iter()
                     .map(|(n, s)| format!("{n} {:.0}%", s * 100.0))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
         ),
-        figures: Figures::from([("shift_points", points), ("share", is), ("expected", was)]),
+        figures: {
+            let mut figures =
+                Figures::from([("shift_points", points), ("share", is), ("expected", was)]);
+            if let Some(secs) = latest_state_change_s {
+                figures.insert("state_changed_s_ago", secs as f64);
+            }
+            figures
+        },
     })
 }
 
@@ -237,6 +283,52 @@ mod tests {
         s.weight = weight;
         s.state = state;
         s
+    }
+
+    #[test]
+    fn a_runtime_change_is_dated_by_what_the_balancer_keeps() {
+        let first = sample(
+            0,
+            vec![pool(
+                "app",
+                (1..=3).map(|i| server(&format!("app-{i}"))).collect(),
+            )],
+        );
+        // app-1 put in maintenance 42 s ago (HAProxy's `lastchg`): that dates it.
+        let mut servers: Vec<ServerSample> = (1..=3).map(|i| server(&format!("app-{i}"))).collect();
+        servers[0] = with(servers[0].clone(), 1, ServerState::Maintenance);
+        servers[0].state_for_s = Some(42);
+        let mut later = sample(7_200, vec![pool("app", servers.clone())]);
+        let f = detect(
+            &[first.clone(), later.clone()],
+            None,
+            &DriftThresholds::default(),
+        );
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].summary().contains("app-1 in maintenance for 42 s"),
+            "{}",
+            f[0].summary()
+        );
+        assert_eq!(f[0].figures.get("state_changed_s_ago"), Some(42.0));
+        // A weight set at run time is not dated by HAProxy: only the process's start bounds it.
+        servers[0] = with(servers[0].clone(), 1, ServerState::Up);
+        servers[0].state_for_s = Some(7_000);
+        servers[2] = with(servers[2].clone(), 8, ServerState::Up);
+        later = sample(7_200, vec![pool("app", servers)]);
+        later.process = Some(ballast_core::sample::ProcessSample {
+            started_unix_s: Some(0),
+            ..Default::default()
+        });
+        let f = detect(&[first, later], None, &DriftThresholds::default());
+        assert_eq!(f.len(), 1, "{f:#?}");
+        let description = f[0].description();
+        assert!(
+            description.contains("after the process started at 00:00:00 UTC, 2 h 00 min before"),
+            "{description}"
+        );
+        assert!(!f[0].summary().contains(" for "), "{}", f[0].summary());
+        assert_eq!(f[0].figures.get("state_changed_s_ago"), None);
     }
 
     #[test]

@@ -776,6 +776,7 @@ mod tests {
                     .iter()
                     .enumerate()
                     .map(|(i, &(ok, bad, other))| ServerSample {
+                        state_for_s: None,
                         requests: (ok + bad + other) * t,
                         responses: responses(ok * t, bad * t, other * t),
                         ..server(&format!("s{i}"))
@@ -1036,6 +1037,7 @@ mod tests {
                     .iter()
                     .enumerate()
                     .map(|(i, &state)| ServerSample {
+                        state_for_s: None,
                         state,
                         ..server(&format!("s{i}"))
                     })
@@ -1133,6 +1135,7 @@ mod tests {
         let mut window = traffic(&[(100, 0, 0), (100, 0, 0)], 6);
         // s2 arrives in the last sample with counters that began before: nothing to difference.
         window[6].pools[0].servers.push(ServerSample {
+            state_for_s: None,
             responses: responses(0, 500, 0),
             requests: 500,
             ..server("s2")
@@ -1160,6 +1163,7 @@ mod tests {
             s.pools.push(pool(
                 "down",
                 vec![ServerSample {
+                    state_for_s: None,
                     state: Down,
                     ..server("d0")
                 }],
@@ -1167,6 +1171,7 @@ mod tests {
             s.pools.push(pool(
                 "out",
                 vec![ServerSample {
+                    state_for_s: None,
                     state: Maint,
                     ..server("m0")
                 }],

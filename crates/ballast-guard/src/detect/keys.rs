@@ -169,6 +169,7 @@ mod tests {
             .map(|t| {
                 let servers: Vec<ServerSample> = (0..3)
                     .map(|i| ServerSample {
+                        state_for_s: None,
                         requests: sent[i] * t,
                         ..server(&format!("app-{}", i + 1))
                     })

@@ -568,6 +568,7 @@ pub(crate) mod testing {
     /// An idle server in rotation, with no limits and no responses yet.
     pub(crate) fn server(name: &str) -> ServerSample {
         ServerSample {
+            state_for_s: None,
             name: name.into(),
             requests: 0,
             active: 0,

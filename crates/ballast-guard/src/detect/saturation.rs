@@ -678,6 +678,7 @@ mod tests {
 
     fn limited(name: &str, active: u64, limit: u64, queued: u64) -> ServerSample {
         ServerSample {
+            state_for_s: None,
             active,
             max_connections: Some(limit),
             queued,
@@ -759,6 +760,7 @@ mod tests {
     fn a_queue_warns_and_a_full_queue_is_critical() {
         let with_queue = |queued, max_queue| {
             let s = ServerSample {
+                state_for_s: None,
                 max_queue,
                 ..limited("app-1", 50, 50, queued)
             };
@@ -819,14 +821,17 @@ mod tests {
         // Servers out of rotation and idle backups do not give room.
         let mut out = servers;
         out.push(ServerSample {
+            state_for_s: None,
             state: ServerState::Down,
             ..limited("app-4", 0, 50, 0)
         });
         out.push(ServerSample {
+            state_for_s: None,
             backup: true,
             ..limited("spare", 0, 50, 0)
         });
         out.push(ServerSample {
+            state_for_s: None,
             weight: 0,
             ..limited("drained", 0, 50, 0)
         });
@@ -894,6 +899,7 @@ mod tests {
     ) -> Sample {
         let mut s = sample(second, vec![]);
         s.process = Some(ProcessSample {
+            started_unix_s: None,
             active,
             max_connections: Some(4096),
             generation: Some("1234".into()),
@@ -978,6 +984,7 @@ mod tests {
         // Everything at once: each rule of this module is raised.
         let mut window = vec![with_frontend(0, 1000, 0), with_frontend(30, 1000, 50)];
         let process = ProcessSample {
+            started_unix_s: None,
             active: 4096,
             max_connections: Some(4096),
             generation: None,
@@ -986,12 +993,14 @@ mod tests {
         };
         window[0].process = Some(process.clone());
         window[1].process = Some(ProcessSample {
+            started_unix_s: None,
             accepted: Some(500),
             ..process
         });
         let mut p = pool(
             "app",
             vec![ServerSample {
+                state_for_s: None,
                 max_queue: Some(4),
                 ..limited("app-1", 50, 50, 4)
             }],

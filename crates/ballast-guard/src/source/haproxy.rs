@@ -235,6 +235,8 @@ pub fn to_sample(
                     other: number("hrsp_other")?,
                 };
                 servers.entry(pxname).or_default().push(ServerSample {
+                    // `lastchg`: seconds since the last UP/DOWN/MAINT/DRAIN transition.
+                    state_for_s: row.number("lastchg")?,
                     name,
                     requests,
                     active: number("scur")?,
@@ -322,6 +324,7 @@ pub fn process_of_info(info: &info::Info) -> Result<ProcessSample, ParseError> {
         active: info.number("CurrConns")?.unwrap_or(0),
         max_connections: info.number("Maxconn")?,
         generation: info.generation(),
+        started_unix_s: info.number("Start_time_sec")?,
         ..Default::default()
     })
 }
@@ -521,6 +524,7 @@ impl Source for HaproxySource {
                     max_connections: exported.max_connections,
                     // The exporter gives no pid: the start time (a second's resolution).
                     generation: exported.start_time_seconds.map(|s| format!("started {s}")),
+                    started_unix_s: exported.start_time_seconds,
                     ..Default::default()
                 };
                 let stats = exposition::stat_table(&metrics);

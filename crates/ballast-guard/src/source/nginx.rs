@@ -449,6 +449,7 @@ impl Attribution {
                     c.interval_answered_ms = 0;
                     c.interval_busy_ms = 0;
                     ServerSample {
+                        state_for_s: None,
                         name: s.name.clone(),
                         requests: c.requests,
                         active,
@@ -891,6 +892,7 @@ impl Source for NginxSource {
             (Some(agent), Some(url)) => {
                 let s = stub_status::fetch(agent, url)?;
                 Some(ProcessSample {
+                    started_unix_s: None,
                     active: s.active,
                     max_connections: self.max_connections,
                     generation: Some(generation),
@@ -899,6 +901,7 @@ impl Source for NginxSource {
                 })
             }
             _ => Some(ProcessSample {
+                started_unix_s: None,
                 generation: Some(generation),
                 ..ProcessSample::default()
             }),
