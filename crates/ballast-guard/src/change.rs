@@ -385,6 +385,18 @@ pub fn clock(ms: u64) -> String {
     )
 }
 
+/// `1 min 05 s`, `46 s`, `1 h 02 min`, to the nearest second (3.99 s reads as 4 s).
+pub fn duration(ms: u64) -> String {
+    let s = ms.saturating_add(500) / 1000;
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        format!("{} h {:02} min", s / 3600, (s / 60) % 60)
+    }
+}
+
 /// A reload of the watched load balancer: its generation changed between two samples.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reload {

@@ -11,8 +11,7 @@ use ballast_core::config::Config;
 use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
 
 use super::{Figures, Finding, Layer, Level, RuleSpec, Text};
-use crate::change::clock;
-use crate::postmortem::markdown::duration;
+use crate::change::{clock, duration};
 
 pub const POOL_SHARES_SHIFTED: &str = "PoolSharesShifted";
 
