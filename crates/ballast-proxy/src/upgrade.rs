@@ -28,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::framing::FramingWatch;
@@ -68,34 +67,7 @@ pub fn restore_headers(headers: &mut HeaderMap, upgrade: HeaderValue) {
 
 /// Opens a connection to `address` whose requests can be upgraded. Never pooled.
 pub async fn connect(address: &str, timeout: Duration) -> Result<Connection, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-        Err(_) => {
-            return Err(ConnectError::Timeout {
-                address: address.to_string(),
-                after: timeout,
-            });
-        }
-        Ok(Err(source)) => {
-            return Err(ConnectError::Io {
-                address: address.to_string(),
-                source,
-            });
-        }
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ConnectError::Handshake {
-            address: address.to_string(),
-            source,
-        })?;
-    tokio::spawn(async move {
-        // Ends when the connection closes or is handed over to the tunnel.
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(sender)
+    crate::upstream::open(address, timeout, true).await
 }
 
 /// A tunnel waiting to run, boxed so the connection task can hold it.

@@ -89,6 +89,16 @@ pub enum ConnectError {
 
 /// Opens a new HTTP/1.1 connection to `address` within `timeout`.
 pub async fn connect(address: &str, timeout: Duration) -> Result<Connection, ConnectError> {
+    open(address, timeout, false).await
+}
+
+/// Opens a new HTTP/1.1 connection; an `upgradable` one can be handed over after a 101 (a
+/// WebSocket tunnel), and is never pooled.
+pub(crate) async fn open(
+    address: &str,
+    timeout: Duration,
+    upgradable: bool,
+) -> Result<Connection, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
         Err(_) => {
             return Err(ConnectError::Timeout {
@@ -113,8 +123,13 @@ pub async fn connect(address: &str, timeout: Duration) -> Result<Connection, Con
             source,
         })?;
     tokio::spawn(async move {
-        // Ends when the connection closes; errors here surface on the request that used it.
-        let _ = conn.await;
+        // Ends when the connection closes (or is handed over to a tunnel); errors here
+        // surface on the request that used it.
+        if upgradable {
+            let _ = conn.with_upgrades().await;
+        } else {
+            let _ = conn.await;
+        }
     });
     Ok(sender)
 }

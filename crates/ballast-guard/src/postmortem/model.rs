@@ -231,44 +231,40 @@ fn sorted(events: &[Event]) -> Vec<&Event> {
 
 type AlertKey = (String, String, Option<String>, String, String);
 
-fn firing_key(kind: &EventKind) -> Option<AlertKey> {
-    match kind {
-        EventKind::AlertFiring {
-            alertname,
-            pool,
-            server,
-            source,
-            instance,
-            ..
-        } if symptom(alertname) => Some((
-            alertname.clone(),
-            pool.clone(),
-            server.clone(),
-            source.clone(),
-            instance.clone(),
-        )),
-        _ => None,
+/// The key of a symptom alert's event: `Some((true, key))` for a firing, `Some((false, key))`
+/// for a resolve, `None` for anything else.
+fn alert_key(kind: &EventKind) -> Option<(bool, AlertKey)> {
+    let (EventKind::AlertFiring {
+        alertname,
+        pool,
+        server,
+        source,
+        instance,
+        ..
     }
-}
-
-fn resolved_key(kind: &EventKind) -> Option<AlertKey> {
-    match kind {
-        EventKind::AlertResolved {
-            alertname,
-            pool,
-            server,
-            source,
-            instance,
-            ..
-        } if symptom(alertname) => Some((
-            alertname.clone(),
-            pool.clone(),
-            server.clone(),
-            source.clone(),
-            instance.clone(),
-        )),
-        _ => None,
-    }
+    | EventKind::AlertResolved {
+        alertname,
+        pool,
+        server,
+        source,
+        instance,
+        ..
+    }) = kind
+    else {
+        return None;
+    };
+    symptom(alertname).then(|| {
+        (
+            matches!(kind, EventKind::AlertFiring { .. }),
+            (
+                alertname.clone(),
+                pool.clone(),
+                server.clone(),
+                source.clone(),
+                instance.clone(),
+            ),
+        )
+    })
 }
 
 /// A change of what the load balancer runs: its time and whether it is an edit (or only a
@@ -294,7 +290,8 @@ pub fn incidents(events: &[Event], range: &Range) -> Vec<Incident> {
     // The current incident: its first alert, when the last alert resolved, its rollback.
     let mut current: Option<(u64, Option<u64>, Option<u64>)> = None;
     for e in &events {
-        if let Some(key) = firing_key(&e.kind) {
+        let key = alert_key(&e.kind);
+        if let Some((true, key)) = key {
             if !range.contains(e.at_ms) && current.is_none() {
                 continue;
             }
@@ -315,7 +312,7 @@ pub fn incidents(events: &[Event], range: &Range) -> Vec<Incident> {
                 }
             }
             open.insert(key);
-        } else if let Some(key) = resolved_key(&e.kind) {
+        } else if let Some((false, key)) = key {
             if open.remove(&key)
                 && open.is_empty()
                 && let Some((_, quiet_since, _)) = &mut current
