@@ -226,13 +226,12 @@ fn servers(
     let pool_requests: u64 = totals.values().map(|t| t.requests).sum();
     let serving = crate::detect::saturation::in_rotation(pool);
     let serving_weight: u64 = serving.iter().map(|s| u64::from(s.weight)).sum();
-    let expected = |name: &str| match distribution {
-        Some(d) => d
-            .expected_shares
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0.0, |(_, e)| *e),
-        None => serving
+    // The detector's shares follow the servers of the sample it judged (this one, unless the
+    // pool changed shape since); none when it judges no shares (`first`).
+    let expected = |index: usize, name: &str| match distribution {
+        Some(d) if d.expected_shares.len() == pool.servers.len() => d.expected_shares[index],
+        Some(d) if d.expected_shares.is_empty() => 0.0,
+        _ => serving
             .iter()
             .find(|s| s.name == name)
             .filter(|_| serving_weight > 0)
@@ -240,7 +239,8 @@ fn servers(
     };
     pool.servers
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(index, s)| {
             let t = totals.remove(s.name.as_str()).unwrap_or_default();
             ServerSnapshot {
                 server: s.name.clone(),
@@ -250,7 +250,7 @@ fn servers(
                 } else {
                     t.requests as f64 / pool_requests as f64
                 },
-                expected_share: expected(&s.name),
+                expected_share: expected(index, &s.name),
                 in_flight: s.active,
                 limit: s.max_connections,
                 queued: s.queued,

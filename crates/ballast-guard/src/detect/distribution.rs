@@ -190,11 +190,12 @@ pub struct PoolDistribution {
     pub verdict: Verdict,
     /// The other measure, shown and never alerted on (requests of a least-connections pool).
     pub information: Option<Evenness>,
-    /// Each candidate server's expected share (its live weight over the candidates' total),
-    /// by name, in the latest sample's order; servers out of rotation are absent (their share
-    /// is 0). Empty when the pool is not judged on shares (`first`). The event log's pool
+    /// Each server's expected share (a candidate's live weight over the candidates' total; 0
+    /// for a server out of rotation), one per server of the latest sample, in its order: a
+    /// fleet round judges every pool, and naming each server again would cost a string per
+    /// server. Empty when the pool is not judged on shares (`first`). The event log's pool
     /// snapshots take their expected shares from here, so they agree with the verdict.
-    pub expected_shares: Vec<(String, f64)>,
+    pub expected_shares: Vec<f64>,
     /// Judged against the shares its keys predict (a hashing pool whose keys are visible),
     /// not its weights.
     pub keyed: bool,
@@ -228,13 +229,12 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
         .iter()
         .map(|c| f64::from(c.now.weight) / total_weight.max(1) as f64)
         .collect();
-    let expected_shares: Vec<(String, f64)> = candidates
-        .iter()
-        .zip(&expected)
-        .map(|(c, e)| (c.now.name.clone(), *e))
-        .collect();
-    let done = |verdict| PoolDistribution {
-        expected_shares: expected_shares.clone(),
+    let mut expected_shares = vec![0.0; last.servers.len()];
+    for (c, e) in candidates.iter().zip(&expected) {
+        expected_shares[c.index] = *e;
+    }
+    let done = move |verdict| PoolDistribution {
+        expected_shares,
         ..done(verdict)
     };
     if candidates.len() < 2 {
@@ -291,7 +291,7 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
 /// A hashing pool judged against the shares its keys predict: the servers the keys send
 /// nothing to are left out (nothing is promised to them), and one server left is not judged.
 fn judge_on_keys(
-    done: impl Fn(Verdict) -> PoolDistribution,
+    done: impl FnOnce(Verdict) -> PoolDistribution,
     candidates: Vec<Candidate>,
     predicted: &[u64],
     thresholds: &Thresholds,
@@ -323,8 +323,9 @@ fn judge_on_keys(
 
 /// A candidate server's figures over the window, gathered in one pass over its samples.
 pub(crate) struct Candidate<'a> {
-    /// The server in the window's latest sample (its name and live weight).
+    /// The server in the window's latest sample (its name and live weight), at `index` there.
     pub(crate) now: &'a ServerSample,
+    index: usize,
     /// Requests sent in the window; `None` when the counter went down (a reload).
     sent: Option<u64>,
     /// Its in-flight counts summed over the window's samples.
@@ -380,6 +381,7 @@ fn through_window<'a>(
     let sent = (!restarted).then(|| previous_requests - first_requests.unwrap_or(0));
     Some(Candidate {
         now,
+        index,
         sent,
         in_flight,
         weight_changed,
