@@ -532,7 +532,10 @@ mod tests {
         }
     }
 
-    fn sample(pools: &[(&str, &[(&str, u64, u64)])]) -> Sample {
+    /// A server's name, its requests and its 5xx.
+    type Counts<'a> = (&'a str, u64, u64);
+
+    fn sample(pools: &[(&str, &[Counts])]) -> Sample {
         Sample {
             pools: pools
                 .iter()

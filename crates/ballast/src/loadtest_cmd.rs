@@ -42,6 +42,12 @@ use crate::stdout;
 /// else an even split), latency percentiles from an HdrHistogram, 5xx; over the run: the
 /// achieved rate, the peak ratio R, Jain's index and a χ² p-value.
 ///
+/// The balancer's own per-server counters (`--admin` for ballast serve, `--stats-socket` for
+/// HAProxy), read before and after the run, attribute it too, a 503 the balancer wrote and a
+/// backend that omits the header included, and are compared with the header (`--attribute`).
+/// `--prediction` sets `simulate`'s prediction for the same configuration and traffic beside
+/// each backend's share; `--replay` sends recorded requests (`simulate --replay`'s format).
+///
 /// Examples:
 ///   ballast loadtest http://127.0.0.1:8080/ --connections 50 --duration 10s
 ///   ballast loadtest http://127.0.0.1:8080/ --rate 2000 --arrival poisson --warmup 2s
@@ -50,6 +56,10 @@ use crate::stdout;
 ///   ballast loadtest http://127.0.0.1:8080/ --find-capacity --slo 'p99<50ms,errors<0.1%' --config ballast.toml
 ///   ballast loadtest --url http://127.0.0.1:8080/a=3 --url http://127.0.0.1:8080/b=1 --key header:X-Tenant --key-skew zipf:1.1
 ///   ballast loadtest http://127.0.0.1:8080/ --source-range 127.0.0.2-127.0.0.50 -c 49 --events events.jsonl
+///   ballast loadtest http://127.0.0.1:8080/ -n 5000 --admin 127.0.0.1:9901 --assert disagreements==0
+///   ballast loadtest http://127.0.0.1:8080/ -n 5000 --stats-socket /run/haproxy.sock --attribute counters
+///   ballast loadtest http://127.0.0.1:8080/ --key header:X-Tenant --key-cardinality 3 --config ballast.toml --prediction
+///   ballast loadtest http://127.0.0.1:8080/ --replay access.jsonl --config ballast.toml --prediction
 ///
 /// Exit codes: 0 when the run finished (and every --assert held), 1 when an assertion failed,
 /// 2 when the arguments or the configuration cannot be used.
@@ -155,7 +165,7 @@ pub struct LoadtestArgs {
     timeout: Option<String>,
     /// Conditions for the exit code: `p99<20ms,peak_ratio<1.5,errors==0` (metrics: requests,
     /// rate, errors (a fraction: 0.1%), failed, unattributed, mean, p50, p90, p99, p999, max
-    /// (ms), peak_ratio, jain, chi2_p).
+    /// (ms), peak_ratio, jain, chi2_p, disagreements (header against counters)).
     #[arg(long = "assert", value_name = "CONDITIONS")]
     assertions: Option<String>,
     /// Output: text or json.
