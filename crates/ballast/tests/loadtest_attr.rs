@@ -352,7 +352,7 @@ fn the_prediction_of_a_hashing_pool_matches_the_measured_shares() {
     let (code, report) = loadtest(&[
         &url,
         "-n",
-        "1500",
+        "3000",
         "-c",
         "3",
         "--key",
@@ -375,6 +375,8 @@ fn the_prediction_of_a_hashing_pool_matches_the_measured_shares() {
         let predicted = r["predicted_share"].as_f64().unwrap();
         let difference = r["measured_minus_predicted"].as_f64().unwrap();
         assert!((difference - (share - predicted)).abs() < 1e-9, "{r:#}");
+        // 3,000 requests over three tenants: a tenant's share is within a point of its
+        // expectation (one standard deviation), so four points is far outside the noise.
         assert!(
             difference.abs() < 0.04,
             "{}: measured {share}, predicted {predicted}: {report:#}",
@@ -510,17 +512,18 @@ fn a_replay_lands_on_the_backends_as_simulate_replays_it() {
             "{key}: one server took everything: {picks:?}"
         );
     }
-    // `--rate`: the same records, evenly at 1,000 a second (0.2 s), not at their times.
+    // `--rate`: the same records, evenly at 100 a second: 2 s, not their recorded 0.8 s (a
+    // lower bound: sends wait for their intended times, however busy the machine).
     let serve = Serve::start(&format!(
         "[pools.app]\nalgorithm = \"round-robin\"\n{}",
         server_lines(&servers, "")
     ));
     let url = format!("http://{}/", serve.listener);
     let replay = records.display().to_string();
-    let (code, fast) = loadtest(&[&url, "--replay", &replay, "--rate", "1000"]);
-    assert_eq!(code, 0, "{fast:#}");
-    assert_eq!(fast["requests"].as_u64(), Some(n as u64));
-    assert_eq!(fast["target_rate"].as_f64(), Some(1000.0));
-    let seconds = fast["seconds"].as_f64().unwrap();
-    assert!(seconds < 0.5, "{seconds}: {fast:#}");
+    let (code, paced) = loadtest(&[&url, "--replay", &replay, "--rate", "100"]);
+    assert_eq!(code, 0, "{paced:#}");
+    assert_eq!(paced["requests"].as_u64(), Some(n as u64));
+    assert_eq!(paced["target_rate"].as_f64(), Some(100.0));
+    let seconds = paced["seconds"].as_f64().unwrap();
+    assert!((1.95..4.0).contains(&seconds), "{seconds}: {paced:#}");
 }
