@@ -43,7 +43,7 @@ use crate::stdout;
 /// achieved rate, the peak ratio R, Jain's index and a χ² p-value.
 ///
 /// The balancer's own per-server counters (`--admin` for ballast serve, `--stats-socket` for
-/// HAProxy), read before and after the run, attribute it too, a 503 the balancer wrote and a
+/// HAProxy), read before and after the run, attribute it too, a 5xx the balancer wrote and a
 /// backend that omits the header included, and are compared with the header (`--attribute`).
 /// `--prediction` sets `simulate`'s prediction for the same configuration and traffic beside
 /// each backend's share; `--replay` sends recorded requests (`simulate --replay`'s format).
