@@ -8,8 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod capacity;
+pub mod counters;
 pub mod h1;
 pub mod plan;
+pub mod predict;
+pub mod replay;
 pub mod report;
 pub mod requests;
 pub mod run;

@@ -14,6 +14,8 @@ use ballast_sim::assert::Metrics;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::counters::CounterReport;
+use crate::predict::Prediction;
 use crate::tally::{BackendTally, Tally};
 
 /// Latency percentiles, in milliseconds.
@@ -59,6 +61,12 @@ pub struct BackendReport {
     /// Responses by class: `1xx` … `5xx`.
     pub responses: BTreeMap<String, u64>,
     pub latency_ms: Latency,
+    /// `simulate`'s predicted share for it (`--prediction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_share: Option<f64>,
+    /// share − predicted share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_minus_predicted: Option<f64>,
 }
 
 /// The whole run.
@@ -88,6 +96,12 @@ pub struct Report {
     /// Where the expected shares came from: `configuration` or `even`.
     pub expected_from: String,
     pub warmup_requests: u64,
+    /// The balancer's own counters beside the header (`--admin`, `--stats-socket`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<CounterReport>,
+    /// What `simulate` predicts for the same configuration and traffic (`--prediction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<Prediction>,
 }
 
 impl Report {
@@ -107,6 +121,7 @@ impl Report {
         "peak_ratio",
         "jain",
         "chi2_p",
+        "disagreements",
     ];
 
     /// Builds the report. `expected` maps a backend's name (as the attribution header gives
@@ -160,6 +175,8 @@ impl Report {
                         .map(|(c, n)| (c.to_string(), n))
                         .collect(),
                     latency_ms: Latency::of(&b.latency_us),
+                    predicted_share: None,
+                    measured_minus_predicted: None,
                 }
             })
             .collect();
@@ -214,6 +231,8 @@ impl Report {
                 "configuration".into()
             },
             warmup_requests: tally.warmup_requests,
+            counters: None,
+            prediction: None,
         }
     }
 
@@ -290,6 +309,12 @@ impl Report {
             "\npeak ratio R {:.2}  Jain {:.3}  χ² p {:.3}  (expected shares: {})",
             self.peak_ratio, self.jain, self.chi2_p, self.expected_from
         );
+        if let Some(p) = &self.prediction {
+            out += &p.table(&self.backends);
+        }
+        if let Some(c) = &self.counters {
+            out += &c.table();
+        }
         out
     }
 }
@@ -326,6 +351,10 @@ impl Metrics for Report {
             "peak_ratio" => self.peak_ratio,
             "jain" => self.jain,
             "chi2_p" => self.chi2_p,
+            "disagreements" => self
+                .counters
+                .as_ref()
+                .map_or(0.0, |c| c.disagreements.len() as f64),
             _ => return None,
         })
     }

@@ -135,6 +135,16 @@ pub fn parse_source_range(text: &str) -> Result<Vec<IpAddr>, String> {
     Ok((from..=to).map(|a| IpAddr::V4(Ipv4Addr::from(a))).collect())
 }
 
+/// One drawn request, before it is serialised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drawn<'a> {
+    pub target: &'a Target,
+    /// The path and query, with the key's query parameter when it goes there.
+    pub path: String,
+    /// The plan's headers, then the key's header or cookie when it goes there.
+    pub headers: Vec<(String, String)>,
+}
+
 /// Builds each request's bytes from the plan's URLs, key and fixed parts.
 pub struct Requests {
     urls: Vec<Target>,
@@ -184,31 +194,50 @@ impl Requests {
         if let Some(fixed) = &self.fixed {
             return fixed;
         }
+        let drawn = self.draw(rng);
+        *scratch = h1::serialise(
+            &self.method,
+            &drawn.path,
+            &drawn.target.authority,
+            &drawn.headers,
+            &self.body,
+        );
+        scratch
+    }
+
+    /// The next request's parts (its URL, its path with any key parameter, its headers with
+    /// any key header or cookie): what [`Requests::next`] serialises, and what `--prediction`
+    /// hands the simulator.
+    pub fn draw(&self, rng: &mut impl Rng) -> Drawn<'_> {
         let target = self.pick(rng);
         let key = self.key.as_ref().and_then(|(spec, popularity)| {
             let missing = spec.missing > 0.0 && rng.random::<f64>() < spec.missing;
             (!missing).then(|| (spec, format!("k{}", popularity.sample(rng))))
         });
-        let mut path = std::borrow::Cow::Borrowed(target.path.as_str());
-        let mut headers = std::borrow::Cow::Borrowed(&self.headers[..]);
+        let mut path = target.path.clone();
+        let mut headers = self.headers.clone();
         if let Some((spec, value)) = key {
             match &spec.place {
-                KeyPlace::Header(name) => {
-                    headers.to_mut().push((name.clone(), value));
-                }
+                KeyPlace::Header(name) => headers.push((name.clone(), value)),
                 KeyPlace::Cookie(name) => {
-                    headers
-                        .to_mut()
-                        .push(("Cookie".into(), format!("{name}={value}")));
+                    headers.push(("Cookie".into(), format!("{name}={value}")));
                 }
                 KeyPlace::Query(name) => {
                     let sep = if path.contains('?') { '&' } else { '?' };
-                    path = format!("{path}{sep}{name}={value}").into();
+                    path = format!("{path}{sep}{name}={value}");
                 }
             }
         }
-        *scratch = h1::serialise(&self.method, &path, &target.authority, &headers, &self.body);
-        scratch
+        Drawn {
+            target,
+            path,
+            headers,
+        }
+    }
+
+    /// The method every request uses.
+    pub fn method(&self) -> &str {
+        &self.method
     }
 
     fn pick(&self, rng: &mut impl Rng) -> &Target {

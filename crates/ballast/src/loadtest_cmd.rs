@@ -13,11 +13,17 @@ use clap::Args;
 use ballast_core::config::parse_duration;
 use ballast_core::event::{Event, EventKind, LoadTestBackend};
 use ballast_core::traffic::ArrivalKind;
+use std::sync::Arc;
+
 use ballast_loadtest::capacity::{Phase, SearchSpec, find_capacity};
+use ballast_loadtest::counters::{
+    self, Attribute, Counted, CounterReport, Counters, count_around, run_counted,
+};
 use ballast_loadtest::plan::{Load, Plan, Stop, Target};
 use ballast_loadtest::report::Report;
 use ballast_loadtest::requests::{self, KeyPlace, KeySpec};
 use ballast_loadtest::run::{self, Progress};
+use ballast_loadtest::{predict, replay};
 
 use crate::stdout;
 
@@ -36,6 +42,12 @@ use crate::stdout;
 /// else an even split), latency percentiles from an HdrHistogram, 5xx; over the run: the
 /// achieved rate, the peak ratio R, Jain's index and a χ² p-value.
 ///
+/// The balancer's own per-server counters (`--admin` for ballast serve, `--stats-socket` for
+/// HAProxy), read before and after the run, attribute it too, a 5xx the balancer wrote and a
+/// backend that omits the header included, and are compared with the header (`--attribute`).
+/// `--prediction` sets `simulate`'s prediction for the same configuration and traffic beside
+/// each backend's share; `--replay` sends recorded requests (`simulate --replay`'s format).
+///
 /// Examples:
 ///   ballast loadtest http://127.0.0.1:8080/ --connections 50 --duration 10s
 ///   ballast loadtest http://127.0.0.1:8080/ --rate 2000 --arrival poisson --warmup 2s
@@ -44,6 +56,10 @@ use crate::stdout;
 ///   ballast loadtest http://127.0.0.1:8080/ --find-capacity --slo 'p99<50ms,errors<0.1%' --config ballast.toml
 ///   ballast loadtest --url http://127.0.0.1:8080/a=3 --url http://127.0.0.1:8080/b=1 --key header:X-Tenant --key-skew zipf:1.1
 ///   ballast loadtest http://127.0.0.1:8080/ --source-range 127.0.0.2-127.0.0.50 -c 49 --events events.jsonl
+///   ballast loadtest http://127.0.0.1:8080/ -n 5000 --admin 127.0.0.1:9901 --assert disagreements==0
+///   ballast loadtest http://127.0.0.1:8080/ -n 5000 --stats-socket /run/haproxy.sock --attribute counters
+///   ballast loadtest http://127.0.0.1:8080/ --key header:X-Tenant --key-cardinality 3 --config ballast.toml --prediction
+///   ballast loadtest http://127.0.0.1:8080/ --replay access.jsonl --config ballast.toml --prediction
 ///
 /// Exit codes: 0 when the run finished (and every --assert held), 1 when an assertion failed,
 /// 2 when the arguments or the configuration cannot be used.
@@ -77,7 +93,8 @@ pub struct LoadtestArgs {
     /// (loopback tests of source hashing; all of 127.0.0.0/8 is local on Linux).
     #[arg(long, value_name = "FROM-TO")]
     source_range: Option<String>,
-    /// Open model: requests per second.
+    /// Open model: requests per second (with --replay: the records evenly at this rate
+    /// instead of their recorded times).
     #[arg(long, conflicts_with = "connections")]
     rate: Option<f64>,
     /// Open model: how arrivals are spaced: constant or poisson.
@@ -115,16 +132,40 @@ pub struct LoadtestArgs {
     /// weights.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// With --config: the pool the URL reaches (default: the first listener's pool).
-    #[arg(long, requires = "config")]
+    /// The pool the URL reaches, in --config and in the balancer's counters (default: the
+    /// configuration's first listener's pool; for the counters, the pool whose counters moved).
+    #[arg(long)]
     pool: Option<String>,
+    /// Read `ballast serve`'s per-server counters from its admin API (127.0.0.1:9901 or a URL)
+    /// before and after the run, and attribute the run by them too.
+    #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["stats_socket", "find_capacity"])]
+    admin: Option<String>,
+    /// Read HAProxy's per-server counters (`lbtot`) from its stats socket (a path or
+    /// HOST:PORT; level admin) before and after the run, and attribute the run by them too.
+    #[arg(long, value_name = "PATH|HOST:PORT", conflicts_with = "find_capacity")]
+    stats_socket: Option<String>,
+    /// How responses are attributed: `header` (--served-by), `counters` (the balancer's own,
+    /// with --admin or --stats-socket: the figures and --assert come from them) or `both` (the
+    /// header's figures, the counters beside them, any disagreement named). Default: both with
+    /// a counter source, else header.
+    #[arg(long, value_name = "HOW")]
+    attribute: Option<String>,
+    /// With --config: set `simulate`'s prediction for the same configuration and traffic (the
+    /// same URLs, keys, sources, or the --replay file) beside each backend's measured share.
+    #[arg(long, requires = "config", conflicts_with = "find_capacity")]
+    prediction: bool,
+    /// Send recorded requests (the JSON lines `simulate --replay` reads) at their recorded
+    /// times, or evenly at --rate; method, path, headers and the client address (bound when it
+    /// is in 127.0.0.0/8) from each record. The URL gives the balancer's address.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["find_capacity", "connections", "requests", "key", "weighted_urls", "url_file", "source_range", "body", "duration", "warmup"])]
+    replay: Option<PathBuf>,
     /// A request with no answer by then is a timeout (default 10s; in a capacity search, 1s
     /// or twice the SLO's longest latency bound, so an overloaded step drains quickly).
     #[arg(long)]
     timeout: Option<String>,
     /// Conditions for the exit code: `p99<20ms,peak_ratio<1.5,errors==0` (metrics: requests,
     /// rate, errors (a fraction: 0.1%), failed, unattributed, mean, p50, p90, p99, p999, max
-    /// (ms), peak_ratio, jain, chi2_p).
+    /// (ms), peak_ratio, jain, chi2_p, disagreements (header against counters)).
     #[arg(long = "assert", value_name = "CONDITIONS")]
     assertions: Option<String>,
     /// Output: text or json.
@@ -172,7 +213,12 @@ pub struct LoadtestArgs {
 }
 
 pub fn run(args: LoadtestArgs) -> u8 {
-    let (plan, expected, conditions) = match prepare(&args) {
+    let Prepared {
+        plan,
+        expected,
+        conditions,
+        configured,
+    } = match prepare(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -194,9 +240,8 @@ pub fn run(args: LoadtestArgs) -> u8 {
         return run_capacity(&args, plan, &expected, &runtime);
     }
     let started_ms = unix_ms();
-    let served_by = plan.served_by.clone();
     let live = std::io::stderr().is_terminal();
-    let finished = runtime.block_on(run::run(plan, move |p: &Progress| {
+    let progress = move |p: &Progress| {
         if live {
             eprint!(
                 "\r\x1b[K{:>5.0}s {}{:>8.0} req/s  {} requests  {} errors  p99 {:.2} ms",
@@ -208,17 +253,27 @@ pub fn run(args: LoadtestArgs) -> u8 {
                 p.p99_ms
             );
         }
-    }));
+    };
+    let attributed = match attributed_run(&args, &plan, &runtime, progress) {
+        Ok(a) => a,
+        Err(e) => {
+            if live {
+                eprint!("\r\x1b[K");
+            }
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     if live {
         eprint!("\r\x1b[K");
     }
-    let report = Report::build(
-        &finished.tally,
-        finished.measured,
-        target_rate,
-        &served_by,
-        &choose_keys(&expected, &finished.tally),
-    );
+    let report = match attributed_report(&args, &plan, attributed, &expected, configured.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let written = match args.format.as_str() {
         "json" => stdout::print(&format!(
             "{}\n",
@@ -239,7 +294,9 @@ pub fn run(args: LoadtestArgs) -> u8 {
         eprintln!("assertion failed: {f}");
     }
     if let Some(path) = &args.events {
-        let model = if target_rate.is_some() {
+        let model = if args.replay.is_some() {
+            "replay"
+        } else if target_rate.is_some() {
             "open"
         } else {
             "closed"
@@ -489,7 +546,14 @@ fn choose_keys(
     }
 }
 
-type Prepared = (Plan, Expected, Vec<ballast_sim::assert::Condition>);
+/// The command line made into a run: the plan, the expected shares, the `--assert`
+/// conditions, and the configured pool (for `--prediction`).
+struct Prepared {
+    plan: Plan,
+    expected: Expected,
+    conditions: Vec<ballast_sim::assert::Condition>,
+    configured: Option<ConfiguredPool>,
+}
 
 /// The URLs: the positional one (weight 1), the `--url` ones, the `--urls` file's.
 fn urls(args: &LoadtestArgs) -> Result<Vec<(Target, f64)>, String> {
@@ -627,8 +691,12 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
     if plan.timeout < Duration::from_millis(1) {
         return Err("--timeout must be at least 1ms".into());
     }
-    let expected = match &args.config {
-        Some(path) => expected_shares(path, args.pool.as_deref())?,
+    let configured = match &args.config {
+        Some(path) => Some(configured_pool(path, args.pool.as_deref())?),
+        None => None,
+    };
+    let expected = match &configured {
+        Some(c) => expected_shares(&c.name, &c.pool)?,
         None => Expected {
             by_name: BTreeMap::new(),
             by_address: BTreeMap::new(),
@@ -649,12 +717,25 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
     if !matches!(args.format.as_str(), "text" | "json") {
         return Err(format!("--format `{}`: use text or json", args.format));
     }
-    Ok((plan, expected, conditions))
+    Ok(Prepared {
+        plan,
+        expected,
+        conditions,
+        configured,
+    })
 }
 
-/// The shares a pool's weights promise to the servers in rotation (not down, weight above 0,
-/// primaries unless there are none).
-fn expected_shares(path: &std::path::Path, pool: Option<&str>) -> Result<Expected, String> {
+/// The pool the URL reaches in a configuration, with the configuration's traffic model (its
+/// `[simulate]` table, else the defaults) for `--prediction`.
+struct ConfiguredPool {
+    name: String,
+    pool: ballast_core::config::Pool,
+    traffic: ballast_core::traffic::Traffic,
+}
+
+/// Imports a configuration (any format ballast reads) and picks its pool: `--pool`, else the
+/// first listener's, else the first.
+fn configured_pool(path: &std::path::Path, pool: Option<&str>) -> Result<ConfiguredPool, String> {
     let imported = ballast_import::import_file(path, &ballast_import::Options::default())
         .map_err(|e| e.to_string())?;
     let config = &imported.loaded.config;
@@ -675,6 +756,16 @@ fn expected_shares(path: &std::path::Path, pool: Option<&str>) -> Result<Expecte
             path.display()
         ));
     };
+    Ok(ConfiguredPool {
+        name,
+        pool: pool.clone(),
+        traffic: config.simulate.clone().unwrap_or_default(),
+    })
+}
+
+/// The shares a pool's weights promise to the servers in rotation (not down, weight above 0,
+/// primaries unless there are none).
+fn expected_shares(name: &str, pool: &ballast_core::config::Pool) -> Result<Expected, String> {
     let live: Vec<_> = pool
         .servers
         .iter()
@@ -701,4 +792,162 @@ fn expected_shares(path: &std::path::Path, pool: Option<&str>) -> Result<Expecte
             .map(|s| (s.address.clone(), share(s.weight)))
             .collect(),
     })
+}
+
+/// A finished run, and the balancer's counters over it when they were read.
+struct Attributed {
+    finished: run::Finished,
+    counted: Option<Counted>,
+    attribute: Attribute,
+    /// The records sent, with `--replay`.
+    records: Option<Arc<Vec<ballast_sim::ReplayRequest>>>,
+}
+
+/// Runs the plan (or sends the `--replay` records), reading the counters of `--admin` or
+/// `--stats-socket` around it.
+fn attributed_run(
+    args: &LoadtestArgs,
+    plan: &Plan,
+    runtime: &tokio::runtime::Runtime,
+    progress: impl FnMut(&Progress) + Send,
+) -> Result<Attributed, String> {
+    let mut counters = match (&args.admin, &args.stats_socket) {
+        (Some(admin), _) => Some(Counters::ballast(admin)),
+        (None, Some(socket)) => Some(Counters::haproxy(socket)?),
+        (None, None) => None,
+    };
+    let attribute = match (&args.attribute, &counters) {
+        (Some(how), _) => Attribute::parse(how)?,
+        (None, Some(_)) => Attribute::Both,
+        (None, None) => Attribute::Header,
+    };
+    if attribute != Attribute::Header && counters.is_none() {
+        return Err(
+            "--attribute counters or both reads the balancer's counters: give --admin \
+             ADDRESS (ballast serve) or --stats-socket PATH (HAProxy)"
+                .into(),
+        );
+    }
+    if attribute == Attribute::Header {
+        counters = None;
+    }
+    let records = match &args.replay {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --replay {}: {e}", path.display()))?;
+            Some(Arc::new(
+                replay::parse(&text).map_err(|e| format!("--replay {}: {e}", path.display()))?,
+            ))
+        }
+        None => None,
+    };
+    let rate = args.rate;
+    let (finished, counted) = match (&records, counters.as_mut()) {
+        (Some(records), counters) => {
+            let send = || {
+                runtime.block_on(replay::run(
+                    plan.clone(),
+                    Arc::clone(records),
+                    rate,
+                    progress,
+                ))
+            };
+            match counters {
+                Some(c) => {
+                    let (f, counted) = count_around(c, args.pool.as_deref(), send)?;
+                    (f, Some(counted))
+                }
+                None => (send(), None),
+            }
+        }
+        (None, Some(c)) => {
+            let (f, counted) =
+                run_counted(runtime, plan.clone(), c, args.pool.as_deref(), progress)?;
+            (f, Some(counted))
+        }
+        (None, None) => (runtime.block_on(run::run(plan.clone(), progress)), None),
+    };
+    Ok(Attributed {
+        finished,
+        counted,
+        attribute,
+        records,
+    })
+}
+
+/// The report of an attributed run: by the header or the counters, the other set beside it,
+/// and `simulate`'s prediction when asked.
+fn attributed_report(
+    args: &LoadtestArgs,
+    plan: &Plan,
+    attributed: Attributed,
+    expected: &Expected,
+    configured: Option<&ConfiguredPool>,
+) -> Result<Report, String> {
+    let Attributed {
+        finished,
+        counted,
+        attribute,
+        records,
+    } = attributed;
+    let target_rate = match (&records, plan.load) {
+        (None, Load::Open { rate, .. }) => Some(rate),
+        (Some(_), _) => args.rate,
+        _ => None,
+    };
+    let tally = &finished.tally;
+    let mut report = match (&counted, attribute) {
+        (Some(counted), Attribute::Counters) => Report::build(
+            &counters::retally(tally, counted),
+            finished.measured,
+            target_rate,
+            &plan.served_by,
+            &expected.by_name,
+        ),
+        _ => Report::build(
+            tally,
+            finished.measured,
+            target_rate,
+            &plan.served_by,
+            &choose_keys(expected, tally),
+        ),
+    };
+    if let Some(counted) = &counted {
+        let compare = attribute == Attribute::Both || !tally.backends.is_empty();
+        let counters = CounterReport::build(counted, tally, compare, &expected.by_name);
+        for d in &counters.disagreements {
+            eprintln!("warning: the header and the counters disagree: {d}");
+        }
+        report.counters = Some(counters);
+    }
+    if args.prediction
+        && let Some(c) = configured
+    {
+        let by_address = keyed_by_address(expected, tally);
+        let mut traffic = c.traffic.clone();
+        traffic.seed = plan.seed;
+        let prediction = match &records {
+            Some(records) => {
+                predict::predict(&c.name, &c.pool, &traffic, records, "replay", by_address)
+            }
+            None => {
+                let rate = target_rate.unwrap_or(report.rate);
+                // The prediction is the model's expectation: at least 10,000 requests, so its
+                // own draws add little noise to the comparison.
+                let count = report.requests.max(10_000);
+                let drawn = predict::requests_of_plan(plan, count, rate);
+                predict::predict(&c.name, &c.pool, &traffic, &drawn, "plan", by_address)
+            }
+        };
+        predict::apply(&mut report, prediction);
+    }
+    Ok(report)
+}
+
+/// Whether the responses name the configuration's servers by address (nginx) rather than by
+/// name: the keying `choose_keys` picks.
+fn keyed_by_address(expected: &Expected, tally: &ballast_loadtest::tally::Tally) -> bool {
+    let overlap =
+        |m: &BTreeMap<String, f64>| tally.backends.keys().filter(|k| m.contains_key(*k)).count();
+    overlap(&expected.by_address) > overlap(&expected.by_name)
 }

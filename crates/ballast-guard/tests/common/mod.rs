@@ -113,6 +113,16 @@ impl Backend {
     }
 
     pub fn start_with_delay(name: &str, delay: Duration) -> Backend {
+        Backend::start_with(name, delay, true)
+    }
+
+    /// A backend that answers without the `X-Served-By` header (an application that does not
+    /// name itself): only the balancer's counters can attribute its responses.
+    pub fn start_without_header(name: &str) -> Backend {
+        Backend::start_with(name, Duration::ZERO, false)
+    }
+
+    fn start_with(name: &str, delay: Duration, names_itself: bool) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a backend");
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -126,7 +136,7 @@ impl Backend {
                         let (stop3, served3, name3) =
                             (stop2.clone(), served2.clone(), name2.clone());
                         std::thread::spawn(move || {
-                            serve_connection(conn, &name3, delay, &stop3, &served3)
+                            serve_connection(conn, &name3, delay, names_itself, &stop3, &served3)
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -159,6 +169,7 @@ fn serve_connection(
     conn: TcpStream,
     name: &str,
     delay: Duration,
+    names_itself: bool,
     stop: &AtomicBool,
     served: &AtomicU64,
 ) {
@@ -213,8 +224,13 @@ fn serve_connection(
         }
         served.fetch_add(1, Ordering::Relaxed);
         let body = format!("{name}\n");
+        let served_by = if names_itself {
+            format!("X-Served-By: {name}\r\n")
+        } else {
+            String::new()
+        };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Served-By: {name}\r\nConnection: keep-alive\r\n\r\n{body}",
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{served_by}Connection: keep-alive\r\n\r\n{body}",
             body.len()
         );
         if writer.write_all(response.as_bytes()).is_err() || close {
