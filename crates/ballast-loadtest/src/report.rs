@@ -88,6 +88,9 @@ pub struct Report {
     /// Where the expected shares came from: `configuration` or `even`.
     pub expected_from: String,
     pub warmup_requests: u64,
+    /// TCP connections the generator opened, the warm-up's included: about `-c` with
+    /// keep-alive, one per request with `--no-keepalive`.
+    pub connections_opened: u64,
 }
 
 impl Report {
@@ -214,6 +217,7 @@ impl Report {
                 "configuration".into()
             },
             warmup_requests: tally.warmup_requests,
+            connections_opened: tally.connections_opened,
         }
     }
 
