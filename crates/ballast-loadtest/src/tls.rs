@@ -132,7 +132,10 @@ fn handshake_error(host: &str, addr: SocketAddr, e: &std::io::Error) -> String {
              private certificate pass --cacert FILE (the PEM certificate that signed it) to \
              check it against, or --insecure to skip the check"
         ),
-        Some(rustls::Error::NoApplicationProtocol) => format!(
+        Some(
+            rustls::Error::NoApplicationProtocol
+            | rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol),
+        ) => format!(
             "{host} ({addr}) agreed to no protocol offered by ALPN: with --http2 it must offer \
              h2 (leave out --http2 for HTTP/1.1)"
         ),
@@ -240,5 +243,87 @@ mod tests {
         };
         let config = client_config(&insecure, Protocol::Http2 { streams: 1 }).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+    }
+
+    /// A TLS server on loopback with a self-signed certificate for 127.0.0.1, offering `alpn`;
+    /// it completes handshakes and nothing more. Its certificate's PEM.
+    async fn tls_server(alpn: &[&[u8]]) -> (SocketAddr, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let key =
+            rustls_pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        (addr, certified.cert.pem())
+    }
+
+    #[tokio::test]
+    async fn the_probe_refuses_a_self_signed_certificate_and_names_the_fix() {
+        let (addr, pem) = tls_server(&[b"http/1.1"]).await;
+        let target = Target::parse(&format!("https://{addr}/")).unwrap();
+        let e = probe(addr, &target, &TlsChecks::default(), Protocol::Http1)
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains(&addr.to_string()) && e.contains("--insecure") && e.contains("--cacert"),
+            "{e}"
+        );
+        let insecure = TlsChecks {
+            insecure: true,
+            ca_file: None,
+        };
+        probe(addr, &target, &insecure, Protocol::Http1)
+            .await
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("ballast-lt-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, pem).unwrap();
+        let cacert = TlsChecks {
+            insecure: false,
+            ca_file: Some(ca),
+        };
+        probe(addr, &target, &cacert, Protocol::Http1)
+            .await
+            .unwrap();
+        // The same certificate does not name 127.0.0.2.
+        let other = Target::parse(&format!("https://127.0.0.2:{}/", addr.port())).unwrap();
+        let e = probe(addr, &other, &cacert, Protocol::Http1)
+            .await
+            .unwrap_err();
+        assert!(e.contains("127.0.0.2") && e.contains("refused"), "{e}");
+        // HTTP/2 needs the server to offer h2.
+        let e = probe(addr, &target, &cacert, Protocol::Http2 { streams: 1 })
+            .await
+            .unwrap_err();
+        assert!(e.contains("h2"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (h2_addr, _) = tls_server(&[b"h2", b"http/1.1"]).await;
+        let h2_target = Target::parse(&format!("https://{h2_addr}/")).unwrap();
+        probe(
+            h2_addr,
+            &h2_target,
+            &insecure,
+            Protocol::Http2 { streams: 1 },
+        )
+        .await
+        .unwrap();
     }
 }
