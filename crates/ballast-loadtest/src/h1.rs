@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 client connection over a raw `TcpStream`, for the generator's hot path:
+//! A minimal HTTP/1.1 client connection over a raw `TcpStream` (or TLS over it), for the generator's hot path:
 //! it writes a request already serialised (one `write_all`), reads the response head with
 //! `httparse`, notes the status, the attribution header and whether the connection stays
 //! open, and skips the body (Content-Length, chunked, or to the end of the stream) without
@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
+use crate::connect::{self, Stream};
 use crate::tally::Failure;
 
 /// A response head's headers beyond this many make the response `Broken`.
@@ -29,7 +29,7 @@ pub struct Answer {
 
 /// One keep-alive connection.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     /// Bytes of `buf` read and not yet consumed: `buf[..filled]`.
     filled: usize,
@@ -42,29 +42,19 @@ impl Connection {
     /// Connects to `addr`, from `source` when given (bound before connecting, so a loopback
     /// test can spread its clients over 127.0.0.0/8).
     pub async fn open(addr: SocketAddr, source: Option<std::net::IpAddr>) -> Result<Self, Failure> {
-        let stream = match source {
-            None => TcpStream::connect(addr).await,
-            Some(ip) => {
-                let socket = if addr.is_ipv4() {
-                    TcpSocket::new_v4()
-                } else {
-                    TcpSocket::new_v6()
-                }
-                .map_err(|_| Failure::Connect)?;
-                socket
-                    .bind(SocketAddr::new(ip, 0))
-                    .map_err(|_| Failure::Connect)?;
-                socket.connect(addr).await
-            }
-        }
-        .map_err(|_| Failure::Connect)?;
-        let _ = stream.set_nodelay(true);
-        Ok(Connection {
+        Ok(Connection::over(Stream::Plain(
+            connect::tcp(addr, source).await?,
+        )))
+    }
+
+    /// A connection over a stream already open (`connect::Dialer::dial`).
+    pub fn over(stream: Stream) -> Connection {
+        Connection {
             stream,
             buf: vec![0; 16 * 1024],
             filled: 0,
             answered_any: false,
-        })
+        }
     }
 
     /// Sends `request` (a whole serialised request) and reads its response. `head_only`: the
@@ -79,16 +69,16 @@ impl Connection {
         if self.filled == 0 {
             // The last answer was read to its end and nothing else can arrive before this
             // request goes out, so the read readiness tokio kept from it is stale: clearing it
-            // (no syscall) saves the `read` that would only return WouldBlock, one of the four
-            // syscalls a request costs. A close or reset from the server raises a new event.
-            let _ = self.stream.try_io(tokio::io::Interest::READABLE, || {
-                Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-            });
+            // saves the `read` that would only return WouldBlock, one of the four syscalls a
+            // request costs. A close or reset from the server raises a new event.
+            self.stream.clear_stale_read_readiness();
         }
         self.stream
             .write_all(request)
             .await
             .map_err(|_| Failure::Broken)?;
+        // A TLS stream may hold the last record until flushed; on TCP this is a no-op.
+        self.stream.flush().await.map_err(|_| Failure::Broken)?;
         loop {
             let head = self.read_head(served_by).await?;
             // 1xx (100 Continue, 103 Early Hints) precede the real answer.

@@ -3,13 +3,16 @@
 //! p99 was 400 ms".
 //!
 //! The plan ([`plan`]) and the figures ([`tally`], [`report`]) are pure; [`run`] is the thin
-//! I/O layer that sends the requests (tokio and a small HTTP/1.1 keep-alive client, [`h1`]). Arrival gaps come
+//! I/O layer that sends the requests (tokio, a small HTTP/1.1 client, [`h1`], and an HTTP/2
+//! one, [`h2`], over the connections [`connect`] opens, TLS from [`tls`]). Arrival gaps come
 //! from the simulator's traffic model, so `simulate` and `loadtest` draw the same traffic.
 #![forbid(unsafe_code)]
 
 pub mod capacity;
+pub mod connect;
 pub mod counters;
 pub mod h1;
+pub mod h2;
 pub mod plan;
 pub mod predict;
 pub mod replay;
@@ -17,6 +20,7 @@ pub mod report;
 pub mod requests;
 pub mod run;
 pub mod tally;
+pub mod tls;
 
-pub use plan::{Load, Plan, Stop, Target};
+pub use plan::{Load, Plan, Protocol, Stop, Target, TlsChecks, Transport};
 pub use report::Report;

@@ -13,9 +13,11 @@ use rand::rngs::SmallRng;
 
 use crate::requests::KeySpec;
 
-/// Where the requests go: an `http://` URL on loopback or elsewhere.
+/// Where the requests go: an `http://` or `https://` URL on loopback or elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// `https://`: each connection is TLS (`tls`).
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// The path and query, `/` when the URL has none.
@@ -25,17 +27,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `http://host[:port][/path]`. HTTPS is not sent yet: it says so.
+    /// Parses `http://host[:port][/path]` or `https://...`.
     pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err(format!(
-                "`{url}`: https is not supported yet; test the plain-HTTP listener (http://...)"
-            ));
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
         } else {
             return Err(format!(
-                "`{url}` is not an http:// URL; write it like http://127.0.0.1:8080/"
+                "`{url}` is not an http:// or https:// URL; write it like http://127.0.0.1:8080/"
             ));
         };
         let (authority, path) = match rest.find('/') {
@@ -52,9 +52,13 @@ impl Target {
                     .map_err(|_| format!("`{port}` in `{url}` is not a port number"))?;
                 (host.trim_matches(['[', ']']).to_string(), port)
             }
-            _ => (authority.trim_matches(['[', ']']).to_string(), 80),
+            _ => (
+                authority.trim_matches(['[', ']']).to_string(),
+                if tls { 443 } else { 80 },
+            ),
         };
         Ok(Target {
+            tls,
             host,
             port,
             path: path.to_string(),
@@ -111,6 +115,40 @@ pub struct Plan {
     pub key: Option<KeySpec>,
     /// Source addresses new connections bind to, in turn (empty: the system's choice).
     pub sources: Vec<IpAddr>,
+    /// How requests travel: HTTP/1.1 or HTTP/2, kept-alive connections or one per request,
+    /// and the TLS checks of an `https://` target.
+    pub transport: Transport,
+}
+
+/// The wire protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, one request at a time on each connection.
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge on `http://` (h2c), ALPN `h2` on `https://`. Each connection
+    /// carries up to `streams` requests at once.
+    Http2 { streams: u32 },
+}
+
+/// How requests travel (the default: HTTP/1.1 keep-alive, certificates checked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transport {
+    pub protocol: Protocol,
+    /// A new connection for every request, closed after its answer (HTTP/1.1 sends
+    /// `Connection: close`): the cost of connection setup (and of a TLS handshake) in every
+    /// request, as clients without keep-alive see it.
+    pub connection_per_request: bool,
+    pub tls: TlsChecks,
+}
+
+/// How an `https://` target's certificate is judged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsChecks {
+    /// Accept any certificate (self-signed, expired, another name): no check at all.
+    pub insecure: bool,
+    /// Trust the CA certificates (PEM) in this file instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Plan {
@@ -136,6 +174,9 @@ impl Plan {
                     return Err("--connections is 0: use at least one".into());
                 }
             }
+        }
+        if let Protocol::Http2 { streams: 0 } = self.transport.protocol {
+            return Err("--streams is 0: allow at least one stream per connection".into());
         }
         if let Some((other, _)) = self.urls.iter().find(|(t, _)| {
             (t.host.as_str(), t.port) != (self.target.host.as_str(), self.target.port)
@@ -220,11 +261,9 @@ mod tests {
         );
         let t = Target::parse("http://[::1]:9000/").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
-        assert!(
-            Target::parse("https://x/")
-                .unwrap_err()
-                .contains("not supported")
-        );
+        let t = Target::parse("https://example.com/a").unwrap();
+        assert_eq!((t.tls, t.port, t.host.as_str()), (true, 443, "example.com"));
+        assert!(!Target::parse("http://x:1/").unwrap().tls);
         assert!(
             Target::parse("ftp://x/")
                 .unwrap_err()

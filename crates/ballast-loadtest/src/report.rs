@@ -102,6 +102,9 @@ pub struct Report {
     /// What `simulate` predicts for the same configuration and traffic (`--prediction`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction: Option<Prediction>,
+    /// TCP connections the generator opened, the warm-up's included: about `-c` with
+    /// keep-alive, one per request with `--no-keepalive`.
+    pub connections_opened: u64,
 }
 
 impl Report {
@@ -233,6 +236,7 @@ impl Report {
             warmup_requests: tally.warmup_requests,
             counters: None,
             prediction: None,
+            connections_opened: tally.connections_opened,
         }
     }
 

@@ -1,13 +1,13 @@
-//! Sending the plan: tokio and the raw HTTP/1.1 keep-alive connections of `h1`, one outcome
-//! per request into a collector that owns the tally and reports progress every second. The
+//! Sending the plan: tokio and the raw HTTP/1.1 keep-alive connections of `h1` (or the
+//! HTTP/2 streams of `h2`), opened by `connect` (TLS from `tls`), one outcome per request into a collector that owns the tally and reports progress every second. The
 //! decisions (what to send when, what counts) are in `plan` and `tally`; this is the I/O.
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -15,8 +15,9 @@ use rand::rngs::SmallRng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use crate::connect::Dialer;
 use crate::h1::Connection;
-use crate::plan::{Load, Plan, Schedule, Stop};
+use crate::plan::{Load, Plan, Protocol, Schedule, Stop};
 use crate::requests::Requests;
 use crate::tally::{Failure, Outcome, Tally};
 
@@ -38,6 +39,13 @@ pub struct Progress {
 pub struct Finished {
     pub tally: Tally,
     pub measured: Duration,
+}
+
+/// A closed-model worker's way to the target: its own HTTP/1.1 connection, or the HTTP/2
+/// connection it shares with the other streams of its connection.
+enum Lane {
+    Http1(Option<Connection>),
+    Http2(Arc<crate::h2::Slot>),
 }
 
 /// One request's result on its way to the collector.
@@ -102,6 +110,7 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress) + Send) -> Fini
         }
     }
     let _ = driver.await;
+    tally.connections_opened = wire.dialer.opened();
     let measured = match plan.stop {
         Stop::After(d) => d,
         Stop::Requests(_) => last_answer.saturating_duration_since(warmup_end),
@@ -128,9 +137,17 @@ async fn open(
     start: Instant,
     tx: mpsc::UnboundedSender<Record>,
 ) {
+    let (slots, http2) = match plan.transport.protocol {
+        Protocol::Http1 => (max_connections as usize, None),
+        Protocol::Http2 { streams } => (
+            max_connections as usize * streams as usize,
+            Some(crate::h2::Pool::new(max_connections, streams)),
+        ),
+    };
     let pool = Arc::new(Pool {
         idle: Mutex::new(Vec::new()),
-        slots: Semaphore::new(max_connections as usize),
+        slots: Semaphore::new(slots),
+        http2,
     });
     let mut tasks = JoinSet::new();
     let mut measured_started = 0u64;
@@ -191,7 +208,20 @@ async fn closed(
 ) {
     let started = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    for index in 0..connections {
+    // Over HTTP/2 each connection has `streams` workers sharing it: `-c` times `--streams`
+    // requests in flight.
+    let streams = match plan.transport.protocol {
+        Protocol::Http1 => 1,
+        Protocol::Http2 { streams } => streams,
+    };
+    let workers = (0..connections).flat_map(|_| {
+        let lane = match plan.transport.protocol {
+            Protocol::Http1 => None,
+            Protocol::Http2 { .. } => Some(Arc::new(crate::h2::Slot::default())),
+        };
+        (0..streams).map(move |_| lane.clone())
+    });
+    for (index, lane) in workers.enumerate() {
         let (plan, wire, tx, started) = (
             Arc::clone(&plan),
             Arc::clone(&wire),
@@ -199,8 +229,11 @@ async fn closed(
             Arc::clone(&started),
         );
         tasks.spawn(async move {
-            let mut connection: Option<Connection> = None;
-            let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(u64::from(index)));
+            let mut lane = match lane {
+                Some(slot) => Lane::Http2(slot),
+                None => Lane::Http1(None),
+            };
+            let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(index as u64));
             let mut scratch = Vec::new();
             loop {
                 let sent = Instant::now();
@@ -217,7 +250,12 @@ async fn closed(
                     return;
                 }
                 let request = wire.requests.next(&mut rng, &mut scratch);
-                let outcome = send_on(&plan, &wire, request, &mut connection).await;
+                let outcome = match &mut lane {
+                    Lane::Http1(connection) => send_on(&plan, &wire, request, connection).await,
+                    Lane::Http2(slot) => {
+                        send_http2(&plan, &wire, request, Http2Source::Slot(slot)).await
+                    }
+                };
                 let _ = tx.send(Record {
                     outcome,
                     latency: sent.elapsed(),
@@ -229,10 +267,12 @@ async fn closed(
     while tasks.join_next().await.is_some() {}
 }
 
-/// The open model's connections: idle ones to reuse, and slots bounding how many are busy.
+/// The open model's connections: idle ones to reuse, and slots bounding how many are busy
+/// (over HTTP/2, how many requests: `--max-connections` times `--streams`).
 struct Pool {
     idle: Mutex<Vec<Connection>>,
     slots: Semaphore,
+    http2: Option<crate::h2::Pool>,
 }
 
 impl Pool {
@@ -241,6 +281,9 @@ impl Pool {
         let Ok(_slot) = self.slots.acquire().await else {
             return Outcome::Failed(Failure::Broken);
         };
+        if let Some(http2) = &self.http2 {
+            return send_http2(plan, wire, request, Http2Source::Pool(http2)).await;
+        }
         let mut connection = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let outcome = send_on(plan, wire, request, &mut connection).await;
         if let Some(c) = connection {
@@ -262,7 +305,7 @@ async fn send_on(
     let attempt = async {
         let reused = connection.is_some();
         if connection.is_none() {
-            *connection = Some(Connection::open(wire.addr, wire.source()).await?);
+            *connection = Some(Connection::over(wire.dialer.dial().await?));
         }
         let Some(c) = connection.as_mut() else {
             return Err(Failure::Broken);
@@ -274,7 +317,7 @@ async fn send_on(
             // A kept-alive connection the server closed between requests: one more try on a
             // new connection (the request never reached it).
             Err(Failure::Broken) if reused && !answered_any => {
-                let mut fresh = Connection::open(wire.addr, wire.source()).await?;
+                let mut fresh = Connection::over(wire.dialer.dial().await?);
                 let answer = fresh.exchange(request, &plan.served_by, head_only).await;
                 *connection = Some(fresh);
                 answer
@@ -284,7 +327,7 @@ async fn send_on(
     };
     match tokio::time::timeout(plan.timeout, attempt).await {
         Ok(Ok(answer)) => {
-            if !answer.keep_alive {
+            if !answer.keep_alive || plan.transport.connection_per_request {
                 *connection = None;
             }
             Outcome::Response {
@@ -303,13 +346,52 @@ async fn send_on(
     }
 }
 
-/// What goes on the wire, prepared once: the target's address, the requests, the source
-/// addresses new connections take in turn.
+/// Where an HTTP/2 request finds its connection.
+enum Http2Source<'a> {
+    /// The closed model's connection shared by its stream workers.
+    Slot(&'a crate::h2::Slot),
+    /// The open model's connections.
+    Pool(&'a crate::h2::Pool),
+}
+
+/// Sends one request over HTTP/2: on a new connection of its own with
+/// `--no-keepalive`, else on the connection `source` gives.
+async fn send_http2(plan: &Plan, wire: &Wire, request: &[u8], source: Http2Source<'_>) -> Outcome {
+    let tls = plan.target.tls;
+    let attempt = async {
+        if plan.transport.connection_per_request {
+            // Dropped after the answer: with no stream left the client closes it (GOAWAY).
+            let own = crate::h2::Connection::open(&wire.dialer, tls).await?;
+            return own.exchange(request, &plan.served_by).await;
+        }
+        match source {
+            Http2Source::Slot(slot) => {
+                let connection = slot.get(&wire.dialer, tls).await?;
+                connection.exchange(request, &plan.served_by).await
+            }
+            Http2Source::Pool(pool) => {
+                let lease = pool.lease(&wire.dialer, tls).await?;
+                lease.connection.exchange(request, &plan.served_by).await
+            }
+        }
+    };
+    match tokio::time::timeout(plan.timeout, attempt).await {
+        Ok(Ok(answer)) => Outcome::Response {
+            status: answer.status,
+            backend: answer.backend,
+        },
+        Ok(Err(failure)) => Outcome::Failed(failure),
+        // The stream is reset as its handles drop; the connection serves the others on.
+        Err(_) => Outcome::Failed(Failure::Timeout),
+    }
+}
+
+/// What goes on the wire, prepared once: the target's address, the requests, the dialer that
+/// opens connections (from the source addresses in turn, with TLS for `https://`).
 pub struct Wire {
     pub addr: SocketAddr,
     pub requests: Requests,
-    sources: Vec<IpAddr>,
-    next_source: AtomicUsize,
+    pub dialer: Dialer,
 }
 
 impl Wire {
@@ -324,26 +406,26 @@ impl Wire {
         } else {
             plan.urls.clone()
         };
+        let mut headers = plan.headers.clone();
+        if plan.transport.connection_per_request && plan.transport.protocol == Protocol::Http1 {
+            // Tells the server too, so it closes its side after the answer (and a balancer
+            // does not keep the client connection open for another request).
+            headers.push(("Connection".into(), "close".into()));
+        }
+        // A TLS setup that fails leaves every connection failing; `tls::probe`, run before,
+        // has said why.
+        let tls = plan.target.tls.then(|| {
+            let config = crate::tls::client_config(&plan.transport.tls, plan.transport.protocol);
+            let name = crate::tls::server_name(&plan.target);
+            match (config, name) {
+                (Ok(config), Ok(name)) => Some((config, name)),
+                _ => None,
+            }
+        });
         Wire {
             addr,
-            requests: Requests::new(
-                &urls,
-                plan.key.as_ref(),
-                &plan.method,
-                &plan.headers,
-                &plan.body,
-            ),
-            sources: plan.sources.clone(),
-            next_source: AtomicUsize::new(0),
+            requests: Requests::new(&urls, plan.key.as_ref(), &plan.method, &headers, &plan.body),
+            dialer: Dialer::new(addr, plan.sources.clone(), tls),
         }
-    }
-
-    /// The source address of the next new connection.
-    fn source(&self) -> Option<IpAddr> {
-        if self.sources.is_empty() {
-            return None;
-        }
-        let i = self.next_source.fetch_add(1, Ordering::Relaxed);
-        self.sources.get(i % self.sources.len()).copied()
     }
 }

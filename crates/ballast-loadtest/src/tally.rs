@@ -87,6 +87,8 @@ pub struct Tally {
     pub latency_us: Histogram<u64>,
     /// Requests sent during the warm-up and left out of every figure above.
     pub warmup_requests: u64,
+    /// TCP connections the generator opened, the warm-up's included.
+    pub connections_opened: u64,
 }
 
 impl Default for Tally {
@@ -97,6 +99,7 @@ impl Default for Tally {
             failures: BTreeMap::new(),
             latency_us: new_histogram(),
             warmup_requests: 0,
+            connections_opened: 0,
         }
     }
 }
@@ -160,6 +163,7 @@ impl Tally {
         }
         let _ = self.latency_us.add(&other.latency_us);
         self.warmup_requests += other.warmup_requests;
+        self.connections_opened += other.connections_opened;
     }
 }
 
@@ -209,11 +213,13 @@ mod tests {
         b.record(&answer(200, Some("y")), Duration::from_millis(1));
         b.record(&Outcome::Failed(Failure::Connect), Duration::from_millis(1));
         b.warmup_requests = 3;
+        b.connections_opened = 2;
         a.merge(&b);
         assert_eq!(a.backends["x"].requests, 2);
         assert_eq!(a.backends["y"].requests, 1);
         assert_eq!(a.failures[&Failure::Connect], 1);
         assert_eq!(a.requests(), 4);
         assert_eq!(a.warmup_requests, 3);
+        assert_eq!(a.connections_opened, 2);
     }
 }

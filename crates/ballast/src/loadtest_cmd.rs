@@ -19,7 +19,7 @@ use ballast_loadtest::capacity::{Phase, SearchSpec, find_capacity};
 use ballast_loadtest::counters::{
     self, Attribute, Counted, CounterReport, Counters, count_around, run_counted,
 };
-use ballast_loadtest::plan::{Load, Plan, Stop, Target};
+use ballast_loadtest::plan::{Load, Plan, Protocol, Stop, Target, TlsChecks, Transport};
 use ballast_loadtest::report::Report;
 use ballast_loadtest::requests::{self, KeyPlace, KeySpec};
 use ballast_loadtest::run::{self, Progress};
@@ -34,6 +34,11 @@ use crate::stdout;
 /// backend shows as latency instead of hiding behind a lower rate (no coordinated omission).
 /// Closed model (`--connections`, the default): N keep-alive connections, each sending its
 /// next request when the last one answered.
+///
+/// HTTP/1.1 by default; `--http2` speaks HTTP/2 (prior knowledge on http://, ALPN h2 on
+/// https://), each connection carrying `--streams` requests at once. `--no-keepalive` opens a
+/// new connection for every request. https:// checks the certificate against the system's
+/// roots (or `--cacert FILE`); `--insecure` accepts any (self-signed) certificate.
 ///
 /// Every response is attributed to its backend by a response header (`--served-by`,
 /// `X-Served-By` by default: ballast's `served_by_header`, HAProxy's `http-response
@@ -60,13 +65,15 @@ use crate::stdout;
 ///   ballast loadtest http://127.0.0.1:8080/ -n 5000 --stats-socket /run/haproxy.sock --attribute counters
 ///   ballast loadtest http://127.0.0.1:8080/ --key header:X-Tenant --key-cardinality 3 --config ballast.toml --prediction
 ///   ballast loadtest http://127.0.0.1:8080/ --replay access.jsonl --config ballast.toml --prediction
+///   ballast loadtest http://127.0.0.1:8080/ --http2 -c 4 --streams 25
+///   ballast loadtest https://127.0.0.1:8443/ --cacert ca.pem --no-keepalive --rate 200
 ///
 /// Exit codes: 0 when the run finished (and every --assert held), 1 when an assertion failed,
 /// 2 when the arguments or the configuration cannot be used.
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct LoadtestArgs {
-    /// The URL to load (http://host:port/path).
+    /// The URL to load (http://host:port/path or https://...).
     #[arg(required_unless_present_any = ["weighted_urls", "url_file"])]
     url: Option<String>,
     /// A URL drawn with a weight, `URL=WEIGHT` (repeat for more; the weight defaults to 1).
@@ -157,7 +164,7 @@ pub struct LoadtestArgs {
     /// Send recorded requests (the JSON lines `simulate --replay` reads) at their recorded
     /// times, or evenly at --rate; method, path, headers and the client address (bound when it
     /// is in 127.0.0.0/8) from each record. The URL gives the balancer's address.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["find_capacity", "connections", "requests", "key", "weighted_urls", "url_file", "source_range", "body", "duration", "warmup"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["find_capacity", "connections", "requests", "key", "weighted_urls", "url_file", "source_range", "body", "duration", "warmup", "http2", "no_keepalive", "insecure", "cacert"])]
     replay: Option<PathBuf>,
     /// A request with no answer by then is a timeout (default 10s; in a capacity search, 1s
     /// or twice the SLO's longest latency bound, so an overloaded step drains quickly).
@@ -171,6 +178,25 @@ pub struct LoadtestArgs {
     /// Output: text or json.
     #[arg(long, default_value = "text")]
     format: String,
+    /// A new connection for every request, closed after its answer (HTTP/1.1 sends
+    /// `Connection: close`): connection setup, and the TLS handshake on https://, in every
+    /// request's latency.
+    #[arg(long)]
+    no_keepalive: bool,
+    /// HTTP/2: prior knowledge (h2c) on http://, ALPN h2 on https://.
+    #[arg(long)]
+    http2: bool,
+    /// With --http2: requests each connection carries at once (closed model: -c × streams in
+    /// flight; open model: a new connection only when every open one carries this many).
+    #[arg(long, default_value_t = 1, requires = "http2")]
+    streams: u32,
+    /// https://: accept any certificate (self-signed, expired, another name) without checking.
+    #[arg(long, conflicts_with = "cacert")]
+    insecure: bool,
+    /// https://: check the certificate against the CA certificates (PEM) in this file instead
+    /// of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
     /// Seed of the arrival gaps (poisson).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -236,6 +262,24 @@ pub fn run(args: LoadtestArgs) -> u8 {
         Load::Open { rate, .. } => Some(rate),
         Load::Closed { .. } => None,
     };
+    if plan.target.tls {
+        // One handshake now: a refused certificate is one error naming the fix, not a run of
+        // connect failures.
+        let addr = std::net::SocketAddr::new(
+            plan.target.host.parse().unwrap_or([127, 0, 0, 1].into()),
+            plan.target.port,
+        );
+        let probe = ballast_loadtest::tls::probe(
+            addr,
+            &plan.target,
+            &plan.transport.tls,
+            plan.transport.protocol,
+        );
+        if let Err(e) = runtime.block_on(probe) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
     if args.find_capacity {
         return run_capacity(&args, plan, &expected, &runtime);
     }
@@ -573,12 +617,11 @@ fn urls(args: &LoadtestArgs) -> Result<Vec<(Target, f64)>, String> {
         );
     }
     let first = urls.first().ok_or("give a URL")?.0.clone();
-    if let Some((other, _)) = urls
-        .iter()
-        .find(|(t, _)| (t.host.as_str(), t.port) != (first.host.as_str(), first.port))
-    {
+    if let Some((other, _)) = urls.iter().find(|(t, _)| {
+        (t.tls, t.host.as_str(), t.port) != (first.tls, first.host.as_str(), first.port)
+    }) {
         return Err(format!(
-            "every URL must be on the same host and port (the balancer): {} is not {}",
+            "every URL must be on the same scheme, host and port (the balancer): {} is not {}",
             other.authority, first.authority
         ));
     }
@@ -588,7 +631,8 @@ fn urls(args: &LoadtestArgs) -> Result<Vec<(Target, f64)>, String> {
 fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
     let mut urls = urls(args)?;
     let mut target = urls[0].0.clone();
-    let shown = format!("http://{}{}", target.authority, target.path);
+    let scheme = if target.tls { "https" } else { "http" };
+    let shown = format!("{scheme}://{}{}", target.authority, target.path);
     // Resolve once and try one connection first: a wrong host or a balancer that is not
     // listening is an error now, not ten seconds of failed requests.
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))
@@ -686,7 +730,24 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
         urls: if urls.len() > 1 { urls } else { Vec::new() },
         key,
         sources,
+        transport: Transport {
+            protocol: if args.http2 {
+                Protocol::Http2 {
+                    streams: args.streams,
+                }
+            } else {
+                Protocol::Http1
+            },
+            connection_per_request: args.no_keepalive,
+            tls: TlsChecks {
+                insecure: args.insecure,
+                ca_file: args.cacert.clone(),
+            },
+        },
     };
+    if !plan.target.tls && (args.insecure || args.cacert.is_some()) {
+        return Err("--insecure and --cacert apply to https:// URLs only".into());
+    }
     plan.validate()?;
     if plan.timeout < Duration::from_millis(1) {
         return Err("--timeout must be at least 1ms".into());
@@ -832,6 +893,13 @@ fn attributed_run(
         counters = None;
     }
     let records = match &args.replay {
+        Some(_) if plan.target.tls => {
+            return Err(
+                "--replay sends plain HTTP/1.1: give the balancer's http:// address \
+                        (replay over https:// is not supported yet)"
+                    .into(),
+            );
+        }
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read --replay {}: {e}", path.display()))?;
