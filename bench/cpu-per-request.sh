@@ -19,7 +19,7 @@
 #        ROUNDS=3 DURATION=5 CONNECTIONS=64 LB_CPU=1 GEN_CPU=0 TEMPLATES=../shared/bench/templates
 #        PEERS=1 (0: ballast builds only, for an A/B of two builds)
 #        MODE=perf | instr (instr: every LB runs under valgrind's callgrind; after a warm-up its
-#        counters are zeroed, wrk runs 1 s and then DURATION s, and the difference of the
+#        counters are zeroed, wrk runs 2 s and then DURATION s, and the difference of the
 #        user-space instructions the LB executed is divided by the difference of the requests: a count that other load cannot change, but of a
 #        slowed-down LB that sees one request per wake-up, and without the kernel's share)
 set -euo pipefail
@@ -140,7 +140,7 @@ if [ "$MODE" = instr ]; then
     for lb in "${LBS[@]}"; do
         taskset -c "$GEN_CPU" wrk -t1 -c"$CONNECTIONS" -d4s "http://127.0.0.1:${PORT_OF[$lb]}/" >/dev/null 2>&1
         vals=()
-        # Two runs per round, one second and DURATION seconds, each on 64 new connections: the
+        # Two runs per round, two seconds and DURATION seconds, each on 64 new connections: the
         # slope between them is the cost of a request, without the connections' set-up.
         count() { # seconds -> "<instructions> <requests>" of one zeroed wrk run
             local p f total=0 req
@@ -157,7 +157,7 @@ if [ "$MODE" = instr ]; then
             echo "$total $req"
         }
         for ((r = 1; r <= ROUNDS; r++)); do
-            read -r i1 n1 < <(count 1)
+            read -r i1 n1 < <(count 2)
             read -r i2 n2 < <(count "$DURATION")
             vals+=("$(awk -v a="$i1" -v b="$i2" -v m="$n1" -v n="$n2" 'BEGIN { printf "%.0f", (n > m ? (b - a) / (n - m) : 0) }')")
             reqs=$n2
