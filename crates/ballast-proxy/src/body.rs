@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -82,22 +82,7 @@ impl Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        // The body arrives through the connection's dispatcher, driven here (in the client's
-        // task) before the body is looked at. Only that dispatcher, just polled with `cx`, can
-        // make the body ready, so the body is read without registering this task again (which
-        // would wake it once more per frame).
-        let driven = match this.completion.as_mut().and_then(|c| c.conn.as_mut()) {
-            Some(conn) => {
-                conn.poll_drive(cx);
-                conn.is_driven_inline()
-            }
-            None => false,
-        };
-        let polled = if driven {
-            Pin::new(&mut this.inner).poll_frame(&mut Context::from_waker(Waker::noop()))
-        } else {
-            Pin::new(&mut this.inner).poll_frame(cx)
-        };
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if polled.is_pending()
             && let Some(deadline) = this.deadline
             && this

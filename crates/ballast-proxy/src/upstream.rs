@@ -5,25 +5,12 @@
 //! An idle connection is reused only while younger than the pool's `idle_timeout`, which is
 //! set below common backend keep-alive timeouts so a server never closes a connection just as
 //! ballast sends on it.
-//!
-//! A pooled connection has no task of its own: its I/O (hyper's client dispatcher) is driven
-//! by the request using it, inside that request's task, while it waits for the response head
-//! and while the client pulls the response body. A spawned connection task would cost two
-//! cross-task wake-ups per request and direction; the measurements are in BENCHMARKS.md
-//! ("per-request CPU"). Only an upgradable connection (a WebSocket's) keeps a task, because
-//! hyper hands its I/O over to the tunnel from there.
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
 use std::sync::Mutex;
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -32,79 +19,8 @@ use tokio::net::TcpStream;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent to servers and to clients.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-/// hyper's client dispatcher for one connection: reads and writes its socket when polled.
-type Driver = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, ProxyBody>;
-
-/// One HTTP/1.1 connection to a server: the request side and, unless it runs in a task of its
-/// own (upgradable connections), the dispatcher that the user of the connection drives.
-pub struct Connection {
-    sender: SendRequest<ProxyBody>,
-    /// None once the dispatcher has ended (the connection is closed) or when it was spawned.
-    driver: Option<Pin<Box<Driver>>>,
-}
-
-impl Connection {
-    /// Runs the connection's I/O as far as it can go now, registering `cx` for its next
-    /// progress. A dispatcher that ends (closed or failed) is dropped: its error surfaces on the
-    /// request it was serving, as it did from a spawned task.
-    pub fn poll_drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(driver) = &mut self.driver
-            && driver.as_mut().poll(cx).is_ready()
-        {
-            self.driver = None;
-        }
-    }
-
-    /// Whether this connection's I/O is driven by its user (false: it has a task of its own).
-    pub fn is_driven_inline(&self) -> bool {
-        self.driver.is_some()
-    }
-
-    /// Whether the server side has closed (or the dispatcher ended).
-    pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
-    }
-
-    /// Whether a request can be sent now.
-    pub fn is_ready(&self) -> bool {
-        self.sender.is_ready()
-    }
-
-    /// Waits until a request can be sent, driving the connection meanwhile.
-    pub async fn ready(&mut self) -> hyper::Result<()> {
-        poll_fn(|cx| {
-            self.poll_drive(cx);
-            self.sender.poll_ready(cx)
-        })
-        .await
-    }
-
-    /// Sends `request` and waits for the response head, driving the connection meanwhile. A
-    /// request that never left (the connection had closed) comes back in the error.
-    pub async fn try_send_request(
-        &mut self,
-        request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<ProxyBody>>> {
-        let mut response = pin!(self.sender.try_send_request(request));
-        let driver = &mut self.driver;
-        poll_fn(|cx| {
-            let Some(d) = driver else {
-                return response.as_mut().poll(cx);
-            };
-            if d.as_mut().poll(cx).is_ready() {
-                *driver = None;
-                return response.as_mut().poll(cx);
-            }
-            // Only the dispatcher, polled just now with `cx`, can complete the response: the
-            // answer is looked at without registering this task a second time, which would
-            // wake it once more for every response.
-            response
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()))
-        })
-        .await
-    }
-}
+/// One HTTP/1.1 connection to a server.
+pub type Connection = SendRequest<ProxyBody>;
 
 /// How long a pooled connection may take to become ready before a new one is opened instead.
 const READY_WAIT: Duration = Duration::from_millis(50);
@@ -124,26 +40,8 @@ impl IdleConnections {
     /// task has not run), so readiness is awaited briefly rather than the connection dropped.
     pub async fn checkout(&self, max_idle: Duration) -> Option<Connection> {
         loop {
-            let (mut conn, since) = {
-                let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-                // Nothing drives an idle connection, so a server's close of one is only seen
-                // when it is taken: the oldest, past `max_idle`, are closed here instead of
-                // lingering half-closed at the bottom of the stack.
-                let stale = conns
-                    .iter()
-                    .take_while(|(_, since)| since.elapsed() >= max_idle)
-                    .count();
-                conns.drain(..stale);
-                conns.pop()?
-            };
-            if since.elapsed() >= max_idle {
-                continue;
-            }
-            // Reads what arrived while the connection sat idle (a close, typically). This task
-            // is not registered for more: it would be woken by its own request below, whose
-            // sending drives the connection anyway.
-            conn.poll_drive(&mut Context::from_waker(Waker::noop()));
-            if conn.is_closed() {
+            let (mut conn, since) = self.conns.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            if since.elapsed() >= max_idle || conn.is_closed() {
                 continue;
             }
             if conn.is_ready() {
@@ -155,11 +53,9 @@ impl IdleConnections {
         }
     }
 
-    /// Returns a connection after a complete exchange. One still busy with it (a request body
-    /// still being sent after the response) is closed instead: nobody would drive it here.
-    pub fn checkin(&self, mut conn: Connection) {
-        conn.poll_drive(&mut Context::from_waker(Waker::noop()));
-        if conn.is_closed() || (conn.is_driven_inline() && !conn.is_ready()) {
+    /// Returns a connection after a complete exchange.
+    pub fn checkin(&self, conn: Connection) {
+        if conn.is_closed() {
             return;
         }
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,19 +122,14 @@ pub(crate) async fn open(
             address: address.to_string(),
             source,
         })?;
-    if !upgradable {
-        return Ok(Connection {
-            sender,
-            driver: Some(Box::pin(conn)),
-        });
-    }
     tokio::spawn(async move {
-        // Ends when the connection is handed over to a tunnel or closes; errors here surface
-        // on the request that used it.
-        let _ = conn.with_upgrades().await;
+        // Ends when the connection closes (or is handed over to a tunnel); errors here
+        // surface on the request that used it.
+        if upgradable {
+            let _ = conn.with_upgrades().await;
+        } else {
+            let _ = conn.await;
+        }
     });
-    Ok(Connection {
-        sender,
-        driver: None,
-    })
+    Ok(sender)
 }

@@ -1,7 +1,7 @@
-//! Pooled upstream connections, now that no task of their own watches them: one that stays
-//! open carries the next request, and one the server closed while it sat idle is noticed when
-//! taken (a new connection is opened; the request is neither failed, nor retried, nor counted
-//! against the server).
+//! Pooled upstream connections: one that stays open carries the next request, and one the
+//! server closed while it sat idle is noticed when taken (a new connection is opened; the
+//! request is neither failed, nor retried, nor counted against the server). Whoever drives a
+//! pooled connection's I/O (its own task, or the request using it) must keep both true.
 
 mod common;
 
