@@ -51,7 +51,7 @@ use crate::Shared;
 use crate::admission::{Admitted, accept_loop};
 use crate::body::{Completion, TrackedBody};
 use crate::framing::Watched;
-use crate::headers::{client_ip, strip_hop_by_hop};
+use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, client_ip, strip_hop_by_hop};
 use crate::request_rules;
 use crate::runtime::{PoolRuntime, ServerRuntime};
 use crate::send_timeout::{Cut, ResponseWatch, SendTimed, StreamExecutor, stream_watch};
@@ -358,7 +358,14 @@ async fn serve_connection<I>(
                     .then(stream_watch)
                     .flatten()
                     .unwrap_or(response_watch);
-                let (request_timeout, send_timeout) = response_timeouts(&shared, &name);
+                // One snapshot for the whole request: its listener's timeouts here, the rest
+                // in `handle`.
+                let snapshot = shared.snapshot.load_full();
+                let spec = snapshot.loaded.config.listeners.get(name.as_str());
+                let (request_timeout, send_timeout) = spec
+                    .map_or((Duration::ZERO, Duration::ZERO), |l| {
+                        (l.timeouts.request(), l.timeouts.send())
+                    });
                 watch.begin(request_timeout, send_timeout);
                 let timed = |r: Response<ProxyBody>, watch, place| {
                     Ok::<_, Infallible>(r.map(|body| SendTimed::new(body, watch, place)))
@@ -386,7 +393,7 @@ async fn serve_connection<I>(
                     );
                 }
                 timed(
-                    handle(shared, &name, peer, secure, req, handoff).await,
+                    handle(shared, &snapshot, &name, peer, secure, req, handoff).await,
                     watch,
                     place,
                 )
@@ -471,20 +478,6 @@ async fn serve_connection<I>(
     }
 }
 
-/// The request and send timeouts of listener `name` in the running configuration.
-fn response_timeouts(shared: &Shared, name: &str) -> (Duration, Duration) {
-    shared
-        .snapshot
-        .load()
-        .loaded
-        .config
-        .listeners
-        .get(name)
-        .map_or((Duration::ZERO, Duration::ZERO), |l| {
-            (l.timeouts.request(), l.timeouts.send())
-        })
-}
-
 /// A request as the key extraction sees it.
 struct KeyParts<'a> {
     client: IpAddr,
@@ -509,13 +502,13 @@ impl RequestParts for KeyParts<'_> {
 /// One request, bounded by the listener's request timeout.
 async fn handle(
     shared: Arc<Shared>,
+    snapshot: &crate::runtime::Snapshot,
     listener: &str,
     peer: SocketAddr,
     secure: bool,
     req: Request<Incoming>,
     handoff: Arc<Handoff>,
 ) -> Response<ProxyBody> {
-    let snapshot = shared.snapshot.load_full();
     let Some(spec) = snapshot.loaded.config.listeners.get(listener) else {
         return overloaded("listener removed");
     };
@@ -538,7 +531,7 @@ async fn handle(
         served_by: shared.access_log.as_ref().map(|_| Default::default()),
         handoff,
     };
-    let work = proxy(&shared, listener, spec, &snapshot, &client, &trace, req);
+    let work = proxy(&shared, listener, spec, snapshot, &client, &trace, req);
     let response = if request_timeout.is_zero() {
         work.await
     } else {
@@ -711,11 +704,13 @@ async fn proxy(
             )
         });
     let upload = Arc::clone(&trace.upload);
-    let body: ProxyBody = UploadBody::new(
-        Limited::new(body, max_body as usize).boxed(),
-        Arc::clone(&upload),
-    )
-    .boxed();
+    // A request without a body (most) sends an empty one: no size limit to watch, and no box
+    // around the client's empty stream.
+    let inner = match hyper::body::Body::is_end_stream(&body) {
+        true => empty_body(),
+        false => Limited::new(body, max_body as usize).boxed(),
+    };
+    let body: ProxyBody = UploadBody::new(inner, Arc::clone(&upload)).boxed();
     let mut request = Request::from_parts(parts, body);
 
     let mut attempts_left = pool.spec.retries.attempts;
@@ -913,31 +908,34 @@ fn prepare_upstream_request(parts: &mut http::request::Parts, peer: IpAddr, secu
     strip_hop_by_hop(&mut parts.headers);
     let forwarded = match parts
         .headers
-        .get("x-forwarded-for")
+        .get(X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
         Some(prior) => format!("{prior}, {peer}"),
         None => peer.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        parts.headers.insert("x-forwarded-for", v);
+        parts.headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = if secure { "https" } else { "http" };
     parts
         .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     // The URI's authority (absolute form, h2's :authority) wins over a Host header; servers
     // behind us speak HTTP/1.1 and read Host.
     if let Some(host) = authority {
         parts.headers.insert(HOST, host);
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    if let Ok(uri) = path.parse::<Uri>() {
-        parts.uri = uri;
+    // An origin-form URI (nearly every HTTP/1.1 request) is already what the server gets.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Ok(uri) = path.parse::<Uri>() {
+            parts.uri = uri;
+        }
     }
     parts.version = http::Version::HTTP_11;
 }
