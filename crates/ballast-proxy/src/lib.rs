@@ -24,6 +24,7 @@ mod headers;
 mod health;
 mod http;
 mod metrics;
+mod observed;
 mod request_rules;
 mod runtime;
 mod sample;
