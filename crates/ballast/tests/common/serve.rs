@@ -30,9 +30,28 @@ impl ServeProcess {
     /// `RUST_LOG=warn`; waits until `admin` answers `/healthz` (failing the test with serve's
     /// stderr otherwise).
     pub fn start(dir: &Path, text: &str, admin: SocketAddr, args: &[&str]) -> ServeProcess {
+        ServeProcess::start_under(dir, text, admin, args, &[])
+    }
+
+    /// [`ServeProcess::start`] run through `wrapper` (a command that execs the rest, such as
+    /// `prlimit --nofile=512:512 --`), so the process id is still serve's.
+    pub fn start_under(
+        dir: &Path,
+        text: &str,
+        admin: SocketAddr,
+        args: &[&str],
+        wrapper: &[&str],
+    ) -> ServeProcess {
         let file = dir.join("ballast.toml");
         std::fs::write(&file, text).expect("write ballast.toml");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_ballast"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ballast")),
+        };
         command
             .arg("serve")
             .args(args)
