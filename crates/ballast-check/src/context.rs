@@ -7,13 +7,20 @@ use ballast_core::config::{Config, Listener, Pool};
 pub struct Context<'a> {
     pub loaded: &'a Loaded,
     pub config: &'a Config,
+    /// The descriptor limit LIM-110 judges the caps against.
+    pub descriptor_limit: crate::DescriptorLimit,
 }
 
 impl<'a> Context<'a> {
     pub fn new(loaded: &'a Loaded) -> Self {
+        Self::with_options(loaded, &crate::CheckOptions::default())
+    }
+
+    pub fn with_options(loaded: &'a Loaded, options: &crate::CheckOptions) -> Self {
         Self {
             loaded,
             config: &loaded.config,
+            descriptor_limit: options.descriptor_limit,
         }
     }
 

@@ -24,8 +24,17 @@ pub use context::Context;
 pub use foreign::CATALOGUE;
 pub use rules::RULES;
 pub use rules::descriptors::{
-    descriptor_limit, descriptors_needed, shortfall as descriptor_shortfall,
+    DescriptorLimit, descriptor_limit, descriptors_needed, shortfall as descriptor_shortfall,
+    shortfall_of as descriptor_shortfall_of,
 };
+
+/// What a check run is judged against beyond the file itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// The descriptor limit for LIM-110: this machine's by default, so a file checked on a
+    /// laptop for a server can be judged with the server's (`--descriptor-limit N`).
+    pub descriptor_limit: DescriptorLimit,
+}
 
 /// One rule of the catalogue.
 pub struct Rule {
@@ -189,7 +198,12 @@ impl Sink<'_> {
 /// Runs ballast's own rules over a ballast configuration; findings come sorted by position in
 /// the file, then by rule id.
 pub fn check(loaded: &Loaded) -> Vec<Finding> {
-    let ctx = Context::new(loaded);
+    check_with(loaded, &CheckOptions::default())
+}
+
+/// [`check`] with the limits of the machine the file is for.
+pub fn check_with(loaded: &Loaded, options: &CheckOptions) -> Vec<Finding> {
+    let ctx = Context::with_options(loaded, options);
     run(loaded, |rule, sink| {
         if let Check::Model(f) = rule.check {
             f(&ctx, sink);
@@ -200,9 +214,14 @@ pub fn check(loaded: &Loaded) -> Vec<Finding> {
 /// Runs the rules that fit the file's format: ballast's own on ballast files, the catalogue
 /// on HAProxy and nginx files as written.
 pub fn check_imported(imported: &Imported) -> Vec<Finding> {
+    check_imported_with(imported, &CheckOptions::default())
+}
+
+/// [`check_imported`] with the limits of the machine the file is for.
+pub fn check_imported_with(imported: &Imported, options: &CheckOptions) -> Vec<Finding> {
     let loaded = &imported.loaded;
     match &imported.facts {
-        Facts::Ballast => check(loaded),
+        Facts::Ballast => check_with(loaded, options),
         Facts::Haproxy(facts) => {
             let view = foreign::HaproxyView::new(facts);
             run(loaded, |rule, sink| {

@@ -432,6 +432,8 @@ pub(crate) fn import(
     let mut b = Builder::default();
 
     let mut named_defaults: HashMap<String, Settings> = HashMap::new();
+    // `tune.h2.max-concurrent-streams`: every HTTP listener's `max_concurrent_streams`.
+    let mut h2_streams: Option<At<u32>> = None;
     let mut current = Settings::default();
     let mut proxies: Vec<ProxyParts> = Vec::new();
     for section in &sections {
@@ -464,6 +466,14 @@ pub(crate) fn import(
                             if let Some(n) = number(d, 0, &mut errors) {
                                 b.config.global.max_connections = Some(n);
                                 b.at("global.max_connections", d.span.clone());
+                            }
+                        }
+                        "tune.h2.max-concurrent-streams" => {
+                            if let Some(n) = number(d, 0, &mut errors) {
+                                h2_streams = Some(At {
+                                    value: n,
+                                    span: d.span.clone(),
+                                });
                             }
                         }
                         // Not in the model, but the catalogue rules read them (CONN-003,
@@ -643,6 +653,10 @@ pub(crate) fn import(
                 .or_else(|| routes.first())
                 .map(|(w, _)| w.text.clone())
         };
+        let backend_settings = pool
+            .as_deref()
+            .and_then(|p| backends.get(p))
+            .map(|&i| &proxies[i].2);
         let Some(pool) = pool.and_then(|p| pool_names.get(&p).cloned()) else {
             // A listen without servers was noted with the pools.
             if routes.is_empty() && *kind == "frontend" {
@@ -699,6 +713,18 @@ pub(crate) fn import(
                 timeouts.idle = Some(Dur(k.value));
                 b.at(format!("{l}.timeouts.idle"), k.span.clone());
             }
+            // `timeout client` is the client side's inactivity bound, a client that stops
+            // taking the response included.
+            if let Some(c) = t("client") {
+                timeouts.send = Some(Dur(c.value));
+                b.at(format!("{l}.timeouts.send"), c.span.clone());
+            }
+            // `timeout tunnel` is a backend's setting (HAProxy ignores a frontend's): the one of
+            // the backend this listener routes to, the listen section itself for a listen.
+            if let Some(tt) = backend_settings.and_then(|bs| bs.timeouts.get("tunnel")) {
+                timeouts.tunnel = Some(Dur(tt.value));
+                b.at(format!("{l}.timeouts.tunnel"), tt.span.clone());
+            }
             for w in &bind.args()[1..] {
                 if w.text == "ssl" {
                     notes.push(not_modelled(
@@ -709,10 +735,15 @@ pub(crate) fn import(
                     break;
                 }
             }
-            b.config.listeners.insert(
-                lname,
-                builder::listener(address, protocol, max_connections, pool.clone(), timeouts),
-            );
+            let mut listener =
+                builder::listener(address, protocol, max_connections, pool.clone(), timeouts);
+            if protocol == Protocol::Http
+                && let Some(h2) = &h2_streams
+            {
+                listener.max_concurrent_streams = Some(h2.value);
+                b.at(format!("{l}.max_concurrent_streams"), h2.span.clone());
+            }
+            b.config.listeners.insert(lname, listener);
         }
     }
     facts.proxies = proxies

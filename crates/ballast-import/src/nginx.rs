@@ -646,6 +646,14 @@ struct ProxySettings {
     next_upstream_tries: Option<(u32, Range<usize>)>,
     client_header_timeout: Option<(Duration, Range<usize>)>,
     keepalive_timeout: Option<(Duration, Range<usize>)>,
+    /// `send_timeout`: the listener's `timeouts.send`.
+    send_timeout: Option<(Duration, Range<usize>)>,
+    /// `http2_max_concurrent_streams`: the listener's `max_concurrent_streams`.
+    http2_max_concurrent_streams: Option<(u32, Range<usize>)>,
+    /// The `proxy_set_header Upgrade ...` in force here: a location that passes WebSocket
+    /// upgrades on, whose `proxy_read_timeout` bounds an idle tunnel. nginx inherits
+    /// `proxy_set_header`s only into a level that sets none of its own.
+    upgrade_header: Option<Range<usize>>,
 }
 
 impl ProxySettings {
@@ -678,10 +686,39 @@ impl ProxySettings {
         if let Some(t) = time("keepalive_timeout", errors) {
             s.keepalive_timeout = Some(t);
         }
+        if let Some(t) = time("send_timeout", errors) {
+            s.send_timeout = Some(t);
+        }
         if let Some(d) = last(block, "proxy_next_upstream_tries")
             && let Some(n) = d.arg(0).and_then(|w| w.text.parse().ok())
         {
             s.next_upstream_tries = Some((n, d.span.clone()));
+        }
+        if let Some(d) = last(block, "http2_max_concurrent_streams")
+            && let Some(w) = d.arg(0)
+        {
+            match w.text.parse::<u32>() {
+                Ok(n) => s.http2_max_concurrent_streams = Some((n, d.span.clone())),
+                Err(_) => errors.push(
+                    Diagnostic::error(format!("`{}` is not a number of streams", w.text))
+                        .with_span(w.span.clone())
+                        .with_fix(
+                            "write a whole number, such as `http2_max_concurrent_streams 128;`",
+                        ),
+                ),
+            }
+        }
+        let headers: Vec<&Directive> = find(block, "proxy_set_header")
+            .map(|n| &n.directive)
+            .collect();
+        if !headers.is_empty() {
+            s.upgrade_header = headers
+                .iter()
+                .find(|d| {
+                    d.arg(0)
+                        .is_some_and(|w| w.text.eq_ignore_ascii_case("upgrade"))
+                })
+                .map(|d| d.span.clone());
         }
         s
     }
@@ -1253,6 +1290,8 @@ fn context(
             b.at(format!("pools.{pool}.retries.attempts"), at);
         }
         let mut timeouts = ListenerTimeouts::default();
+        let mut spans: Vec<(&str, Range<usize>)> = Vec::new();
+        let mut max_concurrent_streams = None;
         if protocol == Protocol::Http {
             timeouts.header_read = Some(Dur(s
                 .client_header_timeout
@@ -1262,6 +1301,19 @@ fn context(
                 .keepalive_timeout
                 .as_ref()
                 .map_or(Duration::from_secs(75), |t| t.0)));
+            // The location the listener is modelled with decides, as for its pool.
+            if let Some((t, span)) = &ls.send_timeout {
+                timeouts.send = Some(Dur(*t));
+                spans.push(("timeouts.send", span.clone()));
+            }
+            if let Some((t, span)) = websocket_read_timeout(&passes) {
+                timeouts.tunnel = Some(Dur(t));
+                spans.push(("timeouts.tunnel", span));
+            }
+            if let Some((n, span)) = &s.http2_max_concurrent_streams {
+                max_concurrent_streams = Some(*n);
+                spans.push(("max_concurrent_streams", span.clone()));
+            }
         }
         let mut add_listener = |b: &mut Builder, address: String, span: Range<usize>, addr_span| {
             listener_count += 1;
@@ -1276,16 +1328,18 @@ fn context(
             b.at(&l, span);
             b.at(format!("{l}.address"), addr_span);
             b.at(format!("{l}.pool"), target.span.clone());
-            b.config.listeners.insert(
-                lname,
-                builder::listener(
-                    address,
-                    protocol,
-                    Some(capacity),
-                    pool.clone(),
-                    timeouts.clone(),
-                ),
+            for (key, span) in &spans {
+                b.at(format!("{l}.{key}"), span.clone());
+            }
+            let mut listener = builder::listener(
+                address,
+                protocol,
+                Some(capacity),
+                pool.clone(),
+                timeouts.clone(),
             );
+            listener.max_concurrent_streams = max_concurrent_streams;
+            b.config.listeners.insert(lname, listener);
         };
         let mut listens = find(body, "listen").peekable();
         if listens.peek().is_none() {
@@ -1329,6 +1383,25 @@ fn context(
         }
     }
 }
+
+/// The idle bound nginx puts on a WebSocket tunnel: `proxy_read_timeout` (60 s unless set) of
+/// the first location that passes `Upgrade` on, with the span that set it (the
+/// `proxy_set_header` when the timeout is nginx's default). None when no location upgrades.
+fn websocket_read_timeout(passes: &[Pass]) -> Option<(Duration, Range<usize>)> {
+    let pass = passes
+        .iter()
+        .find(|p| p.settings.upgrade_header.is_some())?;
+    match &pass.settings.read_timeout {
+        Some((t, span)) => Some((*t, span.clone())),
+        None => Some((
+            NGINX_PROXY_READ_TIMEOUT,
+            pass.settings.upgrade_header.clone()?,
+        )),
+    }
+}
+
+/// nginx's `proxy_read_timeout` when none is written.
+const NGINX_PROXY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Refuses what nginx refuses among a server's `listen`s: the same address twice in one
 /// server, and `default_server` on an address that another server already has it for
@@ -1564,6 +1637,8 @@ const INHERITED: &[&str] = &[
     "client_header_timeout",
     "keepalive_timeout",
     "proxy_next_upstream_tries",
+    "send_timeout",
+    "http2_max_concurrent_streams",
 ];
 
 /// Directives the catalogue rules read (their findings point at them) though the model does

@@ -73,9 +73,34 @@ pub fn raise_limit_and_warn(config: &ballast_core::config::Config) {
     let Ok(limit) = rlimit::increase_nofile_limit(u64::MAX) else {
         return;
     };
-    if let Some((message, fix)) = ballast_check::descriptor_shortfall(config, limit) {
-        tracing::warn!("{message}; {fix} (LIM-110)");
+    if let Some(warning) = descriptor_warning(config, limit, "start") {
+        tracing::warn!("{warning}");
     }
+}
+
+/// Warns when a configuration a reload (or a rollback) applies has caps beyond the limit the
+/// process runs with (its soft limit, raised at start): a reload can raise the caps past it
+/// as much as a start can.
+pub fn warn_on_reload(config: &ballast_core::config::Config) {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return;
+    };
+    if soft == rlimit::INFINITY {
+        return;
+    }
+    if let Some(warning) = descriptor_warning(config, soft, "reload") {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// The LIM-110 warning serve writes at `when` (start, reload) for caps beyond `limit`.
+pub fn descriptor_warning(
+    config: &ballast_core::config::Config,
+    limit: u64,
+    when: &str,
+) -> Option<String> {
+    let (message, fix) = ballast_check::descriptor_shortfall(config, limit)?;
+    Some(format!("{when}: {message}; {fix} (LIM-110)"))
 }
 
 /// The process (EMFILE) or the system (ENFILE) is out of descriptors.
@@ -98,6 +123,23 @@ mod tests {
         assert_eq!(reserve.held(), 1);
         drop(b);
         assert_eq!(reserve.held(), 2);
+    }
+
+    #[test]
+    fn the_warning_names_the_moment_and_the_limit_and_is_silent_within_it() {
+        let text = "[global]\nmax_connections = 2000\n\
+            [listeners.a]\naddress = \"127.0.0.1:1\"\npool = \"p\"\nmax_connections = 2000\n\
+            [pools.p]\n[[pools.p.servers]]\nname = \"s\"\naddress = \"127.0.0.1:3\"\n";
+        let config = ballast_core::load_source(ballast_core::SourceFile::new("t.toml", text))
+            .unwrap()
+            .config;
+        let warning = descriptor_warning(&config, 512, "reload").expect("2,000 caps over 512");
+        assert!(warning.starts_with("reload: "), "{warning}");
+        assert!(
+            warning.contains("512") && warning.contains("LIM-110"),
+            "{warning}"
+        );
+        assert!(descriptor_warning(&config, 100_000, "reload").is_none());
     }
 
     #[test]

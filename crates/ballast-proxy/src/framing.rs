@@ -14,13 +14,10 @@
 //! time in between is `idle`).
 
 use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::observed::{Observed, ReadObserver};
 
 /// Longest header line tracked; longer lines are cut (hyper refuses such heads anyway).
 const MAX_LINE: usize = 16 * 1024;
@@ -162,68 +159,19 @@ impl FramingWatch {
 }
 
 /// A client connection whose reads pass through a [`FramingWatch`].
-pub struct Watched<T> {
-    inner: T,
-    watch: Arc<Mutex<FramingWatch>>,
-}
+pub type Watched<T> = Observed<T, Arc<Mutex<FramingWatch>>>;
 
 impl<T> Watched<T> {
+    /// Wraps `inner`; the watch is shared with whoever reads the verdicts.
     pub fn new(inner: T) -> (Self, Arc<Mutex<FramingWatch>>) {
         let watch = Arc::new(Mutex::new(FramingWatch::default()));
-        (
-            Self {
-                inner,
-                watch: Arc::clone(&watch),
-            },
-            watch,
-        )
+        (Observed::over(inner, Arc::clone(&watch)), watch)
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let fresh = &buf.filled()[before..];
-            if !fresh.is_empty() {
-                self.watch
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .feed(fresh);
-            }
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+impl ReadObserver for Arc<Mutex<FramingWatch>> {
+    fn observe(&mut self, fresh: &[u8]) {
+        self.lock().unwrap_or_else(|p| p.into_inner()).feed(fresh);
     }
 }
 

@@ -24,6 +24,7 @@ mod headers;
 mod health;
 mod http;
 mod metrics;
+mod observed;
 mod request_rules;
 mod runtime;
 mod sample;
@@ -599,6 +600,7 @@ impl Proxy {
         }
         *checks = health::start_checks(&self.shared, &snapshot);
         drop(checks);
+        fd_reserve::warn_on_reload(&snapshot.loaded.config);
         self.shared.events.emit(EventKind::ConfigApplied {
             version: version.clone(),
             previous: Some(running.version.clone()),

@@ -15,11 +15,9 @@
 //! before. HTTP/2's extended CONNECT (RFC 8441) is not supported.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::header::{CONNECTION, HeaderValue, UPGRADE};
@@ -27,11 +25,12 @@ use http::{HeaderMap, Method, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::framing::FramingWatch;
 use crate::headers::strip_hop_by_hop;
+use crate::observed::{Observed, ReadObserver};
 use crate::runtime::Slot;
 use crate::upstream::{ConnectError, Connection, ProxyBody};
 
@@ -207,10 +206,14 @@ async fn tunnel(
     drop(conn);
     let started = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let (mut from_client, mut to_client) =
-        tokio::io::split(Stamped::new(TokioIo::new(client), started, &last));
-    let (mut from_server, mut to_server) =
-        tokio::io::split(Stamped::new(TokioIo::new(server), started, &last));
+    let (mut from_client, mut to_client) = tokio::io::split(Observed::over(
+        TokioIo::new(client),
+        LastRead::new(started, &last),
+    ));
+    let (mut from_server, mut to_server) = tokio::io::split(Observed::over(
+        TokioIo::new(server),
+        LastRead::new(started, &last),
+    ));
     // A WebSocket closes with its own handshake, so a side that ends its stream is done: once
     // its last bytes are passed on, the tunnel closes both (no half-open wait for the other).
     let upstream = async {
@@ -244,52 +247,26 @@ async fn quiet_for(idle: Duration, started: Instant, last_ms: &AtomicU64) {
     }
 }
 
-/// One side of a tunnel, noting when bytes last arrived (milliseconds since the tunnel began).
-struct Stamped<T> {
-    io: T,
+/// The tunnel's clock: notes when bytes last arrived on either side (milliseconds since the
+/// tunnel began), for the idle timeout.
+struct LastRead {
     started: Instant,
     last_ms: Arc<AtomicU64>,
 }
 
-impl<T> Stamped<T> {
-    fn new(io: T, started: Instant, last_ms: &Arc<AtomicU64>) -> Self {
+impl LastRead {
+    fn new(started: Instant, last_ms: &Arc<AtomicU64>) -> Self {
         Self {
-            io,
             started,
             last_ms: Arc::clone(last_ms),
         }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Stamped<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let ms = self.started.elapsed().as_millis() as u64;
-            self.last_ms.store(ms, Ordering::Release);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Stamped<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+impl ReadObserver for LastRead {
+    fn observe(&mut self, _fresh: &[u8]) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Release);
     }
 }
 

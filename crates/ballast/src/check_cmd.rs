@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
-use ballast_check::Finding;
 use ballast_check::output::{self, FileReport};
+use ballast_check::{DescriptorLimit, Finding};
 use ballast_core::{Diagnostic, LoadError, Severity, SourceFile};
 
 use crate::input::InputArgs;
@@ -61,6 +61,11 @@ pub struct CheckArgs {
     /// List every rule and exit (text, JSON with --format json, Markdown with --format markdown).
     #[arg(long)]
     list_rules: bool,
+    /// The file-descriptor limit of the machine the file is for, which LIM-110 judges the
+    /// connection caps against. Default: this machine's limit (its hard RLIMIT_NOFILE, which
+    /// `serve` raises its soft limit to), so the same file can give other findings elsewhere.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    descriptor_limit: Option<u64>,
     #[command(flatten)]
     input: InputArgs,
 }
@@ -114,6 +119,11 @@ pub fn run(args: CheckArgs) -> u8 {
         eprintln!("error: --format markdown is only for --list-rules");
         return 2;
     }
+    let options = ballast_check::CheckOptions {
+        descriptor_limit: args
+            .descriptor_limit
+            .map_or(DescriptorLimit::ThisMachine, DescriptorLimit::Given),
+    };
     let mut reports = Vec::new();
     for arg in &args.files {
         let files = match configurations_in(arg) {
@@ -127,7 +137,7 @@ pub fn run(args: CheckArgs) -> u8 {
         for path in files {
             match args.input.load(&path) {
                 Ok(imported) => {
-                    let mut findings = ballast_check::check_imported(&imported);
+                    let mut findings = ballast_check::check_imported_with(&imported, &options);
                     // Directives kept but not modelled are reported, never dropped in silence.
                     if matches!(args.format, Format::Text) {
                         findings.extend(grouped_notes(&imported.notes, &imported.loaded.source));

@@ -7,23 +7,22 @@
 //! `ballast watch --dashboard` on a real HAProxy and reads the state and the page over HTTP.
 
 mod common;
-// The guard's peer helpers: named backends, free ports, a plain HTTP client.
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod guard_common;
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::PeerGroup;
-use guard_common::{Backend, free_port, peer_available, wait_for_port};
+use common::clients::ClientThreads;
+use common::serve::ServeProcess;
+use common::{
+    Backend, PeerGroup, haproxy, http, loopback, peer_available, wait_for, wait_for_port,
+};
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 /// W3C WebDriver's key for an element reference.
@@ -38,139 +37,36 @@ fn exchange(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new(), String::new());
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(body);
-    if conn.write_all(head.as_bytes()).is_err() {
-        return (0, String::new(), String::new());
-    }
-    let raw = read_response(&mut conn);
-    let response = String::from_utf8_lossy(&raw).to_string();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let Some((head, rest)) = response.split_once("\r\n\r\n") else {
-        return (status, response, String::new());
-    };
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        unchunk(rest)
-    } else {
-        rest.to_string()
-    };
-    (status, head.to_string(), body)
-}
-
-/// One response: up to its Content-Length, or its last chunk, or the connection's end (a
-/// peer may keep the connection open after `Connection: close`, so reading to the end alone
-/// would wait for the timeout).
-fn read_response(conn: &mut TcpStream) -> Vec<u8> {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let length = head.lines().find_map(|l| {
-                l.strip_prefix("content-length:")
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-            });
-            let body = raw.len() - end - 4;
-            if length.is_some_and(|n| body >= n)
-                || (head.contains("transfer-encoding: chunked") && raw.ends_with(b"0\r\n\r\n"))
-            {
-                return raw;
-            }
-        }
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return raw,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-fn unchunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-        else {
-            break;
-        };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    body
+    let r = http::exchange(addr, method, path, headers, body, Duration::from_secs(10));
+    (r.status, r.head, r.body)
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     exchange(addr, "GET", path, &[], "")
 }
 
-fn wait_until<T>(what: &str, timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = ready() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Client threads sending GETs to `addr` until dropped or `bound` passes.
 struct Traffic {
-    stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    _threads: ClientThreads,
 }
 
 impl Traffic {
     fn start(addr: SocketAddr, clients: usize, gap: Duration, bound: Duration) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let until = Instant::now() + bound;
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, sent) = (stop.clone(), sent.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                        if get(addr, "/").0 == 200 {
-                            sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        std::thread::sleep(gap);
-                    }
-                })
-            })
-            .collect();
+        let mut threads = ClientThreads::new();
+        threads.spawn(clients, bound, |_| {
+            let sent = sent.clone();
+            move || {
+                if get(addr, "/").0 == 200 {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(gap);
+            }
+        });
         Traffic {
-            stop,
             sent,
-            threads,
-        }
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+            _threads: threads,
         }
     }
 }
@@ -189,7 +85,7 @@ struct Browser {
 impl Browser {
     fn start() -> Browser {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let driver = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let driver = loopback();
         let mut command = Command::new("chromedriver");
         command.arg(format!("--port={}", driver.port()));
         let peer = PeerGroup::spawn_with_output(
@@ -400,11 +296,9 @@ fn screenshot_path() -> PathBuf {
 // ballast serve
 
 struct Serve {
-    admin: SocketAddr,
     listener: SocketAddr,
-    file: PathBuf,
-    dir: tempfile::TempDir,
-    _peer: PeerGroup,
+    process: ServeProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl Serve {
@@ -431,54 +325,31 @@ impl Serve {
 
     fn start(servers: &[(String, SocketAddr)]) -> Serve {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let file = dir.path().join("ballast.toml");
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        std::fs::write(&file, Serve::text(admin, listener, servers, &[1, 1, 1])).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
-        command
-            .args(["serve", "--threads", "1", "-c"])
-            .arg(&file)
-            .env("RUST_LOG", "warn");
-        let peer = PeerGroup::spawn_with_output(
-            command,
-            Stdio::from(File::create(dir.path().join("serve.out")).unwrap()),
-            Stdio::from(File::create(dir.path().join("serve.err")).unwrap()),
-        );
-        let serve = Serve {
-            admin,
+        let admin = loopback();
+        let listener = loopback();
+        let text = Serve::text(admin, listener, servers, &[1, 1, 1]);
+        let process = ServeProcess::start(dir.path(), &text, admin, &["--threads", "1"]);
+        Serve {
             listener,
-            file,
-            dir,
-            _peer: peer,
-        };
-        wait_until(
-            "ballast serve answers /healthz",
-            Duration::from_secs(10),
-            || (get(admin, "/healthz").0 == 200).then_some(()),
-        );
-        serve
+            process,
+            _dir: dir,
+        }
     }
 
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.err")).unwrap_or_default()
+    fn admin(&self) -> SocketAddr {
+        self.process.admin
     }
 
     fn reload(&self, servers: &[(String, SocketAddr)], weights: &[u32]) {
-        std::fs::write(
-            &self.file,
-            Serve::text(self.admin, self.listener, servers, weights),
-        )
-        .unwrap();
-        let auth = format!("Bearer {TOKEN}");
-        let (status, _, body) = exchange(
-            self.admin,
-            "POST",
-            "/reload",
-            &[("Authorization", &auth)],
-            "",
+        self.process
+            .write(&Serve::text(self.admin(), self.listener, servers, weights));
+        let (status, body) = self.process.reload_over_http(TOKEN);
+        assert_eq!(
+            status,
+            200,
+            "POST /reload: {body} {}",
+            self.process.stderr()
         );
-        assert_eq!(status, 200, "POST /reload: {body} {}", self.stderr());
     }
 }
 
@@ -504,13 +375,13 @@ fn the_page_in_chromium_shows_the_pool_a_server_going_down_and_the_alert_with_it
 
     // The state is readable without the token and has the pool; the page is one HTML file
     // that may load nothing from elsewhere.
-    let state: Value = wait_until("the guard's first state", Duration::from_secs(5), || {
-        let (status, _, body) = get(serve.admin, "/dashboard/state");
+    let state: Value = wait_for("the guard's first state", Duration::from_secs(5), || {
+        let (status, _, body) = get(serve.admin(), "/dashboard/state");
         (status == 200).then(|| serde_json::from_str(&body).ok())?
     });
     assert_eq!(state["title"], "ballast serve");
     assert_eq!(state["instances"][0]["pools"][0]["name"], "app");
-    let (status, head, page) = get(serve.admin, "/");
+    let (status, head, page) = get(serve.admin(), "/");
     assert_eq!(status, 200, "{head}");
     let head = head.to_ascii_lowercase();
     assert!(head.contains("content-type: text/html"), "{head}");
@@ -519,11 +390,11 @@ fn the_page_in_chromium_shows_the_pool_a_server_going_down_and_the_alert_with_it
         "{head}"
     );
     assert!(page.contains("/dashboard/state"));
-    let (status, _, _) = exchange(serve.admin, "POST", "/", &[], "");
+    let (status, _, _) = exchange(serve.admin(), "POST", "/", &[], "");
     assert_eq!(status, 405, "the page offers no action");
 
     let browser = Browser::start();
-    browser.open(&format!("http://{}/", serve.admin));
+    browser.open(&format!("http://{}/", serve.admin()));
     let names = browser.wait_for(
         "the pool and its three servers",
         "[data-pool=\"app\"] tr[data-server] td.sname",
@@ -624,16 +495,6 @@ fn the_page_in_chromium_shows_the_pool_a_server_going_down_and_the_alert_with_it
 // ---------------------------------------------------------------------------------------------
 // ballast watch --dashboard on HAProxy
 
-/// One runtime API command on HAProxy's stats socket; its answer.
-fn haproxy_command(socket: &Path, command: &str) -> Option<String> {
-    let mut conn = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    conn.write_all(format!("{command}\n").as_bytes()).ok()?;
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).ok()?;
-    Some(answer)
-}
-
 #[test]
 fn watch_dashboard_on_haproxy_serves_the_page_and_a_state_with_its_pools() {
     if !peer_available("haproxy") {
@@ -646,7 +507,7 @@ fn watch_dashboard_on_haproxy_serves_the_page_and_a_state_with_its_pools() {
         .collect();
     let dir = tempfile::tempdir().expect("a temp dir");
     let socket = dir.path().join("admin.sock");
-    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let front = loopback();
     let config = dir.path().join("haproxy.cfg");
     let mut text = format!(
         "global\n    stats socket {} mode 600 level admin\n    maxconn 200\n\
@@ -659,18 +520,16 @@ fn watch_dashboard_on_haproxy_serves_the_page_and_a_state_with_its_pools() {
         text.push_str(&format!("    server {} {} maxconn 50\n", b.name, b.addr));
     }
     std::fs::write(&config, text).unwrap();
-    let mut command = Command::new("haproxy");
-    command.arg("-db").arg("-f").arg(&config);
-    let _haproxy = PeerGroup::spawn(command);
+    let _haproxy = haproxy::spawn(&config, None);
     assert!(
         wait_for_port(front, Duration::from_secs(5)),
         "HAProxy listens"
     );
-    wait_until("HAProxy's stats socket", Duration::from_secs(5), || {
-        haproxy_command(&socket, "show info").filter(|i| i.contains("Pid:"))
+    wait_for("HAProxy's stats socket", Duration::from_secs(5), || {
+        haproxy::command(&socket, "show info").filter(|i| i.contains("Pid:"))
     });
 
-    let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dashboard = loopback();
     let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
     command
         .arg("watch")
@@ -704,7 +563,7 @@ fn watch_dashboard_on_haproxy_serves_the_page_and_a_state_with_its_pools() {
     assert_eq!(get(dashboard, "/nothing").0, 404);
 
     // The state lists HAProxy's pool and its servers, with shares from the traffic.
-    let state: Value = wait_until(
+    let state: Value = wait_for(
         "a state with traffic on pool app",
         Duration::from_secs(10),
         || {
@@ -740,9 +599,9 @@ fn watch_dashboard_on_haproxy_serves_the_page_and_a_state_with_its_pools() {
     }
 
     // A server put in maintenance shows so, and leaves the expected shares.
-    let reply = haproxy_command(&socket, "disable server app/s2").unwrap_or_default();
+    let reply = haproxy::command(&socket, "disable server app/s2").unwrap_or_default();
     assert!(reply.trim().is_empty(), "HAProxy refused: {reply}");
-    let s2: Value = wait_until("s2 in maintenance", Duration::from_secs(5), || {
+    let s2: Value = wait_for("s2 in maintenance", Duration::from_secs(5), || {
         let (_, _, body) = get(dashboard, "/dashboard/state");
         let state: Value = serde_json::from_str(&body).ok()?;
         let s2 = state["instances"][0]["pools"][0]["servers"]

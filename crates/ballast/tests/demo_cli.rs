@@ -2,25 +2,24 @@
 //! itself when given a duration; each scenario's story goes from a change to its alert, its
 //! rollback and the postmortem draft by itself.
 
-use std::process::Command;
+mod common;
+
+use common::ballast;
 
 #[test]
 fn demo_runs_traffic_through_every_server_and_stops() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args([
-            "demo",
-            "--quiet-run",
-            "--duration",
-            "3s",
-            "--rate",
-            "100",
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
-        ])
-        .output()
-        .expect("run ballast demo");
+    let out = ballast(&[
+        "demo",
+        "--quiet-run",
+        "--duration",
+        "3s",
+        "--rate",
+        "100",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -85,13 +84,18 @@ const STORIES: &[Expected] = &[
 fn story_faults(expected: &Expected) -> Result<std::time::Duration, String> {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["demo", "--port", "0", "--admin-port", "0", "--scenario"])
-        .arg(expected.scenario)
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .expect("run ballast demo");
+    let dir_arg = dir.path().display().to_string();
+    let out = ballast(&[
+        "demo",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--scenario",
+        expected.scenario,
+        "--dir",
+        &dir_arg,
+    ]);
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
     let name = expected.scenario;
@@ -163,8 +167,8 @@ fn story_faults(expected: &Expected) -> Result<std::time::Duration, String> {
     if !html.contains("<svg") {
         return fail("no chart in the HTML draft".into());
     }
-    let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap_or_default();
-    if !events.contains("\"event\":\"config_rolled_back\"") {
+    let events = common::json_lines(&dir.path().join("events.jsonl"));
+    if !events.iter().any(|e| e["event"] == "config_rolled_back") {
         return fail("no config_rolled_back in the event log".into());
     }
     Ok(took)
@@ -195,10 +199,7 @@ fn every_story_goes_from_the_change_to_its_alert_its_rollback_and_the_review() {
 
 #[test]
 fn the_scenarios_are_listed_one_line_each_and_an_unknown_one_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["demo", "--scenario", "list"])
-        .output()
-        .expect("run ballast demo");
+    let out = ballast(&["demo", "--scenario", "list"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     for e in STORIES {
@@ -208,25 +209,18 @@ fn the_scenarios_are_listed_one_line_each_and_an_unknown_one_is_refused() {
             "{text}"
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["demo", "--scenario", "surge"])
-        .output()
-        .expect("run ballast demo");
+    let out = ballast(&["demo", "--scenario", "surge"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hash, limit, drain"));
 }
 
 #[test]
 fn serve_refuses_a_configuration_with_errors_and_exits_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args([
-            "serve",
-            "-c",
-            "tests/fixtures/faults/sec-101-admin-exposed.toml",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run ballast serve");
+    let out = ballast(&[
+        "serve",
+        "-c",
+        "tests/fixtures/faults/sec-101-admin-exposed.toml",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -8,13 +8,9 @@
 //! Timings are printed as `GUARD-TIMING source=ballast class=<c> alert=<name> seconds=<x.y>`.
 
 mod common;
-// The guard's test helpers: the Alertmanager harness every alert test shares.
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod guard_common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,241 +19,56 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{PeerGroup, peer_available};
-use guard_common::{Alertmanager, WebhookReceiver};
+use common::clients::ClientThreads;
+use common::http::{get, request};
+use common::serve::{ServeProcess, server_entries};
+use common::{
+    Alertmanager, Backend, Noise, PeerGroup, WebhookReceiver, loopback, peer_available, wait_until,
+};
 
 const ALERTMANAGER: &str = "prometheus-alertmanager";
 const TOKEN: &str = "e2e-guard-token-0123456789";
 /// The target with 1 s sampling.
 const TARGET: Duration = Duration::from_secs(10);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One HTTP/1.1 request on a fresh connection; the status (0 when the exchange failed) and
-/// the body.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-) -> (u16, String) {
-    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    if conn.write_all(head.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let Some((head, body)) = response.split_once("\r\n\r\n") else {
-        return (status, String::new());
-    };
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        status,
-        if chunked {
-            unchunk(body)
-        } else {
-            body.to_string()
-        },
-    )
-}
-
-/// A chunked body's chunks joined (Alertmanager's API answers chunked).
-fn unchunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-        else {
-            break;
-        };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    body
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    request(addr, "GET", path, &[])
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A named HTTP backend answering every request after `delay`, one thread per connection.
-struct Backend {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Backend {
-    fn start(name: &str, delay: Duration) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a backend");
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, name) = (stop.clone(), name.to_string());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let (stop3, name3) = (stop2.clone(), name.clone());
-                        std::thread::spawn(move || serve_connection(conn, &name3, delay, &stop3));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        Backend { addr, stop }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve_connection(conn: TcpStream, name: &str, delay: Duration, stop: &AtomicBool) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-    let mut writer = conn;
-    loop {
-        let mut line = String::new();
-        let mut got_request = false;
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    continue;
-                }
-                Err(_) => return,
-            }
-            if line == "\r\n" || line == "\n" {
-                if got_request {
-                    break;
-                }
-                continue;
-            }
-            got_request = true;
-        }
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
-        let body = format!("{name}\n");
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
-            body.len()
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-/// A tiny deterministic generator (xorshift) for the clients' random gaps.
-struct Noise(u64);
-
-impl Noise {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// An exponential gap with this mean: Poisson arrivals.
-    fn gap(&mut self, mean: Duration) -> Duration {
-        mean.mul_f64(-self.uniform().ln()).min(mean * 8)
-    }
-}
-
 /// Client threads sending requests to a listener until stopped (or `bound` passes), each
 /// waiting a random (exponential) gap of `mean_gap` between its requests. The header they
 /// send can be changed while they run.
 struct Clients {
-    stop: Arc<AtomicBool>,
     header: Arc<Mutex<Option<(String, String)>>>,
     ok: Arc<AtomicU64>,
     unavailable: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    _threads: ClientThreads,
 }
 
 impl Clients {
     fn start(addr: SocketAddr, threads: usize, mean_gap: Duration, bound: Duration) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
         let header: Arc<Mutex<Option<(String, String)>>> = Arc::default();
         let ok = Arc::new(AtomicU64::new(0));
         let unavailable = Arc::new(AtomicU64::new(0));
-        let until = Instant::now() + bound;
-        let handles = (0..threads)
-            .map(|i| {
-                let (stop, header, ok, unavailable) = (
-                    stop.clone(),
-                    header.clone(),
-                    ok.clone(),
-                    unavailable.clone(),
-                );
-                std::thread::spawn(move || {
-                    let mut noise = Noise(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 0x2545_f491));
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                        let headers: Vec<(String, String)> =
-                            header.lock().unwrap().clone().into_iter().collect();
-                        match request(addr, "GET", "/", &headers).0 {
-                            200 => ok.fetch_add(1, Ordering::Relaxed),
-                            503 => unavailable.fetch_add(1, Ordering::Relaxed),
-                            _ => 0,
-                        };
-                        std::thread::sleep(noise.gap(mean_gap));
-                    }
-                })
-            })
-            .collect();
+        let mut set = ClientThreads::new();
+        set.spawn(threads, bound, |i| {
+            let (header, ok, unavailable) = (header.clone(), ok.clone(), unavailable.clone());
+            let mut noise = Noise(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 0x2545_f491));
+            move || {
+                let header = header.lock().unwrap().clone();
+                let headers: Vec<(&str, &str)> = header
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                match request(addr, "GET", "/", &headers).0 {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    503 => unavailable.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+                std::thread::sleep(noise.gap(mean_gap));
+            }
+        });
         Clients {
-            stop,
             header,
             ok,
             unavailable,
-            threads: handles,
+            _threads: set,
         }
     }
 
@@ -266,16 +77,7 @@ impl Clients {
     }
 }
 
-impl Drop for Clients {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl guard_common::Alertmanager {
+impl common::Alertmanager {
     /// Every alert it lists from this instance.
     fn alerts_of(&self, instance: &str) -> Vec<Value> {
         let (status, body) = get(self.addr, "/api/v2/alerts");
@@ -316,29 +118,17 @@ impl guard_common::Alertmanager {
     }
 }
 
-/// A `ballast serve` child process in its own process group, with its configuration file.
+/// A `ballast serve` child process with its configuration file, in a tempdir of its own.
 struct Serve {
-    admin: SocketAddr,
     listener: SocketAddr,
-    file: PathBuf,
+    process: ServeProcess,
     dir: tempfile::TempDir,
-    _peer: PeerGroup,
 }
 
-/// `[[pools.app.servers]]` entries.
+/// `[[pools.POOL.servers]]` entries.
 fn servers(pool: &str, backends: &[&Backend], weights: &[u32], extra: &str) -> String {
-    backends
-        .iter()
-        .zip(weights)
-        .enumerate()
-        .map(|(i, (b, w))| {
-            format!(
-                "[[pools.{pool}.servers]]\nname = \"{pool}-{}\"\naddress = \"{}\"\nweight = {w}\n{extra}\n",
-                i + 1,
-                b.addr
-            )
-        })
-        .collect()
+    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    server_entries(pool, &addresses, weights, extra)
 }
 
 impl Serve {
@@ -346,38 +136,15 @@ impl Serve {
     /// (with a token) and a listener `web` routing to pool `app`; `head_extra` goes first.
     fn start(head_extra: &str, body: &str) -> Serve {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let file = dir.path().join("ballast.toml");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let listener: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin = loopback();
+        let listener = loopback();
         let text = Serve::text(admin, listener, head_extra, body);
-        std::fs::write(&file, &text).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
-        command
-            .args(["serve", "--threads", "1", "-c"])
-            .arg(&file)
-            .env("RUST_LOG", "warn");
-        let peer = PeerGroup::spawn_with_output(
-            command,
-            Stdio::from(File::create(dir.path().join("serve.out")).unwrap()),
-            Stdio::from(File::create(dir.path().join("serve.err")).unwrap()),
-        );
-        let serve = Serve {
-            admin,
+        let process = ServeProcess::start(dir.path(), &text, admin, &["--threads", "1"]);
+        Serve {
             listener,
-            file,
+            process,
             dir,
-            _peer: peer,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while get(admin, "/healthz").0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "ballast serve did not start: {}",
-                serve.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        serve
     }
 
     fn text(admin: SocketAddr, listener: SocketAddr, head_extra: &str, body: &str) -> String {
@@ -387,28 +154,24 @@ impl Serve {
         )
     }
 
-    fn instance(&self) -> String {
-        self.admin.to_string()
+    fn admin(&self) -> SocketAddr {
+        self.process.admin
     }
 
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.err")).unwrap_or_default()
+    fn file(&self) -> &std::path::Path {
+        &self.process.file
+    }
+
+    fn instance(&self) -> String {
+        self.admin().to_string()
     }
 
     /// Rewrites the file (same head) and reloads through `POST /reload`; the fault's moment.
     fn reload_over_http(&self, head_extra: &str, body: &str) -> Instant {
-        std::fs::write(
-            &self.file,
-            Serve::text(self.admin, self.listener, head_extra, body),
-        )
-        .unwrap();
+        self.process
+            .write(&Serve::text(self.admin(), self.listener, head_extra, body));
         let at = Instant::now();
-        let (status, answer) = request(
-            self.admin,
-            "POST",
-            "/reload",
-            &[("Authorization".into(), format!("Bearer {TOKEN}"))],
-        );
+        let (status, answer) = self.process.reload_over_http(TOKEN);
         assert_eq!(status, 200, "POST /reload: {answer}");
         assert!(answer.contains("\"applied\": true"), "{answer}");
         at
@@ -416,30 +179,15 @@ impl Serve {
 
     /// Rewrites the file and reloads with SIGHUP; the fault's moment.
     fn reload_with_sighup(&self, head_extra: &str, body: &str) -> Instant {
-        let before = self.version();
-        std::fs::write(
-            &self.file,
-            Serve::text(self.admin, self.listener, head_extra, body),
-        )
-        .unwrap();
+        let before = self.process.version();
+        self.process
+            .write(&Serve::text(self.admin(), self.listener, head_extra, body));
         let at = Instant::now();
-        let status = Command::new("kill")
-            .args(["-HUP", &self._peer.id().to_string()])
-            .status()
-            .expect("kill -HUP");
-        assert!(status.success());
+        self.process.sighup();
         wait_until("the SIGHUP reload applied", Duration::from_secs(5), || {
-            self.version() != before
+            self.process.version() != before
         });
         at
-    }
-
-    fn version(&self) -> String {
-        let (_, body) = get(self.admin, "/status");
-        serde_json::from_str::<Value>(&body).unwrap_or_default()["version"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
     }
 }
 
@@ -460,12 +208,12 @@ impl Watch {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
         command
             .arg("watch")
-            .arg(format!("ballast:{}", serve.admin))
+            .arg(format!("ballast:{}", serve.admin()))
             .args(["--alertmanager", &am.url(), "--format", "json"])
             .arg("--duration")
             .arg(format!("{}s", bound.as_secs()));
         if with_config {
-            command.arg("--config").arg(&serve.file);
+            command.arg("--config").arg(serve.file());
         }
         let peer = PeerGroup::spawn_with_output(
             command,
@@ -477,11 +225,7 @@ impl Watch {
 
     /// The JSON lines written so far.
     fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        common::json_lines(&self.out)
     }
 
     /// Waits until it has judged `rounds` samples, so it has a history before the fault.
@@ -566,7 +310,7 @@ const LIMITS: &str = "the load balancer's limits";
 
 fn fast_backends(n: usize) -> Vec<Backend> {
     (1..=n)
-        .map(|i| Backend::start(&format!("app-{i}"), Duration::ZERO))
+        .map(|i| Backend::start(&format!("app-{i}")))
         .collect()
 }
 
@@ -610,7 +354,7 @@ fn class_a_weights(am: &Alertmanager) -> Vec<Timing> {
     );
     let risky_cause = risky["annotations"]["cause"].as_str().unwrap_or("");
     assert!(
-        risky_cause.contains("weight") && risky_cause.contains(&serve.file.display().to_string()),
+        risky_cause.contains("weight") && risky_cause.contains(&serve.file().display().to_string()),
         "ConfigChangeRisky should name the weight change in the file: {risky_cause}"
     );
     vec![
@@ -697,12 +441,7 @@ fn slow_pool(backends: &[Backend]) -> String {
 
 /// The server a request with `X-Tenant: acme` lands on (the backends answer their name).
 fn acme_server(serve: &Serve) -> String {
-    let (status, body) = request(
-        serve.listener,
-        "GET",
-        "/",
-        &[("X-Tenant".into(), "acme".into())],
-    );
+    let (status, body) = request(serve.listener, "GET", "/", &[("X-Tenant", "acme")]);
     assert_eq!(status, 200, "{body}");
     body.trim().to_string()
 }
@@ -710,7 +449,7 @@ fn acme_server(serve: &Serve) -> String {
 /// (c) `max_connections = 2` on slow servers, twelve concurrent clients: at the limit, 503s.
 fn class_c_connection_limit(am: &Alertmanager) -> Vec<Timing> {
     let backends: Vec<Backend> = (1..=3)
-        .map(|i| Backend::start(&format!("app-{i}"), Duration::from_millis(300)))
+        .map(|i| Backend::start_with_delay(&format!("app-{i}"), Duration::from_millis(300)))
         .collect();
     let serve = Serve::start("", &slow_pool(&backends));
     let watch = Watch::start(&serve, true, am, Duration::from_secs(40));
@@ -812,7 +551,7 @@ fn class_e_bad_reload(am: &Alertmanager) -> Vec<Timing> {
     let cause = skewed["annotations"]["cause"].as_str().unwrap_or("");
     assert!(
         cause.contains("Likely trigger: the configuration change")
-            && cause.contains(&serve.file.display().to_string())
+            && cause.contains(&serve.file().display().to_string())
             && cause.contains("live since the reload"),
         "the skew should name the reload of the edited file as its trigger: {cause}"
     );
@@ -878,7 +617,7 @@ fn healthy_round_robin_pools_at_a_low_and_a_high_rate_raise_nothing() {
     let backends = fast_backends(3);
     let more = fast_backends(4);
     let more_refs: Vec<&Backend> = more.iter().collect();
-    let busy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let busy: SocketAddr = loopback();
     let body = format!(
         "{}\n[listeners.busy]\naddress = \"{busy}\"\npool = \"busy\"\n\n[pools.busy]\nalgorithm = \"round-robin\"\n{}",
         rr_pool(&backends, &[1, 1, 1]),
@@ -913,7 +652,7 @@ fn healthy_round_robin_pools_at_a_low_and_a_high_rate_raise_nothing() {
         alerts.is_empty(),
         "a healthy run raised alerts: {alerts:#?}"
     );
-    let (_, status) = get(serve.admin, "/status");
+    let (_, status) = get(serve.admin(), "/status");
     let status: Value = serde_json::from_str(&status).expect("/status is JSON");
     assert_eq!(
         status["alerts"],
@@ -937,7 +676,7 @@ fn serve_alone_alerts_alertmanager_and_shows_the_alert_in_status_and_metrics() {
     let am = Alertmanager::start_holding();
     let hook = WebhookReceiver::start();
     let backends: Vec<Backend> = (1..=3)
-        .map(|i| Backend::start(&format!("app-{i}"), Duration::from_millis(300)))
+        .map(|i| Backend::start_with_delay(&format!("app-{i}"), Duration::from_millis(300)))
         .collect();
     let events = tempfile::tempdir().unwrap();
     let event_log = events.path().join("events.jsonl");
@@ -1019,7 +758,7 @@ fn serve_alone_alerts_alertmanager_and_shows_the_alert_in_status_and_metrics() {
     );
 
     // /status: the alerts array, while it fires.
-    let (_, status) = get(serve.admin, "/status");
+    let (_, status) = get(serve.admin(), "/status");
     let status: Value = serde_json::from_str(&status).expect("/status is JSON");
     let listed = status["alerts"].as_array().cloned().unwrap_or_default();
     let shown = listed
@@ -1040,7 +779,7 @@ fn serve_alone_alerts_alertmanager_and_shows_the_alert_in_status_and_metrics() {
     );
 
     // /metrics: one gauge per firing alert.
-    let (_, metrics) = get(serve.admin, "/metrics");
+    let (_, metrics) = get(serve.admin(), "/metrics");
     let line = metrics
         .lines()
         .find(|l| {

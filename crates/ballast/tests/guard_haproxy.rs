@@ -7,21 +7,18 @@
 //! `GUARD-TIMING source=haproxy class=<c> alert=<name> seconds=<x.y>`. A healthy run (random
 //! gaps, a low and a high rate over round-robin) must raise nothing at all.
 
-// The guard's peer helpers (process groups, free ports, named backends with a delay).
-#[path = "../../ballast-guard/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use ballast_guard::source::haproxy::transport::{self, SocketAddress};
-use common::{Alertmanager, Backend, PeerGroup, free_port, wait_for_port};
+use common::clients::ClientThreads;
+use common::watch::JsonLinesChild;
+use common::{Alertmanager, Backend, Noise, PeerGroup, haproxy, http, loopback, wait_for_port};
 use serde_json::Value;
 
 const ALERTMANAGER: &str = "prometheus-alertmanager";
@@ -51,11 +48,11 @@ impl Haproxy {
     fn start(app: &str) -> Haproxy {
         let dir = tempfile::tempdir().expect("a temp dir");
         let socket = dir.path().join("admin.sock");
-        let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let front: SocketAddr = loopback();
         let config = dir.path().join("haproxy.cfg");
         write_config(&config, &socket, front, app);
         let h = Haproxy {
-            peer: spawn_haproxy(&config, None),
+            peer: haproxy::spawn(&config, None),
             replaced: Vec::new(),
             config,
             socket,
@@ -67,14 +64,7 @@ impl Haproxy {
             "HAProxy did not listen on {}",
             h.front
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while h.try_command("show info").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "HAProxy's stats socket never answered"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        haproxy::wait_for_socket(&h.socket, Duration::from_secs(5));
         h
     }
 
@@ -87,7 +77,7 @@ impl Haproxy {
     /// socket answers from the new process.
     fn reload(&mut self) {
         let old_pid = self.pid();
-        let new = spawn_haproxy(&self.config, Some(self.peer.id()));
+        let new = haproxy::spawn(&self.config, Some(self.peer.id()));
         let old = std::mem::replace(&mut self.peer, new);
         self.replaced.push(old);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -102,14 +92,11 @@ impl Haproxy {
     }
 
     fn try_pid(&self) -> Option<String> {
-        let info = self.try_command("show info")?;
-        info.lines()
-            .find_map(|l| l.strip_prefix("Pid: "))
-            .map(|p| p.trim().to_string())
+        haproxy::pid(&self.socket)
     }
 
     fn try_command(&self, command: &str) -> Option<String> {
-        transport::command(&SocketAddress::Unix(self.socket.clone()), command).ok()
+        haproxy::command(&self.socket, command)
     }
 
     /// A runtime API command; HAProxy answers an accepted `set`/`disable` with an empty line.
@@ -139,29 +126,7 @@ fn write_config(config: &Path, socket: &Path, front: SocketAddr, app: &str) {
          backend app\n{app}",
         sock = socket.display(),
     );
-    // Written aside and renamed: the watcher never reads half a file.
-    let aside = config.with_extension("new");
-    std::fs::write(&aside, &text).unwrap();
-    let check = Command::new("haproxy")
-        .args(["-c", "-q", "-f"])
-        .arg(&aside)
-        .output()
-        .expect("run haproxy -c");
-    assert!(
-        check.status.success(),
-        "the test's configuration is invalid: {}\n{text}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    std::fs::rename(&aside, config).unwrap();
-}
-
-fn spawn_haproxy(config: &Path, replacing: Option<u32>) -> PeerGroup {
-    let mut command = Command::new("haproxy");
-    command.arg("-db").arg("-f").arg(config);
-    if let Some(pid) = replacing {
-        command.arg("-sf").arg(pid.to_string());
-    }
-    PeerGroup::spawn(command)
+    haproxy::write_checked(config, &text);
 }
 
 /// `balance` and one `server` line per backend, each with `extra[i]`.
@@ -269,11 +234,7 @@ fn assert_labels(alert: &Value, severity: &str, server: Option<&str>, instance: 
 // ballast watch
 
 /// `ballast watch` as a child process, its JSON lines collected; killed on drop.
-struct Watch {
-    child: Child,
-    lines: Arc<Mutex<Vec<Value>>>,
-    reader: Option<JoinHandle<()>>,
-}
+struct Watch(JsonLinesChild);
 
 impl Watch {
     fn start(h: &Haproxy, am: &Alertmanager, with_config: bool, duration: Duration) -> Watch {
@@ -287,72 +248,20 @@ impl Watch {
         if with_config {
             command.arg("--config").arg(&h.config);
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ballast watch");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let kept = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("ballast watch wrote a line that is not JSON ({e}): {line}")
-                });
-                kept.lock().unwrap().push(value);
-            }
-        });
-        let w = Watch {
-            child,
-            lines,
-            reader: Some(reader),
-        };
+        let w = Watch(JsonLinesChild::spawn(command));
         // Its first sample: the history (and the configuration) read before any fault.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while w.of_type("sample").is_empty() {
-            assert!(Instant::now() < deadline, "ballast watch wrote no sample");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        w.0.wait_for_record("sample", Duration::from_secs(10));
         w
     }
 
     fn of_type(&self, kind: &str) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|v| v["type"] == kind)
-            .cloned()
-            .collect()
+        self.0.records(kind)
     }
 
     /// Waits for the process to end by its `--duration`; gives its exit code and every line
     /// it wrote.
-    fn finish(mut self, within: Duration) -> (i32, Vec<Value>) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("ballast watch's status") {
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                let lines = std::mem::take(&mut *self.lines.lock().unwrap());
-                return (status.code().unwrap_or(-1), lines);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ballast watch did not stop by its --duration"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn finish(self, within: Duration) -> (i32, Vec<Value>) {
+        self.0.finish(within)
     }
 }
 
@@ -369,54 +278,46 @@ const ONE_TENANT: u8 = 2;
 /// Clients sending requests to HAProxy, each on its own connection, with random
 /// (exponential) gaps of mean `gap` — Poisson-ish arrivals — until stopped or `bound`.
 struct Traffic {
-    stop: Arc<AtomicBool>,
     tenants: Arc<AtomicU8>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
-    clients: Vec<JoinHandle<()>>,
+    clients: ClientThreads,
 }
 
 impl Traffic {
     fn start(front: SocketAddr, clients: usize, gap: Duration, bound: Duration) -> Traffic {
         let t = Traffic {
-            stop: Arc::new(AtomicBool::new(false)),
             tenants: Arc::new(AtomicU8::new(NO_TENANT)),
             ok: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(AtomicU64::new(0)),
-            clients: Vec::new(),
+            clients: ClientThreads::new(),
         };
         t.more(front, clients, gap, bound)
     }
 
     /// Adds `clients` more to the running traffic.
     fn more(mut self, front: SocketAddr, clients: usize, gap: Duration, bound: Duration) -> Self {
-        let until = Instant::now() + bound;
-        for i in 0..clients {
-            let (stop, tenants, ok, failed) = (
-                self.stop.clone(),
-                self.tenants.clone(),
-                self.ok.clone(),
-                self.failed.clone(),
-            );
-            let mut rng = Rng::seeded(i as u64 + self.clients.len() as u64 * 7919);
-            self.clients.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    let tenant = match tenants.load(Ordering::Relaxed) {
-                        MANY_TENANTS => Some(format!("tenant-{}", rng.below(1000))),
-                        ONE_TENANT => Some("tenant-big".to_string()),
-                        _ => None,
-                    };
-                    if request(front, tenant.as_deref()) == 200 {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if !gap.is_zero() {
-                        std::thread::sleep(gap.mul_f64(rng.exponential()));
-                    }
+        let started = self.clients.len() as u64;
+        let (tenants, ok, failed) = (&self.tenants, &self.ok, &self.failed);
+        self.clients.spawn(clients, bound, |i| {
+            let (tenants, ok, failed) = (tenants.clone(), ok.clone(), failed.clone());
+            let mut rng = Noise::from_clock(i as u64 + started * 7919);
+            move || {
+                let tenant = match tenants.load(Ordering::Relaxed) {
+                    MANY_TENANTS => Some(format!("tenant-{}", rng.below(1000))),
+                    ONE_TENANT => Some("tenant-big".to_string()),
+                    _ => None,
+                };
+                if request(front, tenant.as_deref()) == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
                 }
-            }));
-        }
+                if !gap.is_zero() {
+                    std::thread::sleep(gap.mul_f64(rng.exponential()));
+                }
+            }
+        });
         self
     }
 
@@ -425,11 +326,8 @@ impl Traffic {
     }
 
     /// Stops every client; gives (answered 200, failed).
-    fn stop(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for c in self.clients {
-            let _ = c.join();
-        }
+    fn stop(mut self) -> (u64, u64) {
+        self.clients.stop();
         (
             self.ok.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
@@ -439,50 +337,8 @@ impl Traffic {
 
 /// One GET through HAProxy on a new connection; its status (0 when it failed).
 fn request(front: SocketAddr, tenant: Option<&str>) -> u16 {
-    let Ok(mut conn) = TcpStream::connect_timeout(&front, Duration::from_secs(2)) else {
-        return 0;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(15)));
-    let header = tenant.map_or(String::new(), |t| format!("x-tenant: {t}\r\n"));
-    let request = format!("GET / HTTP/1.1\r\nHost: {front}\r\n{header}Connection: close\r\n\r\n");
-    if conn.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// A tiny xorshift generator: random gaps and tenants without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded(salt: u64) -> Rng {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        Rng((now ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
-    }
-
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        (self.next() * n as f64) as u64
-    }
-
-    /// An exponential draw of mean 1 (capped, so one client never stalls for long).
-    fn exponential(&mut self) -> f64 {
-        (-(1.0 - self.next()).ln()).min(8.0)
-    }
+    let headers: Vec<(&str, &str)> = tenant.map(|t| ("x-tenant", t)).into_iter().collect();
+    http::exchange(front, "GET", "/", &headers, "", Duration::from_secs(15)).status
 }
 
 fn served(backends: &[Backend]) -> Vec<u64> {

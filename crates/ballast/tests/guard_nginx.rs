@@ -9,19 +9,18 @@
 //!
 //! Timings are printed as `GUARD-TIMING source=nginx class=<c> alert=<name> seconds=<x.y>`.
 
-// The guard's helpers for real peers (process groups, backends, a plain HTTP client).
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod peers;
+mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peers::{Alertmanager, Backend, PeerGroup, free_port, wait_for_port};
+use common::watch::JsonLinesChild;
+use common::{Alertmanager, Backend, Noise, PeerGroup, free_port, http, wait_for_port};
 use serde_json::Value;
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
@@ -29,7 +28,7 @@ const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const TARGET: Duration = Duration::from_secs(10);
 
 fn peers_available() -> bool {
-    peers::peer_available("nginx") && peers::peer_available(ALERTMANAGER)
+    common::peer_available("nginx") && common::peer_available(ALERTMANAGER)
 }
 
 /// The `log_format` line `ballast watch --nginx-log-format --config` prints for a
@@ -172,7 +171,7 @@ fn upstream(directive: &str, servers: &[(&Backend, &str)]) -> String {
     s
 }
 
-impl peers::Alertmanager {
+impl common::Alertmanager {
     /// Polls until an alert with one of `alertnames` is listed, up to `timeout`.
     fn wait_for_any(&self, alertnames: &[&str], timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
@@ -207,15 +206,15 @@ fn names(alerts: &[Value]) -> Vec<String> {
 
 /// `ballast watch` on the nginx, JSON lines on stdout collected; killed on drop.
 struct Watch {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    child: JsonLinesChild,
     access_log: PathBuf,
 }
 
 impl Watch {
     fn start(nginx: &Nginx, alertmanager: &Alertmanager, duration: Duration) -> Watch {
         let access_log = nginx.path("access.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
+        command
             .arg("watch")
             .arg(format!("nginx:{}", access_log.display()))
             .arg("--config")
@@ -227,63 +226,22 @@ impl Watch {
             .args(["--alertmanager", &alertmanager.url()])
             .args(["--format", "json", "--interval", "1s", "--window", "5s"])
             .arg("--duration")
-            .arg(format!("{}s", duration.as_secs()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ballast watch");
-        let stdout = child.stdout.take().expect("its stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+            .arg(format!("{}s", duration.as_secs()));
         Watch {
-            child,
-            lines,
+            child: JsonLinesChild::spawn(command),
             access_log,
         }
     }
 
     /// The records of one `type` printed so far.
     fn records(&self, kind: &str) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["type"] == kind)
-            .collect()
+        self.child.records(kind)
     }
 
     /// Waits for the first sample: the watcher has read the logs and the page once.
     fn wait_started(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.records("sample").is_empty() {
-            assert!(Instant::now() < deadline, "ballast watch printed no sample");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A tiny deterministic generator (xorshift) for Poisson gaps and header values.
-struct Noise(u64);
-
-impl Noise {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        self.child
+            .wait_for_record("sample", Duration::from_secs(10));
     }
 }
 
@@ -342,22 +300,8 @@ impl Drop for Traffic {
 
 /// One GET / with `X-Tenant`; the status (0 when the connection failed).
 fn get(addr: SocketAddr, tenant: &str) -> u16 {
-    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return 0;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let request =
-        format!("GET / HTTP/1.1\r\nHost: app\r\nX-Tenant: {tenant}\r\nConnection: close\r\n\r\n");
-    if conn.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    let headers = [("X-Tenant", tenant)];
+    http::exchange(addr, "GET", "/", &headers, "", Duration::from_secs(2)).status
 }
 
 fn backends() -> Vec<Backend> {

@@ -13,99 +13,57 @@
 
 mod common;
 
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod guard_common;
-
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::PeerGroup;
-use guard_common::{Backend, free_port};
+use common::clients::ClientThreads;
+use common::http::request;
+use common::serve::{ServeProcess, server_entries};
+use common::{Backend, loopback};
 
 const TOKEN: &str = "rollback-test-token-0123456789";
-
-/// One HTTP/1.1 request on a fresh connection: the status (0 when the exchange failed) and
-/// the body (not de-chunked; the admin API and the backends send lengths).
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    if conn.write_all(head.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
-}
 
 /// Client threads, each sending `X-Tenant: acme` on fresh connections every few ms until
 /// dropped (or 40 s): every answer is counted, failures apart, and answers by backend name.
 struct Clients {
-    stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     by_server: Arc<Mutex<Vec<(Instant, String)>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    threads: ClientThreads,
 }
 
 impl Clients {
     fn start(addr: SocketAddr, threads: usize, gap: Duration) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let by_server: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
-        let until = Instant::now() + Duration::from_secs(40);
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, ok, failed, by_server) =
-                    (stop.clone(), ok.clone(), failed.clone(), by_server.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                        let (status, body) = request(addr, "GET", "/", &[("X-Tenant", "acme")]);
-                        if status == 200 {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            by_server
-                                .lock()
-                                .unwrap()
-                                .push((Instant::now(), body.trim().to_string()));
-                        } else {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        std::thread::sleep(gap);
-                    }
-                })
-            })
-            .collect();
+        let mut set = ClientThreads::new();
+        set.spawn(threads, Duration::from_secs(40), |_| {
+            let (ok, failed, by_server) = (ok.clone(), failed.clone(), by_server.clone());
+            move || {
+                let (status, body) = request(addr, "GET", "/", &[("X-Tenant", "acme")]);
+                if status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    by_server
+                        .lock()
+                        .unwrap()
+                        .push((Instant::now(), body.trim().to_string()));
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(gap);
+            }
+        });
         Clients {
-            stop,
             ok,
             failed,
             by_server,
-            threads,
+            threads: set,
         }
     }
 
@@ -130,10 +88,7 @@ impl Clients {
     }
 
     fn stop(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.threads.stop();
         (
             self.ok.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
@@ -141,13 +96,12 @@ impl Clients {
     }
 }
 
+/// A `ballast serve` with an event log, in a tempdir of its own.
 struct Serve {
-    admin: SocketAddr,
     listener: SocketAddr,
-    file: PathBuf,
     events: PathBuf,
-    dir: tempfile::TempDir,
-    _peer: PeerGroup,
+    process: ServeProcess,
+    _dir: tempfile::TempDir,
 }
 
 fn round_robin(backends: &[Backend], weights: [u32; 3]) -> String {
@@ -165,18 +119,8 @@ fn hashed_on_tenant(backends: &[Backend]) -> String {
 }
 
 fn servers(backends: &[Backend], weights: [u32; 3]) -> String {
-    backends
-        .iter()
-        .zip(weights)
-        .enumerate()
-        .map(|(i, (b, w))| {
-            format!(
-                "[[pools.app.servers]]\nname = \"app-{}\"\naddress = \"{}\"\nweight = {w}\n\n",
-                i + 1,
-                b.addr
-            )
-        })
-        .collect()
+    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    server_entries("app", &addresses, &weights, "")
 }
 
 /// The whole file: the event log, the `[rollback]` table, the admin API, a listener `web`
@@ -198,77 +142,42 @@ fn text(
 impl Serve {
     fn start(rollback: &str, body: &str) -> Serve {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let file = dir.path().join("ballast.toml");
         let events = dir.path().join("events.jsonl");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let listener: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        std::fs::write(&file, text(&events, admin, listener, rollback, body)).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
-        command
-            .args(["serve", "-c"])
-            .arg(&file)
-            .env("RUST_LOG", "warn");
-        let peer = PeerGroup::spawn_with_output(
-            command,
-            Stdio::from(File::create(dir.path().join("serve.out")).unwrap()),
-            Stdio::from(File::create(dir.path().join("serve.err")).unwrap()),
-        );
-        let serve = Serve {
-            admin,
+        let admin = loopback();
+        let listener = loopback();
+        let text = text(&events, admin, listener, rollback, body);
+        let process = ServeProcess::start(dir.path(), &text, admin, &[]);
+        Serve {
             listener,
-            file,
             events,
-            dir,
-            _peer: peer,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while request(admin, "GET", "/healthz", &[]).0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "ballast serve did not start: {}",
-                serve.output("serve.err")
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            process,
+            _dir: dir,
         }
-        serve
     }
 
     /// Rewrites the file (not yet reloaded).
     fn write(&self, rollback: &str, body: &str) {
-        let text = text(&self.events, self.admin, self.listener, rollback, body);
-        std::fs::write(&self.file, text).unwrap();
+        let admin = self.process.admin;
+        let text = text(&self.events, admin, self.listener, rollback, body);
+        self.process.write(&text);
     }
 
     fn output(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+        self.process.output(name)
     }
 
     /// `POST /reload`: its status and JSON answer.
     fn reload(&self) -> (u16, Value) {
-        let auth = format!("Bearer {TOKEN}");
-        let (status, body) = request(
-            self.admin,
-            "POST",
-            "/reload",
-            &[("Authorization", auth.as_str())],
-        );
+        let (status, body) = self.process.reload_over_http(TOKEN);
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     fn version(&self) -> String {
-        let (_, body) = request(self.admin, "GET", "/status", &[]);
-        serde_json::from_str::<Value>(&body).unwrap_or_default()["version"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.process.version()
     }
 
     fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        common::json_lines(&self.events)
     }
 
     /// Waits for the first event that `wanted` accepts; when it came, after `from`.

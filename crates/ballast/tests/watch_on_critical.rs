@@ -7,20 +7,18 @@
 //!
 //! Timing printed as `ON-CRITICAL-TIMING reload_to_command=<s> command_to_resolved=<s>`.
 
-// The guard's peer helpers (process groups, free ports, named backends with a delay).
-#[path = "../../ballast-guard/tests/common/mod.rs"]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ballast_guard::source::haproxy::transport::{self, SocketAddress};
-use common::{Backend, PeerGroup, free_port, wait_for_port};
+use common::clients::ClientThreads;
+use common::haproxy::{self, write_checked};
+use common::{Backend, PeerGroup, http, json_lines as lines, loopback, wait_for_port, wait_until};
 use serde_json::Value;
 
 /// The whole HAProxy configuration: a stats socket, frontend `web` → backend `app` with one
@@ -40,64 +38,51 @@ fn config(socket: &Path, front: SocketAddr, backends: &[Backend], extra: [&str; 
     text
 }
 
-/// Writes aside, checks with `haproxy -c`, renames: nobody reads half a file.
-fn write_checked(path: &Path, text: &str) {
-    let aside = path.with_extension("new");
-    std::fs::write(&aside, text).unwrap();
-    let check = Command::new("haproxy")
-        .args(["-c", "-q", "-f"])
-        .arg(&aside)
-        .output()
-        .expect("run haproxy -c");
-    assert!(
-        check.status.success(),
-        "invalid test configuration: {}\n{text}",
-        String::from_utf8_lossy(&check.stderr)
+/// What both tests set up before HAProxy starts: a tempdir, the stats socket's and the
+/// configuration's paths in it, a free front address, and three backends answering after
+/// 100 ms.
+fn rig() -> (
+    tempfile::TempDir,
+    PathBuf,
+    PathBuf,
+    SocketAddr,
+    Vec<Backend>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, cfg) = (
+        dir.path().join("admin.sock"),
+        dir.path().join("haproxy.cfg"),
     );
-    std::fs::rename(&aside, path).unwrap();
+    let backends = ["s1", "s2", "s3"]
+        .iter()
+        .map(|n| Backend::start_with_delay(n, Duration::from_millis(100)))
+        .collect();
+    (dir, socket, cfg, loopback(), backends)
+}
+
+/// HAProxy in master-worker mode on `cfg` (the master's pid stays; USR2 makes it re-read the
+/// file), once it listens on `front` and its stats socket answers.
+fn start_master_worker(cfg: &Path, front: SocketAddr, socket: &Path) -> PeerGroup {
+    let mut command = Command::new("haproxy");
+    command.args(["-W", "-db", "-f"]).arg(cfg);
+    let peer = PeerGroup::spawn(command);
+    assert!(
+        wait_for_port(front, Duration::from_secs(5)),
+        "HAProxy did not listen"
+    );
+    wait_until("the stats socket", Duration::from_secs(5), || {
+        worker_pid(socket).is_some()
+    });
+    peer
 }
 
 fn worker_pid(socket: &Path) -> Option<String> {
-    let info = transport::command(&SocketAddress::Unix(socket.to_path_buf()), "show info").ok()?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("Pid: "))
-        .map(|p| p.trim().to_string())
+    haproxy::pid(socket)
 }
 
 /// One GET on a new connection: its status (0 when it failed).
 fn request(front: SocketAddr) -> u16 {
-    let Ok(mut conn) = TcpStream::connect_timeout(&front, Duration::from_secs(2)) else {
-        return 0;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(15)));
-    let head = format!("GET / HTTP/1.1\r\nHost: {front}\r\nConnection: close\r\n\r\n");
-    if conn.write_all(head.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
+    http::exchange(front, "GET", "/", &[], "", Duration::from_secs(15)).status
 }
 
 #[test]
@@ -105,16 +90,9 @@ fn a_bad_reload_runs_the_command_once_which_restores_the_file_and_the_alert_reso
     if !common::peer_available("haproxy") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("admin.sock");
-    let cfg = dir.path().join("haproxy.cfg");
+    let (dir, socket, cfg, front, backends) = rig();
     let good = dir.path().join("good.cfg");
-    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // Each server holds 6; nine clients spread by round-robin hold about 3 on each.
-    let backends: Vec<Backend> = ["s1", "s2", "s3"]
-        .iter()
-        .map(|n| Backend::start_with_delay(n, Duration::from_millis(100)))
-        .collect();
     let before = config(
         &socket,
         front,
@@ -128,18 +106,8 @@ fn a_bad_reload_runs_the_command_once_which_restores_the_file_and_the_alert_reso
     write_checked(&cfg, &before);
     std::fs::write(&good, &before).unwrap();
 
-    // Master-worker: the master's pid stays, USR2 makes it re-read the file.
-    let mut haproxy = Command::new("haproxy");
-    haproxy.args(["-W", "-db", "-f"]).arg(&cfg);
-    let peer = PeerGroup::spawn(haproxy);
+    let peer = start_master_worker(&cfg, front, &socket);
     let master = peer.id();
-    assert!(
-        wait_for_port(front, Duration::from_secs(5)),
-        "HAProxy did not listen"
-    );
-    wait_until("the stats socket", Duration::from_secs(5), || {
-        worker_pid(&socket).is_some()
-    });
 
     // The user's script: its environment to a file, one line per run, the previous file
     // back, and HAProxy reloaded.
@@ -184,23 +152,18 @@ fn a_bad_reload_runs_the_command_once_which_restores_the_file_and_the_alert_reso
         || lines(&out).iter().any(|l| l["type"] == "sample"),
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let clients: Vec<_> = (0..9)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            let until = Instant::now() + Duration::from_secs(24);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    if request(front) == 200 {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    let mut clients = ClientThreads::new();
+    clients.spawn(9, Duration::from_secs(24), |_| {
+        let (ok, failed) = (ok.clone(), failed.clone());
+        move || {
+            if request(front) == 200 {
+                ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
     std::thread::sleep(Duration::from_secs(4));
     assert!(!runs.exists(), "the command ran before any fault");
 
@@ -266,10 +229,7 @@ fn a_bad_reload_runs_the_command_once_which_restores_the_file_and_the_alert_reso
     );
     // A few quiet rounds: nothing runs it again.
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        let _ = c.join();
-    }
+    clients.stop();
     drop(watch);
 
     let ran = std::fs::read_to_string(&runs).unwrap();
@@ -318,14 +278,7 @@ fn a_command_past_its_time_limit_is_killed_with_its_group_and_logged() {
     if !common::peer_available("haproxy") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("admin.sock");
-    let cfg = dir.path().join("haproxy.cfg");
-    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let backends: Vec<Backend> = ["s1", "s2", "s3"]
-        .iter()
-        .map(|n| Backend::start_with_delay(n, Duration::from_millis(100)))
-        .collect();
+    let (dir, socket, cfg, front, backends) = rig();
     write_checked(
         &cfg,
         &config(
@@ -339,16 +292,7 @@ fn a_command_past_its_time_limit_is_killed_with_its_group_and_logged() {
             ],
         ),
     );
-    let mut haproxy = Command::new("haproxy");
-    haproxy.args(["-W", "-db", "-f"]).arg(&cfg);
-    let peer = PeerGroup::spawn(haproxy);
-    assert!(
-        wait_for_port(front, Duration::from_secs(5)),
-        "HAProxy did not listen"
-    );
-    wait_until("the stats socket", Duration::from_secs(5), || {
-        worker_pid(&socket).is_some()
-    });
+    let peer = start_master_worker(&cfg, front, &socket);
     // Disabling two of three servers at runtime: a critical PoolSharesShifted at once.
     let marker = dir.path().join("child-alive");
     let events = dir.path().join("events.jsonl");
@@ -376,11 +320,8 @@ fn a_command_past_its_time_limit_is_killed_with_its_group_and_logged() {
         || lines(&out).iter().any(|l| l["type"] == "sample"),
     );
     for server in ["s1", "s2"] {
-        transport::command(
-            &SocketAddress::Unix(socket.clone()),
-            &format!("disable server app/{server}"),
-        )
-        .unwrap();
+        haproxy::command(&socket, &format!("disable server app/{server}"))
+            .expect("disable a server over the stats socket");
     }
     wait_until("the command_ran event", Duration::from_secs(10), || {
         lines(&events).iter().any(|e| e["event"] == "command_ran")

@@ -210,8 +210,10 @@ pub static RULES: &[Rule] = &[
             before it reaches its caps: new clients cannot be accepted and wait in the backlog, \
             a few get 503 from the spare descriptors `serve` keeps, and connections to servers \
             fail. The limit read is this machine's hard limit (`serve` raises its soft limit to \
-            it); a service manager may set another (systemd `LimitNOFILE=`). Raise the limit to \
-            about twice the caps, or lower the caps.\n\
+            it), and the finding says so; a file checked on one machine for another is judged \
+            against that one's with `ballast check --descriptor-limit N`, and a service manager \
+            may set another (systemd `LimitNOFILE=`). `serve` warns at start and on every \
+            reload. Raise the limit to about twice the caps, or lower the caps.\n\
             Source: issue #12 (300 idle connections under a 256-descriptor limit); nginx \
             `worker_rlimit_nofile`, HAProxy computes `ulimit-n` from `maxconn`.",
         check: Check::Model(descriptors::caps_beyond_descriptor_limit),

@@ -51,6 +51,20 @@ impl PeerGroup {
         PeerGroup(command.process_group(0).spawn().expect("start the peer"))
     }
 
+    /// Like [`PeerGroup::spawn`], its output sent where the test says (files it reads back).
+    pub fn spawn_with_output(mut command: Command, stdout: Stdio, stderr: Stdio) -> PeerGroup {
+        use std::os::unix::process::CommandExt;
+        PeerGroup(
+            command
+                .process_group(0)
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .expect("start the peer"),
+        )
+    }
+
+    /// The group leader's process id (to signal it, as with SIGHUP for a reload).
     pub fn id(&self) -> u32 {
         self.0.id()
     }

@@ -1,80 +1,119 @@
-//! What the integration tests against real HAProxy and nginx share.
+//! What the binary's end-to-end tests share: peers (HAProxy, nginx, Alertmanager, `ballast
+//! serve`) in process groups of their own, free loopback ports, waiting for a port or a
+//! condition with a deadline, configuration files in a tempdir, plain HTTP/1.1 exchanges,
+//! event logs and JSON lines read back, and a small random generator for client gaps.
+//!
+//! The guard's helpers (PeerGroup, Backend, Alertmanager, a webhook receiver) live in
+//! `crates/ballast-guard/tests/common` and are re-exported from here, so a test binary includes
+//! one `mod common;` and gets both.
 // Each test binary includes this module and uses a part of it.
 #![allow(dead_code)]
 
-use std::process::{Command, Stdio};
+pub mod clients;
+#[path = "../../../ballast-guard/tests/common/mod.rs"]
+mod guard;
+pub mod haproxy;
+pub mod http;
+pub mod serve;
+pub mod watch;
 
-/// Whether `binary` (haproxy, nginx) can run. A missing peer fails the test unless
-/// BALLAST_SKIP_PEERS is set, so CI never skips in silence.
-pub fn peer_available(binary: &str) -> bool {
-    let found = Command::new(binary)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("BALLAST_SKIP_PEERS").is_some(),
-            "{binary} is not installed: run ./scripts/test.sh, which installs it (or set BALLAST_SKIP_PEERS=1 to skip knowingly)"
-        );
-    }
-    found
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// Each binary uses a part of them.
+#[allow(unused_imports)]
+pub use guard::{
+    Alertmanager, Backend, PeerGroup, WebhookReceiver, free_port, http_get, http10_get,
+    peer_available, wait_for_port,
+};
+
+/// `127.0.0.1` on a port free now.
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-/// A peer started in a process group of its own, stopped as a whole group on drop: an nginx
-/// master killed alone orphans its workers, which keep listening.
-pub struct PeerGroup(std::process::Child);
-
-impl PeerGroup {
-    pub fn spawn(mut command: Command) -> PeerGroup {
-        use std::os::unix::process::CommandExt;
-        let child = command
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the peer");
-        PeerGroup(child)
+/// Polls `ready` every 50 ms until it holds; fails the test, naming `what`, past `timeout`.
+/// Gives how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
-
-    /// Like [`PeerGroup::spawn`], its output kept (in files, for a test to read).
-    pub fn spawn_with_output(mut command: Command, stdout: Stdio, stderr: Stdio) -> PeerGroup {
-        use std::os::unix::process::CommandExt;
-        let child = command
-            .process_group(0)
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("start the peer");
-        PeerGroup(child)
-    }
-
-    /// The group leader's process id (to signal it, as with SIGHUP for a reload).
-    pub fn id(&self) -> u32 {
-        self.0.id()
-    }
+    start.elapsed()
 }
 
-impl Drop for PeerGroup {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let signal = |sig: &str| {
-            let _ = Command::new("kill")
-                .args([sig, "--", &group])
-                .stderr(Stdio::null())
-                .status();
-        };
-        signal("-TERM");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+/// Polls `found` every 50 ms until it gives a value; fails the test, naming `what`, past
+/// `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = found() {
+            return value;
         }
-        // Whatever is left of the group (workers still finishing), and the master if it hung.
-        signal("-KILL");
-        let _ = self.0.wait();
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Every line of a JSON-lines file (an event log, `--format json` output) that parses; none
+/// when the file is not there yet. A line still being written is skipped, not an error.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A file's text, empty when it cannot be read (a peer's log, for a failure message).
+pub fn read_or_empty(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A tiny xorshift generator for client gaps and header values, without a dependency.
+pub struct Noise(pub u64);
+
+impl Noise {
+    /// One seeded from the clock and `salt`: every run draws differently.
+    pub fn from_clock(salt: u64) -> Noise {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Noise((now ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
+    }
+
+    /// Uniform in (0, 1): never 0, so its logarithm is finite.
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..n.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.unit() * n as f64) as u64).min(n.saturating_sub(1))
+    }
+
+    /// An exponential draw of mean 1, capped at 8 so one client never stalls for long.
+    pub fn exponential(&mut self) -> f64 {
+        (-self.unit().ln()).min(8.0)
+    }
+
+    /// An exponential gap with this mean (capped at 8×): Poisson arrivals.
+    pub fn gap(&mut self, mean: Duration) -> Duration {
+        mean.mul_f64(self.exponential())
+    }
+}
+
+/// The `ballast` binary under test run to its end with `args` (from the crate's folder, so
+/// `tests/fixtures/...` paths resolve): its status and output.
+pub fn ballast(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run the ballast binary")
 }
