@@ -220,6 +220,7 @@ mod tests {
             sources: ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
                 .map(|a| a.parse().unwrap())
                 .to_vec(),
+            transport: Default::default(),
         }
     }
 

@@ -10,9 +10,6 @@
 //! `GUARD-HEALTHY seconds=.. samples=.. requests=.. false_alerts=..` before asserting.
 
 mod common;
-// The guard's test helpers: the Alertmanager harness and the named backends.
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod guard_common;
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -23,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::{Alertmanager, Backend, free_port, http_get};
 use common::{PeerGroup, peer_available};
-use guard_common::{Alertmanager, Backend, free_port, http_get};
 
 const ALERTMANAGER: &str = "prometheus-alertmanager";
 const TOKEN: &str = "healthy-guard-token-0123456789";

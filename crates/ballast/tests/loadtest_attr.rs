@@ -7,9 +7,6 @@
 
 mod common;
 
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod guard_common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::{Backend, free_port, wait_for_port};
 use common::{PeerGroup, peer_available};
-use guard_common::{Backend, free_port, wait_for_port};
 
 /// Runs `ballast loadtest` with `args` and `--format json`; its exit code and JSON report.
 fn loadtest(args: &[&str]) -> (i32, Value) {

@@ -4,9 +4,6 @@
 
 mod common;
 
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod guard_common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -17,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::PeerGroup;
-use guard_common::{free_port, wait_for_port};
+use common::{free_port, wait_for_port};
 
 /// A backend that serves at most `concurrency` requests at once, each taking `service`: its
 /// capacity is concurrency / service requests a second. Requests beyond it wait their turn.

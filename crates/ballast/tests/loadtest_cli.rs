@@ -5,9 +5,6 @@
 
 mod common;
 
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod guard_common;
-
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -15,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::{Backend, free_port, wait_for_port};
 use common::{PeerGroup, peer_available};
-use guard_common::{Backend, free_port, wait_for_port};
 
 /// Three backends named as the configurations name their servers.
 fn backends() -> Vec<Backend> {

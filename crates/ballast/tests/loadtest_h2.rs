@@ -6,9 +6,6 @@
 
 mod common;
 
-#[path = "../../ballast-guard/tests/common/mod.rs"]
-mod guard_common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
@@ -18,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::{Backend, free_port, wait_for_port};
 use common::{PeerGroup, peer_available};
-use guard_common::{Backend, free_port, wait_for_port};
 
 /// An HTTP/1.1 backend that counts the connections it accepts and the requests it answers
 /// (keep-alive unless the request says `Connection: close`).
