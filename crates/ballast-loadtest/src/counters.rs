@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ballast_core::distribution::evenness;
 use ballast_core::sample::{PoolSample, Sample};
 use ballast_guard::source::Source;
 use ballast_guard::source::ballast::BallastSource;
@@ -348,20 +347,8 @@ impl CounterReport {
                 }
             })
             .collect();
-        let judged: Vec<(u64, f64)> = backends
-            .iter()
-            .filter_map(|b| {
-                b.expected_share
-                    .filter(|e| *e > 0.0)
-                    .map(|e| (b.requests, e))
-            })
-            .collect();
-        let sum: f64 = judged.iter().map(|j| j.1).sum();
-        let judged: Vec<(u64, f64)> = judged
-            .into_iter()
-            .map(|(n, e)| (n, e / sum.max(f64::MIN_POSITIVE)))
-            .collect();
-        let e = evenness(&judged);
+        let e =
+            crate::report::evenness_over(backends.iter().map(|b| (b.requests, b.expected_share)));
         let mut disagreements = Vec::new();
         if compare {
             for b in &backends {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use ballast_core::distribution::evenness;
+use ballast_core::distribution::{Evenness, evenness};
 use ballast_sim::assert::Metrics;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -183,21 +183,7 @@ impl Report {
                 }
             })
             .collect();
-        // Evenness over the backends expected to take traffic.
-        let judged: Vec<(u64, f64)> = backends
-            .iter()
-            .filter_map(|b| {
-                b.expected_share
-                    .filter(|e| *e > 0.0)
-                    .map(|e| (b.requests, e))
-            })
-            .collect();
-        let total_expected: f64 = judged.iter().map(|j| j.1).sum();
-        let judged: Vec<(u64, f64)> = judged
-            .into_iter()
-            .map(|(n, e)| (n, e / total_expected.max(f64::MIN_POSITIVE)))
-            .collect();
-        let e = evenness(&judged);
+        let e = evenness_over(backends.iter().map(|b| (b.requests, b.expected_share)));
         let requests = tally.requests();
         let errors = tally.errors();
         let seconds = measured.as_secs_f64();
@@ -362,6 +348,20 @@ impl Metrics for Report {
             _ => return None,
         })
     }
+}
+
+/// Evenness (R, Jain, χ²) over the backends expected to take traffic: each backend's requests
+/// and expected share, the shares renormalised over those expected to take any.
+pub(crate) fn evenness_over(backends: impl Iterator<Item = (u64, Option<f64>)>) -> Evenness {
+    let judged: Vec<(u64, f64)> = backends
+        .filter_map(|(requests, expected)| expected.filter(|e| *e > 0.0).map(|e| (requests, e)))
+        .collect();
+    let total_expected: f64 = judged.iter().map(|j| j.1).sum();
+    let judged: Vec<(u64, f64)> = judged
+        .into_iter()
+        .map(|(n, e)| (n, e / total_expected.max(f64::MIN_POSITIVE)))
+        .collect();
+    evenness(&judged)
 }
 
 #[cfg(test)]
