@@ -34,38 +34,33 @@ pub fn evenness(observed: &[(u64, f64)]) -> Evenness {
             min_expected: 0.0,
         };
     }
-    let ratios: Vec<f64> = observed
-        .iter()
-        .map(|&(c, e)| (c as f64 / total as f64) / e)
-        .collect();
-    let (peak_index, peak_ratio) = ratios.iter().copied().enumerate().fold(
-        (0, 0.0),
-        |best, (i, x)| if x > best.1 { (i, x) } else { best },
-    );
-    let sum: f64 = ratios.iter().sum();
-    let sum_sq: f64 = ratios.iter().map(|x| x * x).sum();
+    // One pass, nothing allocated: a fleet round judges every pool of every balancer.
+    let total_f = total as f64;
+    let (mut peak_index, mut peak_ratio) = (0, 0.0);
+    let (mut sum, mut sum_sq, mut chi2) = (0.0, 0.0, 0.0);
+    let mut min_expected = f64::INFINITY;
+    for (i, &(c, e)) in observed.iter().enumerate() {
+        let x = (c as f64 / total_f) / e;
+        if x > peak_ratio {
+            (peak_index, peak_ratio) = (i, x);
+        }
+        sum += x;
+        sum_sq += x * x;
+        let exp = e * total_f;
+        chi2 += (c as f64 - exp).powi(2) / exp;
+        min_expected = min_expected.min(exp);
+    }
     let jain = if sum_sq == 0.0 {
         0.0
     } else {
-        sum * sum / (ratios.len() as f64 * sum_sq)
+        sum * sum / (observed.len() as f64 * sum_sq)
     };
-    let chi2: f64 = observed
-        .iter()
-        .map(|&(c, e)| {
-            let exp = e * total as f64;
-            (c as f64 - exp).powi(2) / exp
-        })
-        .sum();
     let df = (observed.len() - 1) as f64;
     let chi2_p = if df == 0.0 {
         1.0
     } else {
         ChiSquared::new(df).map_or(f64::NAN, |d| 1.0 - d.cdf(chi2))
     };
-    let min_expected = observed
-        .iter()
-        .map(|&(_, e)| e * total as f64)
-        .fold(f64::INFINITY, f64::min);
     Evenness {
         peak_ratio,
         peak_index,

@@ -49,6 +49,29 @@ pub struct PoolSample {
     /// not visible; the distribution is then judged with a wider band.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<KeyPrediction>,
+    /// A fingerprint of the servers' names in order ([`PoolSample::servers_layout`]), 0 when
+    /// not taken. The guard's watcher takes it as a sample arrives: two samples of a pool with
+    /// the same fingerprint list the same servers at the same places, so a window's detectors
+    /// match a server through the window by its place and never read the older samples'
+    /// names (at fleet scale, comparing those names was most of a round). Not serialized.
+    #[serde(skip)]
+    pub layout: u64,
+}
+
+impl PoolSample {
+    /// The fingerprint of the pool's server names, in order (never 0): FNV-1a over the names,
+    /// each followed by a byte no name holds. Taken every round for every pool, so cheap
+    /// rather than keyed (nothing here is an attacker's input to a map).
+    pub fn servers_layout(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for s in &self.servers {
+            for b in s.name.bytes().chain([0xff]) {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash.max(1)
+    }
 }
 
 /// What a hashing pool's keys predict: the requests seen, sent through the emulated

@@ -77,6 +77,7 @@ fn fleet_sample(round: u64, troubled: bool) -> Sample {
         instance: "lb-1".into(),
         pools: (0..POOLS)
             .map(|p| PoolSample {
+                layout: 0,
                 predicted: None,
                 name: format!("pool-{p}"),
                 promise: promises[p % promises.len()],
@@ -126,6 +127,50 @@ fn distribution_round(window: &[Sample], t: &Thresholds) -> usize {
     skewed
 }
 
+/// A watcher with the default options (a 5 s window of 1 s samples) and a minute of history,
+/// filled first, then `rounds` more rounds: every round runs every detector, drift, the cause
+/// statements and the alert lifecycle, as `ballast watch` does. A round's cost does not grow
+/// with history beyond the half minute the latency baseline reads, so a minute stands for the
+/// ten minutes kept by default (and keeps the bench at 60 samples of 11 MB). Prints the CPU
+/// time of the steady rounds alone (the thread's time on CPU from the scheduler, so building
+/// the samples is left out and a busy machine does not inflate it) and of the slowest one.
+fn watcher_rounds(rounds: u32, troubled: bool) {
+    use ballast_guard::watch::{WatchOptions, Watcher};
+    let on_cpu_ns = || -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .expect("/proc/thread-self/schedstat")
+    };
+    // BENCH_HISTORY_S shortens the history, for a profiler's sake.
+    let history_s: u64 = std::env::var("BENCH_HISTORY_S")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(60);
+    let options = WatchOptions {
+        history_ms: history_s * 1_000,
+        ..WatchOptions::default()
+    };
+    let fill = options.history_ms / 1_000 + 1;
+    let mut watcher = Watcher::new("bench", "lb-1", options);
+    let (mut total, mut slowest) = (0u64, 0u64);
+    for round in 0..fill + u64::from(rounds) {
+        let sample = fleet_sample(round, troubled);
+        let before = on_cpu_ns();
+        black_box(watcher.observe(sample));
+        let took = on_cpu_ns() - before;
+        if round >= fill {
+            total += took;
+            slowest = slowest.max(took);
+        }
+    }
+    println!(
+        "watcher steady round over {rounds} rounds: {:.2} ms mean, {:.2} ms slowest",
+        total as f64 / f64::from(rounds.max(1)) / 1e6,
+        slowest as f64 / 1e6
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let healthy = [fleet_sample(0, false), fleet_sample(1, false)];
     let troubled = [fleet_sample(0, true), fleet_sample(1, true)];
@@ -147,6 +192,13 @@ fn bench(c: &mut Criterion) {
             _ => &troubled,
         };
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        // BENCH_ONLY=watcher: the whole round `ballast watch` runs (every detector, drift, the
+        // cause statements, the alert lifecycle) over its default 5 s window of 1 s samples.
+        if only == "watcher" {
+            let troubled = std::env::var("BENCH_FLEET").as_deref() != Ok("healthy");
+            watcher_rounds(rounds, troubled);
+            std::process::exit(0);
+        }
         let runs = |name: &str| only.is_empty() || only == name;
         for _ in 0..rounds {
             if runs("saturation") {

@@ -2,7 +2,7 @@
 //! resolved), `for` durations, deduplication by labels, grouping by pool, and inhibition of a
 //! symptom by its cause. Sinks receive [`Alert`]s; nothing here does I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -95,6 +95,11 @@ pub struct LifecycleOptions {
     pub resolve_after_ms: u64,
     /// Overrides every rule's `for` (tests, `--for 0s`), when set.
     pub for_override_ms: Option<u64>,
+    /// How often an alert that holds has its annotations (summary, description, cause)
+    /// written again from the round's figures. They are always written when the alert is new,
+    /// changes severity or begins to fire, so every page carries words of its moment; between
+    /// those, a fleet with thousands of alerts does not rewrite them all every round.
+    pub annotations_every_ms: u64,
 }
 
 impl Default for LifecycleOptions {
@@ -102,6 +107,7 @@ impl Default for LifecycleOptions {
         Self {
             resolve_after_ms: 3_000,
             for_override_ms: None,
+            annotations_every_ms: 10_000,
         }
     }
 }
@@ -133,6 +139,8 @@ struct Tracked {
     alert: Alert,
     for_ms: u64,
     last_seen_ms: u64,
+    /// When its annotations were last written.
+    annotated_ms: u64,
     layer: Layer,
     level: Level,
 }
@@ -164,26 +172,33 @@ impl Lifecycle {
     /// One round: this round's findings, their cause statements from `explain`.
     pub fn observe(&mut self, now_ms: u64, findings: &[Finding], explain: &Explain) -> Round {
         let mut round = Round::default();
-        for finding in findings {
-            let labels = self.labels(finding);
-            let key = identity(&labels);
-            let spec = rule(finding.rule);
-            let for_ms = self
-                .options
-                .for_override_ms
-                .unwrap_or_else(|| spec.map_or(0, |r| r.for_ms));
+        let annotations = |finding: &Finding| {
             let words = finding.words();
-            let annotations = BTreeMap::from([
+            BTreeMap::from([
                 ("summary".to_string(), words.summary),
                 ("description".to_string(), words.description),
                 ("cause".to_string(), explain(finding)),
                 ("runbook".to_string(), runbook_link(finding.rule)),
-            ]);
-            match self.tracked.get_mut(&key) {
-                Some(t) if t.alert.labels == labels => {
+            ])
+        };
+        // The identity of each finding, written into one buffer: most findings of a round
+        // are alerts already tracked, found without building their labels.
+        let mut key = String::new();
+        for finding in findings {
+            key.clear();
+            self.write_identity(&mut key, finding);
+            match self.tracked.get_mut(key.as_str()) {
+                Some(t) if t.level == finding.level => {
                     t.last_seen_ms = now_ms;
-                    t.level = finding.level;
-                    t.alert.annotations = annotations;
+                    let fires_now = t.alert.state == AlertState::Pending
+                        && now_ms - t.alert.active_since_ms >= t.for_ms;
+                    if fires_now
+                        || now_ms.saturating_sub(t.annotated_ms)
+                            >= self.options.annotations_every_ms
+                    {
+                        t.alert.annotations = annotations(finding);
+                        t.annotated_ms = now_ms;
+                    }
                 }
                 Some(t) => {
                     // Same alert at another severity: the old label set resolves, the new one
@@ -195,8 +210,9 @@ impl Lifecycle {
                         old.ends_at_ms = Some(now_ms);
                         round.resolved.push(old);
                     }
-                    t.alert.labels = labels;
-                    t.alert.annotations = annotations;
+                    t.alert.labels = labels(&self.source, &self.instance, finding);
+                    t.alert.annotations = annotations(finding);
+                    t.annotated_ms = now_ms;
                     t.last_seen_ms = now_ms;
                     t.level = finding.level;
                     if was_firing {
@@ -205,9 +221,16 @@ impl Lifecycle {
                     }
                 }
                 None => {
+                    let labels = labels(&self.source, &self.instance, finding);
+                    debug_assert_eq!(identity(&labels), key);
+                    let spec = rule(finding.rule);
+                    let for_ms = self
+                        .options
+                        .for_override_ms
+                        .unwrap_or_else(|| spec.map_or(0, |r| r.for_ms));
                     let alert = Alert {
                         labels,
-                        annotations,
+                        annotations: annotations(finding),
                         state: AlertState::Pending,
                         active_since_ms: now_ms,
                         starts_at_ms: None,
@@ -215,11 +238,12 @@ impl Lifecycle {
                         inhibited_by: None,
                     };
                     self.tracked.insert(
-                        key,
+                        key.clone(),
                         Tracked {
                             alert,
                             for_ms,
                             last_seen_ms: now_ms,
+                            annotated_ms: now_ms,
                             layer: finding.layer,
                             level: finding.level,
                         },
@@ -252,14 +276,9 @@ impl Lifecycle {
         });
         self.inhibit();
         // Fired this round and inhibited: shown, never paged.
-        let inhibited: BTreeMap<String, Option<String>> = self
-            .tracked
-            .iter()
-            .map(|(k, t)| (k.clone(), t.alert.inhibited_by.clone()))
-            .collect();
         for a in &mut round.fired {
-            if let Some(by) = inhibited.get(&identity(&a.labels)) {
-                a.inhibited_by = by.clone();
+            if let Some(t) = self.tracked.get(&identity(&a.labels)) {
+                a.inhibited_by = t.alert.inhibited_by.clone();
             }
         }
         round.active = self.tracked.values().map(|t| t.alert.clone()).collect();
@@ -271,43 +290,48 @@ impl Lifecycle {
         self.tracked.values().map(|t| t.alert.clone()).collect()
     }
 
-    fn labels(&self, finding: &Finding) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::from([
-            ("alertname".to_string(), finding.rule.to_string()),
-            ("severity".to_string(), finding.level.as_str().to_string()),
-            ("source".to_string(), self.source.clone()),
-            ("instance".to_string(), self.instance.clone()),
-        ]);
+    /// The identity [`identity`] gives the finding's labels, written without building them.
+    fn write_identity(&self, out: &mut String, finding: &Finding) {
+        use std::fmt::Write;
+        // The labels in their sorted order, `severity` left out.
+        let _ = write!(
+            out,
+            "alertname={:?},instance={:?}",
+            finding.rule, self.instance
+        );
         if let Some(pool) = &finding.pool {
-            labels.insert("pool".into(), pool.clone());
+            let _ = write!(out, ",pool={pool:?}");
         }
         if let Some(server) = &finding.server {
-            labels.insert("server".into(), server.clone());
+            let _ = write!(out, ",server={server:?}");
         }
-        labels
+        let _ = write!(out, ",source={:?}", self.source);
     }
 
     /// A symptom is inhibited by its cause (see [`explains`]): shown with the cause, never
     /// paged.
     fn inhibit(&mut self) {
-        let causes: Vec<(String, Layer, Level, String)> = self
-            .tracked
-            .iter()
-            .map(|(k, t)| (k.clone(), t.layer, t.level, summary_of(&t.alert)))
-            .collect();
-        let alerts: BTreeMap<String, Alert> = self
-            .tracked
-            .iter()
-            .map(|(k, t)| (k.clone(), t.alert.clone()))
-            .collect();
+        // A cause explains only symptoms of its own pool (`explains`): compare within each
+        // pool, not every alert with every other (a troubled fleet tracks thousands).
+        let mut pools: HashMap<&str, Vec<(&String, &Tracked)>> = HashMap::new();
+        for (key, t) in &self.tracked {
+            if let Some(pool) = t.alert.label("pool") {
+                pools.entry(pool).or_default().push((key, t));
+            }
+        }
+        let mut inhibited_by: HashMap<String, String> = HashMap::new();
+        for members in pools.values() {
+            for (key, t) in members {
+                let cause = members.iter().find(|(k, c)| {
+                    k != key && explains((&c.alert, c.layer, c.level), (&t.alert, t.layer, t.level))
+                });
+                if let Some((_, c)) = cause {
+                    inhibited_by.insert((*key).clone(), summary_of(&c.alert));
+                }
+            }
+        }
         for (key, t) in self.tracked.iter_mut() {
-            t.alert.inhibited_by = causes
-                .iter()
-                .filter(|(k, ..)| k != key)
-                .find(|(k, layer, level, _)| {
-                    explains((&alerts[k], *layer, *level), (&t.alert, t.layer, t.level))
-                })
-                .map(|(_, _, _, summary)| summary.clone());
+            t.alert.inhibited_by = inhibited_by.remove(key);
         }
     }
 }
@@ -350,6 +374,24 @@ pub fn explains(cause: (&Alert, Layer, Level), symptom: (&Alert, Layer, Level)) 
         }
         _ => false,
     }
+}
+
+/// An alert's labels: `alertname`, `severity`, `source`, `instance`, and `pool` and `server`
+/// when the finding names them.
+fn labels(source: &str, instance: &str, finding: &Finding) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("alertname".to_string(), finding.rule.to_string()),
+        ("severity".to_string(), finding.level.as_str().to_string()),
+        ("source".to_string(), source.to_string()),
+        ("instance".to_string(), instance.to_string()),
+    ]);
+    if let Some(pool) = &finding.pool {
+        labels.insert("pool".into(), pool.clone());
+    }
+    if let Some(server) = &finding.server {
+        labels.insert("server".into(), server.clone());
+    }
+    labels
 }
 
 /// The identity of an alert: its labels without `severity`.

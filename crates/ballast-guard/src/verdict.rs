@@ -5,12 +5,17 @@
 //! rate is at its baseline: not a traffic surge"; "the other servers' latency is normal: not a
 //! shared dependency such as the database". Only what the samples show is said.
 
-use ballast_core::sample::Sample;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use ballast_core::sample::{PoolSample, Sample};
 
 use crate::change::{ConfigChange, Reload, clock};
-use crate::detect::{Finding, Layer};
+use crate::detect::{Finding, Layer, by_name};
 
 /// What a cause statement may draw on.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     /// The watched load balancer's samples, oldest first (minutes of them).
     pub history: &'a [Sample],
@@ -25,21 +30,196 @@ pub struct Context<'a> {
 /// The least history, before the window, that makes a baseline.
 const BASELINE_MIN_MS: u64 = 20_000;
 
-/// The cause statement for one finding.
+/// How far before the window the other servers' latency baseline reaches: the half minute
+/// before, so a round costs the same whatever history is kept.
+const LATENCY_BASELINE_MS: u64 = 30_000;
+
+/// The cause statements of one round. What they draw on is the same for every finding of the
+/// round (the request rate against its baseline, each pool's latency through the window), so it
+/// is worked out once, when the first finding needs it: a troubled fleet has thousands.
+pub struct Explainer<'a> {
+    ctx: Context<'a>,
+    traffic: OnceCell<Option<String>>,
+    latency: RefCell<HashMap<String, Option<Rc<PoolLatency>>>>,
+}
+
+impl<'a> Explainer<'a> {
+    pub fn new(ctx: Context<'a>) -> Self {
+        Explainer {
+            ctx,
+            traffic: OnceCell::new(),
+            latency: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The cause statement for one finding.
+    pub fn explain(&self, f: &Finding) -> String {
+        let ctx = &self.ctx;
+        let mut out = format!("It is {}: {}.", f.layer.as_str(), f.summary());
+        if f.layer == Layer::Traffic {
+            out = format!("It is the traffic: {}.", f.summary());
+        }
+        if let Some(trigger) = trigger(f, ctx) {
+            out.push_str(&format!(" Likely trigger: {trigger}."));
+        }
+        let ruled_out = self.rules_out(f).join("; ");
+        let mut chars = ruled_out.chars();
+        if let Some(first) = chars.next() {
+            out.push_str(&format!(" {}{}.", first.to_uppercase(), chars.as_str()));
+        }
+        out
+    }
+
+    /// What the data rules out (or, when it does not, what it shows instead).
+    pub fn rules_out(&self, f: &Finding) -> Vec<String> {
+        let mut out = Vec::new();
+        if f.layer != Layer::Traffic
+            && let Some(t) = self.traffic.get_or_init(|| traffic(&self.ctx))
+        {
+            out.push(t.clone());
+        }
+        if let (Some(pool), Some(server)) = (&f.pool, &f.server)
+            && let Some(l) = self.others_latency(pool, server)
+        {
+            out.push(l);
+        }
+        out
+    }
+
+    /// The other servers of the pool: is their latency what it was before the window?
+    fn others_latency(&self, pool: &str, server: &str) -> Option<String> {
+        let known = self.latency.borrow().get(pool).cloned();
+        let latency = match known {
+            Some(l) => l,
+            None => {
+                let l = PoolLatency::of(pool, &self.ctx).map(Rc::new);
+                self.latency
+                    .borrow_mut()
+                    .insert(pool.to_string(), l.clone());
+                l
+            }
+        }?;
+        let place = latency.place(server);
+        let now = latency.now.without(place)?;
+        match latency.before.without(place) {
+            Some(b) if now > 2.0 * b.max(1.0) => Some(format!(
+                "the other servers are slower too ({now:.0} ms against {b:.0} ms before): a \
+                 shared dependency may be involved"
+            )),
+            Some(b) => Some(format!(
+                "the other servers' latency is normal ({now:.0} ms, {b:.0} ms before): not a \
+                 shared dependency such as the database"
+            )),
+            None => None,
+        }
+    }
+}
+
+/// The cause statement for one finding (one finding's [`Explainer::explain`]).
 pub fn explain(f: &Finding, ctx: &Context) -> String {
-    let mut out = format!("It is {}: {}.", f.layer.as_str(), f.summary());
-    if f.layer == Layer::Traffic {
-        out = format!("It is the traffic: {}.", f.summary());
+    Explainer::new(*ctx).explain(f)
+}
+
+/// A pool's latency through the window and through the minute before it.
+struct PoolLatency {
+    /// The pool's servers in the latest sample, in order.
+    servers: Vec<String>,
+    now: Weighted,
+    before: Weighted,
+}
+
+/// Latency weighted by requests over a stretch of samples: the pool's sums, and each server's
+/// part of them by its place in the latest sample (so "the others" is the pool's minus one
+/// server's).
+struct Weighted {
+    sum: f64,
+    requests: u64,
+    servers: Vec<(f64, u64)>,
+}
+
+impl Weighted {
+    /// Each round's latency counts as often as the requests it answered, so a slow server
+    /// that took few requests does not outweigh the fast ones that took most. `latest` is the
+    /// pool in the history's last sample, at `hint` there.
+    fn of(samples: &[Sample], latest: &PoolSample, hint: usize) -> Weighted {
+        let mut w = Weighted {
+            sum: 0.0,
+            requests: 0,
+            servers: vec![(0.0, 0); latest.servers.len()],
+        };
+        let pool = latest.name.as_str();
+        for pair in samples.windows(2) {
+            let (Some(old), Some(new)) = (
+                by_name(&pair[0].pools, hint, pool, |p| &p.name),
+                by_name(&pair[1].pools, hint, pool, |p| &p.name),
+            ) else {
+                continue;
+            };
+            let same_layout = crate::detect::same_layout(&[old, new]);
+            for (i, s) in new.servers.iter().enumerate() {
+                let (Some(latency), Some(o)) = (
+                    s.latency_ms,
+                    crate::detect::server_in(old, i, &s.name, same_layout),
+                ) else {
+                    continue;
+                };
+                let n = s.requests.saturating_sub(o.requests);
+                let part = latency * n as f64;
+                w.sum += part;
+                w.requests += n;
+                let place = if new.layout != 0 && new.layout == latest.layout {
+                    Some(i)
+                } else {
+                    match latest.servers.get(i) {
+                        Some(l) if l.name == s.name => Some(i),
+                        _ => latest.servers.iter().position(|l| l.name == s.name),
+                    }
+                };
+                if let Some(own) = place.and_then(|p| w.servers.get_mut(p)) {
+                    own.0 += part;
+                    own.1 += n;
+                }
+            }
+        }
+        w
     }
-    if let Some(trigger) = trigger(f, ctx) {
-        out.push_str(&format!(" Likely trigger: {trigger}."));
+
+    /// The mean of every server but the one at `place` in the latest sample, if they answered
+    /// anything.
+    fn without(&self, place: Option<usize>) -> Option<f64> {
+        let (own_sum, own_requests) = place
+            .and_then(|p| self.servers.get(p).copied())
+            .unwrap_or_default();
+        let requests = self.requests - own_requests;
+        (requests > 0).then(|| (self.sum - own_sum) / requests as f64)
     }
-    let ruled_out = rules_out(f, ctx).join("; ");
-    let mut chars = ruled_out.chars();
-    if let Some(first) = chars.next() {
-        out.push_str(&format!(" {}{}.", first.to_uppercase(), chars.as_str()));
+}
+
+impl PoolLatency {
+    fn of(pool: &str, ctx: &Context) -> Option<PoolLatency> {
+        let last = ctx.history.last()?;
+        let hint = last.pools.iter().position(|p| p.name == pool)?;
+        let latest = &last.pools[hint];
+        let window_start = last.at_ms.saturating_sub(ctx.window_ms);
+        // The window's pairs start at the last sample before it (the counters' baseline).
+        let split = ctx
+            .history
+            .partition_point(|s| s.at_ms < window_start)
+            .saturating_sub(1);
+        let split = split.min(ctx.history.len() - 1);
+        let baseline_start = ctx.history[split].at_ms.saturating_sub(LATENCY_BASELINE_MS);
+        let first = ctx.history[..split].partition_point(|s| s.at_ms < baseline_start);
+        Some(PoolLatency {
+            servers: latest.servers.iter().map(|s| s.name.clone()).collect(),
+            now: Weighted::of(&ctx.history[split..], latest, hint),
+            before: Weighted::of(&ctx.history[first..=split], latest, hint),
+        })
     }
-    out
+
+    /// Where `server` is in the latest sample.
+    fn place(&self, server: &str) -> Option<usize> {
+        self.servers.iter().position(|s| s == server)
+    }
 }
 
 /// The latest configuration change touching the finding's pool (or any reload) within the
@@ -77,22 +257,6 @@ pub fn trigger(f: &Finding, ctx: &Context) -> Option<String> {
         )),
         (None, None) => None,
     }
-}
-
-/// What the data rules out (or, when it does not, what it shows instead).
-pub fn rules_out(f: &Finding, ctx: &Context) -> Vec<String> {
-    let mut out = Vec::new();
-    if f.layer != Layer::Traffic
-        && let Some(t) = traffic(ctx)
-    {
-        out.push(t);
-    }
-    if let (Some(pool), Some(server)) = (&f.pool, &f.server)
-        && let Some(l) = others_latency(pool, server, ctx)
-    {
-        out.push(l);
-    }
-    out
 }
 
 /// The whole load balancer's request rate now against its own baseline.
@@ -142,54 +306,6 @@ fn traffic(ctx: &Context) -> Option<String> {
     })
 }
 
-/// The other servers of the pool: is their latency what it was before the window?
-fn others_latency(pool: &str, server: &str, ctx: &Context) -> Option<String> {
-    let last = ctx.history.last()?;
-    let window_start = last.at_ms.saturating_sub(ctx.window_ms);
-    // Request-weighted: each round's latency counts as often as the requests it answered, so a
-    // slow server that took few requests does not outweigh the fast ones that took most.
-    let weighted = |samples: &[Sample]| -> Option<f64> {
-        let (mut sum, mut requests) = (0.0, 0u64);
-        for pair in samples.windows(2) {
-            let (Some(old), Some(new)) = (
-                pair[0].pools.iter().find(|p| p.name == pool),
-                pair[1].pools.iter().find(|p| p.name == pool),
-            ) else {
-                continue;
-            };
-            for s in new.servers.iter().filter(|x| x.name != server) {
-                let (Some(latency), Some(o)) =
-                    (s.latency_ms, old.servers.iter().find(|o| o.name == s.name))
-                else {
-                    continue;
-                };
-                let n = s.requests.saturating_sub(o.requests);
-                sum += latency * n as f64;
-                requests += n;
-            }
-        }
-        (requests > 0).then(|| sum / requests as f64)
-    };
-    // The window's pairs start at the last sample before it (the counters' baseline).
-    let split = ctx
-        .history
-        .partition_point(|s| s.at_ms < window_start)
-        .saturating_sub(1);
-    let now = weighted(&ctx.history[split..])?;
-    let before = weighted(&ctx.history[..=split.min(ctx.history.len() - 1)]);
-    match before {
-        Some(b) if now > 2.0 * b.max(1.0) => Some(format!(
-            "the other servers are slower too ({now:.0} ms against {b:.0} ms before): a shared \
-             dependency may be involved"
-        )),
-        Some(b) => Some(format!(
-            "the other servers' latency is normal ({now:.0} ms, {b:.0} ms before): not a shared \
-             dependency such as the database"
-        )),
-        None => None,
-    }
-}
-
 fn total_requests(s: &Sample) -> u64 {
     s.pools
         .iter()
@@ -232,6 +348,7 @@ mod tests {
                     source: "haproxy".into(),
                     instance: "x".into(),
                     pools: vec![PoolSample {
+                        layout: 0,
                         predicted: None,
                         name: "app".into(),
                         promise: Promise::RequestShares,
@@ -343,7 +460,9 @@ mod tests {
             reloads: &[],
             trigger_window_ms: 900_000,
         };
-        let said = others_latency("app", "app-3", &ctx).expect("a latency statement");
+        let said = Explainer::new(ctx)
+            .others_latency("app", "app-3")
+            .expect("a latency statement");
         assert!(said.contains("(4 ms, 4 ms before)"), "{said}");
     }
 

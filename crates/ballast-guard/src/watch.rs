@@ -133,8 +133,15 @@ impl Watcher {
     }
 
     /// Takes one sample and judges the window that ends with it.
-    pub fn observe(&mut self, sample: Sample) -> Outcome {
+    pub fn observe(&mut self, mut sample: Sample) -> Outcome {
         let now = sample.at_ms;
+        // Each pool's layout, once as it arrives: the window's detectors match servers by
+        // place where it holds (`detect::same_layout`).
+        for pool in &mut sample.pools {
+            if pool.layout == 0 {
+                pool.layout = pool.servers_layout();
+            }
+        }
         let mut outcome = Outcome::default();
         let generation = |s: &Sample| s.process.as_ref().and_then(|p| p.generation.clone());
         if let (Some(previous), Some(current)) = (
@@ -215,9 +222,10 @@ impl Watcher {
             reloads: &self.reloads,
             trigger_window_ms: trigger_window,
         };
+        let explainer = verdict::Explainer::new(ctx);
         outcome.round = self
             .lifecycle
-            .observe(now, &findings, &|f| verdict::explain(f, &ctx));
+            .observe(now, &findings, &|f| explainer.explain(f));
         outcome.findings = findings;
         outcome
     }

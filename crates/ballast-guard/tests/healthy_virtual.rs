@@ -171,6 +171,7 @@ impl PoolRun {
             })
             .collect();
         PoolSample {
+            layout: 0,
             name: self.name.clone(),
             promise: self.promise,
             servers,

@@ -15,7 +15,7 @@
 use ballast_core::distribution::{Evenness, evenness};
 use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
 
-use super::{Figures, Finding, Layer, Text, by_name, pool_series};
+use super::{Figures, Finding, Layer, Text, pool_series};
 
 /// When a pool's spread is worth an alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -225,13 +225,10 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
     }
     let candidates = candidates(window);
     let total_weight: u64 = candidates.iter().map(|c| u64::from(c.now.weight)).sum();
-    let expected: Vec<f64> = candidates
-        .iter()
-        .map(|c| f64::from(c.now.weight) / total_weight.max(1) as f64)
-        .collect();
+    let expected = |c: &Candidate| f64::from(c.now.weight) / total_weight.max(1) as f64;
     let mut expected_shares = vec![0.0; last.servers.len()];
-    for (c, e) in candidates.iter().zip(&expected) {
-        expected_shares[c.index] = *e;
+    for c in &candidates {
+        expected_shares[c.index] = expected(c);
     }
     let done = move |verdict| PoolDistribution {
         expected_shares,
@@ -259,23 +256,24 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
     {
         return Some(judge_on_keys(done, candidates, &predicted, thresholds));
     }
-    let Some(sent): Option<Vec<u64>> = candidates.iter().map(|c| c.sent).collect() else {
+    if candidates.iter().any(|c| c.sent.is_none()) {
         return Some(done(Verdict::NotJudged {
             reason: "the request counters restarted in this window (a reload)".into(),
         }));
-    };
-    let in_flight: Vec<u64> = candidates.iter().map(|c| c.in_flight).collect();
-    let pairs = |counts: &[u64]| -> Vec<(u64, f64)> {
-        counts
-            .iter()
-            .copied()
-            .zip(expected.iter().copied())
-            .collect()
-    };
-    let (judged, other) = match measure {
-        Measure::Requests => (pairs(&sent), pairs(&in_flight)),
-        Measure::Concurrency => (pairs(&in_flight), pairs(&sent)),
-    };
+    }
+    // (count, expected share) of the measure judged and of the other one, built together.
+    type Pairs = Vec<(u64, f64)>;
+    let (judged, other): (Pairs, Pairs) = candidates
+        .iter()
+        .map(|c| {
+            let (sent, in_flight) = (c.sent.unwrap_or(0), c.in_flight);
+            let e = expected(c);
+            match measure {
+                Measure::Requests => ((sent, e), (in_flight, e)),
+                Measure::Concurrency => ((in_flight, e), (sent, e)),
+            }
+        })
+        .unzip();
     let mut result = done(verdict(
         &judged,
         &candidates,
@@ -338,17 +336,17 @@ pub(crate) struct Candidate<'a> {
 /// 0) in every sample, from the primary tier unless no primary is, as the balancers choose.
 pub(crate) fn candidates<'a>(window: &[&'a PoolSample]) -> Vec<Candidate<'a>> {
     let last = window[window.len() - 1];
-    let live: Vec<Candidate<'a>> = last
+    let same_layout = super::same_layout(window);
+    let mut live: Vec<Candidate<'a>> = last
         .servers
         .iter()
         .enumerate()
-        .filter_map(|(index, now)| through_window(window, index, now))
+        .filter_map(|(index, now)| through_window(window, index, now, same_layout))
         .collect();
     if live.iter().any(|c| !c.now.backup) {
-        live.into_iter().filter(|c| !c.now.backup).collect()
-    } else {
-        live
+        live.retain(|c| !c.now.backup);
     }
+    live
 }
 
 /// Server `now` (at `index` in the latest sample) through the window, or `None` unless it was
@@ -358,6 +356,7 @@ fn through_window<'a>(
     window: &[&'a PoolSample],
     index: usize,
     now: &'a ServerSample,
+    same_layout: bool,
 ) -> Option<Candidate<'a>> {
     let mut first_requests = None;
     let mut previous_requests = 0;
@@ -365,7 +364,7 @@ fn through_window<'a>(
     let mut in_flight = 0u64;
     let mut weight_changed = false;
     for pool in window {
-        let s = by_name(&pool.servers, index, &now.name, |x| &x.name)?;
+        let s = super::server_in(pool, index, &now.name, same_layout)?;
         if s.state != ServerState::Up || s.weight == 0 || s.backup != now.backup {
             return None;
         }
@@ -464,6 +463,7 @@ mod tests {
 
     fn pool(promise: Promise, servers: Vec<ServerSample>) -> PoolSample {
         PoolSample {
+            layout: 0,
             predicted: None,
             name: "app".into(),
             promise,

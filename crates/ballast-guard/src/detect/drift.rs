@@ -90,8 +90,14 @@ pub fn detect(
     latest
         .pools
         .iter()
-        .filter(|p| p.promise != Promise::FillInOrder)
-        .filter_map(|pool| {
+        .enumerate()
+        .filter(|(_, p)| p.promise != Promise::FillInOrder)
+        .filter_map(|(index, pool)| {
+            // Most pools stand as they did: told at once, server by server in place, before
+            // anything is built (a fleet round judges every pool).
+            if stands_as_before(pool, index, first, config) {
+                return None;
+            }
             let reference: BTreeMap<&str, Standing> = match config {
                 Some(c) => {
                     let spec = c.pools.get(&pool.name)?;
@@ -109,10 +115,7 @@ pub fn detect(
                         })
                         .collect()
                 }
-                None => first
-                    .pools
-                    .iter()
-                    .find(|p| p.name == pool.name)?
+                None => super::by_name(&first.pools, index, &pool.name, |p| &p.name)?
                     .servers
                     .iter()
                     .map(|s| (s.name.as_str(), Standing::live(s)))
@@ -129,6 +132,40 @@ pub fn detect(
             )
         })
         .collect()
+}
+
+/// Whether every server of `pool` (at `index` in the latest sample) stands as in the
+/// reference, the same servers at the same places: then no share moved. `false` says only
+/// "look closer".
+fn stands_as_before(
+    pool: &PoolSample,
+    index: usize,
+    first: &Sample,
+    config: Option<&Config>,
+) -> bool {
+    match config {
+        Some(c) => c.pools.get(&pool.name).is_some_and(|spec| {
+            spec.servers.len() == pool.servers.len()
+                && spec.servers.iter().zip(&pool.servers).all(|(r, s)| {
+                    let reference = Standing {
+                        weight: r.weight,
+                        in_rotation: !r.down && r.weight > 0,
+                        backup: r.backup,
+                    };
+                    reference == Standing::live(s) && r.name == s.name
+                })
+        }),
+        None => first.pools.get(index).is_some_and(|then| {
+            let same_servers = then.layout != 0 && then.layout == pool.layout;
+            same_servers
+                && then.name == pool.name
+                && then
+                    .servers
+                    .iter()
+                    .zip(&pool.servers)
+                    .all(|(a, b)| Standing::live(a) == Standing::live(b))
+        }),
+    }
 }
 
 /// Each server's promised share over the servers that take traffic (primaries, or backups

@@ -173,11 +173,12 @@ pub fn detect(window: &[Sample], thresholds: &ErrorThresholds) -> Vec<Finding> {
                 .filter_map(|s| by_name(&s.pools, index, &pool.name, |p| &p.name)),
         );
         servers.clear();
+        let same_layout = super::same_layout(&series);
         servers.extend(
             pool.servers
                 .iter()
                 .enumerate()
-                .map(|(i, s)| ServerWindow::of(s, i, &series)),
+                .map(|(i, s)| ServerWindow::of(s, i, &series, same_layout)),
         );
         let context = PoolContext {
             pool,
@@ -208,7 +209,8 @@ enum Rise<T> {
 /// One server's window, reduced to what the rules need.
 struct ServerWindow<'a> {
     now: &'a ServerSample,
-    responses: Rise<ResponseClasses>,
+    /// Its responses through the window, counted once for every rule that reads them.
+    responses: Rise<Counted>,
     requests: Rise<u64>,
     /// Its mean reported latency through the window.
     latency_ms: Option<f64>,
@@ -219,7 +221,7 @@ struct ServerWindow<'a> {
 impl<'a> ServerWindow<'a> {
     /// Server `now` (at `hint` in its pool) through the pool's series, in one pass without
     /// allocating: a round over a fleet does this for every server.
-    fn of(now: &'a ServerSample, hint: usize, pools: &[&'a PoolSample]) -> Self {
+    fn of(now: &'a ServerSample, hint: usize, pools: &[&'a PoolSample], same_layout: bool) -> Self {
         let mut seen = 0usize;
         let mut first: Option<&ServerSample> = None;
         let mut previous: Option<&ServerSample> = None;
@@ -227,7 +229,7 @@ impl<'a> ServerWindow<'a> {
         let (mut latency_sum, mut latency_count) = (0.0, 0u32);
         let mut flaps = 0;
         for pool in pools {
-            let Some(s) = by_name(&pool.servers, hint, &now.name, |s| &s.name) else {
+            let Some(s) = super::server_in(pool, hint, &now.name, same_layout) else {
                 continue;
             };
             seen += 1;
@@ -261,14 +263,14 @@ impl<'a> ServerWindow<'a> {
             Some((first, last)) => {
                 let (a, b) = (classes(&first.responses), classes(&last.responses));
                 let d = |i: usize| b[i] - a[i];
-                Rise::Rose(ResponseClasses {
+                Rise::Rose(Counted::of(&ResponseClasses {
                     c1xx: d(0),
                     c2xx: d(1),
                     c3xx: d(2),
                     c4xx: d(3),
                     c5xx: d(4),
                     other: d(5),
-                })
+                }))
             }
         };
         let requests = match ends {
@@ -287,7 +289,7 @@ impl<'a> ServerWindow<'a> {
 
     fn counted(&self) -> Option<Counted> {
         match self.responses {
-            Rise::Rose(r) => Some(Counted::of(&r)),
+            Rise::Rose(c) => Some(c),
             _ => None,
         }
     }
@@ -299,7 +301,7 @@ fn classes(r: &ResponseClasses) -> [u64; 6] {
 }
 
 /// Responses and errors over a window.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Counted {
     responses: u64,
     c5xx: u64,
@@ -508,25 +510,31 @@ impl PoolContext<'_> {
     }
 
     fn success_outliers(&self, servers: &[ServerWindow], found: &mut Vec<Finding>) {
-        let judged: Vec<(&ServerWindow, Counted)> = servers
-            .iter()
-            .filter_map(|s| Some((s, s.counted()?)))
-            .filter(|(_, c)| c.responses >= self.t.outlier_min_responses)
-            .collect();
-        let n = judged.len();
+        // Walked twice (the pool's sums, then each server against them) rather than
+        // collected: a fleet round does this for every pool.
+        let judged = || {
+            servers
+                .iter()
+                .filter_map(|s| Some((s, s.counted()?)))
+                .filter(|(_, c)| c.responses >= self.t.outlier_min_responses)
+                .map(|(s, c)| (s, c, 1.0 - c.error_ratio()))
+        };
+        let (mut n, mut sum, mut sum_sq) = (0usize, 0.0, 0.0);
+        for (_, _, rate) in judged() {
+            n += 1;
+            sum += rate;
+            sum_sq += rate * rate;
+        }
         if n < self.t.outlier_min_servers.max(3) {
             return;
         }
-        let rates: Vec<f64> = judged.iter().map(|(_, c)| 1.0 - c.error_ratio()).collect();
-        let sum: f64 = rates.iter().sum();
-        let sum_sq: f64 = rates.iter().map(|r| r * r).sum();
-        for ((s, c), &rate) in judged.iter().zip(&rates) {
+        for (s, c, rate) in judged() {
             let (mean, sd) = others_mean_sd(sum, sum_sq, n, rate);
             let threshold = mean - self.t.outlier_stdev_factor * sd;
             if !(rate < threshold && mean - rate >= self.t.outlier_min_gap) {
                 continue;
             }
-            let (over_ms, c) = (self.over_ms, *c);
+            let over_ms = self.over_ms;
             // One map built from every figure at once: the outlier's figures are its
             // counts' and the comparison's.
             let figs = figures(&[
@@ -576,32 +584,41 @@ impl PoolContext<'_> {
     }
 
     fn latency_outliers(&self, servers: &[ServerWindow], found: &mut Vec<Finding>) {
-        let judged: Vec<(&ServerWindow, f64)> = servers
-            .iter()
-            .filter(|s| matches!(s.requests, Rise::Rose(r) if r >= self.t.latency_min_requests))
-            .filter_map(|s| Some((s, s.latency_ms?)))
-            .collect();
-        let n = judged.len();
+        let judged = || {
+            servers
+                .iter()
+                .filter(|s| matches!(s.requests, Rise::Rose(r) if r >= self.t.latency_min_requests))
+                .filter_map(|s| Some((s, s.latency_ms?)))
+        };
+        let (mut n, mut sum, mut sum_sq) = (0usize, 0.0, 0.0);
+        for (_, latency) in judged() {
+            n += 1;
+            sum += latency;
+            sum_sq += latency * latency;
+        }
         if n < self.t.outlier_min_servers.max(3) {
             return;
         }
-        let sum: f64 = judged.iter().map(|j| j.1).sum();
-        let sum_sq: f64 = judged.iter().map(|j| j.1 * j.1).sum();
-        // The median costs a sort: only worth it once a server is above the others' band.
+        // The median costs a selection: only worth it once a server is above the others' band.
         let mut median = None;
-        for &(s, latency) in &judged {
+        for (s, latency) in judged() {
             let (mean, sd) = others_mean_sd(sum, sum_sq, n, latency);
             let threshold = mean + self.t.outlier_stdev_factor * sd;
             if latency <= threshold {
                 continue;
             }
             let median = *median.get_or_insert_with(|| {
-                let mut sorted: Vec<f64> = judged.iter().map(|j| j.1).collect();
-                sorted.sort_by(f64::total_cmp);
+                let mut latencies: Vec<f64> = judged().map(|j| j.1).collect();
+                let (below, middle, _) = latencies.select_nth_unstable_by(n / 2, f64::total_cmp);
                 if n % 2 == 1 {
-                    sorted[n / 2]
+                    *middle
                 } else {
-                    (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+                    let lower = below
+                        .iter()
+                        .copied()
+                        .max_by(f64::total_cmp)
+                        .unwrap_or(*middle);
+                    (lower + *middle) / 2.0
                 }
             });
             let stands_out = latency >= median * self.t.latency_median_factor

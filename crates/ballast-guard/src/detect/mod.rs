@@ -238,7 +238,7 @@ impl Figures {
 
 impl<const N: usize> From<[(&'static str, f64); N]> for Figures {
     fn from(named: [(&'static str, f64); N]) -> Figures {
-        named.into_iter().collect()
+        figures(&named)
     }
 }
 
@@ -318,6 +318,30 @@ pub(crate) fn by_name<'a, T>(
         // The window's last sample names itself: the same string, no comparison.
         Some(item) if same(name_of(item)) => Some(item),
         _ => items.iter().find(|item| name_of(item) == name),
+    }
+}
+
+/// Whether every pool of `series` lists the same servers at the same places: their layout
+/// fingerprints, taken by the watcher as each sample arrives, agree. A server is then matched
+/// through the window by its place alone ([`server_in`]).
+pub(crate) fn same_layout(series: &[&ballast_core::sample::PoolSample]) -> bool {
+    series
+        .last()
+        .is_some_and(|last| last.layout != 0 && series.iter().all(|p| p.layout == last.layout))
+}
+
+/// Server `name`, at `hint` in the window's latest sample, in `pool`: by its place when the
+/// window has one layout ([`same_layout`]), else by name.
+pub(crate) fn server_in<'a>(
+    pool: &'a ballast_core::sample::PoolSample,
+    hint: usize,
+    name: &str,
+    same_layout: bool,
+) -> Option<&'a ballast_core::sample::ServerSample> {
+    if same_layout {
+        pool.servers.get(hint)
+    } else {
+        by_name(&pool.servers, hint, name, |s| &s.name)
     }
 }
 
@@ -434,7 +458,16 @@ impl std::fmt::Display for ServerPlace<'_> {
 
 /// Figures by name, for [`Finding::figures`].
 pub(crate) fn figures(named: &[(&'static str, f64)]) -> Figures {
-    named.iter().copied().collect()
+    // A literal list names each figure once: one allocation of its size, no look-ups (a
+    // troubled fleet round builds thousands).
+    debug_assert!(
+        named
+            .iter()
+            .enumerate()
+            .all(|(i, (k, _))| named[..i].iter().all(|(other, _)| other != k)),
+        "a figure named twice in {named:?}"
+    );
+    Figures(named.to_vec())
 }
 
 /// A length of time in words ("45 s", "2 min 30 s"), as [`span`] words a window.
@@ -585,6 +618,7 @@ pub(crate) mod testing {
 
     pub(crate) fn pool(name: &str, servers: Vec<ServerSample>) -> PoolSample {
         PoolSample {
+            layout: 0,
             predicted: None,
             name: name.into(),
             promise: Promise::RequestShares,

@@ -297,6 +297,7 @@ pub fn to_sample(
             },
         };
         pools.push(PoolSample {
+            layout: 0,
             predicted: None,
             name,
             promise,

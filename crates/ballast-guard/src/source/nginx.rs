@@ -469,6 +469,7 @@ impl Attribution {
                 })
                 .collect();
             out.push(PoolSample {
+                layout: 0,
                 predicted: predictor.as_mut().map(keys::Predictor::sample),
                 name: pool.name.clone(),
                 promise: pool.promise,
