@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The guard's costs: CPU per detector round over 1,000 pools × 50 servers (target ≤ 10 ms),
 # best of three `perf stat -e task-clock` runs with the cost of building the samples
-# subtracted; and the nginx access-log tail (criterion), whose lines/s say what tailing
+# subtracted, for the three detectors over a window of two samples and for the watcher's
+# whole round; and the nginx access-log tail (criterion), whose lines/s say what tailing
 # 10,000 lines/s costs (target ≤ 5% of a core). Needs `perf` (Debian: linux-perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,13 @@ for fleet in healthy troubled; do
     awk -v f="$fleet" -v o="$only" -v t="$t" -v s="$setup" -v r="$rounds" \
       'BEGIN{printf "detectors %-8s %-12s %6.2f ms/round\n", f, o, (t-s)/r}'
   done
+done
+# The whole round `ballast watch` runs: every detector, drift, the cause statements and the
+# alert lifecycle over the default 5 s window of 1 s samples (6 samples), its CPU time measured
+# inside the bench (the thread's time on CPU) over 20 steady rounds after a minute of history.
+for fleet in healthy troubled; do
+  printf "watcher  %-8s " "$fleet"
+  BENCH_ROUNDS=20 BENCH_FLEET=$fleet BENCH_ONLY=watcher "$bin"
 done
 cargo bench -p ballast-guard --bench nginx_log 2>/dev/null | grep -E "^nginx|time:|thrpt:" || true
 # The healthy soak on `ballast serve` (false alerts, target 0) is bench/soak-healthy.sh.

@@ -243,7 +243,10 @@ impl Lifecycle {
                             alert,
                             for_ms,
                             last_seen_ms: now_ms,
-                            annotated_ms: now_ms,
+                            // Dated back by a part of the interval of its own, so alerts
+                            // that began together are rewritten in different rounds.
+                            annotated_ms: now_ms
+                                .saturating_sub(stagger(&key, self.options.annotations_every_ms)),
                             layer: finding.layer,
                             level: finding.level,
                         },
@@ -392,6 +395,15 @@ fn labels(source: &str, instance: &str, finding: &Finding) -> BTreeMap<String, S
         labels.insert("server".into(), server.clone());
     }
     labels
+}
+
+/// A part of `every_ms` fixed by the alert's identity (FNV-1a), to spread the rewriting of
+/// alerts' annotations over the interval.
+fn stagger(identity: &str, every_ms: u64) -> u64 {
+    let hash = identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash % every_ms.max(1)
 }
 
 /// The identity of an alert: its labels without `severity`.

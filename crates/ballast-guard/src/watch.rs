@@ -190,7 +190,20 @@ impl Watcher {
         let window = &history[history.partition_point(|s| s.at_ms < start)..];
         let mut findings = Vec::new();
         if window.len() >= 2 {
-            outcome.distributions = distribution::judge_all(window, &self.options.distribution);
+            // Distribution and errors a pool at a time, so each pool's samples are read from
+            // memory once for both (at fleet scale the window does not stay in cache).
+            let mut errors_round = errors::ErrorRound::new(window, &self.options.errors);
+            let mut error_findings = Vec::new();
+            let mut series = Vec::with_capacity(window.len());
+            if let Some(latest) = window.last() {
+                for (index, pool) in latest.pools.iter().enumerate() {
+                    crate::detect::pool_series_into(window, index, &pool.name, &mut series);
+                    outcome
+                        .distributions
+                        .extend(distribution::judge(&series, &self.options.distribution));
+                    errors_round.pool(pool, &series, &mut error_findings);
+                }
+            }
             findings.extend(
                 outcome
                     .distributions
@@ -202,7 +215,7 @@ impl Watcher {
                 &self.options.distribution,
             ));
             findings.extend(saturation::detect(window, &self.options.saturation));
-            findings.extend(errors::detect(window, &self.options.errors));
+            findings.append(&mut error_findings);
             findings.extend(crate::detect::unreached::detect(
                 window,
                 &self.options.unreached,

@@ -17,8 +17,8 @@
 use ballast_core::sample::{PoolSample, ResponseClasses, Sample, ServerSample, ServerState};
 
 use super::{
-    Figures, Finding, Layer, Level, RuleSpec, ServerPlace, Text, Words, by_name, figures, percent,
-    span, span_ms, span_of, whole,
+    Figures, Finding, Layer, Level, RuleSpec, ServerPlace, Text, Words, figures, percent, span,
+    span_ms, span_of, whole,
 };
 
 /// When errors, outliers and flapping are worth an alert.
@@ -160,40 +160,68 @@ pub fn detect(window: &[Sample], thresholds: &ErrorThresholds) -> Vec<Finding> {
     let Some(now) = window.last() else {
         return found;
     };
-    let over = span(window);
-    // One pool's series and servers at a time, in buffers kept across pools: a fleet round
-    // would otherwise allocate two per pool.
+    let mut round = ErrorRound::new(window, thresholds);
     let mut series = Vec::with_capacity(window.len());
-    let mut servers: Vec<ServerWindow> = Vec::new();
     for (index, pool) in now.pools.iter().enumerate() {
-        series.clear();
-        series.extend(
-            window
-                .iter()
-                .filter_map(|s| by_name(&s.pools, index, &pool.name, |p| &p.name)),
-        );
-        servers.clear();
-        let same_layout = super::same_layout(&series);
-        servers.extend(
+        super::pool_series_into(window, index, &pool.name, &mut series);
+        round.pool(pool, &series, &mut found);
+    }
+    found
+}
+
+/// The detector over one window, a pool at a time: [`detect`] runs it over every pool, and
+/// the watcher's round runs it pool by pool beside the distribution detector, so each pool's
+/// samples are read from memory once for both.
+pub struct ErrorRound<'w> {
+    window: &'w [Sample],
+    over: String,
+    over_ms: u64,
+    thresholds: &'w ErrorThresholds,
+    /// One pool's servers at a time, in a buffer kept across pools.
+    servers: Vec<ServerWindow<'w>>,
+}
+
+impl<'w> ErrorRound<'w> {
+    pub fn new(window: &'w [Sample], thresholds: &'w ErrorThresholds) -> Self {
+        ErrorRound {
+            window,
+            over: span(window),
+            over_ms: span_of(window),
+            thresholds,
+            servers: Vec::new(),
+        }
+    }
+
+    /// Judges `pool` of the window's latest sample through `series`, its samples oldest first
+    /// (as `pool_series` gives them).
+    pub fn pool(
+        &mut self,
+        pool: &'w PoolSample,
+        series: &[&'w PoolSample],
+        found: &mut Vec<Finding>,
+    ) {
+        let same_layout = super::same_layout(series);
+        self.servers.clear();
+        self.servers.extend(
             pool.servers
                 .iter()
                 .enumerate()
-                .map(|(i, s)| ServerWindow::of(s, i, &series, same_layout)),
+                .map(|(i, s)| ServerWindow::of(s, i, series, same_layout)),
         );
         let context = PoolContext {
             pool,
-            over: &over,
-            over_ms: span_of(window),
-            t: thresholds,
-            answered_by_balancer: super::unreached::answered_by_balancer(window, &pool.name),
+            over: &self.over,
+            over_ms: self.over_ms,
+            t: self.thresholds,
+            answered_by_balancer: super::unreached::answered_by_balancer(self.window, &pool.name),
         };
-        context.error_ratios(&servers, &mut found);
-        context.success_outliers(&servers, &mut found);
-        context.latency_outliers(&servers, &mut found);
-        context.no_server(&mut found);
-        context.flapping(&servers, &mut found);
+        let servers = &self.servers;
+        context.error_ratios(servers, found);
+        context.success_outliers(servers, found);
+        context.latency_outliers(servers, found);
+        context.no_server(found);
+        context.flapping(servers, found);
     }
-    found
 }
 
 /// How a counter behaved through the window.

@@ -351,10 +351,24 @@ pub(crate) fn pool_series<'a>(
     hint: usize,
     name: &str,
 ) -> Vec<&'a ballast_core::sample::PoolSample> {
-    window
-        .iter()
-        .filter_map(|s| by_name(&s.pools, hint, name, |p| &p.name))
-        .collect()
+    let mut series = Vec::with_capacity(window.len());
+    pool_series_into(window, hint, name, &mut series);
+    series
+}
+
+/// [`pool_series`] into a buffer kept across pools (a fleet round would allocate one a pool).
+pub(crate) fn pool_series_into<'a>(
+    window: &'a [ballast_core::sample::Sample],
+    hint: usize,
+    name: &str,
+    series: &mut Vec<&'a ballast_core::sample::PoolSample>,
+) {
+    series.clear();
+    series.extend(
+        window
+            .iter()
+            .filter_map(|s| by_name(&s.pools, hint, name, |p| &p.name)),
+    );
 }
 
 /// How much a cumulative counter rose through a series. `None` with fewer than two values, or
