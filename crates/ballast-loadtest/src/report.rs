@@ -75,7 +75,8 @@ pub struct Report {
     /// The measured part's length (the warm-up left out), seconds.
     pub seconds: f64,
     pub requests: u64,
-    /// Requests per second achieved over the measured part.
+    /// Requests per second achieved over the measured part (its length stretched to the last
+    /// measured send when the generator fell behind its schedule).
     pub rate: f64,
     /// The rate the open model aimed at.
     pub target_rate: Option<f64>,

@@ -3,7 +3,6 @@
 //! decisions (what to send when, what counts) are in `plan` and `tally`; this is the I/O.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::connect::Dialer;
@@ -53,6 +52,8 @@ struct Record {
     outcome: Outcome,
     latency: Duration,
     warmup: bool,
+    /// When it went out (the open model's workers: when one took it from the schedule).
+    sent_at: Instant,
 }
 
 /// Runs the plan to its end; `progress` is called about once a second.
@@ -82,6 +83,7 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress) + Send) -> Fini
     let mut last_count = 0u64;
     let mut measured_start: Option<Instant> = None;
     let mut last_answer = start;
+    let mut last_sent = warmup_end;
     loop {
         tokio::select! {
             record = rx.recv() => {
@@ -92,6 +94,7 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress) + Send) -> Fini
                     measured_start.get_or_insert(warmup_end);
                     tally.record(&r.outcome, r.latency);
                     last_answer = Instant::now();
+                    last_sent = last_sent.max(r.sent_at);
                 }
             }
             _ = tick.tick() => {
@@ -111,8 +114,10 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress) + Send) -> Fini
     }
     let _ = driver.await;
     tally.connections_opened = wire.dialer.opened();
+    // A generator that fell behind its schedule sent its last request after the measured
+    // part's end: the achieved rate is over the time it took, not the time it was given.
     let measured = match plan.stop {
-        Stop::After(d) => d,
+        Stop::After(d) => d.max(last_sent.saturating_duration_since(warmup_end)),
         Stop::Requests(_) => last_answer.saturating_duration_since(warmup_end),
     };
     Finished { tally, measured }
@@ -127,7 +132,19 @@ fn still_sending(plan: &Plan, offset: Duration, measured_started: u64) -> bool {
     }
 }
 
+/// One request of the open model, due at `intended`.
+struct Job {
+    offset: Duration,
+    intended: Instant,
+    warmup: bool,
+}
+
 /// The open model: each request at its intended time, whatever the earlier ones take.
+///
+/// A scheduler hands each due request to an idle worker (a connection, or over HTTP/2 a
+/// stream); when none is idle the request waits in a backlog, and the wait counts in its
+/// latency, measured from the intended time (no coordinated omission). Workers rather than a
+/// task per request: the generator's own cost per request is what bounds the rates it holds.
 async fn open(
     plan: Arc<Plan>,
     wire: Arc<Wire>,
@@ -137,64 +154,110 @@ async fn open(
     start: Instant,
     tx: mpsc::UnboundedSender<Record>,
 ) {
-    let (slots, http2) = match plan.transport.protocol {
+    let (workers, http2) = match plan.transport.protocol {
         Protocol::Http1 => (max_connections as usize, None),
         Protocol::Http2 { streams } => (
             max_connections as usize * streams as usize,
-            Some(crate::h2::Pool::new(max_connections, streams)),
+            Some(Arc::new(crate::h2::Pool::new(max_connections, streams))),
         ),
     };
-    let pool = Arc::new(Pool {
-        idle: Mutex::new(Vec::new()),
-        slots: Semaphore::new(slots),
-        http2,
-    });
+    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
+    let mut queues: Vec<mpsc::UnboundedSender<Job>> = Vec::with_capacity(workers);
     let mut tasks = JoinSet::new();
-    let mut measured_started = 0u64;
-    let mut schedule = Schedule::new(rate, arrival, plan.seed).peekable();
-    while let Some(&offset) = schedule.peek() {
-        if !still_sending(&plan, offset, measured_started) {
-            break;
-        }
-        let intended = start + offset;
-        let now = Instant::now();
-        if intended > now {
-            // Tokio's timer has millisecond resolution: several requests may be due at once
-            // when it wakes; each keeps its intended time, so none is timed short.
-            tokio::time::sleep_until(intended.into()).await;
-        }
-        schedule.next();
-        let warmup = offset < plan.warmup;
-        if !warmup {
-            measured_started += 1;
-        }
-        let (plan, wire, pool, tx) = (
+    for id in 0..workers {
+        let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
+        queues.push(queue);
+        let (plan, wire, http2, tx, idle_tx) = (
             Arc::clone(&plan),
             Arc::clone(&wire),
-            Arc::clone(&pool),
+            http2.clone(),
             tx.clone(),
+            idle_tx.clone(),
         );
         tasks.spawn(async move {
-            // The timeout runs from the intended time: a request still waiting for a free
-            // connection when it expires is a timeout too, so an overloaded run drains within
-            // one timeout of its end instead of serving its whole queue.
-            let deadline = intended + plan.timeout;
-            let mut rng = SmallRng::seed_from_u64(plan.seed ^ offset.as_nanos() as u64);
+            let mut connection: Option<Connection> = None;
             let mut scratch = Vec::new();
-            let request = wire.requests.next(&mut rng, &mut scratch);
-            let outcome =
-                tokio::time::timeout_at(deadline.into(), pool.send(&plan, &wire, request))
-                    .await
-                    .unwrap_or(Outcome::Failed(Failure::Timeout));
-            let _ = tx.send(Record {
-                outcome,
-                latency: intended.elapsed(),
-                warmup,
-            });
+            while let Some(job) = jobs.recv().await {
+                // The timeout runs from the intended time: a request that waited for a worker
+                // until it expired is a timeout too, so an overloaded run drains within one
+                // timeout of its end instead of serving its whole backlog.
+                let deadline = job.intended + plan.timeout;
+                let sent_at = Instant::now();
+                let outcome = if sent_at >= deadline {
+                    Outcome::Failed(Failure::Timeout)
+                } else {
+                    // Seeded by its place in the schedule: the same requests whichever worker
+                    // sends them.
+                    let mut rng = SmallRng::seed_from_u64(plan.seed ^ job.offset.as_nanos() as u64);
+                    let request = wire.requests.next(&mut rng, &mut scratch);
+                    match &http2 {
+                        // One timer a request: each of these ends at the deadline.
+                        None => send_on(&plan, &wire, request, &mut connection, deadline).await,
+                        Some(pool) => {
+                            let send = send_http2(&plan, &wire, request, Http2Source::Pool(pool));
+                            tokio::time::timeout_at(deadline.into(), send)
+                                .await
+                                .unwrap_or(Outcome::Failed(Failure::Timeout))
+                        }
+                    }
+                };
+                let _ = tx.send(Record {
+                    outcome,
+                    latency: job.intended.elapsed(),
+                    warmup: job.warmup,
+                    sent_at,
+                });
+                if idle_tx.send(id).is_err() {
+                    return;
+                }
+            }
         });
-        // Reap finished tasks as we go, so the set stays the size of what is in flight.
-        while tasks.try_join_next().is_some() {}
     }
+    drop(idle_tx);
+    let mut idle: Vec<usize> = (0..workers).rev().collect();
+    let mut backlog: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    let mut measured_started = 0u64;
+    let mut schedule = Schedule::new(rate, arrival, plan.seed).peekable();
+    loop {
+        let next = schedule
+            .peek()
+            .copied()
+            .filter(|&offset| still_sending(&plan, offset, measured_started));
+        if next.is_none() && backlog.is_empty() {
+            break;
+        }
+        tokio::select! {
+            worker = idle_rx.recv() => match worker {
+                Some(id) => idle.push(id),
+                None => break,
+            },
+            // Tokio's timer has millisecond resolution: several requests may be due at once
+            // when it wakes; each keeps its intended time, so none is timed short.
+            _ = tokio::time::sleep_until((start + next.unwrap_or_default()).into()), if next.is_some() => {
+                let now = Instant::now();
+                while let Some(&offset) = schedule.peek() {
+                    if start + offset > now || !still_sending(&plan, offset, measured_started) {
+                        break;
+                    }
+                    schedule.next();
+                    let warmup = offset < plan.warmup;
+                    if !warmup {
+                        measured_started += 1;
+                    }
+                    backlog.push_back(Job { offset, intended: start + offset, warmup });
+                }
+            }
+        }
+        while !backlog.is_empty()
+            && let Some(id) = idle.pop()
+        {
+            if let Some(job) = backlog.pop_front() {
+                let _ = queues[id].send(job);
+            }
+        }
+    }
+    // Each worker ends when its queue is closed and empty.
+    drop(queues);
     while tasks.join_next().await.is_some() {}
 }
 
@@ -251,7 +314,9 @@ async fn closed(
                 }
                 let request = wire.requests.next(&mut rng, &mut scratch);
                 let outcome = match &mut lane {
-                    Lane::Http1(connection) => send_on(&plan, &wire, request, connection).await,
+                    Lane::Http1(connection) => {
+                        send_on(&plan, &wire, request, connection, sent + plan.timeout).await
+                    }
                     Lane::Http2(slot) => {
                         send_http2(&plan, &wire, request, Http2Source::Slot(slot)).await
                     }
@@ -260,37 +325,12 @@ async fn closed(
                     outcome,
                     latency: sent.elapsed(),
                     warmup,
+                    sent_at: sent,
                 });
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-}
-
-/// The open model's connections: idle ones to reuse, and slots bounding how many are busy
-/// (over HTTP/2, how many requests: `--max-connections` times `--streams`).
-struct Pool {
-    idle: Mutex<Vec<Connection>>,
-    slots: Semaphore,
-    http2: Option<crate::h2::Pool>,
-}
-
-impl Pool {
-    async fn send(&self, plan: &Plan, wire: &Wire, request: &[u8]) -> Outcome {
-        // Waiting for a slot counts in the request's latency: it was meant to go out already.
-        let Ok(_slot) = self.slots.acquire().await else {
-            return Outcome::Failed(Failure::Broken);
-        };
-        if let Some(http2) = &self.http2 {
-            return send_http2(plan, wire, request, Http2Source::Pool(http2)).await;
-        }
-        let mut connection = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let outcome = send_on(plan, wire, request, &mut connection).await;
-        if let Some(c) = connection {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
-        }
-        outcome
-    }
 }
 
 /// Sends one request on `connection`, opening one first if there is none (or it closed);
@@ -300,6 +340,7 @@ async fn send_on(
     wire: &Wire,
     request: &[u8],
     connection: &mut Option<Connection>,
+    deadline: Instant,
 ) -> Outcome {
     let head_only = plan.method == "HEAD";
     let attempt = async {
@@ -325,7 +366,7 @@ async fn send_on(
             Err(e) => Err(e),
         }
     };
-    match tokio::time::timeout(plan.timeout, attempt).await {
+    match tokio::time::timeout_at(deadline.into(), attempt).await {
         Ok(Ok(answer)) => {
             if !answer.keep_alive || plan.transport.connection_per_request {
                 *connection = None;
