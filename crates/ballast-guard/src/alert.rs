@@ -451,6 +451,63 @@ mod tests {
     }
 
     #[test]
+    fn annotations_are_written_when_new_when_firing_and_when_due_not_every_round() {
+        let mut l = Lifecycle::new(
+            "haproxy",
+            "x",
+            LifecycleOptions {
+                for_override_ms: Some(2_000),
+                annotations_every_ms: 10_000,
+                ..Default::default()
+            },
+        );
+        let explained = std::cell::Cell::new(0u32);
+        let count = |_: &Finding| {
+            explained.set(explained.get() + 1);
+            format!("cause {}", explained.get())
+        };
+        let f = skew(Level::Warning);
+        let mut written_at = Vec::new();
+        for second in 0..30u64 {
+            let before = explained.get();
+            l.observe(second * 1_000, std::slice::from_ref(&f), &count);
+            if explained.get() > before {
+                written_at.push(second);
+            }
+        }
+        // New at 0 s, firing at 2 s, then once in every 10 s (the first due time staggered).
+        assert_eq!(written_at[..2], [0, 2], "{written_at:?}");
+        let later = &written_at[2..];
+        assert!((2..=3).contains(&later.len()), "{written_at:?}");
+        assert!(
+            later.windows(2).all(|w| w[1] - w[0] == 10),
+            "{written_at:?}"
+        );
+        // An escalation is written at once.
+        let before = explained.get();
+        l.observe(30_000, &[skew(Level::Critical)], &count);
+        assert_eq!(explained.get(), before + 1);
+    }
+
+    #[test]
+    fn the_identity_written_directly_is_the_labels_identity() {
+        // The lifecycle finds tracked alerts by an identity written without building the
+        // labels; it must be the one the labels give, quotes and all.
+        let l = Lifecycle::new("nginx", "/var/log/\"a b\".log", LifecycleOptions::default());
+        let mut with_server = finding("PoolSkewed", Level::Warning, Layer::Distribution, "é \"3\"");
+        with_server.pool = Some("app,x=y".into());
+        let mut no_server = with_server.clone();
+        no_server.server = None;
+        let mut nothing = no_server.clone();
+        nothing.pool = None;
+        for f in [with_server, no_server, nothing] {
+            let mut written = String::new();
+            l.write_identity(&mut written, &f);
+            assert_eq!(written, identity(&labels(&l.source, &l.instance, &f)));
+        }
+    }
+
+    #[test]
     fn an_alert_is_pending_until_its_for_duration_then_fires_once() {
         let mut l = lifecycle();
         // PoolSkewed holds for 2 s: rounds at 0 and 1 s are pending, 2 s fires.
