@@ -40,7 +40,7 @@ const LATENCY_BASELINE_MS: u64 = 30_000;
 pub struct Explainer<'a> {
     ctx: Context<'a>,
     traffic: OnceCell<Option<String>>,
-    latency: RefCell<HashMap<String, Option<Rc<PoolLatency>>>>,
+    latency: RefCell<HashMap<String, Option<Rc<PoolLatency<'a>>>>>,
 }
 
 impl<'a> Explainer<'a> {
@@ -120,10 +120,10 @@ pub fn explain(f: &Finding, ctx: &Context) -> String {
     Explainer::new(*ctx).explain(f)
 }
 
-/// A pool's latency through the window and through the minute before it.
-struct PoolLatency {
-    /// The pool's servers in the latest sample, in order.
-    servers: Vec<String>,
+/// A pool's latency through the window and through the half minute before it.
+struct PoolLatency<'a> {
+    /// The pool in the history's latest sample.
+    latest: &'a PoolSample,
     now: Weighted,
     before: Weighted,
 }
@@ -195,8 +195,8 @@ impl Weighted {
     }
 }
 
-impl PoolLatency {
-    fn of(pool: &str, ctx: &Context) -> Option<PoolLatency> {
+impl<'a> PoolLatency<'a> {
+    fn of(pool: &str, ctx: &Context<'a>) -> Option<PoolLatency<'a>> {
         let last = ctx.history.last()?;
         let hint = last.pools.iter().position(|p| p.name == pool)?;
         let latest = &last.pools[hint];
@@ -210,7 +210,7 @@ impl PoolLatency {
         let baseline_start = ctx.history[split].at_ms.saturating_sub(LATENCY_BASELINE_MS);
         let first = ctx.history[..split].partition_point(|s| s.at_ms < baseline_start);
         Some(PoolLatency {
-            servers: latest.servers.iter().map(|s| s.name.clone()).collect(),
+            latest,
             now: Weighted::of(&ctx.history[split..], latest, hint),
             before: Weighted::of(&ctx.history[first..=split], latest, hint),
         })
@@ -218,7 +218,7 @@ impl PoolLatency {
 
     /// Where `server` is in the latest sample.
     fn place(&self, server: &str) -> Option<usize> {
-        self.servers.iter().position(|s| s == server)
+        self.latest.servers.iter().position(|s| s.name == server)
     }
 }
 
