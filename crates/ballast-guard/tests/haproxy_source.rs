@@ -33,6 +33,18 @@ impl Haproxy {
     /// Starts HAProxy with `app`'s body (`balance ...` and `server` lines) and the socket
     /// level given.
     fn start(app: &str, level: &str) -> Haproxy {
+        // `noreuseport`: a port another test's HAProxy took between `free_port` and the bind
+        // fails this one's start, instead of the two sharing it and answering each other's
+        // requests; then it starts again on new ports.
+        for _ in 0..3 {
+            if let Some(h) = Haproxy::try_start(app, level) {
+                return h;
+            }
+        }
+        panic!("HAProxy did not start on free ports in three tries");
+    }
+
+    fn try_start(app: &str, level: &str) -> Option<Haproxy> {
         let dir = tempfile::tempdir().expect("a temp dir");
         let socket = dir.path().join("admin.sock");
         let tcp = format!("127.0.0.1:{}", common::free_port());
@@ -43,7 +55,7 @@ impl Haproxy {
             .parse()
             .unwrap();
         let text = format!(
-            "global\n    stats socket {sock} mode 600 level {level}\n    stats socket ipv4@{tcp} level {level}\n    maxconn 200\n\
+            "global\n    noreuseport\n    stats socket {sock} mode 600 level {level}\n    stats socket ipv4@{tcp} level {level}\n    maxconn 200\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n    timeout queue 10s\n\
              frontend web\n    bind {front}\n    default_backend app\n\
              frontend stats\n    bind {stats}\n    stats enable\n    stats uri /stats\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n\
@@ -63,7 +75,7 @@ impl Haproxy {
             String::from_utf8_lossy(&check.stderr)
         );
         let peer = spawn_haproxy(&config, None);
-        let h = Haproxy {
+        let mut h = Haproxy {
             peer,
             dir,
             config,
@@ -73,7 +85,9 @@ impl Haproxy {
             stats,
         };
         h.wait_ready();
-        h
+        // A bind that failed ends the process at once; give it the time to.
+        std::thread::sleep(Duration::from_millis(100));
+        (!h.peer.exited()).then_some(h)
     }
 
     fn wait_ready(&self) {

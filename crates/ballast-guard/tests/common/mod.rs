@@ -68,6 +68,11 @@ impl PeerGroup {
     pub fn id(&self) -> u32 {
         self.0.id()
     }
+
+    /// Whether the group leader has exited (a peer that could not bind its ports).
+    pub fn exited(&mut self) -> bool {
+        self.0.try_wait().ok().flatten().is_some()
+    }
 }
 
 impl Drop for PeerGroup {
