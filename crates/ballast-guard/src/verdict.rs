@@ -40,6 +40,8 @@ const LATENCY_BASELINE_MS: u64 = 30_000;
 pub struct Explainer<'a> {
     ctx: Context<'a>,
     traffic: OnceCell<Option<String>>,
+    /// The latest sample's pools by name, for findings that name theirs.
+    pools: OnceCell<HashMap<&'a str, usize>>,
     latency: RefCell<HashMap<String, Option<Rc<PoolLatency<'a>>>>>,
 }
 
@@ -48,6 +50,7 @@ impl<'a> Explainer<'a> {
         Explainer {
             ctx,
             traffic: OnceCell::new(),
+            pools: OnceCell::new(),
             latency: RefCell::new(HashMap::new()),
         }
     }
@@ -92,7 +95,16 @@ impl<'a> Explainer<'a> {
         let latency = match known {
             Some(l) => l,
             None => {
-                let l = PoolLatency::of(pool, &self.ctx).map(Rc::new);
+                let pools = self.pools.get_or_init(|| {
+                    self.ctx.history.last().map_or_else(HashMap::new, |last| {
+                        let names = last.pools.iter().enumerate();
+                        names.map(|(i, p)| (p.name.as_str(), i)).collect()
+                    })
+                });
+                let l = pools
+                    .get(pool)
+                    .and_then(|&index| PoolLatency::of(index, &self.ctx))
+                    .map(Rc::new);
                 self.latency
                     .borrow_mut()
                     .insert(pool.to_string(), l.clone());
@@ -156,6 +168,7 @@ impl Weighted {
                 continue;
             };
             let same_layout = crate::detect::same_layout(&[old, new]);
+            let places_as_latest = crate::detect::same_layout(&[new, latest]);
             for (i, s) in new.servers.iter().enumerate() {
                 let (Some(latency), Some(o)) = (
                     s.latency_ms,
@@ -167,13 +180,10 @@ impl Weighted {
                 let part = latency * n as f64;
                 w.sum += part;
                 w.requests += n;
-                let place = if new.layout != 0 && new.layout == latest.layout {
+                let place = if places_as_latest {
                     Some(i)
                 } else {
-                    match latest.servers.get(i) {
-                        Some(l) if l.name == s.name => Some(i),
-                        _ => latest.servers.iter().position(|l| l.name == s.name),
-                    }
+                    latest.servers.iter().position(|l| l.name == s.name)
                 };
                 if let Some(own) = place.and_then(|p| w.servers.get_mut(p)) {
                     own.0 += part;
@@ -196,10 +206,10 @@ impl Weighted {
 }
 
 impl<'a> PoolLatency<'a> {
-    fn of(pool: &str, ctx: &Context<'a>) -> Option<PoolLatency<'a>> {
+    /// Pool `hint` of the history's latest sample.
+    fn of(hint: usize, ctx: &Context<'a>) -> Option<PoolLatency<'a>> {
         let last = ctx.history.last()?;
-        let hint = last.pools.iter().position(|p| p.name == pool)?;
-        let latest = &last.pools[hint];
+        let latest = last.pools.get(hint)?;
         let window_start = last.at_ms.saturating_sub(ctx.window_ms);
         // The window's pairs start at the last sample before it (the counters' baseline).
         let split = ctx

@@ -162,11 +162,12 @@ async fn open(
         ),
     };
     let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
-    let mut queues: Vec<mpsc::UnboundedSender<Job>> = Vec::with_capacity(workers);
+    let mut queues: Vec<mpsc::UnboundedSender<Job>> = Vec::new();
     let mut tasks = JoinSet::new();
-    for id in 0..workers {
+    // Worker `id`, started when a request finds none idle and fewer than `workers` run, so
+    // `--max-connections` × `--streams` bounds the workers without starting them all.
+    let start_worker = |id: usize, tasks: &mut JoinSet<()>| {
         let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
-        queues.push(queue);
         let (plan, wire, http2, tx, idle_tx) = (
             Arc::clone(&plan),
             Arc::clone(&wire),
@@ -212,9 +213,9 @@ async fn open(
                 }
             }
         });
-    }
-    drop(idle_tx);
-    let mut idle: Vec<usize> = (0..workers).rev().collect();
+        queue
+    };
+    let mut idle: Vec<usize> = Vec::new();
     let mut backlog: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     let mut measured_started = 0u64;
     let mut schedule = Schedule::new(rate, arrival, plan.seed).peekable();
@@ -248,9 +249,19 @@ async fn open(
                 }
             }
         }
-        while !backlog.is_empty()
-            && let Some(id) = idle.pop()
-        {
+        // Workers back by now are used before another is started.
+        while let Ok(id) = idle_rx.try_recv() {
+            idle.push(id);
+        }
+        while !backlog.is_empty() {
+            let id = match idle.pop() {
+                Some(id) => id,
+                None if queues.len() < workers => {
+                    queues.push(start_worker(queues.len(), &mut tasks));
+                    queues.len() - 1
+                }
+                None => break,
+            };
             if let Some(job) = backlog.pop_front() {
                 let _ = queues[id].send(job);
             }
@@ -258,6 +269,7 @@ async fn open(
     }
     // Each worker ends when its queue is closed and empty.
     drop(queues);
+    drop(idle_tx);
     while tasks.join_next().await.is_some() {}
 }
 

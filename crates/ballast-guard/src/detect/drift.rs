@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use ballast_core::config::Config;
+use ballast_core::config::{Config, Server};
 use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
 
 use super::{Figures, Finding, Layer, Level, RuleSpec, Text};
@@ -58,6 +58,15 @@ struct Standing {
 }
 
 impl Standing {
+    /// As the configuration file has it.
+    fn configured(s: &Server) -> Self {
+        Self {
+            weight: s.weight,
+            in_rotation: !s.down && s.weight > 0,
+            backup: s.backup,
+        }
+    }
+
     fn live(s: &ServerSample) -> Self {
         Self {
             weight: s.weight,
@@ -103,16 +112,7 @@ pub fn detect(
                     let spec = c.pools.get(&pool.name)?;
                     spec.servers
                         .iter()
-                        .map(|s| {
-                            (
-                                s.name.as_str(),
-                                Standing {
-                                    weight: s.weight,
-                                    in_rotation: !s.down && s.weight > 0,
-                                    backup: s.backup,
-                                },
-                            )
-                        })
+                        .map(|s| (s.name.as_str(), Standing::configured(s)))
                         .collect()
                 }
                 None => super::by_name(&first.pools, index, &pool.name, |p| &p.name)?
@@ -144,20 +144,16 @@ fn stands_as_before(
     config: Option<&Config>,
 ) -> bool {
     match config {
-        Some(c) => c.pools.get(&pool.name).is_some_and(|spec| {
-            spec.servers.len() == pool.servers.len()
-                && spec.servers.iter().zip(&pool.servers).all(|(r, s)| {
-                    let reference = Standing {
-                        weight: r.weight,
-                        in_rotation: !r.down && r.weight > 0,
-                        backup: r.backup,
-                    };
-                    reference == Standing::live(s) && r.name == s.name
-                })
-        }),
+        Some(c) => {
+            c.pools.get(&pool.name).is_some_and(|spec| {
+                spec.servers.len() == pool.servers.len()
+                    && spec.servers.iter().zip(&pool.servers).all(|(r, s)| {
+                        Standing::configured(r) == Standing::live(s) && r.name == s.name
+                    })
+            })
+        }
         None => first.pools.get(index).is_some_and(|then| {
-            let same_servers = then.layout != 0 && then.layout == pool.layout;
-            same_servers
+            super::same_layout(&[then, pool])
                 && then.name == pool.name
                 && then
                     .servers
