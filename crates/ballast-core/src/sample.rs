@@ -49,13 +49,91 @@ pub struct PoolSample {
     /// not visible; the distribution is then judged with a wider band.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<KeyPrediction>,
-    /// A fingerprint of the servers' names in order ([`PoolSample::servers_layout`]), 0 when
-    /// not taken. The guard's watcher takes it as a sample arrives: two samples of a pool with
-    /// the same fingerprint list the same servers at the same places, so a window's detectors
-    /// match a server through the window by its place and never read the older samples'
-    /// names (at fleet scale, comparing those names was most of a round). Not serialized.
+    /// What the guard's watcher notes on the sample as it arrives, so a window of samples
+    /// is read cheaply; empty when not noted. Not serialized.
     #[serde(skip)]
+    pub noted: Noted,
+}
+
+/// What the guard's watcher notes on a pool's sample as it arrives. At fleet scale a round
+/// reads every pool through a window of samples that are no longer in cache, and reading the
+/// older samples' names, then their servers' whole records, was most of a round (BENCHMARKS.md,
+/// the guard); these let the window be read from less.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Noted {
+    /// A fingerprint of the servers' names in order ([`PoolSample::servers_layout`]), 0 when
+    /// not taken: two samples of a pool with the same fingerprint list the same servers at the
+    /// same places, so a server is matched through a window by its place, never by its name.
     pub layout: u64,
+    /// This sample continues the pool's sample before it without a break: the same layout,
+    /// no counter gone down, no server's state, weight or tier changed. A window of such
+    /// samples is read from its two ends and its gauges alone.
+    pub continues: bool,
+    /// Each server's gauges at its place, in a compact array the window's samples are summed
+    /// from (empty when not taken).
+    pub gauges: Vec<Gauge>,
+    /// Each server's counters and standing at its place, compactly: a window's ends and the
+    /// step from one sample to the next are read from these (empty when not taken).
+    pub counters: Vec<Counters>,
+}
+
+/// One server's counters and standing in one sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counters {
+    pub requests: u64,
+    /// 1xx, 2xx, 3xx, 4xx, 5xx and other responses, in that order.
+    pub responses: [u64; 6],
+    pub weight: u32,
+    pub state: ServerState,
+    pub backup: bool,
+}
+
+impl Counters {
+    pub fn of(s: &ServerSample) -> Counters {
+        let r = &s.responses;
+        Counters {
+            requests: s.requests,
+            responses: [r.c1xx, r.c2xx, r.c3xx, r.c4xx, r.c5xx, r.other],
+            weight: s.weight,
+            state: s.state,
+            backup: s.backup,
+        }
+    }
+
+    /// Whether these follow `before` without a break: no counter went down, the state, the
+    /// weight and the tier are the same.
+    pub fn continue_from(&self, before: &Counters) -> bool {
+        self.requests >= before.requests
+            && self.state == before.state
+            && self.weight == before.weight
+            && self.backup == before.backup
+            && self
+                .responses
+                .iter()
+                .zip(&before.responses)
+                .all(|(now, then)| now >= then)
+    }
+}
+
+/// One server's gauges in one sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gauge {
+    pub active: u64,
+    /// The latency reported, or a negative number when none is, or none that is a finite
+    /// figure of 0 or more (such a figure does not count in a mean).
+    pub latency_ms: f64,
+}
+
+impl Gauge {
+    pub fn of(s: &ServerSample) -> Gauge {
+        Gauge {
+            active: s.active,
+            latency_ms: s
+                .latency_ms
+                .filter(|l| l.is_finite() && *l >= 0.0)
+                .unwrap_or(-1.0),
+        }
+    }
 }
 
 impl PoolSample {

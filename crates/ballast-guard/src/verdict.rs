@@ -358,7 +358,7 @@ mod tests {
                     source: "haproxy".into(),
                     instance: "x".into(),
                     pools: vec![PoolSample {
-                        layout: 0,
+                        noted: Default::default(),
                         predicted: None,
                         name: "app".into(),
                         promise: Promise::RequestShares,

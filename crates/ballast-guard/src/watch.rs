@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use ballast_core::sample::Sample;
+use ballast_core::sample::{Counters, Gauge, Sample};
 use serde::Serialize;
 
 use crate::alert::{Lifecycle, LifecycleOptions, Round};
@@ -63,6 +63,14 @@ pub struct Outcome {
     pub reload: Option<Reload>,
 }
 
+/// What [`Watcher::take`] found as a sample arrived, for [`Watcher::judge`].
+#[derive(Debug)]
+pub struct Intake {
+    pub now_ms: u64,
+    pub change: Option<ConfigChange>,
+    pub reload: Option<Reload>,
+}
+
 /// One watched load balancer.
 pub struct Watcher {
     options: WatchOptions,
@@ -75,6 +83,10 @@ pub struct Watcher {
     /// it was at each reload. An edit not yet reloaded is not live, and drift against it would
     /// blame the running weights for the file's new ones.
     live_config: Option<ballast_core::config::Config>,
+    /// Gauge and counter arrays of samples that left the window, for the next samples'
+    /// (`Noted`).
+    spare_gauges: Vec<Vec<Gauge>>,
+    spare_counters: Vec<Vec<Counters>>,
 }
 
 /// A line of the watcher's own record (JSON lines under `--format json`).
@@ -97,6 +109,8 @@ impl Watcher {
             reloads: Vec::new(),
             config: None,
             live_config: None,
+            spare_gauges: Vec::new(),
+            spare_counters: Vec::new(),
         }
     }
 
@@ -132,17 +146,23 @@ impl Watcher {
         &self.reloads
     }
 
-    /// Takes one sample and judges the window that ends with it.
-    pub fn observe(&mut self, mut sample: Sample) -> Outcome {
+    /// Takes one sample and judges the window that ends with it: [`Watcher::take`], then
+    /// [`Watcher::judge`].
+    pub fn observe(&mut self, sample: Sample) -> Outcome {
+        let intake = self.take(sample);
+        self.judge(intake)
+    }
+
+    /// The first half of a round: the sample noted and kept, the reload it shows and the
+    /// configuration change found noticed, the history trimmed. Apart from [`Watcher::judge`]
+    /// so the costs of the two are measured apart (`bench/guard.sh`).
+    pub fn take(&mut self, mut sample: Sample) -> Intake {
         let now = sample.at_ms;
-        // Each pool's layout, once as it arrives: the window's detectors match servers by
-        // place where it holds (`detect::same_layout`).
-        for pool in &mut sample.pools {
-            if pool.layout == 0 {
-                pool.layout = pool.servers_layout();
-            }
-        }
-        let mut outcome = Outcome::default();
+        let mut intake = Intake {
+            now_ms: now,
+            change: None,
+            reload: None,
+        };
         let generation = |s: &Sample| s.process.as_ref().and_then(|p| p.generation.clone());
         if let (Some(previous), Some(current)) = (
             self.history.back().and_then(generation),
@@ -155,11 +175,11 @@ impl Watcher {
                 generation: current,
             };
             self.reloads.push(reload.clone());
-            outcome.reload = Some(reload);
+            intake.reload = Some(reload);
         }
         if let Some(change) = self.config.as_mut().and_then(|c| c.poll(now)) {
             self.changes.push(change.clone());
-            outcome.change = Some(change);
+            intake.change = Some(change);
         }
         let current = || {
             self.config
@@ -168,10 +188,9 @@ impl Watcher {
                 .map(|i| i.loaded.config.clone())
         };
         // A process that says nothing of its reloads runs, for all the watcher knows, the file.
-        if outcome.reload.is_some() || generation(&sample).is_none() {
+        if intake.reload.is_some() || generation(&sample).is_none() {
             self.live_config = current();
         }
-        self.history.push_back(sample);
         while self
             .history
             .front()
@@ -179,29 +198,90 @@ impl Watcher {
         {
             self.history.pop_front();
         }
+        // The gauges and counters noted on samples that left the window are read no more:
+        // their arrays are reused for the new sample's.
+        let start = now.saturating_sub(self.options.window_ms);
+        let left = self.history.partition_point(|s| s.at_ms < start);
+        for old in self.history.range_mut(..left).rev() {
+            if old
+                .pools
+                .iter()
+                .all(|p| p.noted.gauges.is_empty() && p.noted.counters.is_empty())
+            {
+                break;
+            }
+            for pool in &mut old.pools {
+                let mut gauges = std::mem::take(&mut pool.noted.gauges);
+                gauges.clear();
+                self.spare_gauges.push(gauges);
+                let mut counters = std::mem::take(&mut pool.noted.counters);
+                counters.clear();
+                self.spare_counters.push(counters);
+            }
+        }
+        // Noted once as each pool arrives (`Noted`): its layout, so servers are matched by
+        // place (`detect::same_layout`); whether it continues the sample before, and its
+        // gauges, so a window of such samples is read from its ends (`detect::window`).
+        let previous = self.history.back();
+        for (index, pool) in sample.pools.iter_mut().enumerate() {
+            if pool.noted.layout == 0 {
+                pool.noted.layout = pool.servers_layout();
+            }
+            let mut gauges = self.spare_gauges.pop().unwrap_or_default();
+            gauges.extend(pool.servers.iter().map(Gauge::of));
+            pool.noted.gauges = gauges;
+            let mut counters = self.spare_counters.pop().unwrap_or_default();
+            counters.extend(pool.servers.iter().map(Counters::of));
+            pool.noted.counters = counters;
+            pool.noted.continues = previous
+                .and_then(|p| crate::detect::by_name(&p.pools, index, &pool.name, |p| &p.name))
+                .is_some_and(|before| crate::detect::window::continues(before, pool));
+        }
+        self.history.push_back(sample);
         let trigger_window = self.options.trigger_window_ms;
         self.changes
             .retain(|c| now.saturating_sub(c.at_ms) <= trigger_window);
         self.reloads
             .retain(|r| now.saturating_sub(r.at_ms) <= trigger_window);
+        intake
+    }
 
+    /// The second half of a round: every detector over the window that ends with the sample
+    /// taken, the findings turned into alerts with their cause statements.
+    pub fn judge(&mut self, intake: Intake) -> Outcome {
+        let Intake {
+            now_ms: now,
+            change,
+            reload,
+        } = intake;
+        let mut outcome = Outcome {
+            change,
+            reload,
+            ..Outcome::default()
+        };
+        let trigger_window = self.options.trigger_window_ms;
         let history: &[Sample] = self.history.make_contiguous();
         let start = now.saturating_sub(self.options.window_ms);
         let window = &history[history.partition_point(|s| s.at_ms < start)..];
         let mut findings = Vec::new();
         if window.len() >= 2 {
-            // Distribution and errors a pool at a time, so each pool's samples are read from
-            // memory once for both (at fleet scale the window does not stay in cache).
-            let mut errors_round = errors::ErrorRound::new(window, &self.options.errors);
+            // Distribution and errors a pool at a time, from one reduction of each server's
+            // samples (at fleet scale the window does not stay in cache).
+            let errors_round = errors::ErrorRound::new(window, &self.options.errors);
             let mut error_findings = Vec::new();
             let mut series = Vec::with_capacity(window.len());
+            let mut servers = Vec::new();
             if let Some(latest) = window.last() {
+                outcome.distributions.reserve(latest.pools.len());
                 for (index, pool) in latest.pools.iter().enumerate() {
                     crate::detect::pool_series_into(window, index, &pool.name, &mut series);
-                    outcome
-                        .distributions
-                        .extend(distribution::judge(&series, &self.options.distribution));
-                    errors_round.pool(pool, &series, &mut error_findings);
+                    crate::detect::window::servers_into(&series, &mut servers);
+                    outcome.distributions.extend(distribution::judge_servers(
+                        &series,
+                        &servers,
+                        &self.options.distribution,
+                    ));
+                    errors_round.pool(pool, &servers, &mut error_findings);
                 }
             }
             findings.extend(

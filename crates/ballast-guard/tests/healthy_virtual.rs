@@ -171,7 +171,7 @@ impl PoolRun {
             })
             .collect();
         PoolSample {
-            layout: 0,
+            noted: Default::default(),
             name: self.name.clone(),
             promise: self.promise,
             servers,

@@ -527,7 +527,7 @@ mod tests {
             pools: pools
                 .iter()
                 .map(|(name, servers)| PoolSample {
-                    layout: 0,
+                    noted: Default::default(),
                     name: name.to_string(),
                     promise: Promise::RequestShares,
                     servers: servers.iter().map(|(n, r, e)| server(n, *r, *e)).collect(),

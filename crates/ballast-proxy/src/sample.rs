@@ -18,7 +18,7 @@ pub(crate) fn sample(shared: &Shared, at_ms: u64, instance: &str) -> Sample {
         .pools
         .values()
         .map(|pool| PoolSample {
-            layout: 0,
+            noted: Default::default(),
             predicted: None,
             name: pool.name.clone(),
             promise: Promise::of(&pool.spec),

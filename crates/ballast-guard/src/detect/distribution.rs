@@ -13,8 +13,9 @@
 //! an alert.
 
 use ballast_core::distribution::{Evenness, evenness};
-use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample, ServerState};
+use ballast_core::sample::{PoolSample, Promise, Sample, ServerSample};
 
+use super::window::{Rise, ServerWindow};
 use super::{Figures, Finding, Layer, Text, pool_series};
 
 /// When a pool's spread is worth an alert.
@@ -203,6 +204,16 @@ pub struct PoolDistribution {
 
 /// Judges one pool over `window`: its samples, oldest first, all of the same pool.
 pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDistribution> {
+    judge_servers(window, &super::window::servers(window), thresholds)
+}
+
+/// [`judge`] with the pool's servers through the window already reduced
+/// (`window::servers_into`), as the watcher's round shares them with the error detector.
+pub(crate) fn judge_servers(
+    window: &[&PoolSample],
+    servers: &[ServerWindow],
+    thresholds: &Thresholds,
+) -> Option<PoolDistribution> {
     let last = window.last()?;
     let promise = last.promise;
     let measure = match promise {
@@ -223,7 +234,7 @@ pub fn judge(window: &[&PoolSample], thresholds: &Thresholds) -> Option<PoolDist
             reason: "`first` fills servers in order: its shares are not meant to be even".into(),
         }));
     }
-    let candidates = candidates(window);
+    let candidates = candidates_of(servers);
     let total_weight: u64 = candidates.iter().map(|c| u64::from(c.now.weight)).sum();
     let expected = |c: &Candidate| f64::from(c.now.weight) / total_weight.max(1) as f64;
     let mut expected_shares = vec![0.0; last.servers.len()];
@@ -335,56 +346,29 @@ pub(crate) struct Candidate<'a> {
 /// The servers that compete for traffic throughout the window: in rotation (up, weight above
 /// 0) in every sample, from the primary tier unless no primary is, as the balancers choose.
 pub(crate) fn candidates<'a>(window: &[&'a PoolSample]) -> Vec<Candidate<'a>> {
-    let last = window[window.len() - 1];
-    let same_layout = super::same_layout(window);
-    let mut live: Vec<Candidate<'a>> = last
-        .servers
-        .iter()
-        .enumerate()
-        .filter_map(|(index, now)| through_window(window, index, now, same_layout))
-        .collect();
+    candidates_of(&super::window::servers(window))
+}
+
+/// [`candidates`] from the pool's servers through the window (`window::servers_into`).
+pub(crate) fn candidates_of<'a>(servers: &[ServerWindow<'a>]) -> Vec<Candidate<'a>> {
+    let mut live = Vec::with_capacity(servers.len());
+    live.extend(servers.iter().filter(|s| s.in_rotation).map(|s| Candidate {
+        now: s.now,
+        index: s.index,
+        sent: match s.requests {
+            Rise::Rose(sent) => Some(sent),
+            // One sample: nothing sent yet.
+            Rise::Unknown => Some(0),
+            // A counter that went down restarted (a reload): the window says nothing.
+            Rise::Restarted => None,
+        },
+        in_flight: s.in_flight,
+        weight_changed: s.weight_changed,
+    }));
     if live.iter().any(|c| !c.now.backup) {
         live.retain(|c| !c.now.backup);
     }
     live
-}
-
-/// Server `now` (at `index` in the latest sample) through the window, or `None` unless it was
-/// in rotation in every sample, in the same tier. A fleet round does this for every server of
-/// every pool, so it looks each sample's server up once, at its own index first.
-fn through_window<'a>(
-    window: &[&'a PoolSample],
-    index: usize,
-    now: &'a ServerSample,
-    same_layout: bool,
-) -> Option<Candidate<'a>> {
-    let mut first_requests = None;
-    let mut previous_requests = 0;
-    let mut restarted = false;
-    let mut in_flight = 0u64;
-    let mut weight_changed = false;
-    for pool in window {
-        let s = super::server_in(pool, index, &now.name, same_layout)?;
-        if s.state != ServerState::Up || s.weight == 0 || s.backup != now.backup {
-            return None;
-        }
-        if first_requests.is_some() {
-            // A counter that went down restarted (a reload): the window says nothing.
-            restarted |= s.requests < previous_requests;
-        }
-        first_requests.get_or_insert(s.requests);
-        previous_requests = s.requests;
-        in_flight = in_flight.saturating_add(s.active);
-        weight_changed |= s.weight != now.weight;
-    }
-    let sent = (!restarted).then(|| previous_requests - first_requests.unwrap_or(0));
-    Some(Candidate {
-        now,
-        index,
-        sent,
-        in_flight,
-        weight_changed,
-    })
 }
 
 fn widening(promise: Promise, t: &Thresholds) -> f64 {
@@ -442,7 +426,7 @@ fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ballast_core::sample::ResponseClasses;
+    use ballast_core::sample::{ResponseClasses, ServerState};
 
     fn server(name: &str, weight: u32, requests: u64, active: u64) -> ServerSample {
         ServerSample {
@@ -463,7 +447,7 @@ mod tests {
 
     fn pool(promise: Promise, servers: Vec<ServerSample>) -> PoolSample {
         PoolSample {
-            layout: 0,
+            noted: Default::default(),
             predicted: None,
             name: "app".into(),
             promise,

@@ -14,8 +14,9 @@
 //! points of success rate, 50 ms of latency and twice the median) keeps a healthy pool's
 //! noise, where σ of the others is tiny, from counting.
 
-use ballast_core::sample::{PoolSample, ResponseClasses, Sample, ServerSample, ServerState};
+use ballast_core::sample::{PoolSample, ResponseClasses, Sample, ServerState};
 
+use super::window::{Rise, ServerWindow};
 use super::{
     Figures, Finding, Layer, Level, RuleSpec, ServerPlace, Text, Words, figures, percent, span,
     span_ms, span_of, whole,
@@ -160,11 +161,13 @@ pub fn detect(window: &[Sample], thresholds: &ErrorThresholds) -> Vec<Finding> {
     let Some(now) = window.last() else {
         return found;
     };
-    let mut round = ErrorRound::new(window, thresholds);
+    let round = ErrorRound::new(window, thresholds);
     let mut series = Vec::with_capacity(window.len());
+    let mut servers = Vec::new();
     for (index, pool) in now.pools.iter().enumerate() {
         super::pool_series_into(window, index, &pool.name, &mut series);
-        round.pool(pool, &series, &mut found);
+        super::window::servers_into(&series, &mut servers);
+        round.pool(pool, &servers, &mut found);
     }
     found
 }
@@ -177,8 +180,6 @@ pub struct ErrorRound<'w> {
     over: String,
     over_ms: u64,
     thresholds: &'w ErrorThresholds,
-    /// One pool's servers at a time, in a buffer kept across pools.
-    servers: Vec<ServerWindow<'w>>,
 }
 
 impl<'w> ErrorRound<'w> {
@@ -188,26 +189,17 @@ impl<'w> ErrorRound<'w> {
             over: span(window),
             over_ms: span_of(window),
             thresholds,
-            servers: Vec::new(),
         }
     }
 
-    /// Judges `pool` of the window's latest sample through `series`, its samples oldest first
-    /// (as `pool_series` gives them).
-    pub fn pool(
-        &mut self,
+    /// Judges `pool` of the window's latest sample from `servers`, its servers through the
+    /// pool's samples (`window::servers_into`).
+    pub(crate) fn pool(
+        &self,
         pool: &'w PoolSample,
-        series: &[&'w PoolSample],
+        servers: &[ServerWindow<'w>],
         found: &mut Vec<Finding>,
     ) {
-        let same_layout = super::same_layout(series);
-        self.servers.clear();
-        self.servers.extend(
-            pool.servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| ServerWindow::of(s, i, series, same_layout)),
-        );
         let context = PoolContext {
             pool,
             over: &self.over,
@@ -215,7 +207,6 @@ impl<'w> ErrorRound<'w> {
             t: self.thresholds,
             answered_by_balancer: super::unreached::answered_by_balancer(self.window, &pool.name),
         };
-        let servers = &self.servers;
         context.error_ratios(servers, found);
         context.success_outliers(servers, found);
         context.latency_outliers(servers, found);
@@ -224,108 +215,12 @@ impl<'w> ErrorRound<'w> {
     }
 }
 
-/// How a counter behaved through the window.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Rise<T> {
-    /// It went down: a restart; nothing to judge.
-    Restarted,
-    /// Seen once: no difference to take.
-    Unknown,
-    Rose(T),
-}
-
-/// One server's window, reduced to what the rules need.
-struct ServerWindow<'a> {
-    now: &'a ServerSample,
-    /// Its responses through the window, counted once for every rule that reads them.
-    responses: Rise<Counted>,
-    requests: Rise<u64>,
-    /// Its mean reported latency through the window.
-    latency_ms: Option<f64>,
-    /// Up↔down changes between consecutive samples.
-    flaps: usize,
-}
-
-impl<'a> ServerWindow<'a> {
-    /// Server `now` (at `hint` in its pool) through the pool's series, in one pass without
-    /// allocating: a round over a fleet does this for every server.
-    fn of(now: &'a ServerSample, hint: usize, pools: &[&'a PoolSample], same_layout: bool) -> Self {
-        let mut seen = 0usize;
-        let mut first: Option<&ServerSample> = None;
-        let mut previous: Option<&ServerSample> = None;
-        let (mut responses_fell, mut requests_fell) = (false, false);
-        let (mut latency_sum, mut latency_count) = (0.0, 0u32);
-        let mut flaps = 0;
-        for pool in pools {
-            let Some(s) = super::server_in(pool, hint, &now.name, same_layout) else {
-                continue;
-            };
-            seen += 1;
-            first.get_or_insert(s);
-            if let Some(p) = previous {
-                responses_fell |= classes(&s.responses)
-                    .iter()
-                    .zip(classes(&p.responses))
-                    .any(|(now, before)| *now < before);
-                requests_fell |= s.requests < p.requests;
-                if matches!(
-                    (p.state, s.state),
-                    (ServerState::Up, ServerState::Down) | (ServerState::Down, ServerState::Up)
-                ) {
-                    flaps += 1;
-                }
-            }
-            if let Some(l) = s.latency_ms.filter(|l| l.is_finite() && *l >= 0.0) {
-                latency_sum += l;
-                latency_count += 1;
-            }
-            previous = Some(s);
-        }
-        let ends = match (first, previous) {
-            (Some(first), Some(last)) if seen >= 2 => Some((first, last)),
-            _ => None,
-        };
-        let responses = match ends {
-            None => Rise::Unknown,
-            Some(_) if responses_fell => Rise::Restarted,
-            Some((first, last)) => {
-                let (a, b) = (classes(&first.responses), classes(&last.responses));
-                let d = |i: usize| b[i] - a[i];
-                Rise::Rose(Counted::of(&ResponseClasses {
-                    c1xx: d(0),
-                    c2xx: d(1),
-                    c3xx: d(2),
-                    c4xx: d(3),
-                    c5xx: d(4),
-                    other: d(5),
-                }))
-            }
-        };
-        let requests = match ends {
-            None => Rise::Unknown,
-            Some(_) if requests_fell => Rise::Restarted,
-            Some((first, last)) => Rise::Rose(last.requests - first.requests),
-        };
-        ServerWindow {
-            now,
-            responses,
-            requests,
-            latency_ms: (latency_count > 0).then(|| latency_sum / f64::from(latency_count)),
-            flaps,
-        }
+/// A server's responses through the window, counted, when they rose.
+fn counted(s: &ServerWindow) -> Option<Counted> {
+    match &s.responses {
+        Rise::Rose(r) => Some(Counted::of(r)),
+        _ => None,
     }
-
-    fn counted(&self) -> Option<Counted> {
-        match self.responses {
-            Rise::Rose(c) => Some(c),
-            _ => None,
-        }
-    }
-}
-
-/// Response classes in a fixed order, to compare and subtract them together.
-fn classes(r: &ResponseClasses) -> [u64; 6] {
-    [r.c1xx, r.c2xx, r.c3xx, r.c4xx, r.c5xx, r.other]
 }
 
 /// Responses and errors over a window.
@@ -433,7 +328,7 @@ impl PoolContext<'_> {
     fn error_ratios(&self, servers: &[ServerWindow], found: &mut Vec<Finding>) {
         let name = &self.pool.name;
         for s in servers {
-            let Some(c) = s.counted().filter(|c| c.responses >= self.t.min_responses) else {
+            let Some(c) = counted(s).filter(|c| c.responses >= self.t.min_responses) else {
                 continue;
             };
             let Some(level) = self.level(c.error_ratio()) else {
@@ -466,7 +361,7 @@ impl PoolContext<'_> {
         let local = self.answered_by_balancer;
         let total = servers
             .iter()
-            .filter_map(ServerWindow::counted)
+            .filter_map(counted)
             .fold(Counted::default(), Counted::add)
             .add(Counted {
                 responses: local,
@@ -481,7 +376,7 @@ impl PoolContext<'_> {
         };
         let mut worst: Vec<(&str, Counted)> = servers
             .iter()
-            .filter_map(|s| Some((s.now.name.as_str(), s.counted()?)))
+            .filter_map(|s| Some((s.now.name.as_str(), counted(s)?)))
             .filter(|(_, c)| c.errors() > 0)
             .collect();
         worst.sort_by(|a, b| b.1.errors().cmp(&a.1.errors()).then(a.0.cmp(b.0)));
@@ -543,7 +438,7 @@ impl PoolContext<'_> {
         let judged = || {
             servers
                 .iter()
-                .filter_map(|s| Some((s, s.counted()?)))
+                .filter_map(|s| Some((s, counted(s)?)))
                 .filter(|(_, c)| c.responses >= self.t.outlier_min_responses)
                 .map(|(s, c)| (s, c, 1.0 - c.error_ratio()))
         };
@@ -808,6 +703,7 @@ mod tests {
     use super::*;
     use crate::detect::rule;
     use crate::detect::testing::{pool, responses, sample, server};
+    use ballast_core::sample::ServerSample;
 
     /// Per server per round: 2xx, 5xx, no status.
     type Rate = (u64, u64, u64);

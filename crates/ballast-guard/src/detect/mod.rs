@@ -12,6 +12,7 @@ pub mod errors;
 pub mod keys;
 pub mod saturation;
 pub mod unreached;
+pub(crate) mod window;
 
 use serde::Serialize;
 
@@ -325,9 +326,9 @@ pub(crate) fn by_name<'a, T>(
 /// fingerprints, taken by the watcher as each sample arrives, agree. A server is then matched
 /// through the window by its place alone ([`server_in`]).
 pub(crate) fn same_layout(series: &[&ballast_core::sample::PoolSample]) -> bool {
-    series
-        .last()
-        .is_some_and(|last| last.layout != 0 && series.iter().all(|p| p.layout == last.layout))
+    series.last().is_some_and(|last| {
+        last.noted.layout != 0 && series.iter().all(|p| p.noted.layout == last.noted.layout)
+    })
 }
 
 /// Server `name`, at `hint` in the window's latest sample, in `pool`: by its place when the
@@ -632,7 +633,7 @@ pub(crate) mod testing {
 
     pub(crate) fn pool(name: &str, servers: Vec<ServerSample>) -> PoolSample {
         PoolSample {
-            layout: 0,
+            noted: Default::default(),
             predicted: None,
             name: name.into(),
             promise: Promise::RequestShares,

@@ -297,7 +297,7 @@ pub fn to_sample(
             },
         };
         pools.push(PoolSample {
-            layout: 0,
+            noted: Default::default(),
             predicted: None,
             name,
             promise,

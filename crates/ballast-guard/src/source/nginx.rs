@@ -469,7 +469,7 @@ impl Attribution {
                 })
                 .collect();
             out.push(PoolSample {
-                layout: 0,
+                noted: Default::default(),
                 predicted: predictor.as_mut().map(keys::Predictor::sample),
                 name: pool.name.clone(),
                 promise: pool.promise,
