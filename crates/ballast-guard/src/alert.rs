@@ -3,6 +3,7 @@
 //! symptom by its cause. Sinks receive [`Alert`]s; nothing here does I/O.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -119,24 +120,26 @@ pub struct Round {
     pub fired: Vec<Alert>,
     /// Alerts that resolved this round (state `Resolved`, `ends_at_ms` set).
     pub resolved: Vec<Alert>,
-    /// Every pending and firing alert after the round, inhibited ones included.
-    pub active: Vec<Alert>,
+    /// Every pending and firing alert after the round, inhibited ones included: shared with
+    /// the lifecycle, which copies an alert only when it changes while a round still holds it
+    /// (a troubled fleet tracks thousands, and copying them all every round was most of it).
+    pub active: Vec<Arc<Alert>>,
 }
 
 impl Round {
     /// What sinks are told this round: firing alerts that are not inhibited, and resolutions.
-    pub fn to_deliver(&self) -> Vec<Alert> {
+    pub fn to_deliver(&self) -> Vec<Arc<Alert>> {
         self.active
             .iter()
             .filter(|a| a.state == AlertState::Firing && a.inhibited_by.is_none())
-            .chain(self.resolved.iter())
             .cloned()
+            .chain(self.resolved.iter().cloned().map(Arc::new))
             .collect()
     }
 }
 
 struct Tracked {
-    alert: Alert,
+    alert: Arc<Alert>,
     for_ms: u64,
     last_seen_ms: u64,
     /// When its annotations were last written.
@@ -196,28 +199,29 @@ impl Lifecycle {
                         || now_ms.saturating_sub(t.annotated_ms)
                             >= self.options.annotations_every_ms
                     {
-                        t.alert.annotations = annotations(finding);
+                        Arc::make_mut(&mut t.alert).annotations = annotations(finding);
                         t.annotated_ms = now_ms;
                     }
                 }
                 Some(t) => {
                     // Same alert at another severity: the old label set resolves, the new one
                     // keeps the time it began (it has held all along).
-                    let mut old = t.alert.clone();
-                    let was_firing = old.state == AlertState::Firing;
+                    let was_firing = t.alert.state == AlertState::Firing;
                     if was_firing {
+                        let mut old = (*t.alert).clone();
                         old.state = AlertState::Resolved;
                         old.ends_at_ms = Some(now_ms);
                         round.resolved.push(old);
                     }
-                    t.alert.labels = labels(&self.source, &self.instance, finding);
-                    t.alert.annotations = annotations(finding);
+                    let alert = Arc::make_mut(&mut t.alert);
+                    alert.labels = labels(&self.source, &self.instance, finding);
+                    alert.annotations = annotations(finding);
                     t.annotated_ms = now_ms;
                     t.last_seen_ms = now_ms;
                     t.level = finding.level;
                     if was_firing {
-                        t.alert.starts_at_ms = Some(now_ms);
-                        round.fired.push(t.alert.clone());
+                        alert.starts_at_ms = Some(now_ms);
+                        round.fired.push(alert.clone());
                     }
                 }
                 None => {
@@ -240,7 +244,7 @@ impl Lifecycle {
                     self.tracked.insert(
                         key.clone(),
                         Tracked {
-                            alert,
+                            alert: Arc::new(alert),
                             for_ms,
                             last_seen_ms: now_ms,
                             // Dated back by a part of the interval of its own, so alerts
@@ -262,7 +266,7 @@ impl Lifecycle {
                     return true;
                 }
                 if t.alert.state == AlertState::Firing {
-                    let mut done = t.alert.clone();
+                    let mut done = (*t.alert).clone();
                     done.state = AlertState::Resolved;
                     done.ends_at_ms = Some(now_ms);
                     round.resolved.push(done);
@@ -271,9 +275,10 @@ impl Lifecycle {
             }
             if t.alert.state == AlertState::Pending && now_ms - t.alert.active_since_ms >= t.for_ms
             {
-                t.alert.state = AlertState::Firing;
-                t.alert.starts_at_ms = Some(now_ms);
-                round.fired.push(t.alert.clone());
+                let alert = Arc::make_mut(&mut t.alert);
+                alert.state = AlertState::Firing;
+                alert.starts_at_ms = Some(now_ms);
+                round.fired.push(alert.clone());
             }
             true
         });
@@ -289,7 +294,7 @@ impl Lifecycle {
     }
 
     /// Every active alert now.
-    pub fn active(&self) -> Vec<Alert> {
+    pub fn active(&self) -> Vec<Arc<Alert>> {
         self.tracked.values().map(|t| t.alert.clone()).collect()
     }
 
@@ -297,45 +302,89 @@ impl Lifecycle {
     fn write_identity(&self, out: &mut String, finding: &Finding) {
         use std::fmt::Write;
         // The labels in their sorted order, `severity` left out.
-        let _ = write!(
-            out,
-            "alertname={:?},instance={:?}",
-            finding.rule, self.instance
-        );
+        let start = out.len();
+        let mut label = |name: &str, value: &str| {
+            if out.len() > start {
+                out.push(',');
+            }
+            out.push_str(name);
+            out.push('=');
+            quote(out, value);
+        };
+        label("alertname", finding.rule);
+        label("instance", &self.instance);
         if let Some(pool) = &finding.pool {
-            let _ = write!(out, ",pool={pool:?}");
+            label("pool", pool);
         }
         if let Some(server) = &finding.server {
-            let _ = write!(out, ",server={server:?}");
+            label("server", server);
         }
-        let _ = write!(out, ",source={:?}", self.source);
+        label("source", &self.source);
     }
 
     /// A symptom is inhibited by its cause (see [`explains`]): shown with the cause, never
     /// paged.
     fn inhibit(&mut self) {
         // A cause explains only symptoms of its own pool (`explains`): compare within each
-        // pool, not every alert with every other (a troubled fleet tracks thousands).
-        let mut pools: HashMap<&str, Vec<(&String, &Tracked)>> = HashMap::new();
-        for (key, t) in &self.tracked {
-            if let Some(pool) = t.alert.label("pool") {
-                pools.entry(pool).or_default().push((key, t));
+        // pool, not every alert with every other (a troubled fleet tracks thousands), and
+        // read each alert's labels once.
+        let parties: Vec<Option<Party>> = self
+            .tracked
+            .values()
+            .map(|t| Party::of(&t.alert, t.layer, t.level))
+            .collect();
+        let mut pools: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, party) in parties.iter().enumerate() {
+            if let Some(party) = party {
+                pools.entry(party.pool).or_default().push(i);
             }
         }
-        let mut inhibited_by: HashMap<String, String> = HashMap::new();
+        let mut cause_of: Vec<Option<usize>> = vec![None; parties.len()];
         for members in pools.values() {
-            for (key, t) in members {
-                let cause = members.iter().find(|(k, c)| {
-                    k != key && explains((&c.alert, c.layer, c.level), (&t.alert, t.layer, t.level))
+            for &i in members {
+                let symptom = parties[i].as_ref().expect("grouped");
+                cause_of[i] = members.iter().copied().find(|&c| {
+                    c != i && explains_party(parties[c].as_ref().expect("grouped"), symptom)
                 });
-                if let Some((_, c)) = cause {
-                    inhibited_by.insert((*key).clone(), summary_of(&c.alert));
-                }
             }
         }
-        for (key, t) in self.tracked.iter_mut() {
-            t.alert.inhibited_by = inhibited_by.remove(key);
+        drop(parties);
+        let summaries: Vec<Option<String>> = {
+            let alerts: Vec<&Alert> = self.tracked.values().map(|t| &*t.alert).collect();
+            cause_of
+                .iter()
+                .map(|c| c.map(|c| summary_of(alerts[c])))
+                .collect()
+        };
+        // Written only where it changed: a round's alerts are shared, and an alert written
+        // is copied.
+        for (t, by) in self.tracked.values_mut().zip(summaries) {
+            if t.alert.inhibited_by != by {
+                Arc::make_mut(&mut t.alert).inhibited_by = by;
+            }
         }
+    }
+}
+
+/// What inhibition reads of an alert, its labels looked up once.
+struct Party<'a> {
+    pool: &'a str,
+    alertname: &'a str,
+    server: Option<&'a str>,
+    layer: Layer,
+    level: Level,
+}
+
+impl<'a> Party<'a> {
+    /// `None` for an alert of no pool, which explains nothing and is explained by nothing.
+    fn of(alert: &'a Alert, layer: Layer, level: Level) -> Option<Party<'a>> {
+        Some(Party {
+            pool: alert.label("pool")?,
+            alertname: alert.label("alertname").unwrap_or(""),
+            server: alert.label("server"),
+            layer,
+            level,
+        })
     }
 }
 
@@ -354,26 +403,30 @@ fn summary_of(a: &Alert) -> String {
 /// - a critical limit alert explains the warning of the same place (at the limit, it is also
 ///   near it).
 pub fn explains(cause: (&Alert, Layer, Level), symptom: (&Alert, Layer, Level)) -> bool {
-    let (c, c_layer, c_level) = cause;
-    let (s, s_layer, s_level) = symptom;
-    let Some(pool) = c.label("pool") else {
-        return false;
-    };
-    if s.label("pool") != Some(pool) || c.label("alertname") == s.label("alertname") {
+    match (
+        Party::of(cause.0, cause.1, cause.2),
+        Party::of(symptom.0, symptom.1, symptom.2),
+    ) {
+        (Some(c), Some(s)) => explains_party(&c, &s),
+        _ => false,
+    }
+}
+
+fn explains_party(c: &Party, s: &Party) -> bool {
+    if s.pool != c.pool || c.alertname == s.alertname {
         return false;
     }
-    let c_name = c.label("alertname").unwrap_or("");
-    if matches!(c_name, "PoolAllServersDown" | "PoolAllServersOut") {
+    if matches!(c.alertname, "PoolAllServersDown" | "PoolAllServersOut") {
         return true;
     }
-    let same_server = c.label("server").is_some() && c.label("server") == s.label("server");
-    match c_layer {
-        Layer::Distribution => same_server && matches!(s_layer, Layer::Limits | Layer::Backend),
+    let same_server = c.server.is_some() && c.server == s.server;
+    match c.layer {
+        Layer::Distribution => same_server && matches!(s.layer, Layer::Limits | Layer::Backend),
         Layer::Limits => {
-            s_layer == Layer::Limits
-                && c_level == Level::Critical
-                && s_level == Level::Warning
-                && c.label("server") == s.label("server")
+            s.layer == Layer::Limits
+                && c.level == Level::Critical
+                && s.level == Level::Warning
+                && c.server == s.server
         }
         _ => false,
     }
@@ -406,14 +459,35 @@ fn stagger(identity: &str, every_ms: u64) -> u64 {
     hash % every_ms.max(1)
 }
 
-/// The identity of an alert: its labels without `severity`.
+/// The identity of an alert: its labels without `severity`, each `name="value"` with the
+/// value quoted as Rust's `Debug` quotes it.
 fn identity(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .filter(|(k, _)| k.as_str() != "severity")
-        .map(|(k, v)| format!("{k}={v:?}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut out = String::new();
+    for (name, value) in labels.iter().filter(|(k, _)| k.as_str() != "severity") {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push('=');
+        quote(&mut out, value);
+    }
+    out
+}
+
+/// `value` in quotes, escaped as `{:?}` escapes it; the labels of a fleet's alerts are plain
+/// printable ASCII, written without the formatter (thousands are written every round).
+fn quote(out: &mut String, value: &str) {
+    if value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{value:?}");
+    }
 }
 
 /// Where a rule's runbook section is: `docs/runbook.md#<alertname in lower case>`.
@@ -504,6 +578,20 @@ mod tests {
             let mut written = String::new();
             l.write_identity(&mut written, &f);
             assert_eq!(written, identity(&labels(&l.source, &l.instance, &f)));
+        }
+        for value in [
+            "app-3",
+            "",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "é",
+            "\u{7f}",
+            "\u{301}x",
+        ] {
+            let mut quoted = String::new();
+            quote(&mut quoted, value);
+            assert_eq!(quoted, format!("{value:?}"));
         }
     }
 
@@ -670,7 +758,7 @@ mod tests {
     fn the_fingerprint_depends_on_labels_only() {
         let mut l = lifecycle();
         let a = l.observe(0, &[skew(Level::Warning)], &cause).active[0].clone();
-        let mut b = a.clone();
+        let mut b = (*a).clone();
         b.annotations.clear();
         b.state = AlertState::Firing;
         assert_eq!(a.fingerprint(), b.fingerprint());

@@ -178,7 +178,12 @@ impl Canary {
     /// One round at `now_ms`: `history` is the watcher's samples (oldest first, minutes of
     /// them), `alerts` its active alerts. Once it has decided (revert or passed) it keeps
     /// answering `Passed`: one reload is reverted at most once.
-    pub fn judge(&mut self, now_ms: u64, history: &[Sample], alerts: &[Alert]) -> Decision {
+    pub fn judge(
+        &mut self,
+        now_ms: u64,
+        history: &[Sample],
+        alerts: &[std::sync::Arc<Alert>],
+    ) -> Decision {
         if self.decided {
             return Decision::Passed;
         }
@@ -692,7 +697,8 @@ mod tests {
             if t < 60 {
                 continue;
             }
-            match canary.judge(t * 1000, &history, &alerts_at(t)) {
+            let alerts: Vec<_> = alerts_at(t).into_iter().map(std::sync::Arc::new).collect();
+            match canary.judge(t * 1000, &history, &alerts) {
                 Decision::Watching => {}
                 other => return Some((t, other)),
             }

@@ -315,7 +315,8 @@ impl Dashboard {
                 .map(|pool| self.pool_state(pool, &window))
                 .collect()
         });
-        let mut alerts: Vec<AlertView> = watcher.active().iter().map(AlertView::of).collect();
+        let mut alerts: Vec<AlertView> =
+            watcher.active().iter().map(|a| AlertView::of(a)).collect();
         alerts.sort_by_key(|a| {
             (
                 a.state != "firing",

@@ -133,7 +133,7 @@ impl Watcher {
     }
 
     /// Every pending and firing alert now.
-    pub fn active(&self) -> Vec<crate::alert::Alert> {
+    pub fn active(&self) -> Vec<std::sync::Arc<crate::alert::Alert>> {
         self.lifecycle.active()
     }
 

@@ -218,8 +218,8 @@ fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 /// A firing alert as the lifecycle makes them; `server` is empty for a pool-wide alert.
-fn firing(alertname: &str, server: &str, starts_at_ms: u64) -> Alert {
-    Alert {
+fn firing(alertname: &str, server: &str, starts_at_ms: u64) -> Arc<Alert> {
+    Arc::new(Alert {
         labels: strings(&[
             ("alertname", alertname),
             ("severity", "critical"),
@@ -241,13 +241,14 @@ fn firing(alertname: &str, server: &str, starts_at_ms: u64) -> Alert {
         starts_at_ms: Some(starts_at_ms),
         ends_at_ms: None,
         inhibited_by: None,
-    }
+    })
 }
 
-fn resolved(mut alert: Alert, ends_at_ms: u64) -> Alert {
+fn resolved(alert: Arc<Alert>, ends_at_ms: u64) -> Arc<Alert> {
+    let mut alert = Arc::unwrap_or_clone(alert);
     alert.state = AlertState::Resolved;
     alert.ends_at_ms = Some(ends_at_ms);
-    alert
+    Arc::new(alert)
 }
 
 /// A JSON value with every leaf replaced by its type: two payloads with the same shape have

@@ -84,7 +84,11 @@ impl OnCritical {
     /// those with none left.
     pub fn round(&mut self, which: usize, watcher: &Watcher) {
         let active = watcher.active();
-        let critical: Vec<&Alert> = active.iter().filter(|a| critical_firing(a)).collect();
+        let critical: Vec<&Alert> = active
+            .iter()
+            .map(|a| &**a)
+            .filter(|a| critical_firing(a))
+            .collect();
         let groups: BTreeSet<String> = critical.iter().map(|a| a.group_key()).collect();
         let open = self.open.entry(which).or_default();
         open.retain(|g| groups.contains(g));

@@ -49,7 +49,7 @@ pub struct Rollback {
     alerts: Lifecycle,
     /// The alerts of the last round, for the sinks of the next (the rollback's own events
     /// come first in the log, then its alert).
-    to_deliver: Vec<Alert>,
+    to_deliver: Vec<Arc<Alert>>,
 }
 
 impl Rollback {
@@ -73,12 +73,12 @@ impl Rollback {
     }
 
     /// What the sinks get from the rollback this round (its alert firing or resolved).
-    pub fn take_delivery(&mut self) -> Vec<Alert> {
+    pub fn take_delivery(&mut self) -> Vec<Arc<Alert>> {
         std::mem::take(&mut self.to_deliver)
     }
 
     /// Its alerts active now, for `/status` and `/metrics`.
-    pub fn active(&self) -> Vec<Alert> {
+    pub fn active(&self) -> Vec<Arc<Alert>> {
         self.alerts.active()
     }
 

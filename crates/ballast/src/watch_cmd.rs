@@ -365,7 +365,7 @@ fn once(watched: &mut [Watched], args: &WatchArgs) -> u8 {
         for d in &outcome.distributions {
             out.push_str(&format!("  {}\n", distribution_line(d)));
         }
-        let alerts: Vec<&Alert> = outcome.round.active.iter().collect();
+        let alerts: Vec<&Alert> = outcome.round.active.iter().map(|a| &**a).collect();
         if alerts.is_empty() {
             out.push_str("  nothing points at the load balancer\n");
         }

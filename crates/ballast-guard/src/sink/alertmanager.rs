@@ -9,6 +9,7 @@
 //! (`ureq = { version = "3", default-features = false, features = ["rustls"] }`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -103,11 +104,15 @@ impl AlertmanagerSink {
 
     /// The alerts due this round, as Alertmanager's API takes them, with the fingerprints of
     /// the firing ones among them (to mark them sent once the POST succeeds).
-    fn due(&mut self, now_ms: u64, alerts: &[Alert]) -> (Vec<PostableAlert>, Vec<(String, u64)>) {
+    fn due(
+        &mut self,
+        now_ms: u64,
+        alerts: &[Arc<Alert>],
+    ) -> (Vec<PostableAlert>, Vec<(String, u64)>) {
         let valid_for_ms =
             VALID_FOR_RESENDS.saturating_mul(self.resend_interval_ms.max(self.round_gap_ms));
         let mut firing_now = HashMap::new();
-        for alert in alerts {
+        for alert in alerts.iter().map(|a| &**a) {
             let fingerprint = alert.fingerprint();
             match alert.state {
                 AlertState::Firing => {
@@ -193,7 +198,7 @@ impl Sink for AlertmanagerSink {
     /// POSTs the firing alerts that are new or due for re-sending and the resolved ones not
     /// yet delivered, in one request. A failed POST leaves them all due for the next round; the
     /// failure is returned on the first failing round only (see [`Self::last_error`]).
-    fn deliver(&mut self, now_ms: u64, alerts: &[Alert]) -> Result<(), SinkError> {
+    fn deliver(&mut self, now_ms: u64, alerts: &[Arc<Alert>]) -> Result<(), SinkError> {
         if let Some(last) = self.last_round_ms {
             self.round_gap_ms = now_ms.saturating_sub(last);
         }
@@ -409,8 +414,8 @@ pub(crate) fn duration_ms(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    fn alert(name: &str, state: AlertState, starts: u64, ends: Option<u64>) -> Alert {
-        Alert {
+    fn alert(name: &str, state: AlertState, starts: u64, ends: Option<u64>) -> Arc<Alert> {
+        Arc::new(Alert {
             labels: [
                 ("alertname", name),
                 ("pool", "app"),
@@ -426,7 +431,7 @@ mod tests {
             starts_at_ms: Some(starts),
             ends_at_ms: ends,
             inhibited_by: None,
-        }
+        })
     }
 
     #[test]

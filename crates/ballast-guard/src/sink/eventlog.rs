@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use ballast_core::event::{Event, EventKind};
 
@@ -68,9 +69,9 @@ impl EventLogSink {
     }
 
     /// The events this round adds: a firing not yet written, a resolve not yet written.
-    fn transitions(&mut self, now_ms: u64, alerts: &[Alert]) -> Vec<Event> {
+    fn transitions(&mut self, now_ms: u64, alerts: &[Arc<Alert>]) -> Vec<Event> {
         let mut events = Vec::new();
-        for alert in alerts {
+        for alert in alerts.iter().map(|a| &**a) {
             let fingerprint = alert.fingerprint();
             let fired_at_ms = alert.starts_at_ms.unwrap_or(alert.active_since_ms);
             match alert.state {
@@ -152,7 +153,7 @@ impl Sink for EventLogSink {
 
     /// Appends this round's transitions. Events that cannot be written are kept and written
     /// next round; the failure is returned on the first failing round only.
-    fn deliver(&mut self, now_ms: u64, alerts: &[Alert]) -> Result<(), SinkError> {
+    fn deliver(&mut self, now_ms: u64, alerts: &[Arc<Alert>]) -> Result<(), SinkError> {
         let events = self.transitions(now_ms, alerts);
         self.unwritten.extend(events);
         self.flush_unwritten()
@@ -219,8 +220,8 @@ mod tests {
         }
     }
 
-    fn alert(state: AlertState) -> Alert {
-        Alert {
+    fn alert(state: AlertState) -> Arc<Alert> {
+        Arc::new(Alert {
             labels: [("alertname", "Skew"), ("pool", "app"), ("server", "app-3")]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -231,7 +232,7 @@ mod tests {
             starts_at_ms: Some(2_000),
             ends_at_ms: (state == AlertState::Resolved).then_some(7_000),
             inhibited_by: None,
-        }
+        })
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod eventlog;
 pub mod webhook;
 
 use crate::alert::Alert;
+use std::sync::Arc;
 
 /// One destination for alerts.
 pub trait Sink: Send {
@@ -14,7 +15,7 @@ pub trait Sink: Send {
     /// Called every round with the alerts to tell: every firing alert that is not inhibited,
     /// and those that resolved this round. The sink decides what to send and when (Alertmanager
     /// wants firing alerts re-sent; a webhook is told of changes per group).
-    fn deliver(&mut self, now_ms: u64, alerts: &[Alert]) -> Result<(), SinkError>;
+    fn deliver(&mut self, now_ms: u64, alerts: &[Arc<Alert>]) -> Result<(), SinkError>;
 }
 
 /// A delivery that failed; the alert stays active and is tried again next round.

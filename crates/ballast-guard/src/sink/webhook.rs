@@ -6,6 +6,7 @@
 //! Plain `http://` only, like the Alertmanager sink (see there for https).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -108,9 +109,9 @@ impl WebhookSink {
     }
 
     /// Takes this round's alerts into the groups, and returns the notifications due.
-    fn due(&mut self, now_ms: u64, alerts: &[Alert]) -> Vec<Due> {
+    fn due(&mut self, now_ms: u64, alerts: &[Arc<Alert>]) -> Vec<Due> {
         let mut firing: BTreeMap<String, BTreeMap<String, &Alert>> = BTreeMap::new();
-        for alert in alerts {
+        for alert in alerts.iter().map(|a| &**a) {
             let group = alert.group_key();
             let fingerprint = crate::alert::fingerprint(&alert.labels);
             match alert.state {
@@ -266,7 +267,7 @@ impl Sink for WebhookSink {
     /// POSTs one notification per group that changed or is due for repeating. A failed POST
     /// leaves that group and the rest due for the next round; the failure is returned on the
     /// first failing round only (see [`Self::last_error`]).
-    fn deliver(&mut self, now_ms: u64, alerts: &[Alert]) -> Result<(), SinkError> {
+    fn deliver(&mut self, now_ms: u64, alerts: &[Arc<Alert>]) -> Result<(), SinkError> {
         let mut refused = None;
         for due in self.due(now_ms, alerts) {
             let body = serde_json::to_string(&due.payload).map_err(|e| SinkError {
@@ -356,8 +357,8 @@ struct WebhookAlert {
 mod tests {
     use super::*;
 
-    fn alert(name: &str, pool: &str, server: &str, state: AlertState) -> Alert {
-        Alert {
+    fn alert(name: &str, pool: &str, server: &str, state: AlertState) -> Arc<Alert> {
+        Arc::new(Alert {
             labels: [
                 ("alertname", name),
                 ("instance", "lb1"),
@@ -374,12 +375,15 @@ mod tests {
             starts_at_ms: Some(2_000),
             ends_at_ms: (state == AlertState::Resolved).then_some(9_000),
             inhibited_by: None,
-        }
+        })
     }
 
     /// Runs `rounds` through the sink's planning, as if every POST succeeded: for each round,
     /// the groups told and their statuses.
-    fn plan(sink: &mut WebhookSink, rounds: &[(u64, Vec<Alert>)]) -> Vec<Vec<(String, String)>> {
+    fn plan(
+        sink: &mut WebhookSink,
+        rounds: &[(u64, Vec<Arc<Alert>>)],
+    ) -> Vec<Vec<(String, String)>> {
         rounds
             .iter()
             .map(|(now, alerts)| {
