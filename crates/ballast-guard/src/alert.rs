@@ -103,6 +103,17 @@ pub struct LifecycleOptions {
     pub annotations_every_ms: u64,
 }
 
+impl LifecycleOptions {
+    /// Whether an alert that holds has its annotations written again this round: once in
+    /// every `annotations_every_ms`, when its pool's turn comes (`Tracked::phase_ms`), and not
+    /// within half an interval of the last time.
+    fn annotations_due(&self, t: &Tracked, now_ms: u64) -> bool {
+        let every = self.annotations_every_ms.max(1);
+        let turn = |ms: u64| (ms + t.phase_ms) / every;
+        turn(now_ms) != turn(t.annotated_ms) && now_ms.saturating_sub(t.annotated_ms) >= every / 2
+    }
+}
+
 impl Default for LifecycleOptions {
     fn default() -> Self {
         Self {
@@ -144,6 +155,10 @@ struct Tracked {
     last_seen_ms: u64,
     /// When its annotations were last written.
     annotated_ms: u64,
+    /// Where in every `annotations_every_ms` its annotations fall due: the same for every
+    /// alert of a pool, so a round that rewrites one rewrites them all, and their pool's
+    /// cause figures are worked out once for them.
+    phase_ms: u64,
     layer: Layer,
     level: Level,
 }
@@ -195,10 +210,7 @@ impl Lifecycle {
                     t.last_seen_ms = now_ms;
                     let fires_now = t.alert.state == AlertState::Pending
                         && now_ms - t.alert.active_since_ms >= t.for_ms;
-                    if fires_now
-                        || now_ms.saturating_sub(t.annotated_ms)
-                            >= self.options.annotations_every_ms
-                    {
+                    if fires_now || self.options.annotations_due(t, now_ms) {
                         Arc::make_mut(&mut t.alert).annotations = annotations(finding);
                         t.annotated_ms = now_ms;
                     }
@@ -249,8 +261,11 @@ impl Lifecycle {
                             last_seen_ms: now_ms,
                             // Dated back by a part of the interval of its own, so alerts
                             // that began together are rewritten in different rounds.
-                            annotated_ms: now_ms
-                                .saturating_sub(stagger(&key, self.options.annotations_every_ms)),
+                            annotated_ms: now_ms,
+                            phase_ms: stagger(
+                                finding.pool.as_deref().unwrap_or(&key),
+                                self.options.annotations_every_ms,
+                            ),
                             layer: finding.layer,
                             level: finding.level,
                         },
@@ -300,7 +315,6 @@ impl Lifecycle {
 
     /// The identity [`identity`] gives the finding's labels, written without building them.
     fn write_identity(&self, out: &mut String, finding: &Finding) {
-        use std::fmt::Write;
         // The labels in their sorted order, `severity` left out.
         let start = out.len();
         let mut label = |name: &str, value: &str| {
@@ -450,8 +464,8 @@ fn labels(source: &str, instance: &str, finding: &Finding) -> BTreeMap<String, S
     labels
 }
 
-/// A part of `every_ms` fixed by the alert's identity (FNV-1a), to spread the rewriting of
-/// alerts' annotations over the interval.
+/// A part of `every_ms` fixed by a name (FNV-1a: an alert's pool, else its identity), to
+/// spread the rewriting of alerts' annotations over the interval.
 fn stagger(identity: &str, every_ms: u64) -> u64 {
     let hash = identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -549,7 +563,7 @@ mod tests {
                 written_at.push(second);
             }
         }
-        // New at 0 s, firing at 2 s, then once in every 10 s (the first due time staggered).
+        // New at 0 s, firing at 2 s, then once in every 10 s (when the pool's turn comes).
         assert_eq!(written_at[..2], [0, 2], "{written_at:?}");
         let later = &written_at[2..];
         assert!((2..=3).contains(&later.len()), "{written_at:?}");

@@ -34,6 +34,8 @@ pub(crate) struct ServerWindow<'a> {
     pub(crate) requests: Rise<u64>,
     /// Its mean reported latency over the samples that report one.
     pub(crate) latency_ms: Option<f64>,
+    /// How many samples report one.
+    pub(crate) latency_samples: u32,
     /// Up↔down changes between consecutive samples that list it.
     pub(crate) flaps: usize,
     /// Listed in every sample of the window, up, with a weight above 0 and in the tier it is
@@ -156,6 +158,7 @@ fn server<'a>(
         responses,
         requests,
         latency_ms: (latency_count > 0).then(|| latency_sum / f64::from(latency_count)),
+        latency_samples: latency_count,
         flaps,
         in_rotation,
         in_flight,
@@ -209,7 +212,9 @@ fn steady_servers<'a>(series: &[&'a PoolSample], out: &mut Vec<ServerWindow<'a>>
                         other: d(5),
                     }),
                     requests: Rise::Rose(ended.requests - began.requests),
-                    latency_ms: None,
+                    // The sum, until every sample is read.
+                    latency_ms: Some(0.0),
+                    latency_samples: 0,
                     flaps: 0,
                     in_rotation: ended.state == ServerState::Up && ended.weight > 0,
                     in_flight: 0,
@@ -217,18 +222,22 @@ fn steady_servers<'a>(series: &[&'a PoolSample], out: &mut Vec<ServerWindow<'a>>
                 }
             }),
     );
-    let mut latency = vec![(0.0, 0u32); out.len()];
     for pool in series {
-        for ((w, (sum, count)), g) in out.iter_mut().zip(&mut latency).zip(&pool.noted.gauges) {
+        for (w, g) in out.iter_mut().zip(&pool.noted.gauges) {
             w.in_flight = w.in_flight.saturating_add(g.active);
-            if g.latency_ms >= 0.0 {
+            if g.latency_ms >= 0.0
+                && let Some(sum) = &mut w.latency_ms
+            {
                 *sum += g.latency_ms;
-                *count += 1;
+                w.latency_samples += 1;
             }
         }
     }
-    for (w, (sum, count)) in out.iter_mut().zip(latency) {
-        w.latency_ms = (count > 0).then(|| sum / f64::from(count));
+    for w in out.iter_mut() {
+        w.latency_ms = w
+            .latency_ms
+            .filter(|_| w.latency_samples > 0)
+            .map(|sum| sum / f64::from(w.latency_samples));
     }
 }
 
