@@ -23,7 +23,8 @@ cargo build --release -q -p ballast
 BALLAST=$PWD/target/release/ballast
 
 work=$(mktemp -d)
-out=bench/results/loadtest-$(date -u +%Y-%m-%d).txt
+# Dated to the minute: a second run the same day keeps the first one's figures.
+out=bench/results/loadtest-$(date -u +%Y-%m-%dT%H%MZ).txt
 mkdir -p bench/results
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$work"/{body,proxy,fastcgi,uwsgi,scgi}
@@ -105,16 +106,20 @@ except Exception:
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# Open model: ballast's achieved rate against its target, up to 80% of its closed maximum.
+# Open model: ballast's achieved rate against its target, up to 80% of its closed maximum,
+# with the default connection budget (--max-connections 1000) and with the closed rounds' own
+# ($CONNECTIONS).
 max_rate=$(awk '{print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 : >"$work/open"
 for pct in 20 40 60 80; do
   target=$(python3 -c "print(round($max_rate*$pct/100))")
-  taskset -c 0 "$BALLAST" loadtest "$url" --rate "$target" -d "${DURATION}s" --warmup 1s \
-    --threads 1 --format json >"$work/open.json" 2>/dev/null
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
-print(sys.argv[2], r["target_rate"], round(r["rate"],1), round(r["rate"]/r["target_rate"],4), r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"])' \
-    "$work/open.json" "$pct" | tee -a "$work/open"
+  for budget in 1000 "$CONNECTIONS"; do
+    taskset -c 0 "$BALLAST" loadtest "$url" --rate "$target" -d "${DURATION}s" --warmup 1s \
+      --threads 1 --max-connections "$budget" --format json >"$work/open.json" 2>/dev/null
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
+print(sys.argv[2], sys.argv[3], r["target_rate"], round(r["rate"],1), round(r["rate"]/r["target_rate"],4), r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"], r["connections_opened"])' \
+      "$work/open.json" "$pct" "$budget" | tee -a "$work/open"
+  done
 done
 
 {
@@ -123,7 +128,7 @@ done
   echo "# load average before: $load_before; after: $load_after ($(nproc) cores, shared)"
   echo "# round ballast_rps ballast_p50 ballast_p99 ballast_errors ballast_cpu_us_per_req wrk_rps wrk_p50 wrk_p99 wrk_cpu_us_per_req oha_rps oha_p50 oha_p99 oha_cpu_us_per_req"
   cat "$work/rows"
-  echo "# open model: pct_of_max target achieved achieved/target p50_ms p99_ms errors"
+  echo "# open model: pct_of_max max_connections target achieved achieved/target p50_ms p99_ms errors connections_opened"
   cat "$work/open"
 } >"$out"
 python3 - "$work/rows" <<'EOF' | tee -a "$out"
