@@ -135,16 +135,7 @@ fn server<'a>(
         None => Rise::Unknown,
         Some(_) if responses_fell => Rise::Restarted,
         Some((first, last)) => {
-            let (a, b) = (classes(&first.responses), classes(&last.responses));
-            let d = |i: usize| b[i] - a[i];
-            Rise::Rose(ResponseClasses {
-                c1xx: d(0),
-                c2xx: d(1),
-                c3xx: d(2),
-                c4xx: d(3),
-                c5xx: d(4),
-                other: d(5),
-            })
+            Rise::Rose(rise(classes(&first.responses), classes(&last.responses)))
         }
     };
     let requests = match ends {
@@ -199,18 +190,10 @@ fn steady_servers<'a>(series: &[&'a PoolSample], out: &mut Vec<ServerWindow<'a>>
             .zip(ends)
             .enumerate()
             .map(|(index, (now, (ended, began)))| {
-                let d = |i: usize| ended.responses[i] - began.responses[i];
                 ServerWindow {
                     now,
                     index,
-                    responses: Rise::Rose(ResponseClasses {
-                        c1xx: d(0),
-                        c2xx: d(1),
-                        c3xx: d(2),
-                        c4xx: d(3),
-                        c5xx: d(4),
-                        other: d(5),
-                    }),
+                    responses: Rise::Rose(rise(began.responses, ended.responses)),
                     requests: Rise::Rose(ended.requests - began.requests),
                     // The sum, until every sample is read.
                     latency_ms: Some(0.0),
@@ -238,6 +221,20 @@ fn steady_servers<'a>(series: &[&'a PoolSample], out: &mut Vec<ServerWindow<'a>>
             .latency_ms
             .filter(|_| w.latency_samples > 0)
             .map(|sum| sum / f64::from(w.latency_samples));
+    }
+}
+
+/// The responses by class between two counts of them (`classes` order), the later not below
+/// the earlier in any class.
+fn rise(before: [u64; 6], after: [u64; 6]) -> ResponseClasses {
+    let d = |i: usize| after[i] - before[i];
+    ResponseClasses {
+        c1xx: d(0),
+        c2xx: d(1),
+        c3xx: d(2),
+        c4xx: d(3),
+        c5xx: d(4),
+        other: d(5),
     }
 }
 
