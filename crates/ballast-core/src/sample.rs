@@ -90,10 +90,9 @@ pub struct Counters {
 
 impl Counters {
     pub fn of(s: &ServerSample) -> Counters {
-        let r = &s.responses;
         Counters {
             requests: s.requests,
-            responses: [r.c1xx, r.c2xx, r.c3xx, r.c4xx, r.c5xx, r.other],
+            responses: s.responses.by_class(),
             weight: s.weight,
             state: s.state,
             backup: s.backup,
@@ -128,10 +127,7 @@ impl Gauge {
     pub fn of(s: &ServerSample) -> Gauge {
         Gauge {
             active: s.active,
-            latency_ms: s
-                .latency_ms
-                .filter(|l| l.is_finite() && *l >= 0.0)
-                .unwrap_or(-1.0),
+            latency_ms: s.counted_latency_ms().unwrap_or(-1.0),
         }
     }
 }
@@ -205,6 +201,14 @@ pub struct ServerSample {
     pub state_for_s: Option<u64>,
 }
 
+impl ServerSample {
+    /// Its reported latency when it is one that counts in a mean: a finite figure of 0 or
+    /// more.
+    pub fn counted_latency_ms(&self) -> Option<f64> {
+        self.latency_ms.filter(|l| l.is_finite() && *l >= 0.0)
+    }
+}
+
 /// Responses by status class, cumulative.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseClasses {
@@ -215,6 +219,28 @@ pub struct ResponseClasses {
     pub c5xx: u64,
     /// Connection errors, timeouts, aborted responses: no status at all.
     pub other: u64,
+}
+
+impl ResponseClasses {
+    /// The counts in class order: 1xx, 2xx, 3xx, 4xx, 5xx, other; to compare and subtract
+    /// them together.
+    pub fn by_class(&self) -> [u64; 6] {
+        [
+            self.c1xx, self.c2xx, self.c3xx, self.c4xx, self.c5xx, self.other,
+        ]
+    }
+
+    /// From counts in class order ([`ResponseClasses::by_class`]).
+    pub fn from_classes([c1xx, c2xx, c3xx, c4xx, c5xx, other]: [u64; 6]) -> ResponseClasses {
+        ResponseClasses {
+            c1xx,
+            c2xx,
+            c3xx,
+            c4xx,
+            c5xx,
+            other,
+        }
+    }
 }
 
 /// Whether a server takes new requests.

@@ -234,9 +234,7 @@ struct Counted {
 impl Counted {
     fn of(r: &ResponseClasses) -> Self {
         Counted {
-            responses: [r.c1xx, r.c2xx, r.c3xx, r.c4xx, r.c5xx, r.other]
-                .into_iter()
-                .fold(0u64, u64::saturating_add),
+            responses: r.by_class().into_iter().fold(0u64, u64::saturating_add),
             c5xx: r.c5xx,
             other: r.other,
         }

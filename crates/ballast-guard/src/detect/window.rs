@@ -106,9 +106,11 @@ fn server<'a>(
         seen += 1;
         first.get_or_insert(s);
         if let Some(p) = previous {
-            responses_fell |= classes(&s.responses)
+            responses_fell |= s
+                .responses
+                .by_class()
                 .iter()
-                .zip(classes(&p.responses))
+                .zip(p.responses.by_class())
                 .any(|(now, before)| *now < before);
             requests_fell |= s.requests < p.requests;
             if matches!(
@@ -121,7 +123,7 @@ fn server<'a>(
         in_rotation &= s.state == ServerState::Up && s.weight > 0 && s.backup == now.backup;
         in_flight = in_flight.saturating_add(s.active);
         weight_changed |= s.weight != now.weight;
-        if let Some(l) = s.latency_ms.filter(|l| l.is_finite() && *l >= 0.0) {
+        if let Some(l) = s.counted_latency_ms() {
             latency_sum += l;
             latency_count += 1;
         }
@@ -135,7 +137,7 @@ fn server<'a>(
         None => Rise::Unknown,
         Some(_) if responses_fell => Rise::Restarted,
         Some((first, last)) => {
-            Rise::Rose(rise(classes(&first.responses), classes(&last.responses)))
+            Rise::Rose(rise(first.responses.by_class(), last.responses.by_class()))
         }
     };
     let requests = match ends {
@@ -224,23 +226,10 @@ fn steady_servers<'a>(series: &[&'a PoolSample], out: &mut Vec<ServerWindow<'a>>
     }
 }
 
-/// The responses by class between two counts of them (`classes` order), the later not below
-/// the earlier in any class.
+/// The responses by class between two counts of them (in `ResponseClasses::by_class` order),
+/// the later not below the earlier in any class.
 fn rise(before: [u64; 6], after: [u64; 6]) -> ResponseClasses {
-    let d = |i: usize| after[i] - before[i];
-    ResponseClasses {
-        c1xx: d(0),
-        c2xx: d(1),
-        c3xx: d(2),
-        c4xx: d(3),
-        c5xx: d(4),
-        other: d(5),
-    }
-}
-
-/// Response classes in a fixed order, to compare and subtract them together.
-fn classes(r: &ResponseClasses) -> [u64; 6] {
-    [r.c1xx, r.c2xx, r.c3xx, r.c4xx, r.c5xx, r.other]
+    ResponseClasses::from_classes(std::array::from_fn(|i| after[i] - before[i]))
 }
 
 #[cfg(test)]
