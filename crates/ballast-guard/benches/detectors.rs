@@ -156,19 +156,39 @@ fn watcher_rounds(rounds: u32, troubled: bool) {
     // CPU time of the round's two halves: taking the sample (noting it, keeping it, dropping
     // the oldest) and judging the window.
     let (mut taking, mut judging, mut slowest) = (0u64, 0u64, 0u64);
-    let mut wall = std::time::Duration::ZERO;
+    let (mut wall, mut wall_judging) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for round in 0..fill + u64::from(rounds) {
         let sample = fleet_sample(round, troubled);
+        let steady = round >= fill;
         let (before, started) = (on_cpu_ns(), std::time::Instant::now());
-        let intake = watcher.take(sample);
-        let taken = on_cpu_ns();
-        black_box(watcher.judge(intake));
+        let intake = if steady {
+            steady_take(&mut watcher, sample)
+        } else {
+            watcher.take(sample)
+        };
+        let (taken, taken_at) = (on_cpu_ns(), std::time::Instant::now());
+        if steady {
+            black_box(steady_judge(&mut watcher, intake));
+        } else {
+            black_box(watcher.judge(intake));
+        }
         let (judged, elapsed) = (on_cpu_ns(), started.elapsed());
-        if round >= fill {
+        if steady {
             taking += taken - before;
             judging += judged - taken;
             slowest = slowest.max(judged - before);
             wall += elapsed;
+            wall_judging += taken_at.elapsed();
+            // BENCH_EACH=1: every steady round's two halves, in wall time (exact, where the
+            // scheduler's figure is a tick).
+            if std::env::var_os("BENCH_EACH").is_some() {
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                eprintln!(
+                    "round {round}: taking {:.2} ms, judging {:.2} ms (wall)",
+                    ms(elapsed - taken_at.elapsed()),
+                    ms(taken_at.elapsed())
+                );
+            }
         }
     }
     // The scheduler's figure can be as coarse as a tick; the wall time beside it is exact but
@@ -176,13 +196,32 @@ fn watcher_rounds(rounds: u32, troubled: bool) {
     let per_round = |ns: u64| ns as f64 / f64::from(rounds.max(1)) / 1e6;
     println!(
         "watcher steady round over {rounds} rounds: {:.2} ms mean on CPU ({:.2} ms wall), \
-         {:.2} ms taking the sample, {:.2} ms judging; {:.2} ms slowest",
+         {:.2} ms taking the sample, {:.2} ms judging ({:.2} ms wall); {:.2} ms slowest",
         per_round(taking + judging),
         wall.as_secs_f64() * 1e3 / f64::from(rounds.max(1)),
         per_round(taking),
         per_round(judging),
+        wall_judging.as_secs_f64() * 1e3 / f64::from(rounds.max(1)),
         slowest as f64 / 1e6
     );
+}
+
+/// The steady rounds' two halves under names of their own, so a profiler can count them
+/// alone: `valgrind --tool=callgrind --toggle-collect=detectors::steady_judge`.
+#[inline(never)]
+fn steady_take(
+    watcher: &mut ballast_guard::watch::Watcher,
+    sample: Sample,
+) -> ballast_guard::watch::Intake {
+    watcher.take(sample)
+}
+
+#[inline(never)]
+fn steady_judge(
+    watcher: &mut ballast_guard::watch::Watcher,
+    intake: ballast_guard::watch::Intake,
+) -> ballast_guard::watch::Outcome {
+    watcher.judge(intake)
 }
 
 fn bench(c: &mut Criterion) {

@@ -2,7 +2,8 @@
 //! resolved), `for` durations, deduplication by labels, grouping by pool, and inhibition of a
 //! symptom by its cause. Sinks receive [`Alert`]s; nothing here does I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -150,6 +151,10 @@ impl Round {
 }
 
 struct Tracked {
+    /// Its identity ([`identity`]), which orders the tracked alerts.
+    key: String,
+    /// [`place_hash`] of its rule, pool and server, by which a round's findings find it.
+    hash: u64,
     alert: Arc<Alert>,
     for_ms: u64,
     last_seen_ms: u64,
@@ -161,6 +166,29 @@ struct Tracked {
     phase_ms: u64,
     layer: Layer,
     level: Level,
+    /// What inhibition reads of it ([`Party`]), kept apart from its labels so a round does
+    /// not look them up again for every alert.
+    rule: &'static str,
+    pool: Option<String>,
+    server: Option<String>,
+}
+
+impl Tracked {
+    /// Whether it is the alert `finding` names: the rule, pool and server make the identity
+    /// (source and instance are the lifecycle's).
+    fn is(&self, finding: &Finding) -> bool {
+        self.rule == finding.rule && self.pool == finding.pool && self.server == finding.server
+    }
+
+    fn party(&self) -> Option<Party<'_>> {
+        Some(Party {
+            pool: self.pool.as_deref()?,
+            alertname: self.rule,
+            server: self.server.as_deref(),
+            layer: self.layer,
+            level: self.level,
+        })
+    }
 }
 
 /// Alerts of one watched load balancer: findings in, transitions out. Identity is the label
@@ -170,7 +198,19 @@ pub struct Lifecycle {
     source: String,
     instance: String,
     options: LifecycleOptions,
-    tracked: BTreeMap<String, Tracked>,
+    /// In the order of their identities, so every list of alerts comes out the same way.
+    tracked: Vec<Tracked>,
+    /// Each tracked alert's place by its [`Tracked::hash`]: most findings of a round are
+    /// alerts already tracked, found without writing their identity (a fleet's troubled round
+    /// holds thousands). Built again whenever an alert comes or goes.
+    index: HashMap<u64, usize>,
+}
+
+/// What finds a finding's alert among those tracked: a hash of its rule, pool and server.
+fn place_hash(finding: &Finding) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (finding.rule, &finding.pool, &finding.server).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What an annotation `cause` is built from; the caller (the watcher) supplies it, as it holds
@@ -183,7 +223,30 @@ impl Lifecycle {
             source: source.to_string(),
             instance: instance.to_string(),
             options,
-            tracked: BTreeMap::new(),
+            tracked: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Where `finding`'s alert is among those tracked, if it is: by its hash, or when another
+    /// alert holds that hash, by its identity.
+    fn place(&self, hash: u64, key: &mut String, finding: &Finding) -> Option<usize> {
+        if let Some(&i) = self.index.get(&hash)
+            && self.tracked[i].is(finding)
+        {
+            return Some(i);
+        }
+        key.clear();
+        self.write_identity(key, finding);
+        self.tracked
+            .binary_search_by(|t| t.key.as_str().cmp(key.as_str()))
+            .ok()
+    }
+
+    fn reindex(&mut self) {
+        self.index.clear();
+        for (i, t) in self.tracked.iter().enumerate() {
+            self.index.insert(t.hash, i);
         }
     }
 
@@ -199,13 +262,31 @@ impl Lifecycle {
                 ("runbook".to_string(), runbook_link(finding.rule)),
             ])
         };
-        // The identity of each finding, written into one buffer: most findings of a round
-        // are alerts already tracked, found without building their labels.
+        // The identity of a finding not found by its hash, written into one buffer.
         let mut key = String::new();
+        // Pools where an alert came, went, changed severity or had its annotations written:
+        // inhibition is worked out again for these alone.
+        let mut changed: HashSet<String> = HashSet::new();
+        let mut mark = |pool: Option<&str>| {
+            if let Some(pool) = pool
+                && !changed.contains(pool)
+            {
+                changed.insert(pool.to_string());
+            }
+        };
+        // Alerts new this round, placed among the tracked after the findings are read.
+        let mut arrived: Vec<Tracked> = Vec::new();
+        let mut arrived_by_key: HashMap<String, usize> = HashMap::new();
         for finding in findings {
-            key.clear();
-            self.write_identity(&mut key, finding);
-            match self.tracked.get_mut(key.as_str()) {
+            let hash = place_hash(finding);
+            let t = match self.place(hash, &mut key, finding) {
+                Some(i) => Some(&mut self.tracked[i]),
+                None => {
+                    // `place` wrote the identity when the hash did not find it.
+                    arrived_by_key.get(&key).map(|&j| &mut arrived[j])
+                }
+            };
+            match t {
                 Some(t) if t.level == finding.level => {
                     t.last_seen_ms = now_ms;
                     let fires_now = t.alert.state == AlertState::Pending
@@ -213,6 +294,7 @@ impl Lifecycle {
                     if fires_now || self.options.annotations_due(t, now_ms) {
                         Arc::make_mut(&mut t.alert).annotations = annotations(finding);
                         t.annotated_ms = now_ms;
+                        mark(finding.pool.as_deref());
                     }
                 }
                 Some(t) => {
@@ -231,12 +313,14 @@ impl Lifecycle {
                     t.annotated_ms = now_ms;
                     t.last_seen_ms = now_ms;
                     t.level = finding.level;
+                    mark(finding.pool.as_deref());
                     if was_firing {
                         alert.starts_at_ms = Some(now_ms);
                         round.fired.push(alert.clone());
                     }
                 }
                 None => {
+                    mark(finding.pool.as_deref());
                     let labels = labels(&self.source, &self.instance, finding);
                     debug_assert_eq!(identity(&labels), key);
                     let spec = rule(finding.rule);
@@ -253,33 +337,43 @@ impl Lifecycle {
                         ends_at_ms: None,
                         inhibited_by: None,
                     };
-                    self.tracked.insert(
-                        key.clone(),
-                        Tracked {
-                            alert: Arc::new(alert),
-                            for_ms,
-                            last_seen_ms: now_ms,
-                            // Dated back by a part of the interval of its own, so alerts
-                            // that began together are rewritten in different rounds.
-                            annotated_ms: now_ms,
-                            phase_ms: stagger(
-                                finding.pool.as_deref().unwrap_or(&key),
-                                self.options.annotations_every_ms,
-                            ),
-                            layer: finding.layer,
-                            level: finding.level,
-                        },
-                    );
+                    arrived_by_key.insert(key.clone(), arrived.len());
+                    arrived.push(Tracked {
+                        key: key.clone(),
+                        hash,
+                        alert: Arc::new(alert),
+                        for_ms,
+                        last_seen_ms: now_ms,
+                        // Dated back by a part of the interval of its own, so alerts
+                        // that began together are rewritten in different rounds.
+                        annotated_ms: now_ms,
+                        phase_ms: stagger(
+                            finding.pool.as_deref().unwrap_or(&key),
+                            self.options.annotations_every_ms,
+                        ),
+                        layer: finding.layer,
+                        level: finding.level,
+                        rule: finding.rule,
+                        pool: finding.pool.clone(),
+                        server: finding.server.clone(),
+                    });
                 }
             }
         }
+        let mut moved = !arrived.is_empty();
+        if moved {
+            self.tracked.append(&mut arrived);
+            self.tracked.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
         // Pending long enough fires; absent long enough resolves (a pending one just goes).
         let resolve_after = self.options.resolve_after_ms;
-        self.tracked.retain(|_, t| {
+        let before = self.tracked.len();
+        self.tracked.retain_mut(|t| {
             if t.last_seen_ms < now_ms {
                 if now_ms - t.last_seen_ms < resolve_after && t.alert.state == AlertState::Firing {
                     return true;
                 }
+                mark(t.pool.as_deref());
                 if t.alert.state == AlertState::Firing {
                     let mut done = (*t.alert).clone();
                     done.state = AlertState::Resolved;
@@ -297,20 +391,25 @@ impl Lifecycle {
             }
             true
         });
-        self.inhibit();
+        moved |= self.tracked.len() != before;
+        if moved {
+            self.reindex();
+        }
+        self.inhibit(&changed);
         // Fired this round and inhibited: shown, never paged.
         for a in &mut round.fired {
-            if let Some(t) = self.tracked.get(&identity(&a.labels)) {
-                a.inhibited_by = t.alert.inhibited_by.clone();
+            let key = identity(&a.labels);
+            if let Ok(i) = self.tracked.binary_search_by(|t| t.key.cmp(&key)) {
+                a.inhibited_by = self.tracked[i].alert.inhibited_by.clone();
             }
         }
-        round.active = self.tracked.values().map(|t| t.alert.clone()).collect();
+        round.active = self.active();
         round
     }
 
     /// Every active alert now.
     pub fn active(&self) -> Vec<Arc<Alert>> {
-        self.tracked.values().map(|t| t.alert.clone()).collect()
+        self.tracked.iter().map(|t| t.alert.clone()).collect()
     }
 
     /// The identity [`identity`] gives the finding's labels, written without building them.
@@ -337,42 +436,40 @@ impl Lifecycle {
     }
 
     /// A symptom is inhibited by its cause (see [`explains`]): shown with the cause, never
-    /// paged.
-    fn inhibit(&mut self) {
+    /// paged. Worked out for the pools `changed` names: elsewhere no alert came, went or was
+    /// rewritten, so what inhibits what stands.
+    fn inhibit(&mut self, changed: &HashSet<String>) {
+        if changed.is_empty() {
+            return;
+        }
         // A cause explains only symptoms of its own pool (`explains`): compare within each
-        // pool, not every alert with every other (a troubled fleet tracks thousands), and
-        // read each alert's labels once.
-        let parties: Vec<Option<Party>> = self
-            .tracked
-            .values()
-            .map(|t| Party::of(&t.alert, t.layer, t.level))
-            .collect();
-        let mut pools: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, party) in parties.iter().enumerate() {
-            if let Some(party) = party {
-                pools.entry(party.pool).or_default().push(i);
+        // pool, not every alert with every other (a troubled fleet tracks thousands).
+        let mut pools: HashMap<&str, Vec<(usize, Party)>> = HashMap::new();
+        for (i, t) in self.tracked.iter().enumerate() {
+            if let Some(party) = t.party()
+                && changed.contains(party.pool)
+            {
+                pools.entry(party.pool).or_default().push((i, party));
             }
         }
-        let mut cause_of: Vec<Option<usize>> = vec![None; parties.len()];
+        let mut inhibited_by: Vec<(usize, Option<String>)> = Vec::new();
         for members in pools.values() {
-            for &i in members {
-                let symptom = parties[i].as_ref().expect("grouped");
-                cause_of[i] = members.iter().copied().find(|&c| {
-                    c != i && explains_party(parties[c].as_ref().expect("grouped"), symptom)
-                });
+            for (i, symptom) in members {
+                let cause = members
+                    .iter()
+                    .find(|(c, cause)| c != i && explains_party(cause, symptom));
+                inhibited_by.push((*i, cause.map(|&(c, _)| summary_of(&self.tracked[c].alert))));
             }
         }
-        drop(parties);
-        let summaries: Vec<Option<String>> = {
-            let alerts: Vec<&Alert> = self.tracked.values().map(|t| &*t.alert).collect();
-            cause_of
-                .iter()
-                .map(|c| c.map(|c| summary_of(alerts[c])))
-                .collect()
-        };
+        drop(pools);
+        inhibited_by.sort_unstable_by_key(|&(i, _)| i);
+        let mut updates = inhibited_by.into_iter().peekable();
         // Written only where it changed: a round's alerts are shared, and an alert written
         // is copied.
-        for (t, by) in self.tracked.values_mut().zip(summaries) {
+        for (i, t) in self.tracked.iter_mut().enumerate() {
+            let Some((_, by)) = updates.next_if(|&(u, _)| u == i) else {
+                continue;
+            };
             if t.alert.inhibited_by != by {
                 Arc::make_mut(&mut t.alert).inhibited_by = by;
             }
