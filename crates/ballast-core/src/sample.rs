@@ -75,6 +75,22 @@ pub struct Noted {
     /// Each server's counters and standing at its place, compactly: a window's ends and the
     /// step from one sample to the next are read from these (empty when not taken).
     pub counters: Vec<Counters>,
+    /// Each server's latency weighted by its requests, summed through the pool's unbroken run
+    /// of samples up to this one, so a stretch of the run is read from its two ends (the
+    /// guard's latency baseline reads half a minute). `None` when not taken.
+    pub latency: Option<LatencyRun>,
+}
+
+/// A pool's latency sums through a run of samples: every sample of the pool from the run's
+/// first to this one, each with the same servers at the same places.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyRun {
+    /// The `at_ms` of the run's first sample: two samples with the same are of one run.
+    pub since_ms: u64,
+    /// At each server's place: its latency times the requests it answered from one sample
+    /// to the next, summed through the run, and those requests. A step counts only where the
+    /// latency counts in a mean ([`ServerSample::counted_latency_ms`]).
+    pub servers: Vec<(f64, u64)>,
 }
 
 /// One server's counters and standing in one sample.

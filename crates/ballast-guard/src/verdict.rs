@@ -9,7 +9,7 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use ballast_core::sample::{PoolSample, Sample};
+use ballast_core::sample::{LatencyRun, PoolSample, Sample};
 
 use crate::change::{ConfigChange, Reload, clock};
 use crate::detect::{Finding, Layer, by_name};
@@ -154,6 +154,38 @@ impl Weighted {
     /// that took few requests does not outweigh the fast ones that took most. `latest` is the
     /// pool in the history's last sample, at `hint` there.
     fn of(samples: &[Sample], latest: &PoolSample, hint: usize) -> Weighted {
+        Self::from_run(samples, latest, hint).unwrap_or_else(|| Self::walk(samples, latest, hint))
+    }
+
+    /// From the latency sums at the stretch's two ends, when both are of one run with the
+    /// latest sample's servers (the watcher's samples, mostly).
+    fn from_run(samples: &[Sample], latest: &PoolSample, hint: usize) -> Option<Weighted> {
+        let pool = latest.name.as_str();
+        let first = by_name(&samples.first()?.pools, hint, pool, |p| &p.name)?;
+        let last = by_name(&samples.last()?.pools, hint, pool, |p| &p.name)?;
+        let (start, end) = (first.noted.latency.as_ref()?, last.noted.latency.as_ref()?);
+        let one_run = start.since_ms == end.since_ms
+            && crate::detect::same_layout(&[first, last, latest])
+            && start.servers.len() == latest.servers.len()
+            && end.servers.len() == latest.servers.len();
+        if !one_run {
+            return None;
+        }
+        let servers: Vec<(f64, u64)> = end
+            .servers
+            .iter()
+            .zip(&start.servers)
+            .map(|(e, s)| (e.0 - s.0, e.1.saturating_sub(s.1)))
+            .collect();
+        Some(Weighted {
+            sum: servers.iter().map(|s| s.0).sum(),
+            requests: servers.iter().map(|s| s.1).sum(),
+            servers,
+        })
+    }
+
+    /// Pair by pair through the stretch.
+    fn walk(samples: &[Sample], latest: &PoolSample, hint: usize) -> Weighted {
         let mut w = Weighted {
             sum: 0.0,
             requests: 0,
@@ -171,7 +203,7 @@ impl Weighted {
             let places_as_latest = crate::detect::same_layout(&[new, latest]);
             for (i, s) in new.servers.iter().enumerate() {
                 let (Some(latency), Some(o)) = (
-                    s.latency_ms,
+                    s.counted_latency_ms(),
                     crate::detect::server_in(old, i, &s.name, same_layout),
                 ) else {
                     continue;
@@ -205,20 +237,75 @@ impl Weighted {
     }
 }
 
+/// The samples a pool's latency is read from, as places in `history`: the first of the
+/// baseline, and the last before the window of `window_ms` (where the window's pairs start,
+/// and the baseline's end).
+pub(crate) fn latency_span(history: &[Sample], window_ms: u64) -> Option<(usize, usize)> {
+    let last = history.last()?;
+    let window_start = last.at_ms.saturating_sub(window_ms);
+    let split = history
+        .partition_point(|s| s.at_ms < window_start)
+        .saturating_sub(1);
+    let split = split.min(history.len() - 1);
+    let baseline_start = history[split].at_ms.saturating_sub(LATENCY_BASELINE_MS);
+    let first = history[..split].partition_point(|s| s.at_ms < baseline_start);
+    Some((first, split))
+}
+
+/// The latency sums [`Noted::latency`](ballast_core::sample::Noted) carries for `pool`, a
+/// sample taken at `at_ms` whose gauges and layout are noted: `before`'s (the pool in the
+/// sample before) carried on by one step, or a run begun here when there is no such sample or
+/// its servers are not the same. `sums` is an array to reuse.
+pub(crate) fn latency_run(
+    before: Option<&PoolSample>,
+    pool: &PoolSample,
+    at_ms: u64,
+    mut sums: Vec<(f64, u64)>,
+) -> LatencyRun {
+    sums.clear();
+    let carried = before.and_then(|b| {
+        let run = b.noted.latency.as_ref()?;
+        let same = crate::detect::same_layout(&[b, pool])
+            && run.servers.len() == pool.servers.len()
+            && b.servers.len() == pool.servers.len()
+            && pool.noted.gauges.len() == pool.servers.len();
+        same.then_some((b, run))
+    });
+    let Some((before, run)) = carried else {
+        sums.resize(pool.servers.len(), (0.0, 0));
+        return LatencyRun {
+            since_ms: at_ms,
+            servers: sums,
+        };
+    };
+    // The step the walk over the samples takes ([`Weighted::walk`]): a server's latency now
+    // times the requests it answered since the sample before.
+    sums.extend(pool.servers.iter().enumerate().map(|(i, s)| {
+        let (sum, requests) = run.servers[i];
+        let latency = pool.noted.gauges[i].latency_ms;
+        if latency < 0.0 {
+            return (sum, requests);
+        }
+        let old = before
+            .noted
+            .counters
+            .get(i)
+            .map_or(before.servers[i].requests, |c| c.requests);
+        let n = s.requests.saturating_sub(old);
+        (sum + latency * n as f64, requests + n)
+    }));
+    LatencyRun {
+        since_ms: run.since_ms,
+        servers: sums,
+    }
+}
+
 impl<'a> PoolLatency<'a> {
     /// Pool `hint` of the history's latest sample.
     fn of(hint: usize, ctx: &Context<'a>) -> Option<PoolLatency<'a>> {
         let last = ctx.history.last()?;
         let latest = last.pools.get(hint)?;
-        let window_start = last.at_ms.saturating_sub(ctx.window_ms);
-        // The window's pairs start at the last sample before it (the counters' baseline).
-        let split = ctx
-            .history
-            .partition_point(|s| s.at_ms < window_start)
-            .saturating_sub(1);
-        let split = split.min(ctx.history.len() - 1);
-        let baseline_start = ctx.history[split].at_ms.saturating_sub(LATENCY_BASELINE_MS);
-        let first = ctx.history[..split].partition_point(|s| s.at_ms < baseline_start);
+        let (first, split) = latency_span(ctx.history, ctx.window_ms)?;
         Some(PoolLatency {
             latest,
             now: Weighted::of(&ctx.history[split..], latest, hint),
@@ -518,5 +605,63 @@ mod tests {
             trigger_window_ms: 900_000,
         };
         assert!(!explain(&skew(), &ctx).contains("baseline"));
+    }
+
+    #[test]
+    fn the_latency_sums_noted_on_arrival_read_a_stretch_as_the_walk_does() {
+        // 80 s of three servers with changing latencies, through a watcher: app-2 reports no
+        // latency for a while, app-1's counter resets at 40 s, the pool is missing at 30 s and
+        // app-3 is renamed at 60 s (each of the last two breaks the run).
+        let mut h = history(80, 50, 80, 50, 0.0);
+        for (t, s) in h.iter_mut().enumerate() {
+            let servers = &mut s.pools[0].servers;
+            for (i, server) in servers.iter_mut().enumerate() {
+                server.latency_ms = Some(1.0 + (t * (i + 2) % 17) as f64);
+                server.requests += (t * t * (i + 1)) as u64 % 23 * t as u64;
+            }
+            if (10..15).contains(&t) {
+                servers[1].latency_ms = None;
+            }
+            if t >= 40 {
+                servers[0].requests -= 1_500;
+            }
+            if t >= 60 {
+                servers[2].name = "app-9".into();
+            }
+        }
+        h[30].pools[0].name = "elsewhere".into();
+        let mut watcher = crate::watch::Watcher::new("haproxy", "x", Default::default());
+        for sample in h {
+            watcher.take(sample);
+        }
+        let noted: Vec<Sample> = watcher.history().cloned().collect();
+        let latest = &noted.last().unwrap().pools[0];
+        let (mut from_runs, mut walked) = (0, 0);
+        for a in 0..noted.len() {
+            for b in a + 1..noted.len() {
+                let stretch = &noted[a..=b];
+                let walk = Weighted::walk(stretch, latest, 0);
+                let Some(run) = Weighted::from_run(stretch, latest, 0) else {
+                    walked += 1;
+                    continue;
+                };
+                from_runs += 1;
+                assert_eq!(run.requests, walk.requests, "{a}..={b}");
+                assert!((run.sum - walk.sum).abs() < 1e-6, "{a}..={b}");
+                for (r, w) in run.servers.iter().zip(&walk.servers) {
+                    assert_eq!(r.1, w.1, "{a}..={b}");
+                    assert!((r.0 - w.0).abs() < 1e-6, "{a}..={b}");
+                }
+            }
+        }
+        // The run since the rename reaches back to 60 s, and the sums are kept as far back as
+        // the baseline reads (35 s); stretches across the rename are walked.
+        assert!(from_runs >= 100, "{from_runs} read from the sums");
+        assert!(walked > 1_000, "{walked} walked");
+        // The window the explainer reads is read from the sums; its baseline, across the
+        // rename, is walked.
+        let (first, split) = latency_span(&noted, 5_000).unwrap();
+        assert!(Weighted::from_run(&noted[split..], latest, 0).is_some());
+        assert!(Weighted::from_run(&noted[first..=split], latest, 0).is_none());
     }
 }

@@ -87,6 +87,7 @@ pub struct Watcher {
     /// (`Noted`).
     spare_gauges: Vec<Vec<Gauge>>,
     spare_counters: Vec<Vec<Counters>>,
+    spare_latency: Vec<Vec<(f64, u64)>>,
 }
 
 /// A line of the watcher's own record (JSON lines under `--format json`).
@@ -111,6 +112,7 @@ impl Watcher {
             live_config: None,
             spare_gauges: Vec::new(),
             spare_counters: Vec::new(),
+            spare_latency: Vec::new(),
         }
     }
 
@@ -233,11 +235,29 @@ impl Watcher {
             let mut counters = self.spare_counters.pop().unwrap_or_default();
             counters.extend(pool.servers.iter().map(Counters::of));
             pool.noted.counters = counters;
-            pool.noted.continues = previous
-                .and_then(|p| crate::detect::by_name(&p.pools, index, &pool.name, |p| &p.name))
-                .is_some_and(|before| crate::detect::window::continues(before, pool));
+            let before = previous
+                .and_then(|p| crate::detect::by_name(&p.pools, index, &pool.name, |p| &p.name));
+            pool.noted.continues =
+                before.is_some_and(|before| crate::detect::window::continues(before, pool));
+            let sums = self.spare_latency.pop().unwrap_or_default();
+            pool.noted.latency = Some(crate::verdict::latency_run(before, pool, now, sums));
         }
         self.history.push_back(sample);
+        // The latency sums are read as far back as the latency baseline reaches.
+        let history = self.history.make_contiguous();
+        if let Some((first, _)) = crate::verdict::latency_span(history, self.options.window_ms) {
+            for old in history[..first].iter_mut().rev() {
+                if old.pools.iter().all(|p| p.noted.latency.is_none()) {
+                    break;
+                }
+                for pool in &mut old.pools {
+                    if let Some(mut run) = pool.noted.latency.take() {
+                        run.servers.clear();
+                        self.spare_latency.push(run.servers);
+                    }
+                }
+            }
+        }
         let trigger_window = self.options.trigger_window_ms;
         self.changes
             .retain(|c| now.saturating_sub(c.at_ms) <= trigger_window);
