@@ -204,6 +204,11 @@ pub struct Lifecycle {
     /// alerts already tracked, found without writing their identity (a fleet's troubled round
     /// holds thousands). Built again whenever an alert comes or goes.
     index: HashMap<u64, usize>,
+    /// Where the last round's findings, one by one, found their alerts: a round's findings
+    /// come in the order of the round before, so the k-th is tried first where the k-th was
+    /// (the index, at fleet scale, is a cache miss per finding). Forgotten when an alert comes
+    /// or goes, as the places move.
+    last_places: Vec<usize>,
 }
 
 /// What finds a finding's alert among those tracked: a hash of its rule, pool and server.
@@ -225,13 +230,20 @@ impl Lifecycle {
             options,
             tracked: Vec::new(),
             index: HashMap::new(),
+            last_places: Vec::new(),
         }
     }
 
-    /// Where `finding`'s alert is among those tracked, if it is: by its hash, or when another
-    /// alert holds that hash, by its identity.
-    fn place(&self, hash: u64, key: &mut String, finding: &Finding) -> Option<usize> {
-        if let Some(&i) = self.index.get(&hash)
+    /// Where `finding`, the round's `k`-th, has its alert among those tracked, if it has: where
+    /// the last round's `k`-th had, by its hash, or when another alert holds that hash, by its
+    /// identity.
+    fn place(&self, k: usize, key: &mut String, finding: &Finding) -> Option<usize> {
+        if let Some(&i) = self.last_places.get(k)
+            && self.tracked[i].is(finding)
+        {
+            return Some(i);
+        }
+        if let Some(&i) = self.index.get(&place_hash(finding))
             && self.tracked[i].is(finding)
         {
             return Some(i);
@@ -277,9 +289,11 @@ impl Lifecycle {
         // Alerts new this round, placed among the tracked after the findings are read.
         let mut arrived: Vec<Tracked> = Vec::new();
         let mut arrived_by_key: HashMap<String, usize> = HashMap::new();
-        for finding in findings {
-            let hash = place_hash(finding);
-            let t = match self.place(hash, &mut key, finding) {
+        let mut places = Vec::with_capacity(findings.len());
+        for (k, finding) in findings.iter().enumerate() {
+            let place = self.place(k, &mut key, finding);
+            places.push(place.unwrap_or(usize::MAX));
+            let t = match place {
                 Some(i) => Some(&mut self.tracked[i]),
                 None => {
                     // `place` wrote the identity when the hash did not find it.
@@ -340,7 +354,7 @@ impl Lifecycle {
                     arrived_by_key.insert(key.clone(), arrived.len());
                     arrived.push(Tracked {
                         key: key.clone(),
-                        hash,
+                        hash: place_hash(finding),
                         alert: Arc::new(alert),
                         for_ms,
                         last_seen_ms: now_ms,
@@ -394,7 +408,9 @@ impl Lifecycle {
         moved |= self.tracked.len() != before;
         if moved {
             self.reindex();
+            places.clear();
         }
+        self.last_places = places;
         self.inhibit(&changed);
         // Fired this round and inhibited: shown, never paged.
         for a in &mut round.fired {
@@ -633,6 +649,35 @@ mod tests {
 
     fn lifecycle() -> Lifecycle {
         Lifecycle::new("haproxy", "/run/haproxy.sock", LifecycleOptions::default())
+    }
+
+    #[test]
+    fn findings_in_another_order_or_with_a_newcomer_are_the_same_alerts() {
+        let mut l = lifecycle();
+        let f = |server: &str| finding("ServerErrorRate", Level::Warning, Layer::Backend, server);
+        let (a, b, c) = (f("app-1"), f("app-2"), f("app-3"));
+        let since = |r: &Round| -> Vec<(String, u64)> {
+            r.active
+                .iter()
+                .map(|x| (x.label("server").unwrap().to_string(), x.active_since_ms))
+                .collect()
+        };
+        l.observe(0, &[a.clone(), b.clone()], &cause);
+        // Swapped: each is found where the other was the round before.
+        let r = l.observe(1_000, &[b.clone(), a.clone()], &cause);
+        assert_eq!(since(&r), [("app-1".into(), 0), ("app-2".into(), 0)]);
+        // A newcomer first moves every place; then the order holds again.
+        let r = l.observe(2_000, &[c.clone(), b.clone(), a.clone()], &cause);
+        let expected = [
+            ("app-1".to_string(), 0),
+            ("app-2".to_string(), 0),
+            ("app-3".to_string(), 2_000),
+        ];
+        assert_eq!(since(&r), expected);
+        let r = l.observe(3_000, &[a.clone(), c.clone(), b.clone()], &cause);
+        assert_eq!(since(&r), expected);
+        let r = l.observe(4_000, &[a, c, b], &cause);
+        assert_eq!(since(&r), expected);
     }
 
     #[test]
