@@ -6,7 +6,9 @@
 
 use std::collections::VecDeque;
 
-use ballast_core::sample::{Counters, Gauge, Sample};
+use std::sync::Arc;
+
+use ballast_core::sample::{Counters, Gauge, Sample, SamplePart};
 use serde::Serialize;
 
 use crate::alert::{Lifecycle, LifecycleOptions, Round};
@@ -212,29 +214,42 @@ impl Watcher {
             {
                 break;
             }
+            let (mut gauges, mut counters) = (None, None);
             for pool in &mut old.pools {
-                let mut gauges = std::mem::take(&mut pool.noted.gauges);
-                gauges.clear();
-                self.spare_gauges.push(gauges);
-                let mut counters = std::mem::take(&mut pool.noted.counters);
-                counters.clear();
-                self.spare_counters.push(counters);
+                gauges = Some(std::mem::take(&mut pool.noted.gauges));
+                counters = Some(std::mem::take(&mut pool.noted.counters));
+            }
+            // The last part of each whole gives it back (unless someone kept a copy).
+            if let Some(mut whole) = gauges.and_then(SamplePart::into_whole) {
+                whole.clear();
+                self.spare_gauges.push(whole);
+            }
+            if let Some(mut whole) = counters.and_then(SamplePart::into_whole) {
+                whole.clear();
+                self.spare_counters.push(whole);
             }
         }
         // Noted once as each pool arrives (`Noted`): its layout, so servers are matched by
         // place (`detect::same_layout`); whether it continues the sample before, and its
         // gauges, so a window of such samples is read from its ends (`detect::window`).
+        // The gauges and counters of the whole sample go into one array each, pool after pool.
         let previous = self.history.back();
+        let mut gauges = self.spare_gauges.pop().unwrap_or_default();
+        let mut counters = self.spare_counters.pop().unwrap_or_default();
+        for pool in &sample.pools {
+            gauges.extend(pool.servers.iter().map(Gauge::of));
+            counters.extend(pool.servers.iter().map(Counters::of));
+        }
+        let (gauges, counters) = (Arc::new(gauges), Arc::new(counters));
+        let mut start = 0;
         for (index, pool) in sample.pools.iter_mut().enumerate() {
             if pool.noted.layout == 0 {
                 pool.noted.layout = pool.servers_layout();
             }
-            let mut gauges = self.spare_gauges.pop().unwrap_or_default();
-            gauges.extend(pool.servers.iter().map(Gauge::of));
-            pool.noted.gauges = gauges;
-            let mut counters = self.spare_counters.pop().unwrap_or_default();
-            counters.extend(pool.servers.iter().map(Counters::of));
-            pool.noted.counters = counters;
+            let end = start + pool.servers.len();
+            pool.noted.gauges = SamplePart::new(gauges.clone(), start, end);
+            pool.noted.counters = SamplePart::new(counters.clone(), start, end);
+            start = end;
             let before = previous
                 .and_then(|p| crate::detect::by_name(&p.pools, index, &pool.name, |p| &p.name));
             pool.noted.continues =

@@ -290,8 +290,13 @@ mod tests {
     fn note_arrivals(series: &mut [PoolSample]) {
         for p in series.iter_mut() {
             p.noted.layout = p.servers_layout();
-            p.noted.gauges = p.servers.iter().map(Gauge::of).collect();
-            p.noted.counters = p.servers.iter().map(Counters::of).collect();
+            p.noted.gauges = p.servers.iter().map(Gauge::of).collect::<Vec<_>>().into();
+            p.noted.counters = p
+                .servers
+                .iter()
+                .map(Counters::of)
+                .collect::<Vec<_>>()
+                .into();
         }
         for i in 0..series.len() {
             let continued = i > 0 && continues(&series[i - 1], &series[i]);
