@@ -513,9 +513,22 @@ fn a_missing_or_refusing_endpoint_is_an_error_with_a_fix() {
     // A socket file nobody listens on.
     let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    let e = HaproxySource::new(Endpoint::Socket(SocketAddress::Unix(stale)), None)
-        .sample(0)
-        .unwrap_err();
+    // A child another test spawns at the moment the listener is bound holds a copy of it until
+    // it execs: a connection made then is accepted into its queue and reset. Once the copy is
+    // gone the socket refuses, which is what is checked.
+    let mut e = None;
+    for _ in 0..20 {
+        let error = HaproxySource::new(Endpoint::Socket(SocketAddress::Unix(stale.clone())), None)
+            .sample(0)
+            .unwrap_err();
+        let reset = error.what.contains("reset by peer");
+        e = Some(error);
+        if !reset {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let e = e.unwrap();
     assert!(
         e.what.contains("connection refused") && e.fix.is_some(),
         "{e}"
