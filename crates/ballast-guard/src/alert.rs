@@ -238,13 +238,14 @@ impl Lifecycle {
     /// the last round's `k`-th had, by its hash, or when another alert holds that hash, by its
     /// identity.
     fn place(&self, k: usize, key: &mut String, finding: &Finding) -> Option<usize> {
+        let here = |i: usize| self.tracked.get(i).is_some_and(|t| t.is(finding));
         if let Some(&i) = self.last_places.get(k)
-            && self.tracked[i].is(finding)
+            && here(i)
         {
             return Some(i);
         }
         if let Some(&i) = self.index.get(&place_hash(finding))
-            && self.tracked[i].is(finding)
+            && here(i)
         {
             return Some(i);
         }
