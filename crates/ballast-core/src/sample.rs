@@ -299,6 +299,25 @@ pub struct ServerSample {
 }
 
 impl ServerSample {
+    /// A server named `name` in rotation at weight 1, idle: no requests, connections, limits
+    /// or responses yet. What a sample's other figures are set over.
+    pub fn idle(name: &str) -> ServerSample {
+        ServerSample {
+            state_for_s: None,
+            name: name.to_string(),
+            requests: 0,
+            active: 0,
+            queued: 0,
+            max_connections: None,
+            max_queue: None,
+            weight: 1,
+            state: ServerState::Up,
+            backup: false,
+            responses: ResponseClasses::default(),
+            latency_ms: None,
+        }
+    }
+
     /// Its reported latency when it is one that counts in a mean: a finite figure of 0 or
     /// more.
     pub fn counted_latency_ms(&self) -> Option<f64> {
@@ -497,23 +516,7 @@ mod tests {
 
     fn pool(names: &[&str]) -> PoolSample {
         PoolSample {
-            servers: names
-                .iter()
-                .map(|name| ServerSample {
-                    state_for_s: None,
-                    name: name.to_string(),
-                    requests: 0,
-                    active: 0,
-                    queued: 0,
-                    max_connections: None,
-                    max_queue: None,
-                    weight: 1,
-                    state: ServerState::Up,
-                    backup: false,
-                    responses: ResponseClasses::default(),
-                    latency_ms: None,
-                })
-                .collect(),
+            servers: names.iter().map(|name| ServerSample::idle(name)).collect(),
             name: "app".into(),
             promise: Promise::RequestShares,
             queued: 0,

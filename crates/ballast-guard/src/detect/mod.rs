@@ -609,26 +609,11 @@ mod tests {
 /// Builders of synthetic samples for the detectors' tests, on a virtual clock.
 #[cfg(test)]
 pub(crate) mod testing {
-    use ballast_core::sample::{
-        PoolSample, Promise, ResponseClasses, Sample, ServerSample, ServerState,
-    };
+    use ballast_core::sample::{PoolSample, Promise, ResponseClasses, Sample, ServerSample};
 
     /// An idle server in rotation, with no limits and no responses yet.
     pub(crate) fn server(name: &str) -> ServerSample {
-        ServerSample {
-            state_for_s: None,
-            name: name.into(),
-            requests: 0,
-            active: 0,
-            queued: 0,
-            max_connections: None,
-            max_queue: None,
-            weight: 1,
-            state: ServerState::Up,
-            backup: false,
-            responses: ResponseClasses::default(),
-            latency_ms: None,
-        }
+        ServerSample::idle(name)
     }
 
     pub(crate) fn pool(name: &str, servers: Vec<ServerSample>) -> PoolSample {
