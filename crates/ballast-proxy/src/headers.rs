@@ -55,6 +55,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a header named `name` (any case) is hop-by-hop in itself, for code that reads
+/// headers off the wire rather than from a `HeaderMap`.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().eq_ignore_ascii_case(name))
+}
+
 /// Whether `ip` falls in one of the trusted ranges.
 pub fn trusted(ip: IpAddr, ranges: &[(IpAddr, u8)]) -> bool {
     ranges
@@ -87,13 +95,26 @@ fn in_range(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 /// The client's address: the socket peer, unless the peer is a trusted proxy, in which case
 /// the rightmost X-Forwarded-For entry that is not itself a trusted proxy.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, ranges: &[(IpAddr, u8)]) -> IpAddr {
+    client_ip_among(
+        peer,
+        headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        ranges,
+    )
+}
+
+/// [`client_ip`] over the X-Forwarded-For values as text, in the order they came.
+pub fn client_ip_among<'a>(
+    peer: IpAddr,
+    forwarded_for: impl Iterator<Item = &'a str>,
+    ranges: &[(IpAddr, u8)],
+) -> IpAddr {
     if !trusted(peer, ranges) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    let forwarded: Vec<IpAddr> = forwarded_for
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -134,6 +155,10 @@ mod tests {
         let mut named_host = headers(&[("connection", "Host, close"), ("host", "a.example")]);
         strip_hop_by_hop(&mut named_host);
         assert_eq!(named_host.get("host").unwrap(), "a.example");
+        for name in ["Connection", "keep-alive", "TRANSFER-ENCODING", "Upgrade"] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        assert!(!is_hop_by_hop("host") && !is_hop_by_hop("x-connection"));
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub async fn run_listener(
             let _ = stream.set_nodelay(true);
             match tls {
                 None => {
-                    serve_connection(
+                    crate::fast::serve(
                         Arc::clone(&shared),
                         name.clone(),
                         spec,
@@ -138,8 +138,24 @@ pub async fn run_listener(
                         bound
                     };
                     match tokio::time::timeout(bound, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
+                        // HTTP/2 chosen in the handshake goes to hyper; HTTP/1.1 takes the
+                        // fast path.
+                        Ok(Ok(tls_stream))
+                            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
+                        {
                             serve_connection(
+                                Arc::clone(&shared),
+                                name.clone(),
+                                spec,
+                                tls_stream,
+                                peer,
+                                true,
+                                stop,
+                            )
+                            .await
+                        }
+                        Ok(Ok(tls_stream)) => {
+                            crate::fast::serve(
                                 Arc::clone(&shared),
                                 name.clone(),
                                 spec,
@@ -290,7 +306,7 @@ impl Drop for ActiveRequest<'_> {
     }
 }
 
-async fn serve_connection<I>(
+pub(crate) async fn serve_connection<I>(
     shared: Arc<Shared>,
     name: String,
     spec: Listener,
@@ -886,7 +902,7 @@ async fn proxy(
     }
 }
 
-fn count_retry(shared: &Shared, pool: &PoolRuntime) {
+pub(crate) fn count_retry(shared: &Shared, pool: &PoolRuntime) {
     shared
         .metrics
         .retries
@@ -951,7 +967,9 @@ fn set_host(request: &mut Request<ProxyBody>, address: &str) {
 
 /// Waits for a connection slot on a full server, within its queue bounds. The queue place is
 /// a guard too: a request abandoned while waiting leaves the queue.
-async fn wait_for_slot(server: &ServerRuntime) -> Result<crate::runtime::Slot, &'static str> {
+pub(crate) async fn wait_for_slot(
+    server: &ServerRuntime,
+) -> Result<crate::runtime::Slot, &'static str> {
     struct QueuePlace<'a>(&'a std::sync::atomic::AtomicU32);
     impl Drop for QueuePlace<'_> {
         fn drop(&mut self) {
@@ -982,7 +1000,7 @@ async fn wait_for_slot(server: &ServerRuntime) -> Result<crate::runtime::Slot, &
     }
 }
 
-fn note_saturation(shared: &Shared, pool: &PoolRuntime, server: &ServerRuntime) {
+pub(crate) fn note_saturation(shared: &Shared, pool: &PoolRuntime, server: &ServerRuntime) {
     if !server.state.saturated.swap(true, Ordering::AcqRel) {
         shared.events.emit(EventKind::SaturationBegan {
             pool: pool.name.clone(),

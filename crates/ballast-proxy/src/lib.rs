@@ -18,6 +18,7 @@ mod bind;
 mod body;
 pub mod demo_backend;
 mod events;
+mod fast;
 mod fd_reserve;
 mod framing;
 mod headers;
@@ -36,6 +37,7 @@ mod tls;
 mod upgrade;
 mod upload;
 mod upstream;
+mod wire;
 
 /// The Content-Security-Policy of the dashboard page: only its own inline style and script,
 /// fetches to its own origin (`ballast watch --dashboard` sends it too).

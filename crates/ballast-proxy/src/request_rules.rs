@@ -59,7 +59,11 @@ pub fn refusal(method: &Method, version: Version, headers: &http::HeaderMap) -> 
 
 /// `host[:port]` with no userinfo, path or anything else (RFC 9110 §7.2).
 fn valid_host(value: &HeaderValue) -> bool {
-    let bytes = value.as_bytes();
+    valid_host_bytes(value.as_bytes())
+}
+
+/// [`valid_host`] over the header's bytes as they came off the wire.
+pub fn valid_host_bytes(bytes: &[u8]) -> bool {
     if bytes.is_empty() || bytes.contains(&b'@') {
         return false;
     }

@@ -20,7 +20,7 @@ use ballast_core::balance::{Balancer, KeyReader, PoolView, ServerLoad, slow_star
 use ballast_core::config::{InitialState, Pool, Server};
 use ballast_core::retry::RetryBudget;
 
-use crate::upstream::IdleConnections;
+use crate::upstream::{IdleConnections, IdleStreams};
 
 /// Monotonic time since the proxy started, the `now` handed to the pure core.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +67,8 @@ pub struct ServerState {
     /// Woken when a connection slot frees, for requests queued on this server.
     pub slot_freed: Notify,
     pub idle: IdleConnections,
+    /// Idle sockets of the HTTP/1.1 fast path.
+    pub idle_streams: IdleStreams,
     /// Balancing decisions that chose this server, for shares.
     pub picks: AtomicU64,
     /// `picks` sampled once a second over the last ten seconds, oldest first, for the recent
@@ -94,6 +96,7 @@ impl ServerState {
             saturated: AtomicBool::new(false),
             slot_freed: Notify::new(),
             idle: IdleConnections::default(),
+            idle_streams: IdleStreams::default(),
             picks: AtomicU64::new(0),
             pick_samples: Mutex::new(std::collections::VecDeque::with_capacity(
                 RECENT_WINDOW_SECS + 1,

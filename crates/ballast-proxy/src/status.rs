@@ -83,7 +83,7 @@ pub fn status(
                         "in_flight": st.in_flight.load(Ordering::Relaxed),
                         "queued": st.queued.load(Ordering::Relaxed),
                         "limit": s.spec.max_connections,
-                        "idle_connections": st.idle.len(),
+                        "idle_connections": st.idle.len() + st.idle_streams.len(),
                         "picks": st.picks.load(Ordering::Relaxed),
                         "share": stats.shares[i],
                         "recent_share": stats.recent[i],

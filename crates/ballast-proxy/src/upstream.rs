@@ -70,6 +70,40 @@ impl IdleConnections {
     }
 }
 
+/// Idle keep-alive connections to one server as plain sockets, for the HTTP/1.1 fast path
+/// (`fast`), which speaks to servers itself. A socket the server closed while it sat here is
+/// found when a request is sent on it, and replaced without blame (`fast`).
+#[derive(Default)]
+pub(crate) struct IdleStreams {
+    streams: Mutex<Vec<(TcpStream, Instant)>>,
+}
+
+impl IdleStreams {
+    /// The most recently used idle socket younger than `max_idle`.
+    pub fn checkout(&self, max_idle: Duration) -> Option<TcpStream> {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((stream, since)) = streams.pop() {
+            if since.elapsed() < max_idle {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a socket after a complete exchange.
+    pub fn checkin(&self, stream: TcpStream) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if streams.len() < MAX_IDLE_PER_SERVER {
+            streams.push((stream, Instant::now()));
+        }
+    }
+
+    /// Idle sockets held now.
+    pub fn len(&self) -> usize {
+        self.streams.lock().map_or(0, |s| s.len())
+    }
+}
+
 /// Why a connection to a server could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -99,22 +133,7 @@ pub(crate) async fn open(
     timeout: Duration,
     upgradable: bool,
 ) -> Result<Connection, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-        Err(_) => {
-            return Err(ConnectError::Timeout {
-                address: address.to_string(),
-                after: timeout,
-            });
-        }
-        Ok(Err(source)) => {
-            return Err(ConnectError::Io {
-                address: address.to_string(),
-                source,
-            });
-        }
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = connect_stream(address, timeout).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -132,4 +151,28 @@ pub(crate) async fn open(
         }
     });
     Ok(sender)
+}
+
+/// Opens a TCP connection to `address` within `timeout`, without delay on small writes.
+pub(crate) async fn connect_stream(
+    address: &str,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Err(_) => {
+            return Err(ConnectError::Timeout {
+                address: address.to_string(),
+                after: timeout,
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(ConnectError::Io {
+                address: address.to_string(),
+                source,
+            });
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }

@@ -109,12 +109,14 @@ async fn a_backend_killed_under_load_is_ejected_and_no_get_fails() {
     let config = ConfigFile::new(&text);
     let proxy = start(&config).await;
     let addr = proxy.listener_addr("web").unwrap();
-    // Eight clients keep requests in flight on every server while `b` is killed.
+    // Eight clients keep requests in flight on every server while `b` is killed, and for
+    // 400 ms after (a count of requests would finish before the kill on a fast proxy).
+    let until = std::time::Instant::now() + Duration::from_millis(550);
     let mut clients = Vec::new();
     for _ in 0..8 {
         clients.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
-            for _ in 0..60 {
+            while std::time::Instant::now() < until {
                 let r = get(addr, "/", &[]).await;
                 outcomes.push(r.map(|r| {
                     (
