@@ -20,6 +20,7 @@
 //! server is not blamed.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -112,11 +113,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
     }
 
-    /// Reads more of the client's bytes, until `deadline` or, if `stop` is given, a stop.
-    async fn fill(
+    /// Reads more of the client's bytes, until `deadline` or, if `stopped` is given, until it
+    /// completes (the listener is stopping).
+    async fn fill<S: Future<Output = ()>>(
         &mut self,
         deadline: tokio::time::Instant,
-        mut stop: Option<&mut watch::Receiver<bool>>,
+        mut stopped: Option<Pin<&mut S>>,
     ) -> Result<std::io::Result<usize>, Interrupted> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
@@ -126,11 +128,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
         self.arm(deadline);
         loop {
-            let stopped = async {
-                match stop.as_deref_mut() {
-                    Some(rx) => {
-                        let _ = rx.changed().await;
-                    }
+            let stop = async {
+                match stopped.as_mut() {
+                    Some(s) => s.as_mut().await,
                     None => std::future::pending().await,
                 }
             };
@@ -142,7 +142,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     }
                     return Ok(read);
                 }
-                () = stopped => return Err(Interrupted::Stopped),
+                () = stop => return Err(Interrupted::Stopped),
                 () = self.alarm.as_mut() => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(Interrupted::Expired);
@@ -281,6 +281,19 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
     let mut last_end = opened;
     // When the first byte of the head being read arrived.
     let mut head_started: Option<tokio::time::Instant> = None;
+    // One wait for the stop for the connection's life, not one per request: waiting on a
+    // watch takes its lock to join and to leave. It is polled only between requests, and the
+    // connection ends when it completes.
+    let mut watcher = stop.clone();
+    let stopped = async move {
+        let _ = watcher.changed().await;
+    };
+    let mut stopped = std::pin::pin!(stopped);
+    let downstream = Downstream {
+        ip: peer.ip(),
+        text: peer.ip().to_string(),
+        secure,
+    };
     let mut upstream_head = Vec::with_capacity(1024);
     let mut response_head = Vec::with_capacity(1024);
     loop {
@@ -299,8 +312,7 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
                     &snapshot,
                     name,
                     &head,
-                    peer,
-                    secure,
+                    &downstream,
                     shared,
                     &mut upstream_head,
                 ) {
@@ -348,7 +360,9 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
             (false, false, Some(at)) => (after(at, header_read), false),
             (false, false, None) => (after(tokio::time::Instant::now(), header_read), false),
         };
-        let read = client.fill(deadline, between.then_some(&mut *stop)).await;
+        let read = client
+            .fill(deadline, between.then_some(stopped.as_mut()))
+            .await;
         match read {
             Ok(Ok(0)) | Ok(Err(_)) | Err(Interrupted::Stopped) => return End::Close,
             Ok(Ok(_)) => {
@@ -364,6 +378,15 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// The client's side as the server is told of it.
+struct Downstream {
+    ip: IpAddr,
+    /// The address as text, written into every X-Forwarded-For.
+    text: String,
+    /// Arrived over TLS.
+    secure: bool,
 }
 
 /// A request taken by the fast path, read off its head before the buffer moves on.
@@ -405,8 +428,7 @@ fn prepare(
     snapshot: &Snapshot,
     listener: &str,
     head: &wire::RequestHead,
-    peer: SocketAddr,
-    secure: bool,
+    peer: &Downstream,
     shared: &Shared,
     upstream: &mut Vec<u8>,
 ) -> Option<Prepared> {
@@ -416,9 +438,9 @@ fn prepare(
         .trusted
         .get(listener)
         .map_or(&[][..], Vec::as_slice);
-    let client = client_ip_among(peer.ip(), head.forwarded_for(), trusted);
+    let client = client_ip_among(peer.ip, head.forwarded_for(), trusted);
     let key = pool.keys.read(&KeyParts { client, head });
-    wire::write_upstream_request(upstream, head, peer.ip(), secure);
+    wire::write_upstream_request(upstream, head, &peer.text, peer.secure);
     Some(Prepared {
         method: head.method,
         close: head.close,
@@ -671,6 +693,7 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
         let relayed = relay(
             client,
             socket,
+            &mut slot,
             &head,
             &mut buffer.0,
             filled,
@@ -680,7 +703,8 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
             server,
         )
         .await;
-        // Phase release: the slot goes with the end of the body, however it ended.
+        // Phase release: the slot went with the server's last byte, or goes now, however the
+        // body ended.
         drop(slot);
         let elapsed = started.elapsed();
         server.metrics.latency.observe(elapsed.as_secs_f64());
@@ -822,11 +846,15 @@ impl BodyEnd {
 }
 
 /// Passes the answer on to the client: the head with what came of the body, then the rest of
-/// the body as it comes. A socket whose exchange ended cleanly goes back to the idle pool.
+/// the body as it comes. When the server's part is over (its last byte read, before the
+/// client is sent it, as the hyper path does) the slot is given back and a socket whose
+/// exchange ended cleanly goes back to the idle pool: the next request a client sends on
+/// seeing this answer finds the server's load as it is.
 #[allow(clippy::too_many_arguments)]
 async fn relay<I: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<I>,
-    mut socket: TcpStream,
+    socket: TcpStream,
+    slot: &mut Option<crate::runtime::Slot>,
     head: &ResponseHead,
     buf: &mut [u8],
     filled: usize,
@@ -835,6 +863,16 @@ async fn relay<I: AsyncRead + AsyncWrite + Unpin>(
     send_timeout: Duration,
     server: &ServerRuntime,
 ) -> Result<(), Failed> {
+    let mut socket = Some(socket);
+    let mut server_done = |socket: &mut Option<TcpStream>, reusable: bool| {
+        drop(slot.take());
+        if let Some(socket) = socket.take()
+            && reusable
+            && !head.server_closes
+        {
+            server.state.idle_streams.checkin(socket);
+        }
+    };
     let mut body = BodyEnd::new(head.framing);
     let first = &buf[head.len..filled];
     let Ok((taken, mut done)) = body.take(first) else {
@@ -842,14 +880,17 @@ async fn relay<I: AsyncRead + AsyncWrite + Unpin>(
     };
     // Bytes after the answer: the server is out of step, its socket is not reused.
     let mut reusable = taken == first.len();
+    if done {
+        server_done(&mut socket, reusable);
+    }
     response_head.extend_from_slice(&first[..taken]);
     client.send(response_head, deadline, send_timeout).await?;
-    while !done {
+    while let Some(reading) = socket.as_mut().filter(|_| !done) {
         client.arm(deadline);
         let read = loop {
             tokio::select! {
                 biased;
-                r = socket.read(buf) => break r,
+                r = reading.read(buf) => break r,
                 () = client.alarm.as_mut() => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(Failed::Cut(Cut::RequestDeadline));
@@ -860,7 +901,7 @@ async fn relay<I: AsyncRead + AsyncWrite + Unpin>(
         };
         let n = match read {
             Ok(0) if head.framing == Framing::UntilClose => {
-                reusable = false;
+                server_done(&mut socket, false);
                 break;
             }
             Ok(0) | Err(_) => return Err(Failed::ServerBroke),
@@ -871,10 +912,10 @@ async fn relay<I: AsyncRead + AsyncWrite + Unpin>(
         };
         reusable &= taken == n;
         done = ended;
+        if done {
+            server_done(&mut socket, reusable);
+        }
         client.send(&buf[..taken], deadline, send_timeout).await?;
-    }
-    if reusable && !head.server_closes {
-        server.state.idle_streams.checkin(socket);
     }
     Ok(())
 }

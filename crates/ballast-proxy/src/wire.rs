@@ -10,7 +10,6 @@
 
 use std::io::Write;
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 
 use crate::headers::is_hop_by_hop;
 use crate::request_rules::valid_host_bytes;
@@ -172,7 +171,7 @@ fn target_byte(b: u8) -> bool {
 
 /// Writes the head a server is sent for `head`: hop-by-hop headers out, X-Forwarded-For
 /// extended with the peer, X-Forwarded-Proto set, HTTP/1.1.
-pub fn write_upstream_request(out: &mut Vec<u8>, head: &RequestHead, peer: IpAddr, secure: bool) {
+pub fn write_upstream_request(out: &mut Vec<u8>, head: &RequestHead, peer: &str, secure: bool) {
     out.clear();
     out.extend_from_slice(head.method.as_http().as_str().as_bytes());
     out.push(b' ');
@@ -204,7 +203,7 @@ pub fn write_upstream_request(out: &mut Vec<u8>, head: &RequestHead, peer: IpAdd
         }
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{peer}");
+    out.extend_from_slice(peer.as_bytes());
     out.extend_from_slice(match secure {
         true => b"\r\nX-Forwarded-Proto: https\r\n\r\n",
         false => b"\r\nX-Forwarded-Proto: http\r\n\r\n",
@@ -343,8 +342,15 @@ pub fn parse_response(buf: &[u8], answer: &Answer, out: &mut Vec<u8>) -> ParsedR
     let client_closes = answer.client_closes || framing == Framing::UntilClose;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    let _ = write!(out, "{status} ");
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    // The rest of the status line as the server wrote it (httparse has checked it is
+    // `HTTP/1.x code reason`): copied, not formatted again.
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(0);
+    let rest = buf.get(9..line_end).unwrap_or(b"").trim_ascii_end();
+    if rest.is_empty() {
+        let _ = write!(out, "{status}");
+    } else {
+        out.extend_from_slice(rest);
+    }
     out.extend_from_slice(b"\r\n");
     let named: Vec<&[u8]> = resp
         .headers
@@ -581,7 +587,7 @@ mod tests {
             panic!("fast");
         };
         let mut out = Vec::new();
-        write_upstream_request(&mut out, &head, "192.0.2.7".parse().unwrap(), true);
+        write_upstream_request(&mut out, &head, "192.0.2.7", true);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /p HTTP/1.1\r\nHost: a.example\r\nX-Kept: 1\r\nX-Forwarded-For: 203.0.113.1, 10.0.0.1, 192.0.2.7\r\nX-Forwarded-Proto: https\r\n\r\n"
