@@ -2,7 +2,8 @@
 //!
 //! Servers are chosen only by ballast-core's `Balancer`, through a live view of this crate's
 //! atomics, so what `ballast simulate` predicts is what this proxy does. Modules:
-//! `http` (the request path, phase by phase), `tcp` (layer 4), `upstream` (connections to
+//! `fast` (the HTTP/1.1 fast path, over `wire`'s pure reading and writing of heads and bodies),
+//! `http` (the request path on hyper, phase by phase, for everything else), `tcp` (layer 4), `upstream` (connections to
 //! servers), `body` (in-flight accounting to the end of the body), `upload` (whose failure
 //! a failed exchange is), `admission` (connection
 //! caps), `streams` (HTTP/2 streams under those caps), `send_timeout` (slow readers),
