@@ -162,6 +162,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
     ) -> Result<(), Failed> {
         let mut sent = 0;
         while sent < bytes.len() {
+            // Most writes go through at once: the clock is read only for one that waits.
+            let at_once = std::future::poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut self.io).poll_write(cx, &bytes[sent..]))
+            })
+            .await;
+            if let Poll::Ready(written) = at_once {
+                match written {
+                    Ok(0) | Err(_) => return Err(Failed::ClientGone),
+                    Ok(n) => sent += n,
+                }
+                continue;
+            }
             let now = tokio::time::Instant::now();
             let by = match send_timeout.is_zero() {
                 true => deadline,
@@ -327,6 +339,7 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
                 client.start += prepared.head_len;
                 head_started = None;
                 first = false;
+                let mut ended = None;
                 let outcome = exchange(
                     shared,
                     &snapshot,
@@ -335,9 +348,10 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
                     &prepared,
                     &upstream_head,
                     &mut response_head,
+                    &mut ended,
                 )
                 .await;
-                last_end = tokio::time::Instant::now();
+                last_end = tokio::time::Instant::from_std(ended.unwrap_or_else(Instant::now));
                 match outcome {
                     Outcome::Close => return End::Close,
                     Outcome::KeepAlive if prepared.close || *stop.borrow() => return End::Close,
@@ -358,18 +372,19 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
             (true, _, _) => (after(opened, header_read), false),
             (false, true, _) => (after(last_end, idle), true),
             (false, false, Some(at)) => (after(at, header_read), false),
-            (false, false, None) => (after(tokio::time::Instant::now(), header_read), false),
+            // Bytes of a head that did not come whole: its clock starts now (the bytes have
+            // just arrived), not at every read.
+            (false, false, None) => {
+                let at = *head_started.get_or_insert_with(tokio::time::Instant::now);
+                (after(at, header_read), false)
+            }
         };
         let read = client
             .fill(deadline, between.then_some(stopped.as_mut()))
             .await;
         match read {
             Ok(Ok(0)) | Ok(Err(_)) | Err(Interrupted::Stopped) => return End::Close,
-            Ok(Ok(_)) => {
-                if head_started.is_none() {
-                    head_started = Some(tokio::time::Instant::now());
-                }
-            }
+            Ok(Ok(_)) => {}
             Err(Interrupted::Expired) => {
                 if !idle_wait {
                     shared.metrics.reject(name, "header_timeout");
@@ -492,7 +507,8 @@ enum Attempt {
     ClientGone,
 }
 
-/// One request: pick, queue, connect, forward, respond, release.
+/// One request: pick, queue, connect, forward, respond, release. An answered exchange leaves
+/// the time it ended in `ended` (read once, for its latency and the idle clock after it).
 #[allow(clippy::too_many_arguments)]
 async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     shared: &Arc<Shared>,
@@ -502,7 +518,10 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     prepared: &Prepared,
     upstream_head: &[u8],
     response_head: &mut Vec<u8>,
+    ended: &mut Option<Instant>,
 ) -> Outcome {
+    // The clock is read here and once at the end; what comes between reads it only when it
+    // has waited (a queue, a new connection, a write that did not go through at once).
     let started = Instant::now();
     let spec = snapshot.loaded.config.listeners.get(listener);
     let (request_timeout, send_timeout) = spec.map_or((Duration::ZERO, Duration::ZERO), |l| {
@@ -511,7 +530,7 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     let served_by_header = spec
         .and_then(|l| l.served_by_header.as_deref())
         .filter(|n| http::HeaderName::from_bytes(n.as_bytes()).is_ok());
-    let deadline = after(tokio::time::Instant::now(), request_timeout);
+    let deadline = after(tokio::time::Instant::from_std(started), request_timeout);
     let head_request = prepared.method == wire::Method::Head;
     let pool = &prepared.pool;
     let mut reached: Option<usize> = None;
@@ -542,9 +561,14 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     }
 
     let mut attempts_left = pool.spec.retries.attempts;
+    // Whether time has passed since `started` that counts: a queue, a connect, a retry.
+    let mut waited = false;
     loop {
         // Phase pick.
-        let now = shared.clock.now();
+        let now = match waited {
+            true => shared.clock.now(),
+            false => shared.clock.at(started),
+        };
         let Some(index) = pool.pick_reporting(prepared.key, now, &shared.events) else {
             answer!(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -560,12 +584,13 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
             Some(slot) => slot,
             None => {
                 note_saturation(shared, pool, server);
-                let waited = tokio::select! {
+                waited = true;
+                let queued = tokio::select! {
                     biased;
                     w = wait_for_slot(server) => Some(w),
                     () = tokio::time::sleep_until(deadline) => None,
                 };
-                match waited {
+                match queued {
                     Some(Ok(slot)) => slot,
                     Some(Err(cause)) => answer!(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -591,19 +616,23 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
         let next = loop {
             let pooled = match fresh_only {
                 true => None,
-                false => server.state.idle_streams.checkout(pool.spec.idle_timeout()),
+                false => server
+                    .state
+                    .idle_streams
+                    .checkout(pool.spec.idle_timeout(), started),
             };
             let reused = pooled.is_some();
             let mut socket = match pooled {
                 Some(s) => s,
                 None => {
+                    waited = true;
                     match connect_stream(&server.spec.address, pool.spec.connect_timeout()).await {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::warn!(pool = %pool.name, server = %server.spec.name, "{e}");
                             drop(slot.take());
                             crate::health::record_outcome(shared, pool, index, false);
-                            if attempts_left > 0 && pool.allow_retry(now) {
+                            if attempts_left > 0 && pool.allow_retry(shared.clock.now()) {
                                 attempts_left -= 1;
                                 count_retry(shared, pool);
                                 break None;
@@ -623,8 +652,11 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
                 client_closes: prepared.close,
                 served_by: served_by_header.map(|h| (h, server.spec.name.as_str())),
             };
-            let response_by =
-                after(tokio::time::Instant::now(), pool.spec.response_timeout()).min(deadline);
+            let sent_at = match waited {
+                true => tokio::time::Instant::now(),
+                false => tokio::time::Instant::from_std(started),
+            };
+            let response_by = after(sent_at, pool.spec.response_timeout()).min(deadline);
             let attempt = forward(
                 client,
                 &mut socket,
@@ -701,12 +733,15 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
             deadline,
             send_timeout,
             server,
+            started,
         )
         .await;
         // Phase release: the slot went with the server's last byte, or goes now, however the
         // body ended.
         drop(slot);
-        let elapsed = started.elapsed();
+        let end = Instant::now();
+        *ended = Some(end);
+        let elapsed = end - started;
         server.metrics.latency.observe(elapsed.as_secs_f64());
         server.state.record_latency(elapsed);
         log(
@@ -862,6 +897,7 @@ async fn relay<I: AsyncRead + AsyncWrite + Unpin>(
     deadline: tokio::time::Instant,
     send_timeout: Duration,
     server: &ServerRuntime,
+    started: Instant,
 ) -> Result<(), Failed> {
     let mut socket = Some(socket);
     let mut server_done = |socket: &mut Option<TcpStream>, reusable: bool| {
@@ -870,7 +906,7 @@ async fn relay<I: AsyncRead + AsyncWrite + Unpin>(
             && reusable
             && !head.server_closes
         {
-            server.state.idle_streams.checkin(socket);
+            server.state.idle_streams.checkin(socket, started);
         }
     };
     let mut body = BodyEnd::new(head.framing);

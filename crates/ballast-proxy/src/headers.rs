@@ -58,9 +58,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Whether a header named `name` (any case) is hop-by-hop in itself, for code that reads
 /// headers off the wire rather than from a `HeaderMap`.
 pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| h.as_str().eq_ignore_ascii_case(name))
+    // By length first: most names match none of the lengths, and the comparison is then one
+    // name at most.
+    let candidate = match name.len() {
+        2 => "te",
+        7 if name.as_bytes()[0].eq_ignore_ascii_case(&b't') => "trailer",
+        7 => "upgrade",
+        10 if name.as_bytes()[0].eq_ignore_ascii_case(&b'c') => "connection",
+        10 => "keep-alive",
+        16 => "proxy-connection",
+        17 => "transfer-encoding",
+        18 => "proxy-authenticate",
+        19 => "proxy-authorization",
+        _ => return false,
+    };
+    candidate.eq_ignore_ascii_case(name)
 }
 
 /// Whether `ip` falls in one of the trusted ranges.
@@ -159,6 +171,20 @@ mod tests {
             assert!(is_hop_by_hop(name), "{name}");
         }
         assert!(!is_hop_by_hop("host") && !is_hop_by_hop("x-connection"));
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+            assert!(is_hop_by_hop(&name.as_str().to_ascii_uppercase()), "{name}");
+        }
+        for not in [
+            "x-trailer",
+            "x-te",
+            "accept",
+            "connectio",
+            "keep-alivex",
+            "cookie",
+        ] {
+            assert!(!is_hop_by_hop(not), "{not}");
+        }
     }
 
     #[test]

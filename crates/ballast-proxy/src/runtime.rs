@@ -37,6 +37,10 @@ impl Clock {
     pub fn now(&self) -> Duration {
         self.epoch.elapsed()
     }
+    /// The proxy clock at `instant`, for a caller that has just read the clock.
+    pub fn at(&self, instant: Instant) -> Duration {
+        instant.saturating_duration_since(self.epoch)
+    }
 }
 
 impl Default for Clock {

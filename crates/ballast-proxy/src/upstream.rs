@@ -79,22 +79,24 @@ pub(crate) struct IdleStreams {
 }
 
 impl IdleStreams {
-    /// The most recently used idle socket younger than `max_idle`.
-    pub fn checkout(&self, max_idle: Duration) -> Option<TcpStream> {
+    /// The most recently used idle socket younger than `max_idle` at `now` (the caller's
+    /// clock reading, so a request reads the clock once).
+    pub fn checkout(&self, max_idle: Duration, now: Instant) -> Option<TcpStream> {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((stream, since)) = streams.pop() {
-            if since.elapsed() < max_idle {
+            if now.saturating_duration_since(since) < max_idle {
                 return Some(stream);
             }
         }
         None
     }
 
-    /// Returns a socket after a complete exchange.
-    pub fn checkin(&self, stream: TcpStream) {
+    /// Returns a socket after a complete exchange, idle since `since` (at the latest: an
+    /// earlier time only makes it expire sooner).
+    pub fn checkin(&self, stream: TcpStream, since: Instant) {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         if streams.len() < MAX_IDLE_PER_SERVER {
-            streams.push((stream, Instant::now()));
+            streams.push((stream, since));
         }
     }
 
