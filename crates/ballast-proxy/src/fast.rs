@@ -308,9 +308,23 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
     };
     let mut upstream_head = Vec::with_capacity(1024);
     let mut response_head = Vec::with_capacity(1024);
+    let mut route: Option<Route> = None;
     loop {
         if client.end > client.start {
-            let snapshot = shared.snapshot.load_full();
+            // The running configuration's parts this connection uses, looked up again only
+            // when a reload has swapped it. A listener or pool gone from it: the hyper path
+            // answers that.
+            let running = shared.snapshot.load();
+            if route
+                .as_ref()
+                .is_none_or(|r| !Arc::ptr_eq(&r.snapshot, &running))
+            {
+                route = Route::new(Arc::clone(&running), name);
+            }
+            drop(running);
+            let Some(route) = &route else {
+                return End::Handover;
+            };
             let mut storage =
                 [const { MaybeUninit::<httparse::Header>::uninit() }; wire::MAX_HEADERS];
             let prepared = match wire::parse_request(
@@ -318,19 +332,13 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
                 &mut storage[..max_headers],
                 max_head,
             ) {
-                // A listener or pool gone from the running configuration: the hyper path
-                // answers that.
-                Parsed::Fast(head) => match prepare(
-                    &snapshot,
-                    name,
+                Parsed::Fast(head) => Some(prepare(
+                    route,
                     &head,
                     &downstream,
                     shared,
                     &mut upstream_head,
-                ) {
-                    Some(prepared) => Some(prepared),
-                    None => return End::Handover,
-                },
+                )),
                 Parsed::Other => return End::Handover,
                 Parsed::Partial if client.end - client.start >= max_head => return End::Handover,
                 Parsed::Partial => None,
@@ -342,7 +350,7 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
                 let mut ended = None;
                 let outcome = exchange(
                     shared,
-                    &snapshot,
+                    route,
                     name,
                     client,
                     &prepared,
@@ -413,7 +421,6 @@ struct Prepared {
     /// The path, for the access log.
     logged_path: Option<String>,
     head_len: usize,
-    pool: Arc<PoolRuntime>,
 }
 
 /// A head as the key extraction sees it.
@@ -437,34 +444,59 @@ impl ballast_core::balance::RequestParts for KeyParts<'_, '_, '_> {
     }
 }
 
+/// What a connection's requests need from one running configuration: its listener's settings
+/// and pool, looked up once.
+struct Route {
+    snapshot: Arc<Snapshot>,
+    pool: Arc<PoolRuntime>,
+    trusted: Vec<(IpAddr, u8)>,
+    request_timeout: Duration,
+    send_timeout: Duration,
+    /// The served-by header, when set and a valid header name.
+    served_by: Option<String>,
+}
+
+impl Route {
+    /// None when the listener or its pool is gone from `snapshot`.
+    fn new(snapshot: Arc<Snapshot>, listener: &str) -> Option<Self> {
+        let spec = snapshot.loaded.config.listeners.get(listener)?;
+        let pool = Arc::clone(snapshot.pools.get(&spec.pool)?);
+        let trusted = snapshot.trusted.get(listener).cloned().unwrap_or_default();
+        let served_by = spec
+            .served_by_header
+            .clone()
+            .filter(|n| http::HeaderName::from_bytes(n.as_bytes()).is_ok());
+        let (request_timeout, send_timeout) = (spec.timeouts.request(), spec.timeouts.send());
+        Some(Self {
+            snapshot,
+            pool,
+            trusted,
+            request_timeout,
+            send_timeout,
+            served_by,
+        })
+    }
+}
+
 /// Reads what the exchange needs off the head and writes the server's head into `upstream`.
-/// None when the listener or its pool is gone from the running configuration.
 fn prepare(
-    snapshot: &Snapshot,
-    listener: &str,
+    route: &Route,
     head: &wire::RequestHead,
     peer: &Downstream,
     shared: &Shared,
     upstream: &mut Vec<u8>,
-) -> Option<Prepared> {
-    let spec = snapshot.loaded.config.listeners.get(listener)?;
-    let pool = snapshot.pools.get(&spec.pool)?;
-    let trusted = snapshot
-        .trusted
-        .get(listener)
-        .map_or(&[][..], Vec::as_slice);
-    let client = client_ip_among(peer.ip, head.forwarded_for(), trusted);
-    let key = pool.keys.read(&KeyParts { client, head });
+) -> Prepared {
+    let client = client_ip_among(peer.ip, head.forwarded_for(), &route.trusted);
+    let key = route.pool.keys.read(&KeyParts { client, head });
     wire::write_upstream_request(upstream, head, &peer.text, peer.secure);
-    Some(Prepared {
+    Prepared {
         method: head.method,
         close: head.close,
         key,
         client,
         logged_path: shared.access_log.as_ref().map(|_| head.path().to_string()),
         head_len: head.len,
-        pool: Arc::clone(pool),
-    })
+    }
 }
 
 /// An answer of the proxy's own, as bytes.
@@ -512,7 +544,7 @@ enum Attempt {
 #[allow(clippy::too_many_arguments)]
 async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     shared: &Arc<Shared>,
-    snapshot: &Snapshot,
+    route: &Route,
     listener: &str,
     client: &mut Client<I>,
     prepared: &Prepared,
@@ -523,16 +555,14 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     // The clock is read here and once at the end; what comes between reads it only when it
     // has waited (a queue, a new connection, a write that did not go through at once).
     let started = Instant::now();
-    let spec = snapshot.loaded.config.listeners.get(listener);
-    let (request_timeout, send_timeout) = spec.map_or((Duration::ZERO, Duration::ZERO), |l| {
-        (l.timeouts.request(), l.timeouts.send())
-    });
-    let served_by_header = spec
-        .and_then(|l| l.served_by_header.as_deref())
-        .filter(|n| http::HeaderName::from_bytes(n.as_bytes()).is_ok());
-    let deadline = after(tokio::time::Instant::from_std(started), request_timeout);
+    let send_timeout = route.send_timeout;
+    let served_by_header = route.served_by.as_deref();
+    let deadline = after(
+        tokio::time::Instant::from_std(started),
+        route.request_timeout,
+    );
     let head_request = prepared.method == wire::Method::Head;
-    let pool = &prepared.pool;
+    let pool = &route.pool;
     let mut reached: Option<usize> = None;
     let mut buffer = ServerBuffer::take();
 
