@@ -661,10 +661,7 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
                         Err(e) => {
                             tracing::warn!(pool = %pool.name, server = %server.spec.name, "{e}");
                             drop(slot.take());
-                            crate::health::record_outcome(shared, pool, index, false);
-                            if attempts_left > 0 && pool.allow_retry(shared.clock.now()) {
-                                attempts_left -= 1;
-                                count_retry(shared, pool);
+                            if server_failed(shared, pool, index, &mut attempts_left) {
                                 break None;
                             }
                             answer!(
@@ -703,15 +700,12 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
                 Attempt::Stale if reused => fresh_only = true,
                 Attempt::Stale | Attempt::ServerFailed(_) => {
                     drop(slot.take());
-                    crate::health::record_outcome(shared, pool, index, false);
                     let why = match attempt {
                         Attempt::ServerFailed(why) => why,
                         _ => "closed before answering",
                     };
                     tracing::warn!(pool = %pool.name, server = %server.spec.name, "forwarding failed: {why}");
-                    if attempts_left > 0 && pool.allow_retry(shared.clock.now()) {
-                        attempts_left -= 1;
-                        count_retry(shared, pool);
+                    if server_failed(shared, pool, index, &mut attempts_left) {
                         break None;
                     }
                     answer!(
@@ -793,6 +787,24 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
             Err(Failed::ClientGone | Failed::ServerBroke) => Outcome::Close,
         };
     }
+}
+
+/// Counts a failure against the server for passive health, and says whether the request may
+/// go again (to a server picked afresh): attempts and the pool's retry budget allowing. Every
+/// fast-path request is idempotent and has no body, so any may be sent again.
+fn server_failed(
+    shared: &Arc<Shared>,
+    pool: &Arc<PoolRuntime>,
+    index: usize,
+    attempts_left: &mut u32,
+) -> bool {
+    crate::health::record_outcome(shared, pool, index, false);
+    if *attempts_left > 0 && pool.allow_retry(shared.clock.now()) {
+        *attempts_left -= 1;
+        count_retry(shared, pool);
+        return true;
+    }
+    false
 }
 
 /// Sends the request on `socket` and reads the answer's head, watching the client for a

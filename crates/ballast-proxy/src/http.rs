@@ -138,33 +138,25 @@ pub async fn run_listener(
                         bound
                     };
                     match tokio::time::timeout(bound, acceptor.accept(stream)).await {
-                        // HTTP/2 chosen in the handshake goes to hyper; HTTP/1.1 takes the
-                        // fast path.
-                        Ok(Ok(tls_stream))
-                            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
-                        {
-                            serve_connection(
-                                Arc::clone(&shared),
-                                name.clone(),
-                                spec,
-                                tls_stream,
-                                peer,
-                                true,
-                                stop,
-                            )
-                            .await
-                        }
                         Ok(Ok(tls_stream)) => {
-                            crate::fast::serve(
-                                Arc::clone(&shared),
-                                name.clone(),
-                                spec,
-                                tls_stream,
-                                peer,
-                                true,
-                                stop,
-                            )
-                            .await
+                            // HTTP/2 chosen in the handshake goes to hyper; HTTP/1.1 takes the
+                            // fast path.
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let (shared, name) = (Arc::clone(&shared), name.clone());
+                            match h2 {
+                                true => {
+                                    serve_connection(
+                                        shared, name, spec, tls_stream, peer, true, stop,
+                                    )
+                                    .await
+                                }
+                                false => {
+                                    crate::fast::serve(
+                                        shared, name, spec, tls_stream, peer, true, stop,
+                                    )
+                                    .await
+                                }
+                            }
                         }
                         _ => shared.metrics.reject(&name, "tls_handshake"),
                     }
