@@ -108,9 +108,7 @@ enum Interrupted {
 impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
     /// Moves the alarm earlier if `deadline` comes before it.
     fn arm(&mut self, deadline: tokio::time::Instant) {
-        if self.alarm.deadline() > deadline {
-            self.alarm.as_mut().reset(deadline);
-        }
+        arm(&mut self.alarm, deadline);
     }
 
     /// Reads more of the client's bytes, until `deadline` or, if `stopped` is given, until it
@@ -266,6 +264,37 @@ pub(crate) async fn serve<I>(
                 stop,
             )
             .await;
+        }
+    }
+}
+
+/// Moves the alarm earlier if `deadline` comes before it: never later, so most requests arm
+/// nothing.
+fn arm(alarm: &mut Pin<Box<Sleep>>, deadline: tokio::time::Instant) {
+    if alarm.deadline() > deadline {
+        alarm.as_mut().reset(deadline);
+    }
+}
+
+/// Runs `work` until it completes, or None once `deadline` has passed, on the connection's
+/// alarm (moved earlier only if `deadline` comes before it).
+async fn before<F: Future>(
+    alarm: &mut Pin<Box<Sleep>>,
+    deadline: tokio::time::Instant,
+    work: F,
+) -> Option<F::Output> {
+    arm(alarm, deadline);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return Some(out),
+            () = alarm.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                alarm.as_mut().reset(deadline);
+            }
         }
     }
 }
@@ -824,18 +853,14 @@ async fn forward<I: AsyncRead + AsyncWrite + Unpin>(
         true => Attempt::RequestDeadline,
         false => Attempt::ServerTimeout,
     };
-    client.arm(response_by);
-    let written = loop {
-        tokio::select! {
-            biased;
-            w = socket.write_all(upstream_head) => break w,
-            () = client.alarm.as_mut() => {
-                if tokio::time::Instant::now() >= response_by {
-                    return expired();
-                }
-                client.alarm.as_mut().reset(response_by);
-            }
-        }
+    let Some(written) = before(
+        &mut client.alarm,
+        response_by,
+        socket.write_all(upstream_head),
+    )
+    .await
+    else {
+        return expired();
     };
     if written.is_err() {
         return Attempt::Stale;
@@ -964,18 +989,8 @@ async fn relay<I: AsyncRead + AsyncWrite + Unpin>(
     response_head.extend_from_slice(&first[..taken]);
     client.send(response_head, deadline, send_timeout).await?;
     while let Some(reading) = socket.as_mut().filter(|_| !done) {
-        client.arm(deadline);
-        let read = loop {
-            tokio::select! {
-                biased;
-                r = reading.read(buf) => break r,
-                () = client.alarm.as_mut() => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(Failed::Cut(Cut::RequestDeadline));
-                    }
-                    client.alarm.as_mut().reset(deadline);
-                }
-            }
+        let Some(read) = before(&mut client.alarm, deadline, reading.read(buf)).await else {
+            return Err(Failed::Cut(Cut::RequestDeadline));
         };
         let n = match read {
             Ok(0) if head.framing == Framing::UntilClose => {
