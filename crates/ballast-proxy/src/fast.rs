@@ -51,6 +51,9 @@ const CLIENT_BUFFER: usize = 4 * 1024;
 /// The buffer a server's answer is read into.
 const SERVER_BUFFER: usize = 16 * 1024;
 
+/// How long closing a connection may wait on the client.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
 /// Far enough to mean "no deadline" for a timer.
 const NEVER: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -106,11 +109,6 @@ enum Interrupted {
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
-    /// Moves the alarm earlier if `deadline` comes before it.
-    fn arm(&mut self, deadline: tokio::time::Instant) {
-        arm(&mut self.alarm, deadline);
-    }
-
     /// Reads more of the client's bytes, until `deadline` or, if `stopped` is given, until it
     /// completes (the listener is stopping).
     async fn fill<S: Future<Output = ()>>(
@@ -124,8 +122,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
         }
-        self.arm(deadline);
-        loop {
+        let (io, room) = (&mut self.io, &mut self.buf[self.end..]);
+        let read_or_stop = async {
             let stop = async {
                 match stopped.as_mut() {
                     Some(s) => s.as_mut().await,
@@ -134,19 +132,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             };
             tokio::select! {
                 biased;
-                read = self.io.read(&mut self.buf[self.end..]) => {
-                    if let Ok(n) = read {
-                        self.end += n;
-                    }
-                    return Ok(read);
+                read = io.read(room) => Some(read),
+                () = stop => None,
+            }
+        };
+        match before(&mut self.alarm, deadline, read_or_stop).await {
+            None => Err(Interrupted::Expired),
+            Some(None) => Err(Interrupted::Stopped),
+            Some(Some(read)) => {
+                if let Ok(n) = read {
+                    self.end += n;
                 }
-                () = stop => return Err(Interrupted::Stopped),
-                () = self.alarm.as_mut() => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(Interrupted::Expired);
-                    }
-                    self.alarm.as_mut().reset(deadline);
-                }
+                Ok(read)
             }
         }
     }
@@ -172,27 +169,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                 }
                 continue;
             }
-            let now = tokio::time::Instant::now();
             let by = match send_timeout.is_zero() {
                 true => deadline,
-                false => deadline.min(now + send_timeout),
+                false => deadline.min(tokio::time::Instant::now() + send_timeout),
             };
-            self.arm(by);
-            let written = loop {
-                tokio::select! {
-                    biased;
-                    w = self.io.write(&bytes[sent..]) => break w,
-                    () = self.alarm.as_mut() => {
-                        let now = tokio::time::Instant::now();
-                        if now >= deadline {
-                            return Err(Failed::Cut(Cut::RequestDeadline));
-                        }
-                        if now >= by {
-                            return Err(Failed::Cut(Cut::SendTimeout));
-                        }
-                        self.alarm.as_mut().reset(by);
-                    }
-                }
+            let Some(written) = before(&mut self.alarm, by, self.io.write(&bytes[sent..])).await
+            else {
+                return Err(Failed::Cut(match tokio::time::Instant::now() >= deadline {
+                    true => Cut::RequestDeadline,
+                    false => Cut::SendTimeout,
+                }));
             };
             match written {
                 Ok(0) | Err(_) => return Err(Failed::ClientGone),
@@ -230,7 +216,7 @@ pub(crate) async fn serve<I>(
     io: I,
     peer: SocketAddr,
     secure: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -241,9 +227,11 @@ pub(crate) async fn serve<I>(
         end: 0,
         alarm: Box::pin(tokio::time::sleep(NEVER)),
     };
-    match requests(&shared, &name, &spec, &mut client, peer, secure, &mut stop).await {
+    match requests(&shared, &name, &spec, &mut client, peer, secure, &stop).await {
         End::Close => {
-            let _ = client.io.shutdown().await;
+            // Bounded: over TLS the close_notify is a write, and a client that stopped
+            // reading (cut at the send timeout) would hold the connection here.
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT, client.io.shutdown()).await;
         }
         End::Handover => {
             let Client {
@@ -299,6 +287,7 @@ async fn before<F: Future>(
     }
 }
 
+/// `bound` after `from`; a zero bound (the setting's "off") is no deadline.
 fn after(from: tokio::time::Instant, bound: Duration) -> tokio::time::Instant {
     from + if bound.is_zero() { NEVER } else { bound }
 }
@@ -311,7 +300,7 @@ async fn requests<I: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<I>,
     peer: SocketAddr,
     secure: bool,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
 ) -> End {
     let header_read = spec.timeouts.header_read();
     let idle = spec.timeouts.idle();
@@ -866,32 +855,34 @@ async fn forward<I: AsyncRead + AsyncWrite + Unpin>(
         return Attempt::Stale;
     }
     let mut filled = 0;
+    // Any byte of an answer (an interim one included) seen: a close is no longer staleness.
+    let mut heard = false;
     loop {
-        let room = client.end < client.buf.len();
-        let read = tokio::select! {
-            biased;
-            r = socket.read(&mut buf[filled..]) => r,
-            r = client.io.read(&mut client.buf[client.end..]), if room => {
-                match r {
-                    Ok(0) | Err(_) => return Attempt::ClientGone,
-                    Ok(n) => {
-                        client.end += n;
-                        continue;
-                    }
-                }
+        let (io, room) = (&mut client.io, &mut client.buf[client.end..]);
+        let has_room = !room.is_empty();
+        let server_or_client = async {
+            tokio::select! {
+                biased;
+                r = socket.read(&mut buf[filled..]) => Ok(r),
+                r = io.read(room), if has_room => Err(r),
             }
-            () = client.alarm.as_mut() => {
-                if tokio::time::Instant::now() >= response_by {
-                    return expired();
-                }
-                client.alarm.as_mut().reset(response_by);
+        };
+        let read = match before(&mut client.alarm, response_by, server_or_client).await {
+            None => return expired(),
+            Some(Ok(read)) => read,
+            Some(Err(Ok(0) | Err(_))) => return Attempt::ClientGone,
+            Some(Err(Ok(n))) => {
+                client.end += n;
                 continue;
             }
         };
         match read {
-            Ok(0) | Err(_) if filled == 0 => return Attempt::Stale,
+            Ok(0) | Err(_) if !heard => return Attempt::Stale,
             Ok(0) | Err(_) => return Attempt::ServerFailed("closed mid-head"),
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                heard = true;
+            }
         }
         loop {
             match wire::parse_response(&buf[..filled], answer, response_head) {

@@ -296,6 +296,8 @@ pub fn parse_response(buf: &[u8], answer: &Answer, out: &mut Vec<u8>) -> ParsedR
     let mut chunked = false;
     let mut encoded = false;
     let mut close = version == 0;
+    // Headers the Connection header names, hop-by-hop for this connection only.
+    let mut named: Vec<&[u8]> = Vec::new();
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let parsed = std::str::from_utf8(h.value)
@@ -320,8 +322,13 @@ pub fn parse_response(buf: &[u8], answer: &Answer, out: &mut Vec<u8>) -> ParsedR
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    // An HTTP/1.0 server keeps the connection only when it says so.
+                    if version == 0 {
+                        close = false;
+                    }
+                } else if !token.is_empty() {
+                    named.push(token);
                 }
             }
         }
@@ -352,15 +359,6 @@ pub fn parse_response(buf: &[u8], answer: &Answer, out: &mut Vec<u8>) -> ParsedR
         out.extend_from_slice(rest);
     }
     out.extend_from_slice(b"\r\n");
-    let named: Vec<&[u8]> = resp
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close"))
-        .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive"))
-        .collect();
     for h in resp.headers.iter() {
         // The body is passed on as it came, so its transfer codings are named as they were.
         let passed_framing = h.name.eq_ignore_ascii_case("transfer-encoding") && encoded;
