@@ -76,22 +76,30 @@ impl Connection {
 
     /// Sends `request` (serialised as HTTP/1.1) on a new stream and reads its response to the
     /// end of its body; the body is dropped as it arrives, its flow-control window given back.
-    pub async fn exchange(&self, request: &[u8], served_by: &str) -> Result<Answer, Failure> {
-        let (head, body) = to_http2(request, self.scheme)?;
-        // Waits while the server's SETTINGS_MAX_CONCURRENT_STREAMS are all in use.
-        let mut send = self
-            .send
-            .clone()
-            .ready()
-            .await
-            .map_err(|_| Failure::Broken)?;
-        let (response, mut stream) = send
-            .send_request(head, body.is_empty())
-            .map_err(|_| Failure::Broken)?;
+    /// A request the server did not process (`Exchange::Unprocessed`) may be sent again on
+    /// another connection; this one then takes no new stream.
+    pub async fn exchange(&self, request: &[u8], served_by: &str) -> Result<Answer, Exchange> {
+        let (head, body) = to_http2(request, self.scheme).map_err(Exchange::Failed)?;
+        let unprocessed = |e: h2::Error| {
+            if unprocessed(&e) {
+                self.closed.store(true, Ordering::Relaxed);
+                Exchange::Unprocessed
+            } else {
+                Exchange::Failed(Failure::Broken)
+            }
+        };
+        // Waits while the server's SETTINGS_MAX_CONCURRENT_STREAMS are all in use. A
+        // connection that cannot open a stream any more sent nothing of this request.
+        let not_sent = |_| {
+            self.closed.store(true, Ordering::Relaxed);
+            Exchange::Unprocessed
+        };
+        let mut send = self.send.clone().ready().await.map_err(not_sent)?;
+        let (response, mut stream) = send.send_request(head, body.is_empty()).map_err(not_sent)?;
         if !body.is_empty() {
-            stream.send_data(body, true).map_err(|_| Failure::Broken)?;
+            stream.send_data(body, true).map_err(unprocessed)?;
         }
-        let response = response.await.map_err(|_| Failure::Broken)?;
+        let response = response.await.map_err(unprocessed)?;
         let status = response.status().as_u16();
         let backend = response
             .headers()
@@ -100,7 +108,7 @@ impl Connection {
             .map(|v| v.trim().to_string());
         let mut body = response.into_body();
         while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(|_| Failure::Broken)?;
+            let chunk = chunk.map_err(|_| Exchange::Failed(Failure::Broken))?;
             let _ = body.flow_control().release_capacity(chunk.len());
         }
         Ok(Answer {
@@ -108,6 +116,26 @@ impl Connection {
             backend,
             keep_alive: true,
         })
+    }
+}
+
+/// How an exchange that got no answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// The server says it did not process the request: a graceful GOAWAY whose last stream
+    /// is below it, or the stream refused (RFC 9113 §8.7). Safe to send again.
+    Unprocessed,
+    Failed(Failure),
+}
+
+/// Whether a stream's error says the server never processed its request. A GOAWAY with
+/// NO_ERROR fails only the streams above its last stream id (the ones below are answered);
+/// REFUSED_STREAM, as a reset or a GOAWAY's code, means the same by definition.
+fn unprocessed(e: &h2::Error) -> bool {
+    match e.reason() {
+        Some(h2::Reason::REFUSED_STREAM) => e.is_remote(),
+        Some(h2::Reason::NO_ERROR) => e.is_go_away() && e.is_remote(),
+        _ => false,
     }
 }
 

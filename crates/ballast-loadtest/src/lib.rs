@@ -21,6 +21,7 @@ pub mod requests;
 pub mod run;
 pub mod tally;
 pub mod tls;
+pub mod workers;
 
 pub use plan::{Load, Plan, Protocol, Stop, Target, TlsChecks, Transport};
 pub use report::Report;

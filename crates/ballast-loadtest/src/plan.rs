@@ -149,6 +149,10 @@ pub struct TlsChecks {
     pub insecure: bool,
     /// Trust the CA certificates (PEM) in this file instead of the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Mutual TLS: the client's certificate chain (PEM), sent when the server asks for one.
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM); `client_cert`'s file when it holds both.
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl Plan {

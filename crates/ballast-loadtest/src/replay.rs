@@ -4,11 +4,13 @@
 //! time is the start plus its `t` less the first record's, and its latency runs from there) or,
 //! with a rate, evenly spaced at that rate; with its method, path and headers, from its client
 //! address when that is one of this host's loopback addresses (127.0.0.0/8), else from the
-//! system's choice. Connections are kept alive per source address, at most `max_connections`
-//! busy at once.
+//! system's choice. Over the plan's protocol and scheme (HTTP/1.1 or HTTP/2, `http://` or
+//! `https://`, sent by `run`'s senders): HTTP/1.1 connections are kept alive per source
+//! address; over HTTP/2 each source address has one connection its requests share, as one
+//! client would. At most `max_connections` requests are out at once.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,9 +18,10 @@ use ballast_sim::ReplayRequest;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use crate::connect::Dialer;
 use crate::h1::{self, Connection};
-use crate::plan::{Load, Plan};
-use crate::run::{Finished, Progress};
+use crate::plan::{Load, Plan, Protocol};
+use crate::run::{Finished, Http2Source, Progress};
 use crate::tally::{Failure, Outcome, Tally};
 
 /// Reads a replay file's text: `simulate --replay`'s parser, and then what this sender needs
@@ -115,10 +118,40 @@ pub fn intended_offsets(records: &[ReplayRequest], rate: Option<f64>) -> Vec<Dur
         .collect()
 }
 
-/// Idle connections by source address, and slots bounding the busy ones.
+/// One source address's way to the target: its dialer (bound to that address, TLS for
+/// `https://`), its idle HTTP/1.1 connections, or over HTTP/2 the connection it shares.
+struct Lane {
+    dialer: Dialer,
+    idle: Mutex<Vec<Connection>>,
+    http2: crate::h2::Slot,
+}
+
+/// The lanes by source address, and slots bounding the requests out.
 struct Pool {
-    idle: Mutex<HashMap<Option<IpAddr>, Vec<Connection>>>,
+    lanes: Mutex<HashMap<Option<IpAddr>, Arc<Lane>>>,
     slots: Semaphore,
+    addr: std::net::SocketAddr,
+    tls: crate::run::TlsSetup,
+}
+
+impl Pool {
+    fn lane(&self, source: Option<IpAddr>) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lanes.entry(source).or_insert_with(|| {
+            Arc::new(Lane {
+                dialer: Dialer::new(self.addr, source.into_iter().collect(), self.tls.clone()),
+                idle: Mutex::new(Vec::new()),
+                http2: crate::h2::Slot::default(),
+            })
+        });
+        Arc::clone(lane)
+    }
+
+    /// TCP connections the lanes opened.
+    fn opened(&self) -> u64 {
+        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes.values().map(|lane| lane.dialer.opened()).sum()
+    }
 }
 
 struct Record {
@@ -136,11 +169,6 @@ pub async fn run(
     rate: Option<f64>,
     mut progress: impl FnMut(&Progress) + Send,
 ) -> Finished {
-    let addr = (plan.target.host.as_str(), plan.target.port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], plan.target.port)));
     let max_connections = match plan.load {
         Load::Open {
             max_connections, ..
@@ -148,15 +176,17 @@ pub async fn run(
         Load::Closed { .. } => 1000,
     };
     let pool = Arc::new(Pool {
-        idle: Mutex::new(HashMap::new()),
+        lanes: Mutex::new(HashMap::new()),
         slots: Semaphore::new(max_connections.max(1) as usize),
+        addr: crate::run::target_addr(&plan),
+        tls: crate::run::tls_setup(&plan),
     });
     let plan = Arc::new(plan);
     let offsets = intended_offsets(&records, rate);
     let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
     let start = Instant::now();
     let driver = {
-        let plan = Arc::clone(&plan);
+        let (plan, pool) = (Arc::clone(&plan), Arc::clone(&pool));
         tokio::spawn(async move {
             let mut tasks = JoinSet::new();
             for (i, offset) in offsets.into_iter().enumerate() {
@@ -179,10 +209,10 @@ pub async fn run(
                         send(
                             &pool,
                             &plan,
-                            addr,
                             source_of(record),
                             &request,
                             record.method == "HEAD",
+                            deadline,
                         ),
                     )
                     .await
@@ -230,68 +260,47 @@ pub async fn run(
         }
     }
     let _ = driver.await;
+    tally.connections_opened = pool.opened();
     Finished {
         tally,
         measured: last_answer.saturating_duration_since(start + plan.warmup),
     }
 }
 
-/// One exchange on an idle connection from `source` (or a new one), retried once on a fresh
-/// connection when a kept-alive one turns out closed before any answer.
+/// One request from `source`'s lane: over HTTP/1.1 on an idle connection of its (or a new
+/// one, retried once on a fresh one when a kept-alive one turns out closed); over HTTP/2 on
+/// its shared connection.
 async fn send(
     pool: &Pool,
     plan: &Plan,
-    addr: SocketAddr,
     source: Option<IpAddr>,
     request: &[u8],
     head_only: bool,
+    deadline: Instant,
 ) -> Outcome {
     let Ok(_slot) = pool.slots.acquire().await else {
         return Outcome::Failed(Failure::Broken);
     };
-    let reused = pool
-        .idle
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_mut(&source)
-        .and_then(Vec::pop);
-    let was_reused = reused.is_some();
-    let mut connection = match reused {
-        Some(c) => c,
-        None => match Connection::open(addr, source).await {
-            Ok(c) => c,
-            Err(f) => return Outcome::Failed(f),
-        },
-    };
-    let mut result = connection
-        .exchange(request, &plan.served_by, head_only)
-        .await;
-    if matches!(result, Err(Failure::Broken)) && was_reused && !connection.answered_any() {
-        connection = match Connection::open(addr, source).await {
-            Ok(c) => c,
-            Err(f) => return Outcome::Failed(f),
-        };
-        result = connection
-            .exchange(request, &plan.served_by, head_only)
-            .await;
+    let lane = pool.lane(source);
+    if let Protocol::Http2 { .. } = plan.transport.protocol {
+        let shared = Http2Source::Slot(&lane.http2);
+        return crate::run::send_http2(plan, &lane.dialer, request, shared).await;
     }
-    match result {
-        Ok(answer) => {
-            if answer.keep_alive {
-                pool.idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(source)
-                    .or_default()
-                    .push(connection);
-            }
-            Outcome::Response {
-                status: answer.status,
-                backend: answer.backend,
-            }
-        }
-        Err(f) => Outcome::Failed(f),
+    let idle = || lane.idle.lock().unwrap_or_else(|p| p.into_inner());
+    let mut connection = idle().pop();
+    let outcome = crate::run::send_on(
+        plan,
+        &lane.dialer,
+        request,
+        head_only,
+        &mut connection,
+        deadline,
+    )
+    .await;
+    if let Some(kept) = connection {
+        idle().push(kept);
     }
+    outcome
 }
 
 #[cfg(test)]

@@ -1,17 +1,21 @@
 //! Sending the plan: tokio and the raw HTTP/1.1 keep-alive connections of `h1` (or the
-//! HTTP/2 streams of `h2`), opened by `connect` (TLS from `tls`), one outcome per request into a collector that owns the tally and reports progress every second. The
-//! decisions (what to send when, what counts) are in `plan` and `tally`; this is the I/O.
+//! HTTP/2 streams of `h2`), opened by `connect` (TLS from `tls`). Each worker records its
+//! outcomes into the run's tally itself, and the run reports progress every second. The
+//! decisions (what to send when, what counts, how many workers the open model keeps) are in
+//! `plan`, `tally` and `workers`; this is the I/O. `replay` sends through the same senders.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rustls_pki_types::ServerName;
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::connect::Dialer;
@@ -19,6 +23,7 @@ use crate::h1::Connection;
 use crate::plan::{Load, Plan, Protocol, Schedule, Stop};
 use crate::requests::Requests;
 use crate::tally::{Failure, Outcome, Tally};
+use crate::workers::Sizing;
 
 /// What the progress callback sees once a second.
 #[derive(Debug, Clone, Copy)]
@@ -47,78 +52,116 @@ enum Lane {
     Http2(Arc<crate::h2::Slot>),
 }
 
-/// One request's result on its way to the collector.
-struct Record {
-    outcome: Outcome,
-    latency: Duration,
-    warmup: bool,
-    /// When it went out (the open model's workers: when one took it from the schedule).
-    sent_at: Instant,
+/// What the workers record into, under one lock: the tally and the marks the measured part's
+/// length is read from. Each worker records its own answers, so a request costs no hand-off
+/// to a collector task.
+struct Collected {
+    tally: Tally,
+    /// When the last measured answer came.
+    last_answer: Instant,
+    /// When the last measured request went out.
+    last_sent: Instant,
+}
+
+/// The run's records, shared by its workers.
+struct Records {
+    collected: Mutex<Collected>,
+    warmup_end: Instant,
+}
+
+impl Records {
+    /// One request's result: `warmup` ones are only counted. `sent_at` is when it went out
+    /// (the open model's workers: when one took it from the queue), `answered` when it ended.
+    fn record(
+        &self,
+        outcome: &Outcome,
+        latency: Duration,
+        warmup: bool,
+        sent_at: Instant,
+        answered: Instant,
+    ) {
+        let mut c = self.collected.lock().unwrap_or_else(|p| p.into_inner());
+        if warmup {
+            c.tally.warmup_requests += 1;
+        } else {
+            c.tally.record(outcome, latency);
+            c.last_answer = c.last_answer.max(answered);
+            c.last_sent = c.last_sent.max(sent_at);
+        }
+    }
 }
 
 /// Runs the plan to its end; `progress` is called about once a second.
 pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress) + Send) -> Finished {
     let wire = Arc::new(Wire::of(&plan));
     let plan = Arc::new(plan);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
     let start = Instant::now();
     let warmup_end = start + plan.warmup;
-    let driver = {
-        let plan = Arc::clone(&plan);
-        let wire = Arc::clone(&wire);
+    let records = Arc::new(Records {
+        collected: Mutex::new(Collected {
+            tally: Tally::default(),
+            last_answer: start,
+            last_sent: warmup_end,
+        }),
+        warmup_end,
+    });
+    let mut driver = {
+        let (plan, wire, records) = (Arc::clone(&plan), Arc::clone(&wire), Arc::clone(&records));
         tokio::spawn(async move {
             match plan.load {
                 Load::Open {
                     rate,
                     arrival,
                     max_connections,
-                } => open(plan, wire, rate, arrival, max_connections, start, tx).await,
-                Load::Closed { connections } => closed(plan, wire, connections, start, tx).await,
+                } => open(plan, wire, rate, arrival, max_connections, start, records).await,
+                Load::Closed { connections } => {
+                    closed(plan, wire, connections, start, records).await
+                }
             }
         })
     };
-    let mut tally = Tally::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut last_count = 0u64;
-    let mut measured_start: Option<Instant> = None;
-    let mut last_answer = start;
-    let mut last_sent = warmup_end;
     loop {
         tokio::select! {
-            record = rx.recv() => {
-                let Some(r) = record else { break };
-                if r.warmup {
-                    tally.warmup_requests += 1;
-                } else {
-                    measured_start.get_or_insert(warmup_end);
-                    tally.record(&r.outcome, r.latency);
-                    last_answer = Instant::now();
-                    last_sent = last_sent.max(r.sent_at);
-                }
-            }
+            _ = &mut driver => break,
             _ = tick.tick() => {
                 let now = Instant::now();
-                let count = tally.requests() + tally.warmup_requests;
-                progress(&Progress {
+                let c = records.collected.lock().unwrap_or_else(|p| p.into_inner());
+                let count = c.tally.requests() + c.tally.warmup_requests;
+                let report = Progress {
                     elapsed: now - start,
                     warming_up: now < warmup_end,
-                    requests: tally.requests(),
-                    errors: tally.errors(),
+                    requests: c.tally.requests(),
+                    errors: c.tally.errors(),
                     rate: (count - last_count) as f64,
-                    p99_ms: tally.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
-                });
+                    p99_ms: c.tally.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+                };
+                drop(c);
+                progress(&report);
                 last_count = count;
             }
         }
     }
-    let _ = driver.await;
+    let Collected {
+        mut tally,
+        last_answer,
+        last_sent,
+    } = std::mem::replace(
+        &mut *records.collected.lock().unwrap_or_else(|p| p.into_inner()),
+        Collected {
+            tally: Tally::default(),
+            last_answer: start,
+            last_sent: start,
+        },
+    );
     tally.connections_opened = wire.dialer.opened();
     // A generator that fell behind its schedule sent its last request after the measured
     // part's end: the achieved rate is over the time it took, not the time it was given.
     let measured = match plan.stop {
-        Stop::After(d) => d.max(last_sent.saturating_duration_since(warmup_end)),
-        Stop::Requests(_) => last_answer.saturating_duration_since(warmup_end),
+        Stop::After(d) => d.max(last_sent.saturating_duration_since(records.warmup_end)),
+        Stop::Requests(_) => last_answer.saturating_duration_since(records.warmup_end),
     };
     Finished { tally, measured }
 }
@@ -139,12 +182,70 @@ struct Job {
     warmup: bool,
 }
 
+/// The open model's due requests, which its workers take in turn.
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    /// Wakes a worker waiting for a job (or, once `closed`, all of them).
+    ready: Notify,
+    /// Workers waiting for a job now.
+    waiting: AtomicUsize,
+    /// No job will be added: a worker that finds the queue empty ends.
+    closed: AtomicBool,
+    /// The pool's sizing, told of every answer.
+    sizing: Mutex<Sizing>,
+}
+
+impl Queue {
+    fn pop(&self) -> Option<Job> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    /// Requests waiting, and when the oldest of them was meant to go.
+    fn waiting_jobs(&self) -> (usize, Option<Instant>) {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        (jobs.len(), jobs.front().map(|j| j.intended))
+    }
+
+    fn sizing(&self) -> std::sync::MutexGuard<'_, Sizing> {
+        self.sizing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next job, waiting for one; `None` once the queue is closed and empty.
+    async fn next(&self) -> Option<Job> {
+        loop {
+            if let Some(job) = self.pop() {
+                return Some(job);
+            }
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            // Registered before the queue is looked at again, so a job added in between
+            // wakes this worker.
+            notified.as_mut().enable();
+            if let Some(job) = self.pop() {
+                return Some(job);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            notified.await;
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The open model: each request at its intended time, whatever the earlier ones take.
 ///
-/// A scheduler hands each due request to an idle worker (a connection, or over HTTP/2 a
-/// stream); when none is idle the request waits in a backlog, and the wait counts in its
-/// latency, measured from the intended time (no coordinated omission). Workers rather than a
-/// task per request: the generator's own cost per request is what bounds the rates it holds.
+/// A scheduler puts each request in a queue when it is due and wakes a waiting worker (a
+/// connection, or over HTTP/2 a stream); a worker that finishes a request takes the next one
+/// waiting without a hand-off. A request no worker takes at once waits, and the wait counts in
+/// its latency, measured from the intended time (no coordinated omission). A request finding
+/// no worker free starts one only when `workers::Sizing` says another would help. Workers
+/// rather than a task per request: the generator's own cost per request is what bounds the
+/// rates it holds.
 async fn open(
     plan: Arc<Plan>,
     wire: Arc<Wire>,
@@ -152,7 +253,7 @@ async fn open(
     arrival: ballast_core::traffic::ArrivalKind,
     max_connections: u32,
     start: Instant,
-    tx: mpsc::UnboundedSender<Record>,
+    records: Arc<Records>,
 ) {
     let (workers, http2) = match plan.transport.protocol {
         Protocol::Http1 => (max_connections as usize, None),
@@ -161,24 +262,32 @@ async fn open(
             Some(Arc::new(crate::h2::Pool::new(max_connections, streams))),
         ),
     };
-    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
-    let mut queues: Vec<mpsc::UnboundedSender<Job>> = Vec::new();
+    let queue = Arc::new(Queue {
+        jobs: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
+        waiting: AtomicUsize::new(0),
+        closed: AtomicBool::new(false),
+        sizing: Mutex::new(Sizing::new(rate, workers, start)),
+    });
     let mut tasks = JoinSet::new();
-    // Worker `id`, started when a request finds none idle and fewer than `workers` run, so
-    // `--max-connections` × `--streams` bounds the workers without starting them all.
-    let start_worker = |id: usize, tasks: &mut JoinSet<()>| {
-        let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
-        let (plan, wire, http2, tx, idle_tx) = (
+    let mut started = 0usize;
+    let start_worker = |tasks: &mut JoinSet<()>| {
+        let (plan, wire, http2, records, queue) = (
             Arc::clone(&plan),
             Arc::clone(&wire),
             http2.clone(),
-            tx.clone(),
-            idle_tx.clone(),
+            Arc::clone(&records),
+            Arc::clone(&queue),
         );
         tasks.spawn(async move {
             let mut connection: Option<Connection> = None;
             let mut scratch = Vec::new();
-            while let Some(job) = jobs.recv().await {
+            let head_only = plan.method == "HEAD";
+            // The answers that tell the time a request takes: not those that waited for a
+            // connection to be made, unless every request makes one.
+            let learn_always = http2.is_some() || plan.transport.connection_per_request;
+            while let Some(job) = queue.next().await {
+                let reused = connection.is_some();
                 // The timeout runs from the intended time: a request that waited for a worker
                 // until it expired is a timeout too, so an overloaded run drains within one
                 // timeout of its end instead of serving its whole backlog.
@@ -193,49 +302,46 @@ async fn open(
                     let request = wire.requests.next(&mut rng, &mut scratch);
                     match &http2 {
                         // One timer a request: each of these ends at the deadline.
-                        None => send_on(&plan, &wire, request, &mut connection, deadline).await,
+                        None => {
+                            let dialer = &wire.dialer;
+                            send_on(&plan, dialer, request, head_only, &mut connection, deadline)
+                                .await
+                        }
                         Some(pool) => {
-                            let send = send_http2(&plan, &wire, request, Http2Source::Pool(pool));
+                            let send =
+                                send_http2(&plan, &wire.dialer, request, Http2Source::Pool(pool));
                             tokio::time::timeout_at(deadline.into(), send)
                                 .await
                                 .unwrap_or(Outcome::Failed(Failure::Timeout))
                         }
                     }
                 };
-                let _ = tx.send(Record {
-                    outcome,
-                    latency: job.intended.elapsed(),
-                    warmup: job.warmup,
-                    sent_at,
-                });
-                if idle_tx.send(id).is_err() {
-                    return;
+                let answered = Instant::now();
+                let latency = answered - job.intended;
+                records.record(&outcome, latency, job.warmup, sent_at, answered);
+                if reused || learn_always {
+                    queue.sizing().back(answered - sent_at, answered);
                 }
             }
         });
-        queue
     };
-    let mut idle: Vec<usize> = Vec::new();
-    let mut backlog: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     let mut measured_started = 0u64;
     let mut schedule = Schedule::new(rate, arrival, plan.seed).peekable();
-    loop {
-        let next = schedule
-            .peek()
-            .copied()
-            .filter(|&offset| still_sending(&plan, offset, measured_started));
-        if next.is_none() && backlog.is_empty() {
-            break;
-        }
+    let mut cpu = CpuSampler::new();
+    while let Some(next) = schedule
+        .peek()
+        .copied()
+        .filter(|&offset| still_sending(&plan, offset, measured_started))
+    {
+        // Requests waiting for a worker: the loop wakes to grow the pool if they still do.
+        let oldest = queue.waiting_jobs().1;
+        let grow_at = oldest.map(|o| queue.sizing().grow_at(o));
         tokio::select! {
-            worker = idle_rx.recv() => match worker {
-                Some(id) => idle.push(id),
-                None => break,
-            },
             // Tokio's timer has millisecond resolution: several requests may be due at once
             // when it wakes; each keeps its intended time, so none is timed short.
-            _ = tokio::time::sleep_until((start + next.unwrap_or_default()).into()), if next.is_some() => {
+            _ = tokio::time::sleep_until((start + next).into()) => {
                 let now = Instant::now();
+                let mut jobs = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
                 while let Some(&offset) = schedule.peek() {
                     if start + offset > now || !still_sending(&plan, offset, measured_started) {
                         break;
@@ -245,32 +351,80 @@ async fn open(
                     if !warmup {
                         measured_started += 1;
                     }
-                    backlog.push_back(Job { offset, intended: start + offset, warmup });
+                    jobs.push_back(Job { offset, intended: start + offset, warmup });
                 }
             }
+            _ = tokio::time::sleep_until(grow_at.unwrap_or(start).into()), if grow_at.is_some() => {}
         }
-        // Workers back by now are used before another is started.
-        while let Ok(id) = idle_rx.try_recv() {
-            idle.push(id);
+        let now = Instant::now();
+        let (waiting_jobs, oldest) = queue.waiting_jobs();
+        let waiting_workers = queue.waiting.load(Ordering::Relaxed);
+        for _ in 0..waiting_jobs.min(waiting_workers) {
+            queue.ready.notify_one();
         }
-        while !backlog.is_empty() {
-            let id = match idle.pop() {
-                Some(id) => id,
-                None if queues.len() < workers => {
-                    queues.push(start_worker(queues.len(), &mut tasks));
-                    queues.len() - 1
-                }
-                None => break,
-            };
-            if let Some(job) = backlog.pop_front() {
-                let _ = queues[id].send(job);
+        let unserved = waiting_jobs.saturating_sub(waiting_workers);
+        let starts = {
+            let mut sizing = queue.sizing();
+            // However the loop woke: a request due well before now says the generator is
+            // behind.
+            sizing.woke(now.saturating_duration_since(start + next));
+            if let Some(share) = cpu.sample(now) {
+                sizing.busy(share);
             }
+            sizing.starts(started, unserved, oldest, now)
+        };
+        for _ in 0..starts {
+            start_worker(&mut tasks);
+        }
+        started += starts;
+    }
+    // The workers take what is left, then end.
+    queue.closed.store(true, Ordering::Release);
+    queue.ready.notify_waiters();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The share of its threads' time the process used, sampled every few milliseconds.
+struct CpuSampler {
+    threads: f64,
+    at: Instant,
+    cpu: Duration,
+}
+
+impl CpuSampler {
+    /// How often a share is worked out: long enough for the clock's reading to matter.
+    const EVERY: Duration = Duration::from_millis(10);
+
+    fn new() -> CpuSampler {
+        CpuSampler {
+            threads: tokio::runtime::Handle::current()
+                .metrics()
+                .num_workers()
+                .max(1) as f64,
+            at: Instant::now(),
+            cpu: Self::process_cpu(),
         }
     }
-    // Each worker ends when its queue is closed and empty.
-    drop(queues);
-    drop(idle_tx);
-    while tasks.join_next().await.is_some() {}
+
+    fn process_cpu() -> Duration {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        Duration::new(
+            t.tv_sec.max(0) as u64,
+            t.tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    }
+
+    /// The share since the last sample, when one is due at `now`.
+    fn sample(&mut self, now: Instant) -> Option<f64> {
+        let wall = now.saturating_duration_since(self.at);
+        if wall < Self::EVERY {
+            return None;
+        }
+        let cpu = Self::process_cpu();
+        let used = cpu.saturating_sub(self.cpu);
+        (self.at, self.cpu) = (now, cpu);
+        Some(used.as_secs_f64() / (wall.as_secs_f64() * self.threads))
+    }
 }
 
 /// The closed model: each connection sends its next request when the last one answered.
@@ -279,7 +433,7 @@ async fn closed(
     wire: Arc<Wire>,
     connections: u32,
     start: Instant,
-    tx: mpsc::UnboundedSender<Record>,
+    records: Arc<Records>,
 ) {
     let started = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
@@ -297,10 +451,10 @@ async fn closed(
         (0..streams).map(move |_| lane.clone())
     });
     for (index, lane) in workers.enumerate() {
-        let (plan, wire, tx, started) = (
+        let (plan, wire, records, started) = (
             Arc::clone(&plan),
             Arc::clone(&wire),
-            tx.clone(),
+            Arc::clone(&records),
             Arc::clone(&started),
         );
         tasks.spawn(async move {
@@ -310,6 +464,7 @@ async fn closed(
             };
             let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(index as u64));
             let mut scratch = Vec::new();
+            let head_only = plan.method == "HEAD";
             loop {
                 let sent = Instant::now();
                 let offset = sent - start;
@@ -327,38 +482,44 @@ async fn closed(
                 let request = wire.requests.next(&mut rng, &mut scratch);
                 let outcome = match &mut lane {
                     Lane::Http1(connection) => {
-                        send_on(&plan, &wire, request, connection, sent + plan.timeout).await
+                        let deadline = sent + plan.timeout;
+                        send_on(
+                            &plan,
+                            &wire.dialer,
+                            request,
+                            head_only,
+                            connection,
+                            deadline,
+                        )
+                        .await
                     }
                     Lane::Http2(slot) => {
-                        send_http2(&plan, &wire, request, Http2Source::Slot(slot)).await
+                        send_http2(&plan, &wire.dialer, request, Http2Source::Slot(slot)).await
                     }
                 };
-                let _ = tx.send(Record {
-                    outcome,
-                    latency: sent.elapsed(),
-                    warmup,
-                    sent_at: sent,
-                });
+                let answered = Instant::now();
+                records.record(&outcome, answered - sent, warmup, sent, answered);
             }
         });
     }
     while tasks.join_next().await.is_some() {}
 }
 
-/// Sends one request on `connection`, opening one first if there is none (or it closed);
-/// leaves it `None` when the connection cannot be used again.
-async fn send_on(
+/// Sends one request over HTTP/1.1 on `connection`, opening one with `dialer` first if
+/// there is none (or it closed); leaves it `None` when the connection cannot be used again.
+/// `head_only`: the request is a HEAD, whose answer has no body.
+pub(crate) async fn send_on(
     plan: &Plan,
-    wire: &Wire,
+    dialer: &Dialer,
     request: &[u8],
+    head_only: bool,
     connection: &mut Option<Connection>,
     deadline: Instant,
 ) -> Outcome {
-    let head_only = plan.method == "HEAD";
     let attempt = async {
         let reused = connection.is_some();
         if connection.is_none() {
-            *connection = Some(Connection::over(wire.dialer.dial().await?));
+            *connection = Some(Connection::over(dialer.dial().await?));
         }
         let Some(c) = connection.as_mut() else {
             return Err(Failure::Broken);
@@ -370,7 +531,7 @@ async fn send_on(
             // A kept-alive connection the server closed between requests: one more try on a
             // new connection (the request never reached it).
             Err(Failure::Broken) if reused && !answered_any => {
-                let mut fresh = Connection::over(wire.dialer.dial().await?);
+                let mut fresh = Connection::over(dialer.dial().await?);
                 let answer = fresh.exchange(request, &plan.served_by, head_only).await;
                 *connection = Some(fresh);
                 answer
@@ -400,35 +561,60 @@ async fn send_on(
 }
 
 /// Where an HTTP/2 request finds its connection.
-enum Http2Source<'a> {
+pub(crate) enum Http2Source<'a> {
     /// The closed model's connection shared by its stream workers.
     Slot(&'a crate::h2::Slot),
     /// The open model's connections.
     Pool(&'a crate::h2::Pool),
 }
 
+/// Tries a request the server did not process gets over HTTP/2 (a GOAWAY or a refused
+/// stream), each on another connection: a server closing connections after a few requests
+/// (nginx's `keepalive_requests`) or draining on reload loses no request of a load test.
+const HTTP2_TRIES: usize = 3;
+
 /// Sends one request over HTTP/2: on a new connection of its own with
-/// `--no-keepalive`, else on the connection `source` gives.
-async fn send_http2(plan: &Plan, wire: &Wire, request: &[u8], source: Http2Source<'_>) -> Outcome {
+/// `--no-keepalive`, else on the connection `source` gives; sent again on another connection
+/// when the server says it did not process it.
+pub(crate) async fn send_http2(
+    plan: &Plan,
+    dialer: &Dialer,
+    request: &[u8],
+    source: Http2Source<'_>,
+) -> Outcome {
+    use crate::h2::Exchange;
     let tls = plan.target.tls;
-    let attempt = async {
+    let once = || async {
         if plan.transport.connection_per_request {
             // Dropped after the answer: with no stream left the client closes it (GOAWAY).
-            let own = crate::h2::Connection::open(&wire.dialer, tls).await?;
+            let own = crate::h2::Connection::open(dialer, tls)
+                .await
+                .map_err(Exchange::Failed)?;
             return own.exchange(request, &plan.served_by).await;
         }
         match source {
             Http2Source::Slot(slot) => {
-                let connection = slot.get(&wire.dialer, tls).await?;
+                let connection = slot.get(dialer, tls).await.map_err(Exchange::Failed)?;
                 connection.exchange(request, &plan.served_by).await
             }
             Http2Source::Pool(pool) => {
-                let lease = pool.lease(&wire.dialer, tls).await?;
+                let lease = pool.lease(dialer, tls).await.map_err(Exchange::Failed)?;
                 lease.connection.exchange(request, &plan.served_by).await
             }
         }
     };
-    match tokio::time::timeout(plan.timeout, attempt).await {
+    let attempts = async {
+        let mut tries = 1;
+        loop {
+            match once().await {
+                Err(Exchange::Unprocessed) if tries < HTTP2_TRIES => tries += 1,
+                Err(Exchange::Unprocessed) => return Err(Failure::Broken),
+                Err(Exchange::Failed(failure)) => return Err(failure),
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    };
+    match tokio::time::timeout(plan.timeout, attempts).await {
         Ok(Ok(answer)) => Outcome::Response {
             status: answer.status,
             backend: answer.backend,
@@ -449,11 +635,6 @@ pub struct Wire {
 
 impl Wire {
     fn of(plan: &Plan) -> Wire {
-        let addr = (plan.target.host.as_str(), plan.target.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], plan.target.port)));
         let urls = if plan.urls.is_empty() {
             vec![(plan.target.clone(), 1.0)]
         } else {
@@ -465,20 +646,37 @@ impl Wire {
             // does not keep the client connection open for another request).
             headers.push(("Connection".into(), "close".into()));
         }
-        // A TLS setup that fails leaves every connection failing; `tls::probe`, run before,
-        // has said why.
-        let tls = plan.target.tls.then(|| {
-            let config = crate::tls::client_config(&plan.transport.tls, plan.transport.protocol);
-            let name = crate::tls::server_name(&plan.target);
-            match (config, name) {
-                (Ok(config), Ok(name)) => Some((config, name)),
-                _ => None,
-            }
-        });
+        let addr = target_addr(plan);
         Wire {
             addr,
             requests: Requests::new(&urls, plan.key.as_ref(), &plan.method, &headers, &plan.body),
-            dialer: Dialer::new(addr, plan.sources.clone(), tls),
+            dialer: Dialer::new(addr, plan.sources.clone(), tls_setup(plan)),
         }
     }
+}
+
+/// The target's address (the first its host resolves to; loopback at its port otherwise).
+pub(crate) fn target_addr(plan: &Plan) -> SocketAddr {
+    (plan.target.host.as_str(), plan.target.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], plan.target.port)))
+}
+
+/// The TLS set-up a `Dialer` takes.
+pub(crate) type TlsSetup = Option<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>>;
+
+/// None for `http://`; for `https://` the client config and the name checked, or `None`
+/// when they cannot be made, which leaves every connection failing (`tls::probe`, run
+/// before, has said why).
+pub(crate) fn tls_setup(plan: &Plan) -> TlsSetup {
+    plan.target.tls.then(|| {
+        let config = crate::tls::client_config(&plan.transport.tls, plan.transport.protocol);
+        let name = crate::tls::server_name(&plan.target);
+        match (config, name) {
+            (Ok(config), Ok(name)) => Some((config, name)),
+            _ => None,
+        }
+    })
 }

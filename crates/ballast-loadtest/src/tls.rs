@@ -1,6 +1,6 @@
 //! TLS for `https://` targets (rustls, ring): the client configuration (the system's root
-//! certificates, or `--cacert`'s, or no check at all with `--insecure`; ALPN `h2` with
-//! `--http2`, else `http/1.1`), the name the certificate must carry, and the probe that
+//! certificates, or `--cacert`'s, or no check at all with `--insecure`; a client certificate
+//! for mutual TLS with `--client-cert`; ALPN `h2` with `--http2`, else `http/1.1`), the name the certificate must carry, and the probe that
 //! tries one handshake before the run so a refused certificate is one clear error naming the
 //! host and the fix instead of a run of connect failures.
 
@@ -11,7 +11,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::TlsConnector;
 
 use crate::plan::{Protocol, Target, TlsChecks};
@@ -22,21 +22,63 @@ pub fn client_config(checks: &TlsChecks, protocol: Protocol) -> Result<Arc<Clien
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup failed: {e}"))?;
-    let mut config = if checks.insecure {
+    let builder = if checks.insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth()
     } else {
-        builder
-            .with_root_certificates(roots(checks)?)
-            .with_no_client_auth()
+        builder.with_root_certificates(roots(checks)?)
+    };
+    let mut config = match client_identity(checks)? {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            format!(
+                "--client-cert and --client-key do not make a client identity: {e} \
+                 (is the key the certificate's?)"
+            )
+        })?,
     };
     config.alpn_protocols = match protocol {
         Protocol::Http2 { .. } => vec![b"h2".to_vec()],
         Protocol::Http1 => vec![b"http/1.1".to_vec()],
     };
     Ok(Arc::new(config))
+}
+
+/// Mutual TLS: `--client-cert`'s chain and `--client-key`'s key (the certificate's own file
+/// when no key file is given, as HAProxy's `crt` PEM holds both).
+#[allow(clippy::type_complexity)]
+fn client_identity(
+    checks: &TlsChecks,
+) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
+    let Some(cert) = &checks.client_cert else {
+        return match &checks.client_key {
+            Some(_) => {
+                Err("--client-key needs --client-cert (the certificate it signs for)".into())
+            }
+            None => Ok(None),
+        };
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read --client-cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--client-cert {}: bad certificate PEM: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "--client-cert {} holds no certificate (expected PEM `BEGIN CERTIFICATE` blocks)",
+            cert.display()
+        ));
+    }
+    let key_file = checks.client_key.as_ref().unwrap_or(cert);
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+        let fix = if checks.client_key.is_none() {
+            ": give the key's file with --client-key"
+        } else {
+            " (expected a PEM `BEGIN PRIVATE KEY`, `BEGIN RSA PRIVATE KEY` or `BEGIN EC PRIVATE KEY` block)"
+        };
+        format!("no private key read from {}: {e}{fix}", key_file.display())
+    })?;
+    Ok(Some((chain, key)))
 }
 
 /// `--cacert`'s certificates, or the system's.
@@ -219,6 +261,7 @@ mod tests {
         let checks = TlsChecks {
             insecure: false,
             ca_file: Some(empty.clone()),
+            ..TlsChecks::default()
         };
         let e = client_config(&checks, Protocol::Http1).unwrap_err();
         assert!(
@@ -228,6 +271,7 @@ mod tests {
         let missing = TlsChecks {
             insecure: false,
             ca_file: Some(dir.join("missing.pem")),
+            ..TlsChecks::default()
         };
         assert!(
             client_config(&missing, Protocol::Http1)
@@ -240,6 +284,7 @@ mod tests {
         let insecure = TlsChecks {
             insecure: true,
             ca_file: None,
+            ..TlsChecks::default()
         };
         let config = client_config(&insecure, Protocol::Http2 { streams: 1 }).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
@@ -288,6 +333,7 @@ mod tests {
         let insecure = TlsChecks {
             insecure: true,
             ca_file: None,
+            ..TlsChecks::default()
         };
         probe(addr, &target, &insecure, Protocol::Http1)
             .await
@@ -299,6 +345,7 @@ mod tests {
         let cacert = TlsChecks {
             insecure: false,
             ca_file: Some(ca),
+            ..TlsChecks::default()
         };
         probe(addr, &target, &cacert, Protocol::Http1)
             .await

@@ -163,8 +163,9 @@ pub struct LoadtestArgs {
     prediction: bool,
     /// Send recorded requests (the JSON lines `simulate --replay` reads) at their recorded
     /// times, or evenly at --rate; method, path, headers and the client address (bound when it
-    /// is in 127.0.0.0/8) from each record. The URL gives the balancer's address.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["find_capacity", "connections", "requests", "key", "weighted_urls", "url_file", "source_range", "body", "duration", "warmup", "http2", "no_keepalive", "insecure", "cacert"])]
+    /// is in 127.0.0.0/8) from each record. The URL gives the balancer's address, over
+    /// http:// or https://; with --http2 each client address shares one connection.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["find_capacity", "connections", "requests", "key", "weighted_urls", "url_file", "source_range", "body", "duration", "warmup", "no_keepalive"])]
     replay: Option<PathBuf>,
     /// A request with no answer by then is a timeout (default 10s; in a capacity search, 1s
     /// or twice the SLO's longest latency bound, so an overloaded step drains quickly).
@@ -197,6 +198,13 @@ pub struct LoadtestArgs {
     /// of the system's roots.
     #[arg(long, value_name = "FILE")]
     cacert: Option<PathBuf>,
+    /// https:// with mutual TLS: the client certificate (PEM, its chain after it) sent when
+    /// the server asks for one; its file may hold the private key too.
+    #[arg(long, value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --client-cert, when it is in a file of its own.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Seed of the arrival gaps (poisson).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -742,11 +750,13 @@ fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
             tls: TlsChecks {
                 insecure: args.insecure,
                 ca_file: args.cacert.clone(),
+                client_cert: args.client_cert.clone(),
+                client_key: args.client_key.clone(),
             },
         },
     };
-    if !plan.target.tls && (args.insecure || args.cacert.is_some()) {
-        return Err("--insecure and --cacert apply to https:// URLs only".into());
+    if !plan.target.tls && (args.insecure || args.cacert.is_some() || args.client_cert.is_some()) {
+        return Err("--insecure, --cacert and --client-cert apply to https:// URLs only".into());
     }
     plan.validate()?;
     if plan.timeout < Duration::from_millis(1) {
@@ -893,13 +903,6 @@ fn attributed_run(
         counters = None;
     }
     let records = match &args.replay {
-        Some(_) if plan.target.tls => {
-            return Err(
-                "--replay sends plain HTTP/1.1: give the balancer's http:// address \
-                        (replay over https:// is not supported yet)"
-                    .into(),
-            );
-        }
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read --replay {}: {e}", path.display()))?;
