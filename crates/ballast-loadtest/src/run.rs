@@ -561,6 +561,7 @@ pub(crate) async fn send_on(
 }
 
 /// Where an HTTP/2 request finds its connection.
+#[derive(Clone, Copy)]
 pub(crate) enum Http2Source<'a> {
     /// The closed model's connection shared by its stream workers.
     Slot(&'a crate::h2::Slot),
@@ -569,9 +570,11 @@ pub(crate) enum Http2Source<'a> {
 }
 
 /// Tries a request the server did not process gets over HTTP/2 (a GOAWAY or a refused
-/// stream), each on another connection: a server closing connections after a few requests
-/// (nginx's `keepalive_requests`) or draining on reload loses no request of a load test.
-const HTTP2_TRIES: usize = 3;
+/// stream), each on another connection, all within the request's timeout: a server closing
+/// connections after a few requests (nginx's `keepalive_requests`) or draining on reload
+/// loses no request of a load test. Several, because a request refused once tends to be
+/// among the last on the next connection too; bounded, for a server that refuses every one.
+const HTTP2_TRIES: usize = 10;
 
 /// Sends one request over HTTP/2: on a new connection of its own with
 /// `--no-keepalive`, else on the connection `source` gives; sent again on another connection
@@ -584,8 +587,13 @@ pub(crate) async fn send_http2(
 ) -> Outcome {
     use crate::h2::Exchange;
     let tls = plan.target.tls;
-    let once = || async {
-        if plan.transport.connection_per_request {
+    let once = |retry: bool| async move {
+        // A request sent again on the closed model's shared connection would queue behind
+        // its fellow workers' next requests, and a server taking a few a connection would
+        // refuse it again: it goes on a connection of its own.
+        let own_connection = plan.transport.connection_per_request
+            || (retry && matches!(source, Http2Source::Slot(_)));
+        if own_connection {
             // Dropped after the answer: with no stream left the client closes it (GOAWAY).
             let own = crate::h2::Connection::open(dialer, tls)
                 .await
@@ -606,7 +614,7 @@ pub(crate) async fn send_http2(
     let attempts = async {
         let mut tries = 1;
         loop {
-            match once().await {
+            match once(tries > 1).await {
                 Err(Exchange::Unprocessed) if tries < HTTP2_TRIES => tries += 1,
                 Err(Exchange::Unprocessed) => return Err(Failure::Broken),
                 Err(Exchange::Failed(failure)) => return Err(failure),
