@@ -12,9 +12,11 @@
 //!   spare workers. Up to the floor, a waiting request starts a worker at once.
 //! - **Past the floor** a request waits for a worker to come back, and the wait is in its
 //!   latency (timed from its intended send). When a request has waited longer than a timer
-//!   tick or two, the workers are too few for this server (slow or stalled answers hold
-//!   them): one more is started at each pass of the scheduler while that lasts, up to the
-//!   budget (`--max-connections` × `--streams`).
+//!   tick or two while the generator has CPU to spare (it used under half its threads' time),
+//!   the workers are too few for this server: slow or stalled answers hold them, not the
+//!   generator. One more is started each tick while that lasts, up to the budget
+//!   (`--max-connections` × `--streams`). A generator busier than that grows no further: if
+//!   the server holds its workers it soon has time to spare, and grows then.
 //! - **Not while the generator has no CPU left** (its threads were busy over the last
 //!   sample), nor while it is late (it came to its schedule well after a request was due):
 //!   then requests wait because the generator had no time to run its workers, and another
@@ -37,6 +39,9 @@ const QUEUED: Duration = Duration::from_millis(2);
 const LATE: Duration = Duration::from_millis(2);
 /// The share of its threads' time the generator used over a sample that says it has none left.
 const SATURATED: f64 = 0.85;
+/// Below this share the generator has time to spare: requests that wait are held by the
+/// server's answers, not by the generator.
+const SPARE_CPU: f64 = 0.5;
 
 /// The open model's pool: what it has learnt of the answers, and what it allows.
 #[derive(Debug, Clone)]
@@ -53,6 +58,8 @@ pub struct Sizing {
     late: bool,
     /// Whether it used nearly all its threads' time over the last sample.
     saturated: bool,
+    /// Whether it used less than half of it.
+    spare_cpu: bool,
     /// When a worker was last started past the floor.
     grown: Option<Instant>,
 }
@@ -67,6 +74,7 @@ impl Sizing {
             fastest_before: None,
             late: false,
             saturated: false,
+            spare_cpu: true,
             grown: None,
         }
     }
@@ -89,6 +97,7 @@ impl Sizing {
     /// Over the last sample the generator used `share` of its threads' time (1.0: all of it).
     pub fn busy(&mut self, share: f64) {
         self.saturated = share >= SATURATED;
+        self.spare_cpu = share < SPARE_CPU;
     }
 
     /// The time one request takes on the wire: the fastest answer of the current and the
@@ -130,7 +139,7 @@ impl Sizing {
         let grow = unserved > 0
             && running < self.budget
             && !self.late
-            && !self.saturated
+            && self.spare_cpu
             && oldest.is_some_and(|o| now >= self.grow_at(o));
         if grow {
             self.grown = Some(now);
@@ -225,15 +234,17 @@ mod tests {
     }
 
     #[test]
-    fn a_saturated_generator_starts_only_the_spare_ones() {
+    fn a_busy_generator_grows_no_further_and_a_saturated_one_only_to_the_spare_ones() {
         let (mut sizing, t) = learnt(1000.0, 30, Duration::from_millis(10));
         let later = t + Duration::from_secs(1);
         sizing.busy(0.9);
         assert_eq!(sizing.starts(0, 50, Some(t), t), 4);
         assert_eq!(sizing.starts(4, 50, Some(t), later), 0);
         assert_eq!(sizing.starts(21, 50, Some(t), later), 0);
-        sizing.busy(0.5);
-        assert_eq!(sizing.starts(4, 50, Some(t), later), 17);
+        sizing.busy(0.6);
+        assert_eq!(sizing.starts(4, 50, Some(t), later), 17, "to the floor");
+        assert_eq!(sizing.starts(21, 50, Some(t), later), 0, "past it");
+        sizing.busy(0.4);
         assert_eq!(sizing.starts(21, 50, Some(t), later), 1);
     }
 }
