@@ -5,9 +5,11 @@
 //! way of building requests works over both protocols.
 //!
 //! Two ways to share connections: a `Slot` holds the one connection that a closed-model
-//! connection's `--streams` workers share (re-opened when it closes); a `Pool` spreads the open
-//! model's requests over up to `--max-connections` connections, opening one only when every
-//! open one carries `--streams` requests.
+//! connection's `--streams` workers share (re-opened when it closes; a replay has one per
+//! client address); a `Pool` spreads the open model's requests over up to `--max-connections`
+//! open connections, opening one only when every open one carries `--streams` requests. A
+//! connection that got a GOAWAY takes no new stream, and the requests the server did not
+//! process on it (`Exchange::Unprocessed`) are sent again by `run`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -81,18 +83,25 @@ impl Connection {
     pub async fn exchange(&self, request: &[u8], served_by: &str) -> Result<Answer, Exchange> {
         let (head, body) = to_http2(request, self.scheme).map_err(Exchange::Failed)?;
         let unprocessed = |e: h2::Error| {
-            if unprocessed(&e) {
+            if !unprocessed(&e) {
+                return Exchange::Failed(Failure::Broken);
+            }
+            // A GOAWAY ends the connection for new streams; one refused stream does not.
+            if e.is_go_away() {
+                self.closed.store(true, Ordering::Relaxed);
+            }
+            Exchange::Unprocessed
+        };
+        // Waits while the server's SETTINGS_MAX_CONCURRENT_STREAMS are all in use. A
+        // connection that cannot open a stream any more (going away, or broken) sent nothing
+        // of this request; a request h2 itself refuses would be refused again.
+        let not_sent = |e: h2::Error| {
+            if e.is_go_away() || e.is_io() || e.is_reset() {
                 self.closed.store(true, Ordering::Relaxed);
                 Exchange::Unprocessed
             } else {
                 Exchange::Failed(Failure::Broken)
             }
-        };
-        // Waits while the server's SETTINGS_MAX_CONCURRENT_STREAMS are all in use. A
-        // connection that cannot open a stream any more sent nothing of this request.
-        let not_sent = |_| {
-            self.closed.store(true, Ordering::Relaxed);
-            Exchange::Unprocessed
         };
         let mut send = self.send.clone().ready().await.map_err(not_sent)?;
         let (response, mut stream) = send.send_request(head, body.is_empty()).map_err(not_sent)?;

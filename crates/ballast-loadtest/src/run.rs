@@ -221,16 +221,15 @@ impl Queue {
             }
             let notified = self.ready.notified();
             tokio::pin!(notified);
-            // Registered before the queue is looked at again, so a job added in between
-            // wakes this worker.
-            notified.as_mut().enable();
-            if let Some(job) = self.pop() {
-                return Some(job);
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return None;
-            }
+            // Counted as waiting and registered before the queue is looked at again, so a
+            // job the scheduler adds in between is seen here or wakes this worker.
             self.waiting.fetch_add(1, Ordering::Relaxed);
+            notified.as_mut().enable();
+            let job = self.pop();
+            if job.is_some() || self.closed.load(Ordering::Acquire) {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                return job;
+            }
             notified.await;
             self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
@@ -319,7 +318,9 @@ async fn open(
                 let answered = Instant::now();
                 let latency = answered - job.intended;
                 records.record(&outcome, latency, job.warmup, sent_at, answered);
-                if reused || learn_always {
+                // Only answers tell the time one takes (not a request that expired unsent).
+                let answer = matches!(outcome, Outcome::Response { .. });
+                if answer && (reused || learn_always) {
                     queue.sizing().back(answered - sent_at, answered);
                 }
             }
@@ -335,7 +336,7 @@ async fn open(
     {
         // Requests waiting for a worker: the loop wakes to grow the pool if they still do.
         let oldest = queue.waiting_jobs().1;
-        let grow_at = oldest.map(|o| queue.sizing().grow_at(o));
+        let grow_at = oldest.and_then(|o| queue.sizing().grow_at(o, started));
         tokio::select! {
             // Tokio's timer has millisecond resolution: several requests may be due at once
             // when it wakes; each keeps its intended time, so none is timed short.

@@ -1,8 +1,9 @@
 //! TLS for `https://` targets (rustls, ring): the client configuration (the system's root
 //! certificates, or `--cacert`'s, or no check at all with `--insecure`; a client certificate
-//! for mutual TLS with `--client-cert`; ALPN `h2` with `--http2`, else `http/1.1`), the name the certificate must carry, and the probe that
-//! tries one handshake before the run so a refused certificate is one clear error naming the
-//! host and the fix instead of a run of connect failures.
+//! for mutual TLS with `--client-cert`; ALPN `h2` with `--http2`, else `http/1.1`), the name
+//! the certificate must carry, and the probe that tries one handshake before the run so a
+//! refused certificate is one clear error naming the host and the fix instead of a run of
+//! connect failures.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -60,8 +60,9 @@ pub struct Sizing {
     saturated: bool,
     /// Whether it used less than half of it.
     spare_cpu: bool,
-    /// When a worker was last started past the floor.
-    grown: Option<Instant>,
+    /// When a waiting request was last weighed for a worker past the floor (started or not):
+    /// once a tick at most.
+    weighed: Option<Instant>,
 }
 
 impl Sizing {
@@ -75,7 +76,7 @@ impl Sizing {
             late: false,
             saturated: false,
             spare_cpu: true,
-            grown: None,
+            weighed: None,
         }
     }
 
@@ -136,22 +137,26 @@ impl Sizing {
         if below_floor > 0 {
             return unserved.min(below_floor);
         }
-        let grow = unserved > 0
-            && running < self.budget
-            && !self.late
-            && self.spare_cpu
-            && oldest.is_some_and(|o| now >= self.grow_at(o));
-        if grow {
-            self.grown = Some(now);
+        let Some(due) = oldest.and_then(|o| self.grow_at(o, running)) else {
+            return 0;
+        };
+        if unserved == 0 || now < due {
+            return 0;
         }
-        usize::from(grow)
+        self.weighed = Some(now);
+        usize::from(!self.late && self.spare_cpu)
     }
 
-    /// When a request meant for `oldest` that still waits would start a worker past the
-    /// floor: a tick or two after its intended time, and a tick after the last one started.
-    pub fn grow_at(&self, oldest: Instant) -> Instant {
+    /// When a request meant for `oldest` that still waits is weighed for a worker past the
+    /// floor: a tick or two after its intended time, and a tick after the last weighing, so
+    /// a scheduler that may not start one does not wake for it in a loop; never once
+    /// `running` has spent the budget.
+    pub fn grow_at(&self, oldest: Instant, running: usize) -> Option<Instant> {
+        if running >= self.budget {
+            return None;
+        }
         let waited = oldest + QUEUED;
-        self.grown.map_or(waited, |g| waited.max(g + BURST))
+        Some(self.weighed.map_or(waited, |w| waited.max(w + BURST)))
     }
 }
 
@@ -205,32 +210,31 @@ mod tests {
         assert_eq!(sizing.starts(0, 50, Some(t), t), 21);
         assert_eq!(sizing.starts(18, 2, Some(t), t), 2);
         // At the floor: only a request that waited past a tick or two starts one.
-        assert_eq!(sizing.grow_at(t), t + ms(2));
-        assert_eq!(
-            sizing.starts(21, 5, Some(t), t + Duration::from_micros(1900)),
-            0
-        );
+        let us = Duration::from_micros;
+        assert_eq!(sizing.grow_at(t, 21), Some(t + ms(2)));
+        assert_eq!(sizing.starts(21, 5, Some(t), t + us(1900)), 0);
         assert_eq!(sizing.starts(21, 0, None, t + ms(9)), 0);
         assert_eq!(sizing.starts(21, 5, Some(t), t + ms(2)), 1);
         // Then one a tick at most, however long the request has waited.
-        assert_eq!(sizing.grow_at(t), t + ms(3));
-        assert_eq!(
-            sizing.starts(22, 5, Some(t), t + Duration::from_micros(2500)),
-            0
-        );
+        assert_eq!(sizing.grow_at(t, 22), Some(t + ms(3)));
+        assert_eq!(sizing.starts(22, 5, Some(t), t + us(2500)), 0);
         assert_eq!(sizing.starts(22, 5, Some(t), t + ms(3)), 1);
-        // Never past the budget.
+        // Never past the budget, and no wake-up for it.
         assert_eq!(sizing.starts(30, 5, Some(t), t + ms(100)), 0);
-        // A late generator starts none past the floor, and is no longer late once on time.
+        assert_eq!(sizing.grow_at(t, 30), None);
+        // A late generator starts none past the floor, and is no longer late once on time;
+        // a weighing that starts none still waits a tick for the next.
         sizing.woke(ms(3));
         assert_eq!(sizing.starts(21, 5, Some(t), t + ms(200)), 0);
+        assert_eq!(sizing.grow_at(t, 21), Some(t + ms(201)));
         assert_eq!(
             sizing.starts(20, 5, Some(t), t + ms(200)),
             1,
             "to the floor"
         );
         sizing.woke(ms(1));
-        assert_eq!(sizing.starts(21, 5, Some(t), t + ms(200)), 1);
+        assert_eq!(sizing.starts(21, 5, Some(t), t + us(200_500)), 0);
+        assert_eq!(sizing.starts(21, 5, Some(t), t + ms(201)), 1);
     }
 
     #[test]
@@ -245,6 +249,7 @@ mod tests {
         assert_eq!(sizing.starts(4, 50, Some(t), later), 17, "to the floor");
         assert_eq!(sizing.starts(21, 50, Some(t), later), 0, "past it");
         sizing.busy(0.4);
-        assert_eq!(sizing.starts(21, 50, Some(t), later), 1);
+        let next_tick = later + Duration::from_millis(1);
+        assert_eq!(sizing.starts(21, 50, Some(t), next_tick), 1);
     }
 }

@@ -165,7 +165,7 @@ pub struct LoadtestArgs {
     /// times, or evenly at --rate; method, path, headers and the client address (bound when it
     /// is in 127.0.0.0/8) from each record. The URL gives the balancer's address, over
     /// http:// or https://; with --http2 each client address shares one connection.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["find_capacity", "connections", "requests", "key", "weighted_urls", "url_file", "source_range", "body", "duration", "warmup", "no_keepalive"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["find_capacity", "connections", "requests", "key", "weighted_urls", "url_file", "source_range", "body", "duration", "warmup", "no_keepalive", "streams"])]
     replay: Option<PathBuf>,
     /// A request with no answer by then is a timeout (default 10s; in a capacity search, 1s
     /// or twice the SLO's longest latency bound, so an overloaded step drains quickly).
