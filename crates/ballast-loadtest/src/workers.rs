@@ -12,16 +12,16 @@
 //!   spare workers. Up to the floor, a waiting request starts a worker at once.
 //! - **Past the floor** a request waits for a worker to come back, and the wait is in its
 //!   latency (timed from its intended send). When a request has waited longer than a timer
-//!   tick or two while the generator has CPU to spare (it used under half its threads' time),
-//!   the workers are too few for this server: slow or stalled answers hold them, not the
-//!   generator. One more is started each tick while that lasts, up to the budget
-//!   (`--max-connections` × `--streams`). A generator busier than that grows no further: if
-//!   the server holds its workers it soon has time to spare, and grows then.
-//! - **Not while the generator has no CPU left** (its threads were busy over the last
-//!   sample), nor while it is late (it came to its schedule well after a request was due):
-//!   then requests wait because the generator had no time to run its workers, and another
-//!   connection would only make it later. A saturated generator starts none past the spare
-//!   ones, not even to the floor, since the answers it times are slow for the same reason.
+//!   tick or two while the generator has CPU to spare, the workers are too few for this
+//!   server: slow or stalled answers hold them, not the generator. One more is started each
+//!   tick while that lasts, up to the budget (`--max-connections` × `--streams`).
+//! - **Not while the generator is busy** (it used half or more of its threads' time over the
+//!   last sample), nor while it is late (it came to its schedule well after a request was
+//!   due): then requests wait because the generator had no time to run its workers, and
+//!   another connection would only make it later. A busy generator starts none past the
+//!   spare ones, not even to the floor, since the answers it times are slow for the same
+//!   reason and a floor worked out from them would feed itself. If the server is what holds
+//!   the workers, the generator soon has time to spare, and grows then.
 
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,6 @@ const WINDOW: Duration = Duration::from_millis(250);
 const QUEUED: Duration = Duration::from_millis(2);
 /// A scheduler pass this long after the next request was due says the generator is behind.
 const LATE: Duration = Duration::from_millis(2);
-/// The share of its threads' time the generator used over a sample that says it has none left.
-const SATURATED: f64 = 0.85;
 /// Below this share the generator has time to spare: requests that wait are held by the
 /// server's answers, not by the generator.
 const SPARE_CPU: f64 = 0.5;
@@ -56,8 +54,6 @@ pub struct Sizing {
     fastest_before: Option<Duration>,
     /// Whether the generator was late at its last pass.
     late: bool,
-    /// Whether it used nearly all its threads' time over the last sample.
-    saturated: bool,
     /// Whether it used less than half of it.
     spare_cpu: bool,
     /// When a waiting request was last weighed for a worker past the floor (started or not):
@@ -74,7 +70,6 @@ impl Sizing {
             fastest: None,
             fastest_before: None,
             late: false,
-            saturated: false,
             spare_cpu: true,
             weighed: None,
         }
@@ -97,7 +92,6 @@ impl Sizing {
 
     /// Over the last sample the generator used `share` of its threads' time (1.0: all of it).
     pub fn busy(&mut self, share: f64) {
-        self.saturated = share >= SATURATED;
         self.spare_cpu = share < SPARE_CPU;
     }
 
@@ -128,10 +122,12 @@ impl Sizing {
         oldest: Option<Instant>,
         now: Instant,
     ) -> usize {
-        let floor = if self.saturated {
-            SPARE.min(self.budget)
-        } else {
+        // A busy generator's answers are slow because it is busy, and a floor worked out from
+        // them would feed itself: past half its CPU, only the spare workers.
+        let floor = if self.spare_cpu {
             self.floor()
+        } else {
+            SPARE.min(self.budget)
         };
         let below_floor = floor.saturating_sub(running);
         if below_floor > 0 {
@@ -238,17 +234,15 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_generator_grows_no_further_and_a_saturated_one_only_to_the_spare_ones() {
+    fn a_busy_generator_starts_only_the_spare_ones() {
         let (mut sizing, t) = learnt(1000.0, 30, Duration::from_millis(10));
         let later = t + Duration::from_secs(1);
-        sizing.busy(0.9);
-        assert_eq!(sizing.starts(0, 50, Some(t), t), 4);
-        assert_eq!(sizing.starts(4, 50, Some(t), later), 0);
-        assert_eq!(sizing.starts(21, 50, Some(t), later), 0);
         sizing.busy(0.6);
-        assert_eq!(sizing.starts(4, 50, Some(t), later), 17, "to the floor");
+        assert_eq!(sizing.starts(0, 50, Some(t), t), 4);
+        assert_eq!(sizing.starts(4, 50, Some(t), later), 0, "to the floor");
         assert_eq!(sizing.starts(21, 50, Some(t), later), 0, "past it");
         sizing.busy(0.4);
+        assert_eq!(sizing.starts(4, 50, Some(t), later), 17);
         let next_tick = later + Duration::from_millis(1);
         assert_eq!(sizing.starts(21, 50, Some(t), next_tick), 1);
     }
