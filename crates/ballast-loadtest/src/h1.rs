@@ -6,11 +6,9 @@
 //! name. hyper's client does far more (bodies as streams, pipelining guards, a task per
 //! connection), which costs a quarter of the rate on one core.
 
-use std::net::SocketAddr;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::connect::{self, Stream};
+use crate::connect::Stream;
 use crate::tally::Failure;
 
 /// A response head's headers beyond this many make the response `Broken`.
@@ -39,14 +37,6 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr`, from `source` when given (bound before connecting, so a loopback
-    /// test can spread its clients over 127.0.0.0/8).
-    pub async fn open(addr: SocketAddr, source: Option<std::net::IpAddr>) -> Result<Self, Failure> {
-        Ok(Connection::over(Stream::Plain(
-            connect::tcp(addr, source).await?,
-        )))
-    }
-
     /// A connection over a stream already open (`connect::Dialer::dial`).
     pub fn over(stream: Stream) -> Connection {
         Connection {
@@ -300,6 +290,14 @@ pub fn serialise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
+    /// A plain TCP connection to `addr` (a run opens its own with `connect::Dialer`).
+    async fn open(addr: SocketAddr) -> Connection {
+        Connection::over(Stream::Plain(
+            crate::connect::tcp(addr, None).await.unwrap(),
+        ))
+    }
     use tokio::net::TcpListener;
 
     /// A server writing `responses` one after the other on the first connection, after reading
@@ -327,7 +325,7 @@ mod tests {
             b"HTTP/1.0 200 OK\r\nX-Served-By: c\r\n\r\nto the end",
         ])
         .await;
-        let mut c = Connection::open(addr, None).await.unwrap();
+        let mut c = open(addr).await;
         let req = serialise("GET", "/", "x", &[], b"");
         let a = c.exchange(&req, "X-Served-By", false).await.unwrap();
         assert_eq!(
@@ -349,11 +347,11 @@ mod tests {
     #[tokio::test]
     async fn garbage_and_a_cut_body_are_broken() {
         let addr = serve(vec![b"SSH-2.0-OpenSSH\r\n\r\n"]).await;
-        let mut c = Connection::open(addr, None).await.unwrap();
+        let mut c = open(addr).await;
         let req = serialise("GET", "/", "x", &[], b"");
         assert_eq!(c.exchange(&req, "X", false).await, Err(Failure::Broken));
         let addr = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]).await;
-        let mut c = Connection::open(addr, None).await.unwrap();
+        let mut c = open(addr).await;
         assert_eq!(c.exchange(&req, "X", false).await, Err(Failure::Broken));
     }
 

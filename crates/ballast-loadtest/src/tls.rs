@@ -46,12 +46,12 @@ pub fn client_config(checks: &TlsChecks, protocol: Protocol) -> Result<Arc<Clien
     Ok(Arc::new(config))
 }
 
+/// A client certificate's chain and its private key.
+type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 /// Mutual TLS: `--client-cert`'s chain and `--client-key`'s key (the certificate's own file
 /// when no key file is given, as HAProxy's `crt` PEM holds both).
-#[allow(clippy::type_complexity)]
-fn client_identity(
-    checks: &TlsChecks,
-) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
+fn client_identity(checks: &TlsChecks) -> Result<Option<ClientIdentity>, String> {
     let Some(cert) = &checks.client_cert else {
         return match &checks.client_key {
             Some(_) => {
