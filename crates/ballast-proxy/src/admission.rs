@@ -82,6 +82,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        shared.fd_reserve.top_up();
         let snapshot = shared.snapshot.load();
         let Some(spec) = snapshot.loaded.config.listeners.get(name).cloned() else {
             return;

@@ -4,8 +4,16 @@
 //! one spare (an open `/dev/null`), accepts the waiting client into the freed descriptor,
 //! answers it 503 and closes it; the spare is opened again once that client is gone (the
 //! classic trick of libev and nginx's `accept` EMFILE handling, with a 503 instead of a reset).
+//!
+//! The refused client's descriptor becomes the spare again in one step (`dup3` of a kept
+//! `/dev/null` over it): closing it first and opening the spare after would leave a moment in
+//! which an accept on another thread takes the descriptor, and the reserve would shrink by one
+//! for good. A spare that could not come back all the same (a release with nobody waiting) is
+//! owed, and opened again at the next accept that finds a descriptor free.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Spares opened at start: enough for a few refusals in flight at once.
@@ -14,9 +22,14 @@ pub const SPARES: usize = 16;
 /// The spare descriptors of the process.
 pub struct FdReserve {
     spares: Mutex<Vec<File>>,
+    /// The `/dev/null` every spare is duplicated from, never released.
+    template: Option<File>,
+    /// Spares released and not yet opened again.
+    owed: AtomicUsize,
 }
 
-/// A spare released for one refusal; opened again when dropped.
+/// A spare released for one refusal; opened again when dropped, or made from the refused
+/// client's descriptor by [`Spare::close_into`].
 pub struct Spare {
     reserve: Arc<FdReserve>,
 }
@@ -24,41 +37,92 @@ pub struct Spare {
 impl FdReserve {
     /// Opens up to `n` spares (fewer if descriptors are already short).
     pub fn open(n: usize) -> Arc<Self> {
+        let template = open_spare();
         let spares = (0..n).filter_map(|_| open_spare()).collect();
         Arc::new(Self {
             spares: Mutex::new(spares),
+            template,
+            owed: AtomicUsize::new(0),
         })
     }
 
     /// Closes one spare so the next `accept` has a descriptor to use; None when all are out.
     pub fn release_one(self: &Arc<Self>) -> Option<Spare> {
-        let spare = self
-            .spares
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()?;
+        let spare = self.lock().pop()?;
+        self.owed.fetch_add(1, Ordering::Relaxed);
         drop(spare);
         Some(Spare {
             reserve: Arc::clone(self),
         })
     }
 
+    /// Opens again the spares owed, while descriptors are free: a cheap load on the accept
+    /// path when none is owed.
+    pub fn top_up(&self) {
+        while self.owed.load(Ordering::Relaxed) > 0 {
+            if !self.pay_one() {
+                return;
+            }
+        }
+    }
+
+    /// Opens one spare owed; false when none is owed or no descriptor is free.
+    fn pay_one(&self) -> bool {
+        if self.owed.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let Some(file) = open_spare() else {
+            return false;
+        };
+        self.put_back(file);
+        true
+    }
+
+    fn put_back(&self, file: File) {
+        let mut spares = self.lock();
+        // Another thread may have paid the same debt in the meantime.
+        if self
+            .owed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            spares.push(file);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<File>> {
+        self.spares.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Spares held now.
     #[cfg(test)]
     pub fn held(&self) -> usize {
-        self.spares.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().len()
+    }
+}
+
+impl Spare {
+    /// Closes the refused client's connection and turns its descriptor into the spare, in one
+    /// step: no other accept can take the descriptor between the close and the spare's open.
+    pub fn close_into(self, stream: tokio::net::TcpStream) {
+        let Ok(stream) = stream.into_std() else {
+            return;
+        };
+        let mut descriptor = OwnedFd::from(stream);
+        let Some(template) = &self.reserve.template else {
+            return;
+        };
+        if rustix::io::dup3(template, &mut descriptor, rustix::io::DupFlags::CLOEXEC).is_ok() {
+            self.reserve.put_back(File::from(descriptor));
+        }
+        // Dropping `self` now finds nothing owed for it, or opens the spare the usual way.
     }
 }
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        if let Some(file) = open_spare() {
-            self.reserve
-                .spares
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(file);
-        }
+        // One spare for this one; the accept path pays any other debt.
+        self.reserve.pay_one();
     }
 }
 
@@ -123,6 +187,46 @@ mod tests {
         assert_eq!(reserve.held(), 1);
         drop(b);
         assert_eq!(reserve.held(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_s_descriptor_becomes_the_spare_and_the_client_sees_the_close() {
+        use std::os::fd::AsRawFd;
+        use tokio::io::AsyncReadExt;
+        let reserve = FdReserve::open(2);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let spare = reserve.release_one().unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let number = accepted.as_raw_fd();
+        spare.close_into(accepted);
+        assert_eq!(reserve.held(), 2);
+        assert_eq!(reserve.owed.load(Ordering::Relaxed), 0);
+        assert!(
+            reserve.lock().iter().any(|f| f.as_raw_fd() == number),
+            "the spare took the client's descriptor number"
+        );
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            client.read(&mut buf).await.unwrap(),
+            0,
+            "the client sees EOF"
+        );
+    }
+
+    #[test]
+    fn a_spare_that_could_not_come_back_is_owed_until_a_descriptor_is_free() {
+        let reserve = FdReserve::open(2);
+        let spare = reserve.release_one().unwrap();
+        // As if the drop had found no descriptor free: the debt stays until a top-up.
+        std::mem::forget(spare);
+        assert_eq!(reserve.held(), 1);
+        reserve.top_up();
+        assert_eq!(reserve.held(), 2);
+        reserve.top_up();
+        assert_eq!(reserve.held(), 2, "nothing is owed twice");
     }
 
     #[test]

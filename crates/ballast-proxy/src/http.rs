@@ -168,9 +168,11 @@ pub async fn run_listener(
     };
     let refuse = |stream, cause, spare: Option<crate::fd_reserve::Spare>| {
         tokio::spawn(async move {
-            refuse_connection(stream, cause).await;
-            // The client's descriptor is closed: the spare can be opened again.
-            drop(spare);
+            let stream = refuse_connection(stream, cause).await;
+            match spare {
+                Some(spare) => spare.close_into(stream),
+                None => drop(stream),
+            }
         });
     };
     accept_loop(&shared, &name, listener, stop.clone(), serve, refuse).await;
@@ -184,8 +186,9 @@ fn listener_labels(name: &str) -> crate::metrics::ListenerLabels {
 
 /// Answers a connection over a cap with an immediate 503 and closes it. The request head is
 /// read first (briefly, bounded) and the close lingers, because closing a socket with unread
-/// data sends a reset that can destroy the 503 before the client reads it.
-async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
+/// data sends a reset that can destroy the 503 before the client reads it. The connection is
+/// handed back for closing, into a spare descriptor when it took one.
+async fn refuse_connection(mut stream: TcpStream, cause: &'static str) -> TcpStream {
     use tokio::io::AsyncReadExt;
     let body = format!("503 service unavailable: {cause}\n");
     let head = format!(
@@ -221,6 +224,7 @@ async fn refuse_connection(mut stream: TcpStream, cause: &'static str) {
         }
     })
     .await;
+    stream
 }
 
 /// Requests in progress on one client connection, how many have begun and when the last one

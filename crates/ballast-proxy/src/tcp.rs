@@ -39,7 +39,10 @@ pub async fn run_listener(
         listener,
         stop,
         serve,
-        |stream, _, _spare| drop(stream),
+        |stream, _, spare| match spare {
+            Some(spare) => spare.close_into(stream),
+            None => drop(stream),
+        },
     )
     .await;
 }
