@@ -5,9 +5,10 @@
 # tool, interleaved rounds (ballast, wrk, oha, ballast, ...), paired ratios of the maximum
 # request rate, of p50/p99 and of CPU time per request (user+sys, from /usr/bin/time: the
 # figure least moved by a shared machine) per round, their medians. Open model: ballast's achieved rate
-# against its target at 20%..80% of its closed-model maximum.
+# against its target at 20%..80% of its closed-model maximum, each open run paired with a closed
+# run just before it (OPEN_ROUNDS sweeps; the summary gives the median per share and budget).
 #
-# Usage: bench/loadtest.sh   (ROUNDS=5 DURATION=5 CONNECTIONS=50; OHA=/path/to/oha, default
+# Usage: bench/loadtest.sh   (ROUNDS=5 DURATION=5 CONNECTIONS=50 OPEN_ROUNDS=1; OHA=/path/to/oha, default
 #        /work/oha-bin/bin/oha or `oha` on PATH; without one the oha column is left out)
 # Prints a summary (paste into BENCHMARKS.md) and keeps the raw outputs in bench/results/.
 set -euo pipefail
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-50}
+OPEN_ROUNDS=${OPEN_ROUNDS:-1}
 OHA=${OHA:-$(command -v oha || echo /work/oha-bin/bin/oha)}
 [ -x "$OHA" ] || OHA=""
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
@@ -109,17 +111,23 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # Open model: ballast's achieved rate against its target, up to 80% of its closed maximum,
 # with the default connection budget (--max-connections 1000) and with the closed rounds' own
 # ($CONNECTIONS).
-max_rate=$(awk '{print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# Each open run is paired with a closed run just before it, and its target is a share of that
+# run's maximum: on a shared machine the capacity moves between the rounds above and these.
 : >"$work/open"
+for open_round in $(seq "$OPEN_ROUNDS"); do
 for pct in 20 40 60 80; do
-  target=$(python3 -c "print(round($max_rate*$pct/100))")
   for budget in 1000 "$CONNECTIONS"; do
+    taskset -c 0 "$BALLAST" loadtest "$url" -c "$CONNECTIONS" -d "${DURATION}s" --threads 1 \
+      --format json >"$work/closed.json" 2>/dev/null
+    max_now=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rate"])' "$work/closed.json")
+    target=$(python3 -c "print(round($max_now*$pct/100))")
     taskset -c 0 "$BALLAST" loadtest "$url" --rate "$target" -d "${DURATION}s" --warmup 1s \
       --threads 1 --max-connections "$budget" --format json >"$work/open.json" 2>/dev/null
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
-print(sys.argv[2], sys.argv[3], r["target_rate"], round(r["rate"],1), round(r["rate"]/r["target_rate"],4), r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"], r["connections_opened"])' \
-      "$work/open.json" "$pct" "$budget" | tee -a "$work/open"
+print(sys.argv[2], sys.argv[3], round(float(sys.argv[4])), r["target_rate"], round(r["rate"],1), round(r["rate"]/r["target_rate"],4), r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"], r["connections_opened"])' \
+      "$work/open.json" "$pct" "$budget" "$max_now" | tee -a "$work/open"
   done
+done
 done
 
 {
@@ -128,7 +136,7 @@ done
   echo "# load average before: $load_before; after: $load_after ($(nproc) cores, shared)"
   echo "# round ballast_rps ballast_p50 ballast_p99 ballast_errors ballast_cpu_us_per_req wrk_rps wrk_p50 wrk_p99 wrk_cpu_us_per_req oha_rps oha_p50 oha_p99 oha_cpu_us_per_req"
   cat "$work/rows"
-  echo "# open model: pct_of_max max_connections target achieved achieved/target p50_ms p99_ms errors connections_opened"
+  echo "# open model: pct_of_max max_connections paired_closed_max target achieved achieved/target p50_ms p99_ms errors connections_opened"
   cat "$work/open"
 } >"$out"
 python3 - "$work/rows" <<'EOF' | tee -a "$out"
@@ -149,5 +157,15 @@ print(f"median CPU per request (user+sys) us: ballast {med(b_cpu):.2f}, wrk {med
 ratio = lambda a, b: med([x / y for x, y in zip(a, b)])
 print(f"paired ratios ballast/wrk (median over rounds): req/s {ratio(b_rps, w_rps):.3f}, p50 {ratio(b_p50, w_p50):.3f}, p99 {ratio(b_p99, w_p99):.3f}, CPU/request {ratio(b_cpu, w_cpu):.3f}")
 print(f"paired ratios ballast/oha (median over rounds): req/s {ratio(b_rps, o_rps):.3f}, p50 {ratio(b_p50, o_p50):.3f}, p99 {ratio(b_p99, o_p99):.3f}, CPU/request {ratio(b_cpu, o_cpu):.3f}")
+EOF
+python3 - "$work/open" <<'EOF' | tee -a "$out"
+import collections, statistics, sys
+by = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f:
+        by[(int(f[0]), f[1])].append(float(f[5]))
+for (pct, budget), xs in sorted(by.items()):
+    print(f"open model at {pct}% of the paired closed maximum, --max-connections {budget}: achieved/target median {statistics.median(xs):.4f} (min {min(xs):.4f}, {len(xs)} runs)")
 EOF
 echo "raw: $out"
