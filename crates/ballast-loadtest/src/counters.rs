@@ -50,12 +50,12 @@ impl Attribute {
 /// A balancer whose counters are read: one of the guard's sources.
 pub struct Counters {
     source: Box<dyn Source>,
-    /// `ballast admin http://127.0.0.1:9901`, `haproxy stats /run/haproxy.sock`.
+    /// `ballast admin http://127.0.0.1:9900`, `haproxy stats /run/haproxy.sock`.
     pub described: String,
 }
 
 impl Counters {
-    /// `ballast serve`'s admin API: `127.0.0.1:9901` or `http://127.0.0.1:9901`.
+    /// `ballast serve`'s admin API: `127.0.0.1:9900` or `http://127.0.0.1:9900`.
     pub fn ballast(admin: &str) -> Counters {
         let source = BallastSource::new(admin);
         Counters {

@@ -56,9 +56,17 @@ pub fn parse(spec: &str) -> Result<Vec<Condition>, String> {
 
 /// Parses a comma-separated list of conditions on the metrics `known`.
 pub fn parse_for(spec: &str, known: &[&str]) -> Result<Vec<Condition>, String> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+    if parts.iter().all(|p| p.is_empty()) {
+        return Err("no condition given; write them like p99<20ms,errors==0".into());
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "`{spec}` has an empty condition between commas; write them like p99<20ms,errors==0"
+        ));
+    }
+    parts
+        .into_iter()
         .map(|part| {
             let ops = [
                 ("<=", Op::Le),
@@ -89,6 +97,12 @@ pub fn parse_for(spec: &str, known: &[&str]) -> Result<Vec<Condition>, String> {
                      for fractions)"
                 )
             })?;
+            if FRACTIONS.contains(&metric.as_str()) && value > 1.0 && !value_text.ends_with('%') {
+                return Err(format!(
+                    "`{part}`: {metric} is a fraction from 0 to 1; write a percentage such as \
+                     {metric}{sym}{value_text}% or a fraction such as {metric}{sym}0.01"
+                ));
+            }
             Ok(Condition {
                 metric,
                 op,
@@ -98,6 +112,9 @@ pub fn parse_for(spec: &str, known: &[&str]) -> Result<Vec<Condition>, String> {
         })
         .collect()
 }
+
+/// Metrics that are fractions from 0 to 1: a bound above 1 is a percentage written without `%`.
+const FRACTIONS: &[&str] = &["errors", "jain", "chi2_p"];
 
 /// A number, with an optional unit: times in milliseconds, percentages as fractions.
 fn value(text: &str) -> Option<f64> {
@@ -154,6 +171,27 @@ mod tests {
         assert!(parse("peak_ratio").unwrap_err().contains("no comparison"));
         assert!(parse("speed<3").unwrap_err().contains("unknown metric"));
         assert!(parse("rejected<=x").unwrap_err().contains("not a number"));
+        assert!(parse("").unwrap_err().contains("no condition"));
+        assert!(
+            parse("peak_ratio<2,,jain>0.9")
+                .unwrap_err()
+                .contains("empty condition")
+        );
+        assert!(
+            parse("peak_ratio<2,")
+                .unwrap_err()
+                .contains("empty condition")
+        );
+    }
+
+    #[test]
+    fn a_fraction_bounded_above_one_is_a_percentage_without_its_sign() {
+        let known = &["errors", "p99"];
+        let e = parse_for("errors<5", known).unwrap_err();
+        assert!(e.contains("errors<5%") && e.contains("fraction"), "{e}");
+        assert!((parse_for("errors<5%", known).unwrap()[0].value - 0.05).abs() < 1e-12);
+        assert_eq!(parse_for("errors<0.5", known).unwrap()[0].value, 0.5);
+        assert_eq!(parse_for("p99<5", known).unwrap()[0].value, 5.0);
     }
 
     #[test]

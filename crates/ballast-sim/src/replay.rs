@@ -70,7 +70,7 @@ pub fn parse(text: &str) -> Result<Vec<ReplayRequest>, ReplayError> {
         }
         let r: ReplayRequest = serde_json::from_str(line).map_err(|e| ReplayError {
             line: i + 1,
-            message: e.to_string(),
+            message: line_error(&e),
         })?;
         if !(r.t.is_finite() && r.t >= 0.0 && r.t < 1e9) {
             return Err(ReplayError {
@@ -87,6 +87,16 @@ pub fn parse(text: &str) -> Result<Vec<ReplayRequest>, ReplayError> {
     Ok(out)
 }
 
+/// serde's message without its own position (the line is the log's, not the one-line JSON's),
+/// with the column.
+fn line_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    format!("{message} (column {})", e.column())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +111,10 @@ mod tests {
         let bad = parse("{\"t\": 0, \"client\": \"10.0.0.1\"}\n{\"t\": 1, \"client\": \"nope\"}\n")
             .unwrap_err();
         assert_eq!(bad.line, 2);
+        assert!(!bad.message.contains("line 1"), "{}", bad.message);
+        assert!(bad.message.contains("(column "), "{}", bad.message);
+        let missing = parse("{\"t\": 0, \"path\": \"/a\"}").unwrap_err();
+        assert!(missing.message.contains("client"), "{}", missing.message);
         assert_eq!(
             parse("{\"t\": -1, \"client\": \"10.0.0.1\"}")
                 .unwrap_err()

@@ -61,7 +61,7 @@ use crate::stdout;
 ///   ballast loadtest http://127.0.0.1:8080/ --find-capacity --slo 'p99<50ms,errors<0.1%' --config ballast.toml
 ///   ballast loadtest --url http://127.0.0.1:8080/a=3 --url http://127.0.0.1:8080/b=1 --key header:X-Tenant --key-skew zipf:1.1
 ///   ballast loadtest http://127.0.0.1:8080/ --source-range 127.0.0.2-127.0.0.50 -c 49 --events events.jsonl
-///   ballast loadtest http://127.0.0.1:8080/ -n 5000 --admin 127.0.0.1:9901 --assert disagreements==0
+///   ballast loadtest http://127.0.0.1:8080/ -n 5000 --admin 127.0.0.1:9900 --assert disagreements==0
 ///   ballast loadtest http://127.0.0.1:8080/ -n 5000 --stats-socket /run/haproxy.sock --attribute counters
 ///   ballast loadtest http://127.0.0.1:8080/ --key header:X-Tenant --key-cardinality 3 --config ballast.toml --prediction
 ///   ballast loadtest http://127.0.0.1:8080/ --replay access.jsonl --config ballast.toml --prediction
@@ -143,7 +143,7 @@ pub struct LoadtestArgs {
     /// configuration's first listener's pool; for the counters, the pool whose counters moved).
     #[arg(long)]
     pool: Option<String>,
-    /// Read `ballast serve`'s per-server counters from its admin API (127.0.0.1:9901 or a URL)
+    /// Read `ballast serve`'s per-server counters from its admin API (127.0.0.1:9900 or a URL)
     /// before and after the run, and attribute the run by them too.
     #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["stats_socket", "find_capacity"])]
     admin: Option<String>,
@@ -212,7 +212,7 @@ pub struct LoadtestArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Append one `load_test_ran` event with the run's figures to this event log (the JSON
-    /// lines `serve --events` writes), for `postmortem` and the dashboard.
+    /// lines `serve` writes to its `[global] event_log`), for `postmortem` and the dashboard.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
     /// Capacity search: open-model steps at a rising rate (doubling from --start-rate), then
@@ -220,7 +220,7 @@ pub struct LoadtestArgs {
     #[arg(long, requires = "slo", conflicts_with_all = ["connections", "requests", "assertions"])]
     find_capacity: bool,
     /// The capacity search's SLO, in --assert's grammar: `p99<50ms,errors<0.1%`.
-    #[arg(long, value_name = "CONDITIONS", requires = "find_capacity")]
+    #[arg(long, value_name = "CONDITIONS")]
     slo: Option<String>,
     /// Capacity search: the first step's rate (requests per second).
     #[arg(long, default_value_t = 100.0)]
@@ -585,9 +585,13 @@ fn choose_keys(
     if expected.by_name.is_empty() {
         BTreeMap::new()
     } else if by_name == 0 && by_address == 0 {
-        let seen: Vec<&String> = tally.backends.keys().take(3).collect();
+        let names: Vec<&str> = tally.backends.keys().map(String::as_str).collect();
+        let seen = match names.len() {
+            n if n > 8 => format!("{} and {} more", names[..8].join(", "), n - 8),
+            _ => names.join(", "),
+        };
         eprintln!(
-            "warning: the responses name backends {seen:?}, which the configuration names \
+            "warning: the responses name backends {seen}, which the configuration names \
              neither by server name nor by address: shares are judged against an even split"
         );
         BTreeMap::new()
@@ -637,16 +641,37 @@ fn urls(args: &LoadtestArgs) -> Result<Vec<(Target, f64)>, String> {
 }
 
 fn prepare(args: &LoadtestArgs) -> Result<Prepared, String> {
+    // clap's `requires` cannot see that a flag is absent when it has a default (false), so
+    // --slo without --find-capacity is refused here instead of being ignored.
+    if args.slo.is_some() && !args.find_capacity {
+        return Err(
+            "--slo is the capacity search's objective: add --find-capacity, or check a \
+                    plain run with --assert 'p99<50ms,errors<0.1%'"
+                .into(),
+        );
+    }
     let mut urls = urls(args)?;
     let mut target = urls[0].0.clone();
     let scheme = if target.tls { "https" } else { "http" };
     let shown = format!("{scheme}://{}{}", target.authority, target.path);
     // Resolve once and try one connection first: a wrong host or a balancer that is not
     // listening is an error now, not ten seconds of failed requests.
+    if target.host.is_empty() {
+        return Err(format!(
+            "{shown} names no host; write it like http://127.0.0.1:8080/"
+        ));
+    }
+    let cannot_resolve = |why: String| {
+        format!(
+            "cannot resolve `{}` in {shown}: {why}; check the host name, or give an address \
+             such as 127.0.0.1",
+            target.host
+        )
+    };
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("cannot resolve `{}` in {shown}", target.host))?;
+        .map_err(|e| cannot_resolve(e.to_string()))?
+        .next()
+        .ok_or_else(|| cannot_resolve("no address".into()))?;
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| {
         format!("cannot connect to {addr} ({shown}): {e}; is the balancer listening there?")
     })?;
@@ -807,8 +832,15 @@ struct ConfiguredPool {
 /// Imports a configuration (any format ballast reads) and picks its pool: `--pool`, else the
 /// first listener's, else the first.
 fn configured_pool(path: &std::path::Path, pool: Option<&str>) -> Result<ConfiguredPool, String> {
-    let imported = ballast_import::import_file(path, &ballast_import::Options::default())
-        .map_err(|e| e.to_string())?;
+    let imported =
+        ballast_import::import_file(path, &ballast_import::Options::default()).map_err(|e| {
+            // The caller prints `error: ` before the message; the diagnostics begin with it.
+            let text = e.to_string();
+            format!(
+                "--config: {}",
+                text.strip_prefix("error: ").unwrap_or(&text)
+            )
+        })?;
     let config = &imported.loaded.config;
     let name = match pool {
         Some(p) => p.to_string(),

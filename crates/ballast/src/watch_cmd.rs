@@ -37,7 +37,7 @@ use crate::stdout;
 /// reload that likely triggered it, and what the data rules out. Runbook: docs/runbook.md.
 ///
 /// Sources:
-///   ballast:127.0.0.1:9901                 ballast serve's admin API
+///   ballast:127.0.0.1:9900                 ballast serve's admin API
 ///   haproxy:/run/haproxy/admin.sock        HAProxy's stats socket (a path or host:port)
 ///   haproxy:http://127.0.0.1:8404/stats;csv    its stats page, as CSV
 ///   haproxy:http://127.0.0.1:8404/metrics      its Prometheus exporter
@@ -49,7 +49,7 @@ use crate::stdout;
 ///   ballast watch --once haproxy:/run/haproxy/admin.sock    # is it the load balancer? 0 no, 1 yes
 ///   ballast watch nginx:/var/log/nginx/ballast-access.log --config /etc/nginx/nginx.conf \
 ///       --stub-status http://127.0.0.1/nginx_status --error-log /var/log/nginx/error.log
-///   ballast watch ballast:127.0.0.1:9901 --alertmanager http://127.0.0.1:9093
+///   ballast watch ballast:127.0.0.1:9900 --alertmanager http://127.0.0.1:9093
 ///   ballast watch haproxy:/run/haproxy/admin.sock --dashboard 127.0.0.1:9900   # a live page
 ///   ballast watch --nginx-log-format                        # the nginx lines to add
 ///

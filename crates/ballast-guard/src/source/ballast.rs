@@ -9,12 +9,12 @@ use super::{Source, SourceError};
 
 /// A running `ballast serve`, by its admin address.
 pub struct BallastSource {
-    /// `http://127.0.0.1:9901`.
+    /// `http://127.0.0.1:9900`.
     base: String,
 }
 
 impl BallastSource {
-    /// `address` is the admin listener: `127.0.0.1:9901` or a URL.
+    /// `address` is the admin listener: `127.0.0.1:9900` or a URL.
     pub fn new(address: &str) -> Self {
         let base = if address.starts_with("http://") || address.starts_with("https://") {
             address.trim_end_matches('/').to_string()
@@ -42,7 +42,7 @@ impl Source for BallastSource {
         let (status, body) = crate::http::get(&url, Duration::from_secs(2)).map_err(|e| {
             SourceError::new(format!("cannot read ballast's admin API: {e}")).with_fix(
                 "give the admin address `ballast serve` prints at start ([admin] address, \
-                 127.0.0.1:9901 by default)",
+                 127.0.0.1:9900 by default)",
             )
         })?;
         if status != 200 {
