@@ -115,19 +115,19 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # run's maximum: on a shared machine the capacity moves between the rounds above and these.
 : >"$work/open"
 for open_round in $(seq "$OPEN_ROUNDS"); do
-for pct in 20 40 60 80; do
-  for budget in 1000 "$CONNECTIONS"; do
-    taskset -c 0 "$BALLAST" loadtest "$url" -c "$CONNECTIONS" -d "${DURATION}s" --threads 1 \
-      --format json >"$work/closed.json" 2>/dev/null
-    max_now=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rate"])' "$work/closed.json")
-    target=$(python3 -c "print(round($max_now*$pct/100))")
-    taskset -c 0 "$BALLAST" loadtest "$url" --rate "$target" -d "${DURATION}s" --warmup 1s \
-      --threads 1 --max-connections "$budget" --format json >"$work/open.json" 2>/dev/null
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
+  for pct in 20 40 60 80; do
+    for budget in 1000 "$CONNECTIONS"; do
+      taskset -c 0 "$BALLAST" loadtest "$url" -c "$CONNECTIONS" -d "${DURATION}s" --threads 1 \
+        --format json >"$work/closed.json" 2>/dev/null
+      max_now=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rate"])' "$work/closed.json")
+      target=$(python3 -c "print(round($max_now*$pct/100))")
+      taskset -c 0 "$BALLAST" loadtest "$url" --rate "$target" -d "${DURATION}s" --warmup 1s \
+        --threads 1 --max-connections "$budget" --format json >"$work/open.json" 2>/dev/null
+      python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
 print(sys.argv[2], sys.argv[3], round(float(sys.argv[4])), r["target_rate"], round(r["rate"],1), round(r["rate"]/r["target_rate"],4), r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"], r["connections_opened"])' \
-      "$work/open.json" "$pct" "$budget" "$max_now" | tee -a "$work/open"
+        "$work/open.json" "$pct" "$budget" "$max_now" | tee -a "$work/open"
+    done
   done
-done
 done
 
 {

@@ -381,9 +381,6 @@ fn run_capacity(
     let prepared = (|| -> Result<_, String> {
         let slo = ballast_sim::assert::parse_for(&slo_text, Report::METRICS)
             .map_err(|e| format!("--slo: {e}"))?;
-        if slo.is_empty() {
-            return Err("--slo names no condition; write it like 'p99<50ms,errors<0.1%'".into());
-        }
         let spec = SearchSpec {
             start_rate: args.start_rate,
             max_rate: args.max_rate,
